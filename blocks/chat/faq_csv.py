@@ -1,0 +1,252 @@
+"""chat.faq-csv: a FAQ spreadsheet (CSV or XLSX) read into labelled question/answer examples."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import Field
+
+from blocks import DATA_PROVIDER
+from builder.errors import DataError
+from builder.ports import Port, PortType
+from builder.registry import register_block
+from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
+from runtime.context import StepContext
+from runtime.store import sha256_file
+
+TEXT_COLUMNS = ("question", "example", "text")
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+
+@dataclass
+class FaqData:
+    """Labelled FAQ examples split into training and evaluation sets, with one answer per intent."""
+
+    train_texts: list[str]
+    train_intents: list[str]
+    eval_texts: list[str]
+    eval_intents: list[str]
+    answers: dict[str, str]
+    eval_split: str  # "heldout" (a separate file), "split" (sampled from the file) or "train"
+    sources: dict[str, str] = field(default_factory=dict)  # file -> sha256
+
+    @property
+    def intents(self) -> list[str]:
+        return sorted(self.answers)
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:40].rstrip("-") or "intent"
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV (UTF-8) or XLSX file into a frame of strings; raises DataError with one sentence."""
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; expected a .csv or .xlsx file")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"{path.name} is empty")
+    if size > MAX_FILE_BYTES:
+        raise DataError(f"{path.name} is {size / 1e6:.0f} MB; the limit is {MAX_FILE_BYTES // 10**6} MB")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".xlsx", ".xlsm"):
+            frame = pd.read_excel(path, dtype=str, keep_default_na=False)
+        elif suffix in (".csv", ".txt", ""):
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8",
+                                skip_blank_lines=True)
+        else:
+            raise DataError(f"{path.name}: unsupported file type {suffix!r}; use .csv (UTF-8) or .xlsx")
+    except UnicodeDecodeError:
+        raise DataError(f"{path.name} is not UTF-8 text; save it as 'CSV UTF-8' and try again") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path.name} is empty") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path.name} is not a readable CSV file: {str(exc).strip()}") from None
+    except DataError:
+        raise
+    except Exception as exc:  # openpyxl / zipfile errors for a broken .xlsx
+        raise DataError(f"{path.name} could not be read as a spreadsheet: {exc}") from None
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    return frame.map(lambda v: str(v).strip())
+
+
+def parse_faq(frame: pd.DataFrame, name: str, answers: dict[str, str] | None = None) -> tuple[list[str], list[str], dict[str, str]]:
+    """Turn a frame into (texts, intents, answers); every problem is reported in one DataError."""
+    if frame.empty:
+        raise DataError(f"{name} has a header but no rows")
+    text_col = next((c for c in TEXT_COLUMNS if c in frame.columns), None)
+    has_intent, has_answer = "intent" in frame.columns, "answer" in frame.columns
+    if text_col is None or not (has_intent or has_answer):
+        found = ", ".join(frame.columns) or "none"
+        raise DataError(
+            f"{name} needs columns `question,answer` (or `intent,example` plus answers); found: {found}"
+        )
+    problems: list[str] = []
+    texts: list[str] = []
+    intents: list[str] = []
+    found_answers: dict[str, str] = dict(answers or {})
+    answer_row: dict[str, int] = {}
+    intent_of_answer: dict[str, str] = {}
+    for i, row in enumerate(frame.to_dict("records")):
+        line = i + 2  # header is line 1
+        text = row[text_col]
+        answer = row.get("answer", "") if has_answer else ""
+        if not text and not answer and not row.get("intent"):
+            continue
+        if not text:
+            problems.append(f"row {line}: the {text_col} is empty")
+            continue
+        if has_intent and row["intent"]:
+            intent = row["intent"]
+        elif has_answer and answer:
+            intent = intent_of_answer.get(answer) or _unique(_slug(answer), set(intent_of_answer.values()))
+            intent_of_answer[answer] = intent
+        else:
+            problems.append(f"row {line}: no intent and no answer for {text!r}")
+            continue
+        if answer:
+            if intent in answer_row and found_answers.get(intent) != answer:
+                problems.append(
+                    f"row {line}: intent {intent!r} already has a different answer (row {answer_row[intent]})"
+                )
+            elif intent not in answer_row:
+                found_answers[intent], answer_row[intent] = answer, line
+        texts.append(text)
+        intents.append(intent)
+    if not texts and not problems:
+        raise DataError(f"{name} has no examples")
+    counts: dict[str, int] = {}
+    for intent in intents:
+        counts[intent] = counts.get(intent, 0) + 1
+    for intent, n in sorted(counts.items()):
+        if n < 2:
+            problems.append(f"intent {intent!r} has only one example; give at least 2 phrasings per intent")
+        if intent not in found_answers:
+            problems.append(f"intent {intent!r} has no answer")
+    if len(counts) < 2 and not problems:
+        problems.append("only one intent found; a classifier needs at least 2")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise DataError(f"{name}: " + "; ".join(problems[:3]) + more)
+    return texts, intents, {k: v for k, v in found_answers.items() if k in counts}
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def parse_heldout(frame: pd.DataFrame, name: str, answers: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Held-out examples must use intents (or answers) known from the training file."""
+    text_col = next((c for c in TEXT_COLUMNS if c in frame.columns), None)
+    if frame.empty or text_col is None or not ({"intent", "answer"} & set(frame.columns)):
+        raise DataError(f"{name} needs a question column and an intent or answer column, with rows")
+    by_answer = {a: i for i, a in answers.items()}
+    texts, intents, problems = [], [], []
+    for i, row in enumerate(frame.to_dict("records")):
+        if not row[text_col]:
+            continue
+        intent = row.get("intent") or by_answer.get(row.get("answer", ""), "")
+        if intent not in answers:
+            problems.append(f"row {i + 2}: {intent or row.get('answer')!r} is not an intent of the training file")
+            continue
+        texts.append(row[text_col])
+        intents.append(intent)
+    if problems:
+        raise DataError(f"{name}: " + "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
+    if not texts:
+        raise DataError(f"{name} has no examples")
+    return texts, intents
+
+
+class FaqCsvParams(BlockParams):
+    path: str = Field(description="CSV (UTF-8) or XLSX file with question,answer (or intent,example,answer) columns; relative to the pipeline file")
+    heldout_path: str | None = Field(None, description="Optional file of paraphrases kept out of training, used to measure accuracy")
+    eval_fraction: float = Field(0.2, ge=0.0, le=0.5, description="Share of each intent's examples held out for evaluation when there is no heldout_path")
+    seed: int = Field(0, ge=0, description="Seed of the evaluation split")
+
+
+@register_block
+class FaqCsv(Block):
+    id = "chat.faq-csv"
+    version = "1.0.0"
+    kind = Kind.DATA
+    domain = "chat"
+    outputs = (Port("examples", PortType.TEXT_PAIRS, "labelled questions with one answer per intent"),)
+    Params = FaqCsvParams
+    price = Price(10**15, PriceUnit.RUN)  # 0.001 AIC per run
+    provider = DATA_PROVIDER
+    license = "CC-BY-4.0"
+    description = "FAQ spreadsheet (CSV/XLSX): questions and the answer to give, or intent,example + answers."
+
+    def _paths(self, params: FaqCsvParams, base_dir: Path) -> tuple[Path, Path | None]:
+        main = (base_dir / params.path).resolve()
+        held = (base_dir / params.heldout_path).resolve() if params.heldout_path else None
+        return main, held
+
+    def check(self, params: BlockParams, base_dir: Path) -> list[tuple[str, str]]:
+        assert isinstance(params, FaqCsvParams)
+        main, held = self._paths(params, base_dir)
+        try:
+            _, _, answers = parse_faq(read_table(main), main.name)
+        except DataError as exc:
+            return [("path", str(exc))]
+        if held is not None:
+            try:
+                parse_heldout(read_table(held), held.name, answers)
+            except DataError as exc:
+                return [("heldout_path", str(exc))]
+        return []
+
+    def fingerprint(self, params: BlockParams, base_dir: Path) -> str:
+        assert isinstance(params, FaqCsvParams)
+        return ",".join(sha256_file(p) if p.exists() else "missing" for p in self._paths(params, base_dir) if p)
+
+    def load(self, params: FaqCsvParams, base_dir: Path) -> FaqData:
+        """Read, check and split the FAQ files."""
+        main, held = self._paths(params, base_dir)
+        texts, intents, answers = parse_faq(read_table(main), main.name)
+        sources = {str(main): sha256_file(main)}
+        if held is not None:
+            eval_texts, eval_intents = parse_heldout(read_table(held), held.name, answers)
+            sources[str(held)] = sha256_file(held)
+            return FaqData(texts, intents, eval_texts, eval_intents, answers, "heldout", sources)
+        rng = random.Random(params.seed)
+        train_t, train_i, eval_t, eval_i = [], [], [], []
+        for intent in sorted(set(intents)):
+            rows = [t for t, i in zip(texts, intents, strict=True) if i == intent]
+            rng.shuffle(rows)
+            n_eval = min(int(len(rows) * params.eval_fraction), len(rows) - 1)
+            eval_t += rows[:n_eval]
+            eval_i += [intent] * n_eval
+            train_t += rows[n_eval:]
+            train_i += [intent] * (len(rows) - n_eval)
+        if not eval_t:  # too little data to hold any out: report accuracy on the training set
+            return FaqData(train_t, train_i, list(train_t), list(train_i), answers, "train", sources)
+        return FaqData(train_t, train_i, eval_t, eval_i, answers, "split", sources)
+
+    def preview(self, params: FaqCsvParams, base_dir: Path, rows: int = 5, seed: int | None = None) -> list[dict[str, Any]]:
+        """A random sample of training examples with their intent and answer."""
+        data = self.load(params, base_dir)
+        rng = random.Random(seed)
+        idx = rng.sample(range(len(data.train_texts)), min(rows, len(data.train_texts)))
+        return [{"question": data.train_texts[i], "intent": data.train_intents[i],
+                 "answer": data.answers[data.train_intents[i]]} for i in idx]
+
+    def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        assert isinstance(params, FaqCsvParams)
+        data = self.load(params, ctx.base_dir)
+        ctx.log_metric("train_examples", len(data.train_texts))
+        ctx.log_metric("intents", len(data.answers))
+        return {"examples": data}

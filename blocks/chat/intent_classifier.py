@@ -1,0 +1,212 @@
+"""chat.intent-classifier: a classification head trained on sentence embeddings; exports encoder + head."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from blocks import MODEL_PROVIDER
+from blocks.chat.minilm_encoder import EMBED_DIM, SentenceEncoder, TextFeatures, encoder_dir, load_transformer
+from builder.ports import Port, PortType
+from builder.registry import register_block
+from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
+from runtime.context import StepContext
+from runtime.store import atomic_write_bytes
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def build_head(n_labels: int, hidden: int) -> nn.Module:
+    """Linear head (hidden=0) or a one-hidden-layer MLP over 384-d embeddings."""
+    if hidden == 0:
+        return nn.Linear(EMBED_DIM, n_labels)
+    return nn.Sequential(nn.Linear(EMBED_DIM, hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, n_labels))
+
+
+class EncoderWithHead(nn.Module):
+    """The whole served model in one graph: token ids → sentence embedding → intent probabilities."""
+
+    def __init__(self, encoder: SentenceEncoder, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        emb = self.encoder(input_ids, attention_mask)  # (batch, 384)
+        return torch.softmax(self.head(emb), dim=-1)  # (batch, n_labels)
+
+
+@dataclass
+class TextClassifierModel:
+    """A trained intent classifier: head weights, labels, answers and the encoder it was trained on."""
+
+    head_state: dict[str, np.ndarray]
+    hidden: int
+    labels: list[str]
+    answers: dict[str, str]
+    encoder: dict[str, Any]
+    metrics: dict[str, Any]
+    eval_texts: list[str] = field(default_factory=list)
+
+    def head(self) -> nn.Module:
+        head = build_head(len(self.labels), self.hidden)
+        head.load_state_dict({k: torch.from_numpy(v) for k, v in self.head_state.items()})
+        return head.eval()
+
+    def torch_module(self, device: str = "cpu") -> EncoderWithHead:
+        """The served model as a torch module (the reference the ONNX export is checked against)."""
+        encoder = SentenceEncoder(load_transformer(device), self.encoder["normalize"])
+        return EncoderWithHead(encoder, self.head().to(device)).eval()
+
+    def reference_proba(self, texts: list[str], device: str = "cpu") -> np.ndarray:
+        """Probabilities from torch eager, tokenised exactly as at training time."""
+        from blocks.chat.minilm_encoder import load_tokenizer
+
+        tok = load_tokenizer()(texts, padding=True, truncation=True, max_length=self.encoder["max_length"],
+                               return_tensors="pt")
+        with torch.inference_mode():
+            probs = self.torch_module(device)(tok["input_ids"].to(device), tok["attention_mask"].to(device))
+        return probs.float().cpu().numpy()
+
+    def parity_inputs(self) -> list[Any]:
+        """Inputs on which the exported graph must agree with torch."""
+        return [{"text": t} for t in self.eval_texts]
+
+    def reference_outputs(self, items: list[Any]) -> np.ndarray:
+        return self.reference_proba([i["text"] for i in items])
+
+    def export(self, bundle_dir: Path) -> dict[str, Any]:
+        """Write model.onnx (encoder + head) and tokenizer files; return this model's manifest fields."""
+        module = self.torch_module("cpu")
+        example = torch.ones((1, 8), dtype=torch.long)
+        buf = io.BytesIO()
+        torch.onnx.export(
+            module, (example, torch.ones_like(example)), buf,
+            input_names=["input_ids", "attention_mask"], output_names=["probabilities"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                          "probabilities": {0: "batch"}},
+            opset_version=17, dynamo=False,
+        )
+        atomic_write_bytes(bundle_dir / "model.onnx", buf.getvalue())
+        src = encoder_dir()
+        for name in TOKENIZER_FILES:
+            if (src / name).exists():
+                shutil.copyfile(src / name, bundle_dir / name)
+        return {
+            "type": "text-classifier",
+            "model_file": "model.onnx",
+            "tokenizer_file": "tokenizer.json",
+            "max_length": self.encoder["max_length"],
+            "encoder": self.encoder["name"],
+            "labels": list(self.labels),
+            "answers": dict(self.answers),
+        }
+
+
+class IntentClassifierParams(BlockParams):
+    epochs: int = Field(60, ge=1, le=1000, description="Passes over the training examples")
+    lr: float = Field(0.02, gt=0.0, le=1.0, description="Learning rate of the Adam optimiser")
+    seed: int = Field(0, ge=0, description="Random seed: the same seed and data give the same model")
+    hidden: int = Field(0, ge=0, le=4096, description="Hidden units of the head; 0 for a linear head")
+    batch_size: int = Field(32, ge=1, le=4096, description="Examples per optimisation step")
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0, description="L2 penalty on the head's weights")
+
+
+def _accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((head(x).argmax(dim=-1) == y).float().mean()) if len(y) else 0.0
+
+
+@register_block
+class IntentClassifier(Block):
+    id = "chat.intent-classifier"
+    version = "1.0.0"
+    kind = Kind.MODEL
+    domain = "chat"
+    inputs = (Port("features", PortType.TENSOR_SHARDS, "sentence embeddings with intents"),)
+    outputs = (
+        Port("model", PortType.MODEL, "trained encoder + intent head"),
+        Port("metrics", PortType.METRICS, "accuracy on the evaluation split"),
+    )
+    Params = IntentClassifierParams
+    price = Price(3 * 10**15, PriceUnit.RUN)  # 0.003 AIC per run
+    call_price = Price(3 * 10**14, PriceUnit.CALLS_1K)
+    provider = MODEL_PROVIDER
+    license = "Apache-2.0"
+    description = "Trains an intent classification head on sentence embeddings (epochs, lr, seed)."
+
+    def estimate_seconds(self, params: BlockParams) -> float:
+        assert isinstance(params, IntentClassifierParams)
+        return 0.02 * params.epochs
+
+    def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        assert isinstance(params, IntentClassifierParams)
+        feats: TextFeatures = inputs["features"]
+        labels = sorted(feats.answers)
+        index = {label: i for i, label in enumerate(labels)}
+        device = ctx.device
+        x = torch.from_numpy(feats.train_x).to(device)
+        y = torch.tensor([index[i] for i in feats.train_intents], device=device)
+        ex = torch.from_numpy(feats.eval_x).to(device)
+        ey = torch.tensor([index[i] for i in feats.eval_intents], device=device)
+
+        torch.manual_seed(params.seed)
+        head = build_head(len(labels), params.hidden).to(device)
+        opt = torch.optim.Adam(head.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+        loss_fn = nn.CrossEntropyLoss()
+        ckpt_path = ctx.work_dir / "checkpoint.pt"
+        start_epoch, loss_value = 0, float("nan")
+        if ckpt_path.exists():  # resume where a killed run stopped
+            state = torch.load(ckpt_path, map_location=device, weights_only=True)
+            head.load_state_dict(state["head"])
+            opt.load_state_dict(state["optimizer"])
+            start_epoch = int(state["epoch"])
+            loss_value = float(state.get("loss", float("nan")))
+            ctx.log_metric("resumed_from_epoch", start_epoch)
+
+        for epoch in range(start_epoch, params.epochs):
+            head.train()
+            # The order of each epoch depends only on (seed, epoch), so a resumed run repeats it exactly.
+            order = torch.randperm(len(y), generator=torch.Generator().manual_seed(params.seed * 100_003 + epoch))
+            total = 0.0
+            for start in range(0, len(y), params.batch_size):
+                idx = order[start:start + params.batch_size].to(device)
+                opt.zero_grad()
+                loss = loss_fn(head(x[idx]), y[idx])
+                loss.backward()
+                opt.step()
+                total += float(loss) * len(idx)
+            loss_value = total / len(y)
+            head.eval()
+            ctx.log_metric("loss", loss_value, epoch + 1)
+            ctx.log_metric("train_accuracy", _accuracy(head, x, y), epoch + 1)
+            ctx.log_metric("accuracy", _accuracy(head, ex, ey), epoch + 1)
+            buf = io.BytesIO()
+            torch.save({"epoch": epoch + 1, "loss": loss_value, "head": head.state_dict(), "optimizer": opt.state_dict()}, buf)
+            atomic_write_bytes(ckpt_path, buf.getvalue())
+            ctx.progress(epoch + 1, params.epochs, f"epoch {epoch + 1}/{params.epochs}")
+
+        head.eval()
+        metrics = {
+            "accuracy": round(_accuracy(head, ex, ey), 6),
+            "train_accuracy": round(_accuracy(head, x, y), 6),
+            "loss": round(loss_value, 6) if loss_value == loss_value else None,
+            "eval_examples": len(ey),
+            "eval_split": feats.eval_split,
+            "intents": len(labels),
+            "epochs": params.epochs,
+        }
+        model = TextClassifierModel(
+            head_state={k: v.detach().cpu().numpy() for k, v in head.state_dict().items()},
+            hidden=params.hidden, labels=labels, answers=dict(feats.answers), encoder=dict(feats.encoder),
+            metrics=metrics, eval_texts=list(feats.eval_texts),
+        )
+        return {"model": model, "metrics": metrics}

@@ -1,0 +1,1 @@
+"""vision blocks (see the vision issue); the package exists so the catalog's layout is fixed."""

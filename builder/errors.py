@@ -1,0 +1,74 @@
+"""The whole exception tree of Easy AI Builder; every user-facing failure is one of these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AibError(Exception):
+    """Base of every error the product reports to a user as one sentence."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a pipeline file: where (YAML path and line) and what."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.path or "<file>"
+        if self.line is not None:
+            where = f"{where} (line {self.line})"
+        return f"{where}: {self.message}"
+
+
+class ValidationError(AibError):
+    """A pipeline file (or its data) is invalid; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        n = len(self.problems)
+        head = f"{source}: " if source else ""
+        first = str(self.problems[0]) if self.problems else "invalid"
+        more = f" (and {n - 1} more)" if n > 1 else ""
+        super().__init__(f"{head}{first}{more}")
+
+
+class DataError(AibError):
+    """A data file a block reads is missing, unreadable or malformed."""
+
+
+class BlockError(AibError):
+    """A block is not registered, or its declaration is inconsistent."""
+
+
+class RunError(AibError):
+    """A run could not start or failed while executing a step."""
+
+
+class NotFoundError(AibError):
+    """A run, service or API key that was asked for does not exist."""
+
+
+class ServeError(AibError):
+    """A service cannot be served (bad bundle, port in use, ...)."""
+
+
+class ExportError(AibError):
+    """A trained model could not be exported, or the export fails the parity check."""
+
+
+__all__ = [
+    "AibError",
+    "BlockError",
+    "DataError",
+    "ExportError",
+    "NotFoundError",
+    "Problem",
+    "RunError",
+    "ServeError",
+    "ValidationError",
+]

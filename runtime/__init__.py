@@ -1,0 +1,1 @@
+"""Execution: database, storage, Prefect flows, training context, ONNX export and serving."""

@@ -1,0 +1,122 @@
+"""Service bundles: a self-contained folder (manifest.json + ONNX + preprocessing files) and its loader."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel
+
+from builder.errors import ServeError
+from runtime.store import sha256_file, sha256_tree
+
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = 1
+
+
+class Predictor(Protocol):
+    """What serving needs from a bundle type: request/response models and batched prediction."""
+
+    Request: ClassVar[type[BaseModel]]
+    Response: ClassVar[type[BaseModel]]
+    BatchRequest: ClassVar[type[BaseModel]]
+
+    manifest: dict[str, Any]
+
+    def items_from_batch(self, batch: BaseModel) -> list[Any]: ...
+
+    def check_item(self, item: Any) -> str | None:
+        """None when `item` is acceptable, else why it is too large (answered with 413)."""
+        ...
+
+    def predict(self, items: list[Any]) -> list[dict[str, Any]]: ...
+
+    def predict_proba(self, items: list[Any]) -> Any: ...
+
+
+_PREDICTORS: dict[str, type] = {}
+
+
+def register_predictor(type_name: str):
+    """Class decorator: the predictor used for bundles whose manifest says `type: type_name`."""
+
+    def wrap(cls: type) -> type:
+        _PREDICTORS[type_name] = cls
+        return cls
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class ServiceBundle:
+    """The output of a service block: where the exported bundle lives and its content hash."""
+
+    path: str
+    sha256: str
+
+    def is_intact(self) -> bool:
+        return (Path(self.path) / MANIFEST).exists()
+
+
+def read_manifest(bundle_dir: Path) -> dict[str, Any]:
+    """The bundle's manifest; ServeError when missing or unreadable."""
+    path = bundle_dir / MANIFEST
+    if not path.exists():
+        raise ServeError(f"{bundle_dir} is not a service bundle (no {MANIFEST})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ServeError(f"{path} is unreadable: {exc}") from None
+
+
+def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write manifest.json, recording the sha256 of every other file for the integrity check on load."""
+    files = {
+        p.relative_to(bundle_dir).as_posix(): sha256_file(p)
+        for p in sorted(bundle_dir.rglob("*")) if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {**manifest, "format": BUNDLE_FORMAT, "files": files}
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def verify_bundle(bundle_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a bundle whose files were changed or removed since export."""
+    for name, digest in (manifest.get("files") or {}).items():
+        path = bundle_dir / name
+        if not path.exists():
+            raise ServeError(f"service bundle {bundle_dir} is missing {name}")
+        if sha256_file(path) != digest:
+            raise ServeError(f"service bundle {bundle_dir}: {name} does not match its checksum (corrupt or edited)")
+
+
+def load_bundle(bundle_dir: str | Path, threads: int | None = None, verify: bool = True) -> Predictor:
+    """Rebuild the predictor of a bundle exactly as exported (checksums verified)."""
+    from builder.registry import load_blocks
+
+    load_blocks()  # predictors are registered by the block packages
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise ServeError(f"{bundle_dir}: bundle format {manifest.get('format')!r} is not supported")
+    if verify:
+        verify_bundle(bundle_dir, manifest)
+    cls = _PREDICTORS.get(manifest.get("type", ""))
+    if cls is None:
+        raise ServeError(f"{bundle_dir}: no predictor for bundle type {manifest.get('type')!r}")
+    return cls(bundle_dir, manifest, threads=threads)
+
+
+def onnx_providers() -> list[str]:
+    """onnxruntime execution providers: CUDA first when the GPU build and a GPU are present."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+__all__ = [
+    "MANIFEST", "Predictor", "ServiceBundle", "load_bundle", "onnx_providers", "read_manifest",
+    "register_predictor", "sha256_tree", "verify_bundle", "write_manifest",
+]

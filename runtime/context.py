@@ -1,0 +1,76 @@
+"""What a running step sees: its device, its work folder (checkpoints), and hooks to report progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from runtime.config import Settings
+
+
+class Reporter(Protocol):
+    """Receives live progress of a run (CLI progress bar, database rows for the UI)."""
+
+    def step_started(self, node_id: str, cached: bool) -> None: ...
+
+    def progress(self, node_id: str, done: float, total: float, description: str) -> None: ...
+
+    def metric(self, node_id: str, name: str, value: float, step: int) -> None: ...
+
+    def step_finished(self, node_id: str, status: str) -> None: ...
+
+
+class NullReporter:
+    """A reporter that ignores everything."""
+
+    def step_started(self, node_id: str, cached: bool) -> None:
+        pass
+
+    def progress(self, node_id: str, done: float, total: float, description: str) -> None:
+        pass
+
+    def metric(self, node_id: str, name: str, value: float, step: int) -> None:
+        pass
+
+    def step_finished(self, node_id: str, status: str) -> None:
+        pass
+
+
+@dataclass
+class StepContext:
+    """Everything a block's `run` may use besides its inputs and params."""
+
+    run_id: str
+    node_id: str
+    cache_key: str
+    device: str
+    base_dir: Path
+    settings: Settings
+    plan: dict[str, Any]
+    reporter: Reporter = field(default_factory=NullReporter)
+
+    @property
+    def work_dir(self) -> Path:
+        """A folder private to this step's cache key: checkpoints survive a crash and are resumed."""
+        path = self.settings.cache_dir / "work" / self.cache_key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def shared_cache_dir(self) -> Path:
+        """A folder shared by every run, for content-addressed caches such as text embeddings."""
+        path = self.settings.cache_dir / "shared"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def progress(self, done: float, total: float, description: str = "") -> None:
+        """Report that `done` of `total` units of this step's work are finished."""
+        self.reporter.progress(self.node_id, done, total, description)
+
+    def log_metric(self, name: str, value: float, step: int = 0) -> None:
+        """Record one point of a metric series (e.g. loss per epoch)."""
+        self.reporter.metric(self.node_id, name, float(value), step)
+
+
+__all__ = ["NullReporter", "Reporter", "StepContext"]

@@ -1,0 +1,65 @@
+"""The usage ledger: billable records, written in the same transaction as the state change they bill."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from runtime.db import Usage
+
+
+def compute_amount(price_per_second_wei: int, seconds: float) -> int:
+    """Wei owed for `seconds` of device time, rounded half-up to a whole wei."""
+    return int((Decimal(price_per_second_wei) * Decimal(repr(seconds))).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def per_call_amount(price_per_1k_wei: int, calls: int = 1) -> int:
+    """Wei owed for `calls` served calls at a per-1k-calls price (prices are multiples of 1000 wei)."""
+    return price_per_1k_wei * calls // 1000
+
+
+def add_usage(session: Session, *, bill_key: str, block_id: str, version: str, provider: str, quantity: float,
+              unit: str, amount_wei: int, run_id: str | None = None, service_id: str | None = None,
+              node_id: str | None = None) -> Usage:
+    """Add one usage record to `session` (the caller commits it together with the state change it bills)."""
+    record = Usage(bill_key=bill_key, run_id=run_id, service_id=service_id, node_id=node_id, block_id=block_id,
+                   version=version, provider=provider, quantity=quantity, unit=unit, amount_wei=amount_wei)
+    session.add(record)
+    return record
+
+
+def usage_dict(u: Usage) -> dict[str, Any]:
+    """A usage record as plain JSON-ready data."""
+    return {
+        "id": u.id,
+        "run_id": u.run_id,
+        "service_id": u.service_id,
+        "node_id": u.node_id,
+        "block_id": u.block_id,
+        "version": u.version,
+        "provider": u.provider,
+        "quantity": u.quantity,
+        "unit": u.unit,
+        "amount_wei": u.amount_wei,
+        "created_at": u.created_at.isoformat() if u.created_at else None,
+        "settled_tx": u.settled_tx,
+    }
+
+
+def list_usage(session: Session, run_id: str | None = None, service_id: str | None = None,
+               limit: int | None = None) -> list[Usage]:
+    """Usage records, optionally of one run or one service, oldest first."""
+    q = select(Usage).order_by(Usage.id)
+    if run_id:
+        q = q.where(Usage.run_id == run_id)
+    if service_id:
+        q = q.where(Usage.service_id == service_id)
+    if limit:
+        q = q.limit(limit)
+    return list(session.scalars(q))
+
+
+__all__ = ["add_usage", "compute_amount", "list_usage", "per_call_amount", "usage_dict"]

@@ -1,0 +1,264 @@
+"""Execute a Plan as one Prefect flow with one task per step, recording states, metrics and usage."""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy import select
+
+from blocks.compute.local import LocalComputeParams, resolve_device
+from builder.errors import AibError, RunError
+from builder.pipeline import Pipeline
+from builder.plan import Plan, PlanStep
+from builder.ports import PortType
+from runtime.bundle import ServiceBundle
+from runtime.config import Settings, get_settings
+from runtime.context import NullReporter, Reporter, StepContext
+from runtime.db import MetricPoint, Run, Service, Step, session_factory, utcnow
+from runtime.ledger import add_usage, compute_amount
+from runtime.prefect_env import configure_prefect
+from runtime.store import StepCache
+
+
+@dataclass
+class _RunState:
+    pipeline: Pipeline
+    plan: Plan
+    settings: Settings
+    device: str
+    reporter: Reporter
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+_ACTIVE: dict[str, _RunState] = {}
+
+
+class DbReporter:
+    """Writes progress and metric points to the database (throttled) for the UI and `aib runs show`."""
+
+    def __init__(self, run_id: str, inner: Reporter, min_interval: float = 0.5) -> None:
+        self.run_id = run_id
+        self.inner = inner
+        self.min_interval = min_interval
+        self.Session = session_factory()
+        self._points: list[MetricPoint] = []
+        self._progress: dict[str, float] = {}
+        self._last_flush = 0.0
+        self._lock = threading.Lock()
+
+    def step_started(self, node_id: str, cached: bool) -> None:
+        self.inner.step_started(node_id, cached)
+
+    def progress(self, node_id: str, done: float, total: float, description: str) -> None:
+        self.inner.progress(node_id, done, total, description)
+        with self._lock:
+            self._progress[node_id] = done / total if total else 0.0
+        self._maybe_flush()
+
+    def metric(self, node_id: str, name: str, value: float, step: int) -> None:
+        self.inner.metric(node_id, name, value, step)
+        with self._lock:
+            self._points.append(MetricPoint(run_id=self.run_id, node_id=node_id, name=name, step=step, value=value))
+        self._maybe_flush()
+
+    def step_finished(self, node_id: str, status: str) -> None:
+        self.flush()
+        self.inner.step_finished(node_id, status)
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self.min_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            points, progress = self._points, self._progress
+            self._points, self._progress = [], {}
+            self._last_flush = time.monotonic()
+        if not points and not progress:
+            return
+        with self.Session.begin() as s:
+            s.add_all(points)
+            for node_id, frac in progress.items():
+                step = s.scalar(select(Step).where(Step.run_id == self.run_id, Step.node_id == node_id))
+                if step is not None:
+                    step.progress = frac
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, AibError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C or SIGTERM) while running; run it again to resume from the last checkpoint"
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return "the GPU ran out of memory; lower batch sizes or choose a bigger compute tier"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _log_failure(settings: Settings, run_id: str, node_id: str, exc: BaseException) -> None:
+    log = settings.runs_dir / run_id / "error.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"step {node_id} failed at {utcnow().isoformat()}\n")
+        f.write("".join(traceback.format_exception(exc)))
+
+
+def execute_step(run_id: str, node_id: str) -> None:
+    """Run one Plan step (or reuse its cached outputs), then record its state and compute usage."""
+    state = _ACTIVE[run_id]
+    step = state.plan.step(node_id)
+    node = state.pipeline.nodes[node_id]
+    Session = session_factory()
+    cache = StepCache(state.settings.cache_dir / "steps")
+    inputs = {}
+    for port, src in step.inputs.items():
+        src_node, src_port = src.split(".", 1)
+        inputs[port] = state.outputs[src_node][src_port]
+
+    cached = cache.get(step.cache_key) if node.block.cacheable else None
+    with Session.begin() as s:
+        row = s.scalar(select(Step).where(Step.run_id == run_id, Step.node_id == node_id))
+        row.status, row.started_at, row.cached = "running", utcnow(), cached is not None
+    state.reporter.step_started(node_id, cached is not None)
+
+    started = time.monotonic()
+    try:
+        if cached is not None:
+            outputs = cached
+        else:
+            ctx = StepContext(run_id=run_id, node_id=node_id, cache_key=step.cache_key, device=state.device,
+                              base_dir=state.pipeline.base_dir, settings=state.settings,
+                              plan=state.plan.to_dict(), reporter=state.reporter)
+            outputs = node.block().run(ctx, inputs, node.params)
+            missing = [p.name for p in node.block.outputs if p.name not in outputs]
+            if missing:
+                raise RunError(f"block {node.block.ref()} did not produce output(s) {', '.join(missing)}")
+            if node.block.cacheable:
+                cache.put(step.cache_key, outputs)
+    except BaseException as exc:
+        seconds = time.monotonic() - started
+        _log_failure(state.settings, run_id, node_id, exc)
+        _finish_step(Session, state, run_id, step, "failed", seconds, False, {}, _reason(exc))
+        state.reporter.step_finished(node_id, "failed")
+        raise
+    seconds = time.monotonic() - started
+    metrics = next((v for p, v in outputs.items() if node.block.output(p) and
+                    node.block.output(p).type == PortType.METRICS), {})
+    state.outputs[node_id] = outputs
+    _finish_step(Session, state, run_id, step, "succeeded", seconds, cached is not None, metrics, None)
+    state.reporter.step_finished(node_id, "cached" if cached is not None else "succeeded")
+
+
+def _finish_step(Session: Any, state: _RunState, run_id: str, step: PlanStep, status: str, seconds: float,
+                 cached: bool, metrics: dict, error: str | None) -> None:
+    """Step state change and the compute time it consumed, in one transaction."""
+    compute = state.plan.compute
+    with Session.begin() as s:
+        row = s.scalar(select(Step).where(Step.run_id == run_id, Step.node_id == step.node_id))
+        row.status, row.finished_at, row.seconds, row.error = status, utcnow(), seconds, error
+        row.metrics = metrics
+        if status == "succeeded":
+            row.progress = 1.0
+        if not cached and seconds > 0:
+            add_usage(s, bill_key=f"run:{run_id}:step:{step.node_id}:compute", run_id=run_id,
+                      node_id=step.node_id, block_id=compute.block_id, version=compute.version,
+                      provider=compute.provider, quantity=round(seconds, 6), unit=compute.price["unit"],
+                      amount_wei=compute_amount(compute.price["amount_wei"], seconds))
+        if error is not None:
+            run = s.get(Run, run_id)
+            run.status, run.error, run.finished_at = "failed", f"step {step.node_id!r} failed: {error}", utcnow()
+
+
+def _finish_run(state: _RunState, run_id: str) -> None:
+    """Run success, its services and the per-run fees of every block, in one transaction."""
+    Session = session_factory()
+    metrics: dict[str, Any] = {}
+    services: list[tuple[PlanStep, ServiceBundle]] = []
+    for step in state.plan.steps:
+        node = state.pipeline.nodes[step.node_id]
+        for port, value in state.outputs.get(step.node_id, {}).items():
+            ptype = node.block.output(port).type
+            if ptype == PortType.METRICS and isinstance(value, dict):
+                metrics.update(value)
+            elif ptype == PortType.SERVICE_BUNDLE:
+                services.append((step, value))
+    with Session.begin() as s:
+        run = s.get(Run, run_id)
+        run.status, run.finished_at, run.metrics = "succeeded", utcnow(), metrics
+        for step, bundle in services:
+            service_id = f"svc-{run_id.removeprefix('run-')}" if len(services) == 1 else f"svc-{run_id[4:]}-{step.node_id}"
+            s.add(Service(id=service_id, run_id=run_id, name=state.plan.name, bundle_dir=bundle.path,
+                          plan_hash=state.plan.plan_hash, block_id=step.block_id, version=step.version,
+                          provider=step.provider, call_price_wei=(step.call_price or {}).get("amount_wei", 0)))
+            run.service_id = run.service_id or service_id
+        for step in state.plan.steps:
+            if step.price["unit"] == "run":
+                add_usage(s, bill_key=f"run:{run_id}:step:{step.node_id}:block", run_id=run_id,
+                          node_id=step.node_id, block_id=step.block_id, version=step.version,
+                          provider=step.provider, quantity=1, unit="run", amount_wei=step.price["amount_wei"])
+
+
+def execute_run(run_id: str, pipeline: Pipeline, plan: Plan, reporter: Reporter | None = None) -> None:
+    """Run `plan` (already recorded as `run_id`) as a Prefect flow; raises RunError when a step fails."""
+    configure_prefect()
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    settings = get_settings()
+    compute_params = pipeline.compute.params
+    assert isinstance(compute_params, LocalComputeParams)
+    Session = session_factory()
+    try:
+        device = resolve_device(compute_params)
+    except RunError as exc:
+        with Session.begin() as s:
+            run = s.get(Run, run_id)
+            run.status, run.error, run.finished_at = "failed", str(exc), utcnow()
+        raise
+    if compute_params.threads:
+        torch.set_num_threads(compute_params.threads)
+    db_reporter = DbReporter(run_id, reporter or NullReporter())
+    state = _RunState(pipeline, plan, settings, device, db_reporter)
+    _ACTIVE[run_id] = state
+    with Session.begin() as s:
+        run = s.get(Run, run_id)
+        run.status, run.started_at, run.device = "running", utcnow(), device
+
+    step_task = task(execute_step, cache_policy=NO_CACHE, persist_result=False, retries=0)
+
+    @flow(name=f"aib-{plan.name}", flow_run_name=run_id, persist_result=False, validate_parameters=False)
+    def pipeline_flow() -> None:
+        for step in plan.steps:
+            step_task.with_options(name=step.node_id, task_run_name=f"{step.node_id} ({step.block_id})")(
+                run_id, step.node_id)
+
+    try:
+        pipeline_flow()
+        _finish_run(state, run_id)
+    except BaseException as exc:
+        with Session.begin() as s:
+            run = s.get(Run, run_id)
+            if run.status not in ("failed", "cancelled"):
+                run.status, run.error, run.finished_at = "failed", _reason(exc), utcnow()
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        with Session() as s:
+            error = s.get(Run, run_id).error
+        raise RunError(error or _reason(exc)) from exc
+    finally:
+        db_reporter.flush()
+        _ACTIVE.pop(run_id, None)
+
+
+def run_dir(run_id: str) -> Path:
+    """Folder of a run's logs."""
+    return get_settings().runs_dir / run_id
+
+
+__all__ = ["DbReporter", "execute_run", "execute_step", "run_dir"]

@@ -1,0 +1,119 @@
+"""Run records: create, look up, list, and mark runs whose process died as failed."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from builder.errors import NotFoundError
+from builder.money import format_aic
+from builder.pipeline import Pipeline
+from builder.plan import Plan, sha256_hex
+from runtime.db import Run, Service, Step, utcnow
+from runtime.ledger import list_usage, usage_dict
+
+ACTIVE = ("queued", "running")
+
+
+def new_run_id() -> str:
+    """A fresh run id like `run-3f9a1c2b7d4e`."""
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
+def create_run(session: Session, pipeline: Pipeline, plan: Plan, run_id: str | None = None) -> Run:
+    """Insert a queued run with one pending step per Plan step (committed)."""
+    run_id = run_id or new_run_id()
+    if session.get(Run, run_id) is not None:
+        raise NotFoundError(f"run id {run_id!r} is already taken; choose another --run-id")
+    run = Run(
+        id=run_id, name=plan.name, status="queued", pipeline_path=pipeline.source,
+        pipeline_yaml=pipeline.source_text, pipeline_hash=sha256_hex(pipeline.source_text),
+        overrides=list(pipeline.overrides), plan=plan.to_dict(), plan_hash=plan.plan_hash,
+        quote_wei=plan.quote_wei, metrics={}, pid=os.getpid(),
+    )
+    session.add(run)
+    for i, step in enumerate(plan.steps):
+        session.add(Step(run_id=run_id, node_id=step.node_id, block_id=step.block_id, version=step.version,
+                         position=i, status="pending", cache_key=step.cache_key, metrics={}))
+    session.commit()
+    return run
+
+
+def get_run(session: Session, run_id: str) -> Run:
+    """The run `run_id`; NotFoundError with a hint when there is none."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id!r}; `aib runs list` shows the runs")
+    return run
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child has exited even though its pid still answers
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def reap_stale_runs(session: Session) -> list[str]:
+    """Mark runs whose process is gone as failed, with the reason; returns their ids."""
+    reaped = []
+    for run in session.scalars(select(Run).where(Run.status.in_(ACTIVE))):
+        if run.pid == os.getpid() or _pid_alive(run.pid):
+            continue
+        run.status = "failed"
+        run.error = f"the process running it (pid {run.pid}) stopped before the run finished; run it again to resume"
+        run.finished_at = utcnow()
+        for step in session.scalars(select(Step).where(Step.run_id == run.id, Step.status == "running")):
+            step.status, step.error, step.finished_at = "failed", "interrupted", utcnow()
+        reaped.append(run.id)
+    session.commit()
+    return reaped
+
+
+def list_runs(session: Session, limit: int = 50) -> list[Run]:
+    """Most recent runs first."""
+    return list(session.scalars(select(Run).order_by(Run.created_at.desc()).limit(limit)))
+
+
+def run_summary(session: Session, run: Run) -> dict[str, Any]:
+    """The run as the JSON object `aib run --json` prints."""
+    usage = [usage_dict(u) for u in list_usage(session, run_id=run.id)]
+    total = sum(u["amount_wei"] for u in usage)
+    steps = list(session.scalars(select(Step).where(Step.run_id == run.id).order_by(Step.position)))
+    return {
+        "run_id": run.id,
+        "status": run.status,
+        "error": run.error,
+        "pipeline": run.name,
+        "plan_hash": run.plan_hash,
+        "metrics": run.metrics or {},
+        "service_id": run.service_id,
+        "cost": {"quote_wei": run.quote_wei, "total_wei": total, "total": format_aic(total)},
+        "usage": usage,
+        "steps": [{"node_id": s.node_id, "block": f"{s.block_id}@{s.version}", "status": s.status,
+                   "cached": s.cached, "seconds": s.seconds, "error": s.error} for s in steps],
+    }
+
+
+def get_service(session: Session, service_id: str) -> Service:
+    """The service `service_id`; NotFoundError with a hint when there is none."""
+    svc = session.get(Service, service_id)
+    if svc is None:
+        raise NotFoundError(f"no service {service_id!r}; `aib services list` shows the services")
+    return svc
+
+
+__all__ = ["create_run", "get_run", "get_service", "list_runs", "new_run_id", "reap_stale_runs", "run_summary"]
