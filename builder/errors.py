@@ -18,10 +18,10 @@ class Problem:
     line: int | None = None
 
     def __str__(self) -> str:
-        where = self.path or "<file>"
+        where = self.path
         if self.line is not None:
-            where = f"{where} (line {self.line})"
-        return f"{where}: {self.message}"
+            where = f"{where} (line {self.line})".strip()
+        return f"{where}: {self.message}" if where else self.message
 
 
 class ValidationError(AibError):

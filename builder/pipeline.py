@@ -244,8 +244,9 @@ def _validate_nodes(raw: Any, src: YamlSource, base_dir: Path, problems: list[Pr
             problems.append(src.problem(f"{path}.use", f"{block.ref()} is a compute tier; put it under `compute:`"))
             continue
         params = _validate_params(block, spec.get("params"), f"{path}.params", src, base_dir, problems)
-        if params is not None:
-            nodes[node_id] = Node(node_id, block, params)
+        # A node with invalid params keeps its place (params None) so its edges are still checked;
+        # the pipeline is only built when there are no problems at all.
+        nodes[node_id] = Node(node_id, block, params)  # type: ignore[arg-type]
     return nodes
 
 
@@ -265,14 +266,17 @@ def _validate_edges(raw: Any, nodes: dict[str, Node], src: YamlSource, problems:
             problems.append(src.problem(path, f"must look like `from_node.port -> to_node.port`, got {item!r}"))
             continue
         edge = Edge(*m.groups())
-        bad = False
-        for node_id in (edge.src, edge.dst):
-            if node_id not in known_nodes:
-                if node_id not in (src.data.get("blocks") or {}):
-                    problems.append(src.problem(path, f"no block node {node_id!r} in this pipeline"))
-                bad = True  # an invalid node was already reported under blocks
-        if bad:
+        declared = src.data.get("blocks") if isinstance(src.data.get("blocks"), dict) else {}
+        unknown = [n for n in (edge.src, edge.dst) if n not in known_nodes]
+        for node_id in unknown:
+            if node_id not in declared:
+                problems.append(src.problem(path, f"no block node {node_id!r} in this pipeline"))
+        if unknown:
+            if edge.dst in known_nodes and edge.src in declared:
+                # The source node is declared but invalid (already reported): don't also call the input unfed.
+                connected.setdefault((edge.dst, edge.dst_port), i)
             continue
+        bad = False
         s, d = nodes[edge.src].block, nodes[edge.dst].block
         out_port, in_port = s.output(edge.src_port), d.input(edge.dst_port)
         if out_port is None:
@@ -291,6 +295,7 @@ def _validate_edges(raw: Any, nodes: dict[str, Node], src: YamlSource, problems:
                 f"port types differ: {edge.src}.{edge.src_port} gives {out_port.type} "
                 f"but {edge.dst}.{edge.dst_port} takes {in_port.type}",
             ))
+            connected.setdefault((edge.dst, edge.dst_port), i)  # reported once, not again as unfed
             continue
         key = (edge.dst, edge.dst_port)
         if key in connected:

@@ -24,10 +24,10 @@ class YamlSource:
             col = mark.column + 1 if mark else None
             what = exc.problem or exc.context or "invalid YAML"
             raise ValidationError(
-                [Problem("", f"YAML syntax error at line {line}, column {col}: {what}", line)], source
+                [Problem(source or "", f"YAML syntax error at line {line}, column {col}: {what}", line)], source
             ) from None
         except yaml.YAMLError as exc:
-            raise ValidationError([Problem("", f"YAML syntax error: {exc}")], source) from None
+            raise ValidationError([Problem(source or "", f"YAML syntax error: {exc}")], source) from None
         self.lines: dict[str, int] = {}
         if node is not None:
             self._walk(node, "")

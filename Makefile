@@ -1,0 +1,55 @@
+# Easy AI Builder — the two commands: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+AIB := $(VENV)/bin/aib
+export AIB_HOME ?= $(CURDIR)/.aib
+export HF_HUB_OFFLINE := 1
+# A compat (path-based) editable install: new modules and block packages are picked up without reinstalling.
+EDITABLE := -e . --config-settings editable_mode=compat
+
+.PHONY: run test install install-test bench bench-quick lint clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing Easy AI Builder into $(VENV) (first time: a few minutes)…"
+	$(PIP) install --quiet --disable-pip-version-check $(EDITABLE)
+	@# On a machine with an NVIDIA GPU, swap onnxruntime for onnxruntime-gpu (never both in one env).
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "GPU found: installing onnxruntime-gpu"; \
+		$(PIP) uninstall --quiet -y onnxruntime && $(PIP) install --quiet "$$($(PY) -c 'import tomllib;print([d for d in tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["gpu"] if d.startswith("onnxruntime-gpu")][0])')"; \
+	fi
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install --quiet --disable-pip-version-check $(EDITABLE)"[test]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+## make run: install, then train the FAQ chatbot template, serve it and print a ready curl line.
+run: install
+	$(AIB) quickstart
+
+## make test: install test extras and run every test.
+test: install-test
+	$(PY) -m pytest
+
+lint: install-test
+	$(VENV)/bin/ruff check builder blocks runtime chain tests bench
+
+bench: install-test
+	$(PY) bench/serve.py
+	$(PY) bench/orchestration.py
+
+bench-quick: install-test
+	$(PY) bench/serve.py --quick
+	$(PY) bench/orchestration.py --quick
+
+clean:
+	rm -rf $(VENV) .aib .pytest_cache

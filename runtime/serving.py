@@ -1,0 +1,187 @@
+"""The HTTP API of a trained service: FastAPI + onnxruntime, API keys, per-call metering."""
+
+# No `from __future__ import annotations` here: FastAPI must see the per-bundle request models
+# (closure variables) as real types, not strings.
+
+
+import socket
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from builder.errors import ServeError
+from runtime.bundle import load_bundle
+from runtime.db import session_factory
+from runtime.keys import find_active_key
+from runtime.metering import ServiceBilling, UsageWriter
+from runtime.runs import get_service
+
+MAX_BODY_BYTES = 1_000_000
+KEY_CACHE_SECONDS = 2.0  # a revoked key stops working within this time
+
+
+class Health(BaseModel):
+    status: str = Field(description="'ok' when the model is loaded")
+    service_id: str
+    pipeline: str
+    plan_hash: str
+    intents: list[str] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="One sentence saying what is wrong")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "json_invalid":
+            return "the request body is not valid JSON"
+        if err.get("type") == "missing":
+            parts.append(f"{loc} is required")
+            continue
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(service_id: str, threads: int | None = None) -> FastAPI:
+    """Build the FastAPI app serving `service_id` (bundle loaded once; checksums verified)."""
+    Session = session_factory()
+    with Session() as s:
+        svc = get_service(s, service_id)
+        billing = ServiceBilling(svc.id, svc.block_id, svc.version, svc.provider, svc.call_price_wei)
+        bundle_dir, plan_hash, pipeline = svc.bundle_dir, svc.plan_hash, svc.name
+    predictor = load_bundle(bundle_dir, threads=threads)
+    writer = UsageWriter(Session, billing)
+    max_batch = int(predictor.manifest.get("service", {}).get("max_batch", 64))
+    key_cache: dict[str, tuple[bool, float]] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        writer.start()
+        yield
+        writer.stop()
+
+    app = FastAPI(
+        title=f"{pipeline} — Easy AI Builder service",
+        version="1",
+        description=(f"Service `{service_id}` trained by pipeline `{pipeline}` (plan {plan_hash[:12]}). "
+                     "Send your API key in the `X-API-Key` header. Every successful call is metered."),
+        lifespan=lifespan,
+    )
+    app.state.writer = writer
+    app.state.predictor = predictor
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"error": _validation_message(exc)})
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)},
+                            headers=getattr(exc, "headers", None))
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return JSONResponse(status_code=413, content={
+                "error": f"the request body is {int(length)} bytes; the limit is {MAX_BODY_BYTES}"})
+        return await call_next(request)
+
+    def _check_key(key: str) -> bool:
+        now = time.monotonic()
+        hit = key_cache.get(key)
+        if hit and hit[1] > now:
+            return hit[0]
+        with Session() as s:
+            ok = find_active_key(s, key, service_id) is not None
+        key_cache[key] = (ok, now + KEY_CACHE_SECONDS)
+        return ok
+
+    async def require_key(x_api_key: Annotated[str | None, Header(description="Your API key")] = None) -> str:
+        if not x_api_key:
+            raise HTTPException(401, "missing API key: send it in the X-API-Key header",
+                                headers={"WWW-Authenticate": "X-API-Key"})
+        ok = await run_in_threadpool(_check_key, x_api_key)
+        if not ok:
+            raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "X-API-Key"})
+        return x_api_key
+
+    Key = Annotated[str, Depends(require_key)]
+    errors = {401: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
+              503: {"model": ErrorBody}}
+
+    def _too_large(items: list[Any]) -> None:
+        for i, item in enumerate(items):
+            why = predictor.check_item(item)
+            if why:
+                raise HTTPException(413, why if len(items) == 1 else f"item {i}: {why}")
+
+    async def _bill(quantity: int) -> None:
+        try:
+            await writer.record(quantity)
+        except Exception:
+            raise HTTPException(503, "usage could not be recorded, so the call was not served; retry") from None
+
+    Request_, Response_, Batch_ = predictor.Request, predictor.Response, predictor.BatchRequest
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    async def health() -> Health:
+        """Liveness and what this service is; needs no API key."""
+        return Health(status="ok", service_id=service_id, pipeline=pipeline, plan_hash=plan_hash,
+                      intents=list(predictor.manifest.get("labels", [])))
+
+    @app.post("/v1/predict", response_model=Response_, responses=errors, tags=["predict"])
+    async def predict(body: Request_, _key: Key) -> Any:  # type: ignore[valid-type]
+        """Answer one input. Costs one metered call."""
+        item = body.model_dump()
+        _too_large([item])
+        result = (await run_in_threadpool(predictor.predict, [item]))[0]
+        await _bill(1)
+        return result
+
+    class BatchResponse(BaseModel):
+        results: list[Response_]  # type: ignore[valid-type]
+
+    @app.post("/v1/predict/batch", response_model=BatchResponse, responses=errors, tags=["predict"])
+    async def predict_batch(body: Batch_, _key: Key) -> Any:  # type: ignore[valid-type]
+        """Answer many inputs in one call; metered as one call per input."""
+        items = predictor.items_from_batch(body)
+        if len(items) > max_batch:
+            raise HTTPException(413, f"the batch has {len(items)} items; this service accepts at most {max_batch}")
+        _too_large(items)
+        results = await run_in_threadpool(predictor.predict, items)
+        await _bill(len(items))
+        return {"results": results}
+
+    return app
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """ServeError with one sentence when `host:port` cannot be bound."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise ServeError(f"port {port} on {host} is already in use; choose another with --port") from None
+
+
+def serve(service_id: str, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None) -> None:
+    """Serve `service_id` with uvicorn until interrupted."""
+    import uvicorn
+
+    ensure_port_free(host, port)
+    app = create_app(service_id, threads=threads)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+__all__ = ["create_app", "ensure_port_free", "serve"]

@@ -1,0 +1,60 @@
+"""Test-wide set-up: a private AIB_HOME, offline model loading, and one Prefect API per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Must be set before any runtime module reads settings.
+_HOME = tempfile.mkdtemp(prefix="aib-test-home-")
+os.environ["AIB_HOME"] = _HOME
+os.environ.pop("AIB_DATABASE_URL", None)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates"
+
+
+@pytest.fixture(scope="session")
+def aib_home() -> Path:
+    """The AIB_HOME shared by this test session."""
+    return Path(_HOME)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One Prefect API for the whole session (the first start costs ~12 s; later flows ~1 s)."""
+    from runtime.prefect_env import configure_prefect
+
+    configure_prefect()
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture()
+def faq_template(tmp_path: Path) -> Path:
+    """A private copy of the faq-chatbot template and its data (tests may edit it)."""
+    dest = tmp_path / "faq"
+    shutil.copytree(TEMPLATES, dest, ignore=shutil.ignore_patterns("*.md"))
+    return dest / "faq-chatbot.yaml"
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_HOME, ignore_errors=True)

@@ -1,0 +1,85 @@
+"""chat.faq-csv reads CSV/XLSX FAQ files and says exactly what is wrong with a bad one."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from blocks.chat.faq_csv import FaqCsv, FaqCsvParams, parse_faq, read_table
+from builder.errors import DataError
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "faq.csv") -> Path:
+    p = tmp_path / name
+    p.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return p
+
+
+def test_question_answer_format_groups_questions_by_answer(tmp_path):
+    p = write(tmp_path, "question,answer\nHi there,Hello!\nHey,Hello!\nBye,See you\nGoodbye,See you\n")
+    texts, intents, answers = parse_faq(read_table(p), p.name)
+    assert texts == ["Hi there", "Hey", "Bye", "Goodbye"]
+    assert intents[0] == intents[1] != intents[2] == intents[3]
+    assert sorted(answers.values()) == ["Hello!", "See you"]
+
+
+def test_intent_example_format_with_answer_on_first_row(tmp_path):
+    p = write(tmp_path, "intent,example,answer\ngreet,hi,Hello!\ngreet,hey,\nbye,bye,See you\nbye,ciao,\n")
+    _, intents, answers = parse_faq(read_table(p), p.name)
+    assert intents == ["greet", "greet", "bye", "bye"] and answers == {"greet": "Hello!", "bye": "See you"}
+
+
+def test_xlsx_is_read_like_csv(tmp_path):
+    p = tmp_path / "faq.xlsx"
+    pd.DataFrame({"question": ["a", "b", "c", "d"], "answer": ["x", "x", "y", "y"]}).to_excel(p, index=False)
+    texts, _, answers = parse_faq(read_table(p), p.name)
+    assert texts == ["a", "b", "c", "d"] and len(answers) == 2
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("", "faq.csv is empty"),
+    ("question,answer\n", "faq.csv has a header but no rows"),
+    ("q,a\nx,y\n", "needs columns `question,answer` (or `intent,example` plus answers); found: q, a"),
+    ("question,answer\nhi,Hello\nhey,Hello\nbye,See you\n", "intent 'see-you' has only one example"),
+    ("question,answer\nhi,Hello\nhey,Hello\n", "only one intent found; a classifier needs at least 2"),
+    ("intent,question\ngreet,hi\ngreet,hey\nbye,a\nbye,b\n", "intent 'bye' has no answer"),
+    ("intent,question,answer\ng,hi,A\ng,hey,B\nb,x,C\nb,y,\n", "row 3: intent 'g' already has a different answer (row 2)"),
+    ("question,answer\n,Hello\nhey,Hello\n", "row 2: the question is empty"),
+])
+def test_bad_files_are_explained_in_one_sentence(tmp_path, content, message):
+    p = write(tmp_path, content)
+    with pytest.raises(DataError) as info:
+        parse_faq(read_table(p), p.name)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_non_utf8_file_is_refused(tmp_path):
+    p = write(tmp_path, "question,answer\ncafé,oui\n".encode("latin-1"))
+    with pytest.raises(DataError, match="is not UTF-8 text; save it as 'CSV UTF-8'"):
+        read_table(p)
+
+
+def test_unsupported_extension_and_missing_file(tmp_path):
+    with pytest.raises(DataError, match="unsupported file type '.pdf'"):
+        read_table(write(tmp_path, "x", "faq.pdf"))
+    with pytest.raises(DataError, match="file not found"):
+        read_table(tmp_path / "nope.csv")
+
+
+def test_split_keeps_every_intent_in_training_and_preview_samples_rows(tmp_path):
+    rows = "".join(f"q{i}-{k},answer {k}\n" for k in range(3) for i in range(10))
+    write(tmp_path, "question,answer\n" + rows)
+    block, params = FaqCsv(), FaqCsvParams(path="faq.csv", eval_fraction=0.2, seed=1)
+    data = block.load(params, tmp_path)
+    assert data.eval_split == "split" and len(data.eval_texts) == 6 and len(data.train_texts) == 24
+    assert set(data.train_intents) == set(data.eval_intents) and not set(data.train_texts) & set(data.eval_texts)
+    sample = block.preview(params, tmp_path, rows=4, seed=3)
+    assert len(sample) == 4 and set(sample[0]) == {"question", "intent", "answer"}
+
+
+def test_heldout_with_unknown_intent_is_reported_against_heldout_path(tmp_path):
+    write(tmp_path, "intent,question,answer\ng,hi,A\ng,hey,\nb,x,C\nb,y,\n")
+    write(tmp_path, "intent,question\ng,hello\nweather,is it sunny\n", "held.csv")
+    problems = FaqCsv().check(FaqCsvParams(path="faq.csv", heldout_path="held.csv"), tmp_path)
+    assert problems == [("heldout_path", "held.csv: row 3: 'weather' is not an intent of the training file")]
