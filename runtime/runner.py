@@ -93,7 +93,7 @@ class DbReporter:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, AibError):
         return str(exc)
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal":  # Prefect's SIGTERM
         return "interrupted (Ctrl-C or SIGTERM) while running; run it again to resume from the last checkpoint"
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return "the GPU ran out of memory; lower batch sizes or choose a bigger compute tier"

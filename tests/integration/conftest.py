@@ -1,0 +1,97 @@
+"""Shared real resources: one trained FAQ service (real Prefect run) and a real uvicorn server for it."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import TEMPLATES, free_port
+
+
+def run_pipeline(path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Validate, compile and execute a pipeline in-process (real Prefect flow); returns the run summary."""
+    from builder.errors import RunError
+    from builder.pipeline import load_pipeline
+    from builder.plan import compile_plan
+    from runtime.db import session_factory
+    from runtime.runner import execute_run
+    from runtime.runs import create_run, get_run, run_summary
+
+    pipeline = load_pipeline(path, overrides or [])
+    plan = compile_plan(pipeline)
+    Session = session_factory()
+    with Session() as s:
+        run_id = create_run(s, pipeline, plan).id
+    try:
+        execute_run(run_id, pipeline, plan)
+    except RunError:
+        pass
+    with Session() as s:
+        return run_summary(s, get_run(s, run_id))
+
+
+@pytest.fixture(scope="session")
+def template_dir(tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("template")
+    shutil.copytree(TEMPLATES, dest, dirs_exist_ok=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def trained(prefect_api, template_dir) -> dict[str, Any]:
+    """The faq-chatbot template trained once for the session."""
+    summary = run_pipeline(template_dir / "faq-chatbot.yaml")
+    assert summary["status"] == "succeeded", summary["error"]
+    return summary
+
+
+class ServerThread:
+    """A real uvicorn server on a free loopback port, in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("the test server did not start")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def served(trained) -> Any:
+    """The trained service behind a real HTTP server, with a fresh API key."""
+    from runtime.db import session_factory
+    from runtime.keys import create_key
+    from runtime.serving import create_app
+
+    with session_factory()() as s:
+        key, _ = create_key(s, trained["service_id"])
+    with ServerThread(create_app(trained["service_id"])) as server:
+        server.key = key
+        server.service_id = trained["service_id"]
+        yield server

@@ -1,0 +1,117 @@
+"""A real Prefect run of the faq-chatbot template: accuracy, caching, usage records, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import uuid
+from pathlib import Path
+
+from sqlalchemy import select
+
+from runtime.bundle import read_manifest
+from runtime.db import MetricPoint, session_factory
+from tests.integration.conftest import run_pipeline
+
+BLOCK_IDS = {"chat.faq-csv", "chat.minilm-encoder", "chat.intent-classifier", "service.api"}
+
+
+def test_template_reaches_target_accuracy_on_heldout_paraphrases(trained):
+    m = trained["metrics"]
+    assert m["eval_split"] == "heldout" and m["eval_examples"] >= 60
+    assert m["accuracy"] >= 0.85
+
+
+def test_every_block_and_the_compute_used_is_billed_once(trained):
+    usage = trained["usage"]
+    per_run = [u for u in usage if u["unit"] == "run"]
+    compute = [u for u in usage if u["block_id"] == "compute.local"]
+    assert {u["block_id"] for u in per_run} == BLOCK_IDS and len(per_run) == 4
+    assert len(compute) == 4 and all(u["unit"] == "device_second" and u["quantity"] > 0 for u in compute)
+    assert trained["cost"]["total_wei"] == sum(u["amount_wei"] for u in usage)
+    assert all(u["provider"].startswith("0x") and len(u["provider"]) == 42 for u in usage)
+
+
+def test_bundle_manifest_is_self_describing_and_parity_checked(trained):
+    from runtime.db import Service
+
+    with session_factory()() as s:
+        bundle = Path(s.get(Service, trained["service_id"]).bundle_dir)
+    manifest = read_manifest(bundle)
+    assert manifest["plan_hash"] == trained["plan_hash"]
+    assert manifest["parity"]["parity_max_abs_diff"] <= 1e-4 and manifest["parity"]["parity_top1_agreement"] == 1.0
+    assert manifest["parity"]["parity_examples"] == trained["metrics"]["eval_examples"]
+    assert {b["block_id"] for b in manifest["blocks"]} == BLOCK_IDS
+    assert all(b["provider"] for b in manifest["blocks"])
+    assert (bundle / "model.onnx").stat().st_size > 50_000_000  # encoder + head, no external data
+    assert not list(bundle.glob("*.data"))
+    assert {"tokenizer.json", "vocab.txt", "manifest.json"} <= {p.name for p in bundle.iterdir()}
+
+
+def test_second_run_of_unchanged_data_recomputes_nothing(trained, template_dir):
+    again = run_pipeline(template_dir / "faq-chatbot.yaml")
+    steps = {s["node_id"]: s for s in again["steps"]}
+    assert again["status"] == "succeeded"
+    assert steps["faq"]["cached"] and steps["encoder"]["cached"] and steps["classifier"]["cached"]
+    assert not any(u["block_id"] == "compute.local" and u["node_id"] in ("faq", "encoder", "classifier")
+                   for u in again["usage"])
+    assert again["metrics"]["accuracy"] == trained["metrics"]["accuracy"]
+
+
+def test_changed_row_embeds_only_the_new_text(trained, tmp_path):
+    import shutil
+
+    shutil.copytree(Path(trained_template := _template_of(trained)).parent, tmp_path / "t")
+    faq = tmp_path / "t" / "data" / "faq.csv"
+    rows = list(csv.reader(faq.open(encoding="utf-8")))
+    rows[1][1] = "Where on earth is my order right now?"
+    with faq.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    summary = run_pipeline(tmp_path / "t" / Path(trained_template).name)
+    assert summary["status"] == "succeeded"
+    with session_factory()() as s:
+        points = {p.name: p.value for p in s.scalars(select(MetricPoint).where(
+            MetricPoint.run_id == summary["run_id"], MetricPoint.node_id == "encoder"))}
+    assert points["embeddings_computed"] == 1
+    assert points["embeddings_cached"] >= 200
+
+
+def _template_of(summary: dict) -> str:
+    from runtime.db import Run
+
+    with session_factory()() as s:
+        return s.get(Run, summary["run_id"]).pipeline_path
+
+
+def test_failed_step_fails_the_run_with_its_reason_and_bills_only_compute(prefect_api, tmp_path):
+    import shutil
+
+    from builder.pipeline import load_pipeline
+    from builder.plan import compile_plan
+    from runtime.runner import execute_run
+    from runtime.runs import create_run, get_run, run_summary
+    from tests.conftest import TEMPLATES
+
+    shutil.copytree(TEMPLATES, tmp_path / "t")
+    with open(tmp_path / "t" / "data" / "faq.csv", "a", encoding="utf-8") as f:  # new data: no cache hit
+        f.write(f"refund,Refund question {uuid.uuid4().hex}?,\n")
+    pipeline = load_pipeline(tmp_path / "t" / "faq-chatbot.yaml")
+    plan = compile_plan(pipeline)
+    (tmp_path / "t" / "data" / "faq.csv").unlink()  # vanishes after validation, before the run
+    with session_factory()() as s:
+        run_id = create_run(s, pipeline, plan).id
+    try:
+        execute_run(run_id, pipeline, plan)
+        raise AssertionError("the run should have failed")
+    except Exception as exc:
+        assert "file not found" in str(exc)
+    with session_factory()() as s:
+        summary = run_summary(s, get_run(s, run_id))
+    assert summary["status"] == "failed"
+    assert summary["error"].startswith("step 'faq' failed: file not found:")
+    assert "Traceback" not in summary["error"]
+    assert [u["block_id"] for u in summary["usage"]] == ["compute.local"]
+    assert summary["service_id"] is None
+    steps = {s["node_id"]: s["status"] for s in summary["steps"]}
+    assert steps == {"faq": "failed", "encoder": "pending", "classifier": "pending", "api": "pending"}
+    assert json.dumps(summary)  # JSON-ready
