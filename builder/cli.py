@@ -16,8 +16,12 @@ from rich.table import Table
 from builder.errors import AibError, ValidationError
 from builder.money import format_aic
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Easy AI Builder: compose AI services from marketplace blocks, train, serve, get paid.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Easy AI Builder: compose AI services from marketplace blocks, train, serve, get paid.",
+)
 keys_app = typer.Typer(no_args_is_help=True, help="Create and revoke API keys of a service.")
 blocks_app = typer.Typer(no_args_is_help=True, help="The block catalog.")
 templates_app = typer.Typer(no_args_is_help=True, help="Pipeline templates to start from.")
@@ -52,14 +56,16 @@ def _session() -> Any:
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="Pipeline YAML file")],
-             set_: Annotated[list[str], typer.Option("--set", help="Override a param: node.param=value")] = []) -> None:  # noqa: B006
+def validate(
+    file: Annotated[Path, typer.Argument(help="Pipeline YAML file")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a param: node.param=value")] = None,
+) -> None:
     """Check a pipeline file; prints `valid` or every problem with its YAML path and line."""
     from builder.pipeline import load_pipeline
     from builder.plan import compile_plan
 
     try:
-        compile_plan(load_pipeline(file, set_))
+        compile_plan(load_pipeline(file, set_ or []))
     except ValidationError as exc:
         for problem in exc.problems:
             err.print(str(problem), highlight=False, soft_wrap=True, markup=False)
@@ -70,7 +76,9 @@ def validate(file: Annotated[Path, typer.Argument(help="Pipeline YAML file")],
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="Pipeline YAML file")],
-    set_: Annotated[list[str], typer.Option("--set", help="Override a param: node.param=value (repeatable)")] = [],  # noqa: B006
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a param: node.param=value (repeatable)")
+    ] = None,
     json_: JsonFlag = False,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Use this run id (the UI passes one)")] = None,
 ) -> None:
@@ -81,7 +89,7 @@ def run(
     from runtime.runner import execute_run
     from runtime.runs import create_run, get_run, reap_stale_runs, run_summary
 
-    pipeline = load_pipeline(file, set_)
+    pipeline = load_pipeline(file, set_ or [])
     plan = compile_plan(pipeline)
     with _session() as s:
         reap_stale_runs(s)
@@ -117,13 +125,18 @@ def run(
 
 def _print_run(summary: dict[str, Any]) -> None:
     if summary["status"] != "succeeded":
-        err.print(f"[bold red]run {summary['run_id']} {summary['status']}:[/] {summary['error']}",
-                  highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]run {summary['run_id']} {summary['status']}:[/] {summary['error']}",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     m = summary["metrics"]
     if "accuracy" in m:
-        out.print(f"accuracy on the {m.get('eval_split', 'evaluation')} set: [bold]{m['accuracy']:.3f}[/] "
-                  f"({m.get('eval_examples', '?')} examples)")
+        out.print(
+            f"accuracy on the {m.get('eval_split', 'evaluation')} set: [bold]{m['accuracy']:.3f}[/] "
+            f"({m.get('eval_examples', '?')} examples)"
+        )
     out.print(f"cost: {summary['cost']['total']} (quoted {format_aic(summary['cost']['quote_wei'])})")
     if summary["service_id"]:
         out.print(f"service: [bold]{summary['service_id']}[/]  →  aib serve {summary['service_id']}")
@@ -138,13 +151,16 @@ def serve(
 ) -> None:
     """Serve a trained service over HTTP (OpenAPI docs at /docs)."""
     from runtime.runs import get_service
-    from runtime.serving import ensure_port_free, serve as serve_http
+    from runtime.serving import ensure_port_free
+    from runtime.serving import serve as serve_http
 
     with _session() as s:
         get_service(s, service_id)
     ensure_port_free(host, port)
-    err.print(f"serving {service_id} on http://{host}:{port}  (docs: http://{host}:{port}/docs) — Ctrl-C stops",
-              highlight=False)
+    err.print(
+        f"serving {service_id} on http://{host}:{port}  (docs: http://{host}:{port}/docs) — Ctrl-C stops",
+        highlight=False,
+    )
     serve_http(service_id, host=host, port=port, threads=threads or None)
 
 
@@ -170,14 +186,22 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="The API key, or its id 
 
 
 @keys_app.command("list")
-def keys_list(service: Annotated[str | None, typer.Option("--service", help="Only this service")] = None,
-              json_: JsonFlag = False) -> None:
+def keys_list(
+    service: Annotated[str | None, typer.Option("--service", help="Only this service")] = None, json_: JsonFlag = False
+) -> None:
     """List API keys (ids only; secrets are never stored)."""
     from runtime.keys import list_keys
 
     with _session() as s:
-        rows = [{"id": k.id, "service_id": k.service_id, "created_at": k.created_at.isoformat(),
-                 "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None} for k in list_keys(s, service)]
+        rows = [
+            {
+                "id": k.id,
+                "service_id": k.service_id,
+                "created_at": k.created_at.isoformat(),
+                "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+            }
+            for k in list_keys(s, service)
+        ]
     if json_:
         _print_json(rows)
         return
@@ -211,11 +235,17 @@ def blocks_list(json_: JsonFlag = False) -> None:
     if json_:
         _print_json(specs)
         return
-    rows = [{"block": f"{s['id']}@{s['version']}", "kind": s["kind"],
-             "inputs": ", ".join(f"{p['name']}:{p['type']}" for p in s["inputs"]) or "-",
-             "outputs": ", ".join(f"{p['name']}:{p['type']}" for p in s["outputs"]) or "-",
-             "price": f"{format_aic(s['price']['amount_wei'])}/{s['price']['unit']}",
-             "description": s["description"]} for s in specs]
+    rows = [
+        {
+            "block": f"{s['id']}@{s['version']}",
+            "kind": s["kind"],
+            "inputs": ", ".join(f"{p['name']}:{p['type']}" for p in s["inputs"]) or "-",
+            "outputs": ", ".join(f"{p['name']}:{p['type']}" for p in s["outputs"]) or "-",
+            "price": f"{format_aic(s['price']['amount_wei'])}/{s['price']['unit']}",
+            "description": s["description"],
+        }
+        for s in specs
+    ]
     _table(["block", "kind", "inputs", "outputs", "price", "description"], rows)
 
 
@@ -229,7 +259,13 @@ def templates_list(json_: JsonFlag = False) -> None:
     rows = []
     for path in sorted(templates_dir().glob("*.yaml")):
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        rows.append({"template": path.stem, "file": str(path), "description": " ".join(str(data.get("description", "")).split())})
+        rows.append(
+            {
+                "template": path.stem,
+                "file": str(path),
+                "description": " ".join(str(data.get("description", "")).split()),
+            }
+        )
     if json_:
         _print_json(rows)
         return
@@ -243,10 +279,18 @@ def runs_list(json_: JsonFlag = False, limit: Annotated[int, typer.Option(help="
 
     with _session() as s:
         reap_stale_runs(s)
-        rows = [{"run_id": r.id, "pipeline": r.name, "status": r.status,
-                 "accuracy": (r.metrics or {}).get("accuracy"), "service_id": r.service_id,
-                 "created_at": r.created_at.isoformat(timespec="seconds"), "error": r.error}
-                for r in list_runs(s, limit)]
+        rows = [
+            {
+                "run_id": r.id,
+                "pipeline": r.name,
+                "status": r.status,
+                "accuracy": (r.metrics or {}).get("accuracy"),
+                "service_id": r.service_id,
+                "created_at": r.created_at.isoformat(timespec="seconds"),
+                "error": r.error,
+            }
+            for r in list_runs(s, limit)
+        ]
     if json_:
         _print_json(rows)
         return
@@ -279,9 +323,16 @@ def services_list(json_: JsonFlag = False) -> None:
     from runtime.db import Service
 
     with _session() as s:
-        rows = [{"service_id": v.id, "pipeline": v.name, "run_id": v.run_id, "bundle_dir": v.bundle_dir,
-                 "created_at": v.created_at.isoformat(timespec="seconds")}
-                for v in s.scalars(select(Service).order_by(Service.created_at.desc()))]
+        rows = [
+            {
+                "service_id": v.id,
+                "pipeline": v.name,
+                "run_id": v.run_id,
+                "bundle_dir": v.bundle_dir,
+                "created_at": v.created_at.isoformat(timespec="seconds"),
+            }
+            for v in s.scalars(select(Service).order_by(Service.created_at.desc()))
+        ]
     if json_:
         _print_json(rows)
         return
@@ -324,7 +375,8 @@ def quickstart(
     from runtime.keys import create_key
     from runtime.runner import execute_run
     from runtime.runs import create_run, reap_stale_runs
-    from runtime.serving import ensure_port_free, serve as serve_http
+    from runtime.serving import ensure_port_free
+    from runtime.serving import serve as serve_http
 
     path = templates_dir() / f"{template}.yaml"
     if not path.exists():
@@ -350,8 +402,9 @@ def quickstart(
     out.print(f"[bold green]Your chatbot API is up:[/] {base}   docs: {base}/docs")
     out.print("Try it (demo API key created for you):")
     body = json.dumps({"text": "How do I reset my password?"})
-    sys.stdout.write(f"curl -s -X POST {base}/v1/predict -H 'Content-Type: application/json' "
-                     f"-H 'X-API-Key: {key}' -d '{body}'\n")
+    sys.stdout.write(
+        f"curl -s -X POST {base}/v1/predict -H 'Content-Type: application/json' -H 'X-API-Key: {key}' -d '{body}'\n"
+    )
     out.print(f"Usage records: aib usage --service {summary['service_id']} --json   ·   Ctrl-C stops the server")
     sys.stdout.flush()
     serve_http(summary["service_id"], host=host, port=port)

@@ -85,8 +85,9 @@ def parse_pipeline(
     problems: list[Problem] = []
     data = src.data
     if not isinstance(data, dict):
-        raise ValidationError([Problem("", "a pipeline file must be a YAML mapping with name, blocks and edges")],
-                              source)
+        raise ValidationError(
+            [Problem("", "a pipeline file must be a YAML mapping with name, blocks and edges")], source
+        )
     data = _apply_overrides(data, list(overrides), problems)
 
     for key in data:
@@ -99,11 +100,13 @@ def parse_pipeline(
     elif not isinstance(schema_version, int) or isinstance(schema_version, bool) or schema_version < 1:
         problems.append(src.problem("schema_version", f"must be a positive integer, got {schema_version!r}"))
     elif schema_version > CURRENT_SCHEMA_VERSION:
-        problems.append(src.problem(
-            "schema_version",
-            f"this file needs a newer Easy AI Builder (schema_version {schema_version}; "
-            f"this one reads up to {CURRENT_SCHEMA_VERSION})",
-        ))
+        problems.append(
+            src.problem(
+                "schema_version",
+                f"this file needs a newer Easy AI Builder (schema_version {schema_version}; "
+                f"this one reads up to {CURRENT_SCHEMA_VERSION})",
+            )
+        )
 
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -226,7 +229,9 @@ def _validate_nodes(raw: Any, src: YamlSource, base_dir: Path, problems: list[Pr
     for node_id, spec in raw.items():
         path = f"blocks.{node_id}"
         if not isinstance(node_id, str) or not NODE_ID.match(node_id):
-            problems.append(src.problem(path, "node ids are lower-case letters, digits, '-' or '_', starting with a letter"))
+            problems.append(
+                src.problem(path, "node ids are lower-case letters, digits, '-' or '_', starting with a letter")
+            )
             continue
         if not isinstance(spec, dict):
             problems.append(src.problem(path, "must be a mapping with `use:` and optional `params:`"))
@@ -290,11 +295,13 @@ def _validate_edges(raw: Any, nodes: dict[str, Node], src: YamlSource, problems:
         if bad:
             continue
         if out_port.type != in_port.type:
-            problems.append(src.problem(
-                path,
-                f"port types differ: {edge.src}.{edge.src_port} gives {out_port.type} "
-                f"but {edge.dst}.{edge.dst_port} takes {in_port.type}",
-            ))
+            problems.append(
+                src.problem(
+                    path,
+                    f"port types differ: {edge.src}.{edge.src_port} gives {out_port.type} "
+                    f"but {edge.dst}.{edge.dst_port} takes {in_port.type}",
+                )
+            )
             connected.setdefault((edge.dst, edge.dst_port), i)  # reported once, not again as unfed
             continue
         key = (edge.dst, edge.dst_port)
@@ -306,9 +313,11 @@ def _validate_edges(raw: Any, nodes: dict[str, Node], src: YamlSource, problems:
     for node_id, node in nodes.items():
         for port in node.block.inputs:
             if not port.optional and (node_id, port.name) not in connected:
-                problems.append(src.problem(
-                    f"blocks.{node_id}", f"input {port.name!r} ({port.type}) is not connected to any output"
-                ))
+                problems.append(
+                    src.problem(
+                        f"blocks.{node_id}", f"input {port.name!r} ({port.type}) is not connected to any output"
+                    )
+                )
     cycle = find_cycle(list(nodes), edges)
     if cycle:
         problems.append(src.problem("edges", "the edges form a cycle: " + " -> ".join(cycle + [cycle[0]])))
@@ -328,7 +337,7 @@ def find_cycle(node_ids: list[str], edges: list[Edge]) -> list[str]:
         stack.append(n)
         for m in sorted(succ.get(n, [])):
             if state.get(m) == 1:
-                return stack[stack.index(m):]
+                return stack[stack.index(m) :]
             if m not in state:
                 found = visit(m)
                 if found:

@@ -144,8 +144,13 @@ def compile_plan(pipeline: Pipeline) -> Plan:
     quoted = quote(frozen, compute)
     if pipeline.budget_wei is not None and quoted > pipeline.budget_wei:
         raise ValidationError(
-            [Problem("budget", f"the quoted price {format_aic(quoted)} exceeds the budget "
-                     f"{format_aic(pipeline.budget_wei)}; raise the budget or choose cheaper blocks")],
+            [
+                Problem(
+                    "budget",
+                    f"the quoted price {format_aic(quoted)} exceeds the budget "
+                    f"{format_aic(pipeline.budget_wei)}; raise the budget or choose cheaper blocks",
+                )
+            ],
             pipeline.source,
         )
     body = {

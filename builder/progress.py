@@ -13,15 +13,19 @@ class RichReporter:
 
     def __init__(self, console: Console, steps: list[tuple[str, str]]) -> None:
         self.bar = Progress(
-            SpinnerColumn(), TextColumn("[bold]{task.fields[node]:<12}"), BarColumn(bar_width=30),
-            TextColumn("{task.fields[status]:<10}"), TextColumn("{task.description}"), TimeElapsedColumn(),
-            console=console, transient=False,
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[node]:<12}"),
+            BarColumn(bar_width=30),
+            TextColumn("{task.fields[status]:<10}"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         )
         self.tasks: dict[str, TaskID] = {}
         self.latest: dict[str, dict[str, float]] = {}
         for node_id, block in steps:
-            self.tasks[node_id] = self.bar.add_task(block, node=node_id, status="waiting", total=None,
-                                                         start=False)
+            self.tasks[node_id] = self.bar.add_task(block, node=node_id, status="waiting", total=None, start=False)
 
     def __enter__(self) -> RichReporter:
         self.bar.start()
@@ -36,8 +40,7 @@ class RichReporter:
 
     def progress(self, node_id: str, done: float, total: float, description: str) -> None:
         extra = self._metrics_text(node_id)
-        self.bar.update(self.tasks[node_id], completed=done, total=total,
-                             description=f"{description}{extra}")
+        self.bar.update(self.tasks[node_id], completed=done, total=total, description=f"{description}{extra}")
 
     def metric(self, node_id: str, name: str, value: float, step: int) -> None:
         self.latest.setdefault(node_id, {})[name] = value

@@ -27,9 +27,7 @@ def register_block(cls: type[Block]) -> type[Block]:
     existing = _BLOCKS.get(key)
     if existing is not None and existing is not cls:
         if (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise BlockError(
-                f"block {cls.ref()} is registered twice ({existing.__module__} and {cls.__module__})"
-            )
+            raise BlockError(f"block {cls.ref()} is registered twice ({existing.__module__} and {cls.__module__})")
     _BLOCKS[key] = cls
     return cls
 
@@ -50,9 +48,7 @@ def load_blocks() -> None:
         try:
             ep.load()
         except Exception as exc:  # a broken third-party package must not take the product down
-            raise BlockError(
-                f"the block package {ep.value!r} (entry point {ep.name!r}) failed to load: {exc}"
-            ) from exc
+            raise BlockError(f"the block package {ep.value!r} (entry point {ep.name!r}) failed to load: {exc}") from exc
 
 
 def all_blocks() -> list[type[Block]]:

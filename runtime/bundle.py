@@ -75,7 +75,8 @@ def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> None:
     """Write manifest.json, recording the sha256 of every other file for the integrity check on load."""
     files = {
         p.relative_to(bundle_dir).as_posix(): sha256_file(p)
-        for p in sorted(bundle_dir.rglob("*")) if p.is_file() and p.name != MANIFEST
+        for p in sorted(bundle_dir.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
     }
     manifest = {**manifest, "format": BUNDLE_FORMAT, "files": files}
     (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
@@ -117,6 +118,14 @@ def onnx_providers() -> list[str]:
 
 
 __all__ = [
-    "MANIFEST", "Predictor", "ServiceBundle", "load_bundle", "onnx_providers", "read_manifest",
-    "register_predictor", "sha256_tree", "verify_bundle", "write_manifest",
+    "MANIFEST",
+    "Predictor",
+    "ServiceBundle",
+    "load_bundle",
+    "onnx_providers",
+    "read_manifest",
+    "register_predictor",
+    "sha256_tree",
+    "verify_bundle",
+    "write_manifest",
 ]

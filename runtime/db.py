@@ -236,6 +236,18 @@ def reset_engines() -> None:
 
 
 __all__ = [
-    "ApiKey", "Artifact", "Base", "MetricPoint", "Run", "Service", "Step", "Usage", "Wei",
-    "get_engine", "migrate", "reset_engines", "session_factory", "utcnow",
+    "ApiKey",
+    "Artifact",
+    "Base",
+    "MetricPoint",
+    "Run",
+    "Service",
+    "Step",
+    "Usage",
+    "Wei",
+    "get_engine",
+    "migrate",
+    "reset_engines",
+    "session_factory",
+    "utcnow",
 ]

@@ -22,8 +22,9 @@ def check_parity(model: Any, predictor: Any, tolerance: float = PARITY_MAX_ABS_D
     if not items:
         return {"parity_examples": 0, "parity_max_abs_diff": 0.0, "parity_top1_agreement": 1.0}
     ref = np.asarray(model.reference_outputs(items), dtype=np.float64)
-    got = np.concatenate([np.asarray(predictor.predict_proba(items[i:i + 64]), dtype=np.float64)
-                          for i in range(0, len(items), 64)])
+    got = np.concatenate(
+        [np.asarray(predictor.predict_proba(items[i : i + 64]), dtype=np.float64) for i in range(0, len(items), 64)]
+    )
     if ref.shape != got.shape:
         raise ExportError(f"exported model outputs shape {got.shape}, torch gives {ref.shape}")
     diff = float(np.abs(ref - got).max())

@@ -21,12 +21,33 @@ def per_call_amount(price_per_1k_wei: int, calls: int = 1) -> int:
     return price_per_1k_wei * calls // 1000
 
 
-def add_usage(session: Session, *, bill_key: str, block_id: str, version: str, provider: str, quantity: float,
-              unit: str, amount_wei: int, run_id: str | None = None, service_id: str | None = None,
-              node_id: str | None = None) -> Usage:
+def add_usage(
+    session: Session,
+    *,
+    bill_key: str,
+    block_id: str,
+    version: str,
+    provider: str,
+    quantity: float,
+    unit: str,
+    amount_wei: int,
+    run_id: str | None = None,
+    service_id: str | None = None,
+    node_id: str | None = None,
+) -> Usage:
     """Add one usage record to `session` (the caller commits it together with the state change it bills)."""
-    record = Usage(bill_key=bill_key, run_id=run_id, service_id=service_id, node_id=node_id, block_id=block_id,
-                   version=version, provider=provider, quantity=quantity, unit=unit, amount_wei=amount_wei)
+    record = Usage(
+        bill_key=bill_key,
+        run_id=run_id,
+        service_id=service_id,
+        node_id=node_id,
+        block_id=block_id,
+        version=version,
+        provider=provider,
+        quantity=quantity,
+        unit=unit,
+        amount_wei=amount_wei,
+    )
     session.add(record)
     return record
 
@@ -49,8 +70,9 @@ def usage_dict(u: Usage) -> dict[str, Any]:
     }
 
 
-def list_usage(session: Session, run_id: str | None = None, service_id: str | None = None,
-               limit: int | None = None) -> list[Usage]:
+def list_usage(
+    session: Session, run_id: str | None = None, service_id: str | None = None, limit: int | None = None
+) -> list[Usage]:
     """Usage records, optionally of one run or one service, oldest first."""
     q = select(Usage).order_by(Usage.id)
     if run_id:

@@ -9,9 +9,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import insert
+from sqlalchemy.engine import Engine
 
-from runtime.ledger import add_usage, per_call_amount
+from runtime.db import Usage, utcnow
+from runtime.ledger import per_call_amount
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,8 @@ class ServiceBilling:
 class UsageWriter:
     """Queue drained by one thread; each batch of records is one transaction (no per-call fsync stalls)."""
 
-    def __init__(self, Session: sessionmaker, billing: ServiceBilling, max_group: int = 512) -> None:
-        self.Session = Session
+    def __init__(self, engine: Engine, billing: ServiceBilling, max_group: int = 512) -> None:
+        self.engine = engine
         self.billing = billing
         self.max_group = max_group
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -79,13 +81,16 @@ class UsageWriter:
     def _write(self, group: list[Any]) -> None:
         b = self.billing
         error: BaseException | None = None
+        rows = [
+            {"bill_key": f"call:{uuid.uuid4().hex}", "service_id": b.service_id, "block_id": b.block_id,
+             "version": b.version, "provider": b.provider, "quantity": quantity, "unit": "call",
+             "amount_wei": per_call_amount(b.call_price_wei, quantity), "created_at": utcnow()}
+            for quantity, _fut, _loop in group
+        ]
         try:
-            with self.Session.begin() as s:
-                for quantity, _fut, _loop in group:
-                    add_usage(s, bill_key=f"call:{uuid.uuid4().hex}", service_id=b.service_id,
-                              block_id=b.block_id, version=b.version, provider=b.provider,
-                              quantity=quantity, unit="call",
-                              amount_wei=per_call_amount(b.call_price_wei, quantity))
+            # A Core insert: the ORM's unit of work costs ~0.5 ms more per commit, paid by every call.
+            with self.engine.begin() as conn:
+                conn.execute(insert(Usage), rows)
             self.written += len(group)
         except BaseException as exc:  # the callers answer 503: nothing was served unbilled
             error = exc

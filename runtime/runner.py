@@ -7,7 +7,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from sqlalchemy import select
@@ -132,9 +132,16 @@ def execute_step(run_id: str, node_id: str) -> None:
         if cached is not None:
             outputs = cached
         else:
-            ctx = StepContext(run_id=run_id, node_id=node_id, cache_key=step.cache_key, device=state.device,
-                              base_dir=state.pipeline.base_dir, settings=state.settings,
-                              plan=state.plan.to_dict(), reporter=state.reporter)
+            ctx = StepContext(
+                run_id=run_id,
+                node_id=node_id,
+                cache_key=step.cache_key,
+                device=state.device,
+                base_dir=state.pipeline.base_dir,
+                settings=state.settings,
+                plan=state.plan.to_dict(),
+                reporter=state.reporter,
+            )
             outputs = node.block().run(ctx, inputs, node.params)
             missing = [p.name for p in node.block.outputs if p.name not in outputs]
             if missing:
@@ -148,15 +155,25 @@ def execute_step(run_id: str, node_id: str) -> None:
         state.reporter.step_finished(node_id, "failed")
         raise
     seconds = time.monotonic() - started
-    metrics = next((v for p, v in outputs.items() if node.block.output(p) and
-                    node.block.output(p).type == PortType.METRICS), {})
+    metrics = next(
+        (v for p, v in outputs.items() if node.block.output(p) and node.block.output(p).type == PortType.METRICS), {}
+    )
     state.outputs[node_id] = outputs
     _finish_step(Session, state, run_id, step, "succeeded", seconds, cached is not None, metrics, None)
     state.reporter.step_finished(node_id, "cached" if cached is not None else "succeeded")
 
 
-def _finish_step(Session: Any, state: _RunState, run_id: str, step: PlanStep, status: str, seconds: float,
-                 cached: bool, metrics: dict, error: str | None) -> None:
+def _finish_step(
+    Session: Any,
+    state: _RunState,
+    run_id: str,
+    step: PlanStep,
+    status: str,
+    seconds: float,
+    cached: bool,
+    metrics: dict,
+    error: str | None,
+) -> None:
     """Step state change and the compute time it consumed, in one transaction."""
     compute = state.plan.compute
     with Session.begin() as s:
@@ -166,10 +183,18 @@ def _finish_step(Session: Any, state: _RunState, run_id: str, step: PlanStep, st
         if status == "succeeded":
             row.progress = 1.0
         if not cached and seconds > 0:
-            add_usage(s, bill_key=f"run:{run_id}:step:{step.node_id}:compute", run_id=run_id,
-                      node_id=step.node_id, block_id=compute.block_id, version=compute.version,
-                      provider=compute.provider, quantity=round(seconds, 6), unit=compute.price["unit"],
-                      amount_wei=compute_amount(compute.price["amount_wei"], seconds))
+            add_usage(
+                s,
+                bill_key=f"run:{run_id}:step:{step.node_id}:compute",
+                run_id=run_id,
+                node_id=step.node_id,
+                block_id=compute.block_id,
+                version=compute.version,
+                provider=compute.provider,
+                quantity=round(seconds, 6),
+                unit=compute.price["unit"],
+                amount_wei=compute_amount(compute.price["amount_wei"], seconds),
+            )
         if error is not None:
             run = s.get(Run, run_id)
             run.status, run.error, run.finished_at = "failed", f"step {step.node_id!r} failed: {error}", utcnow()
@@ -192,24 +217,50 @@ def _finish_run(state: _RunState, run_id: str) -> None:
         run = s.get(Run, run_id)
         run.status, run.finished_at, run.metrics = "succeeded", utcnow(), metrics
         for step, bundle in services:
-            service_id = f"svc-{run_id.removeprefix('run-')}" if len(services) == 1 else f"svc-{run_id[4:]}-{step.node_id}"
-            s.add(Service(id=service_id, run_id=run_id, name=state.plan.name, bundle_dir=bundle.path,
-                          plan_hash=state.plan.plan_hash, block_id=step.block_id, version=step.version,
-                          provider=step.provider, call_price_wei=(step.call_price or {}).get("amount_wei", 0)))
+            service_id = (
+                f"svc-{run_id.removeprefix('run-')}" if len(services) == 1 else f"svc-{run_id[4:]}-{step.node_id}"
+            )
+            s.add(
+                Service(
+                    id=service_id,
+                    run_id=run_id,
+                    name=state.plan.name,
+                    bundle_dir=bundle.path,
+                    plan_hash=state.plan.plan_hash,
+                    block_id=step.block_id,
+                    version=step.version,
+                    provider=step.provider,
+                    call_price_wei=(step.call_price or {}).get("amount_wei", 0),
+                )
+            )
             run.service_id = run.service_id or service_id
         for step in state.plan.steps:
             if step.price["unit"] == "run":
-                add_usage(s, bill_key=f"run:{run_id}:step:{step.node_id}:block", run_id=run_id,
-                          node_id=step.node_id, block_id=step.block_id, version=step.version,
-                          provider=step.provider, quantity=1, unit="run", amount_wei=step.price["amount_wei"])
+                add_usage(
+                    s,
+                    bill_key=f"run:{run_id}:step:{step.node_id}:block",
+                    run_id=run_id,
+                    node_id=step.node_id,
+                    block_id=step.block_id,
+                    version=step.version,
+                    provider=step.provider,
+                    quantity=1,
+                    unit="run",
+                    amount_wei=step.price["amount_wei"],
+                )
 
 
-def execute_run(run_id: str, pipeline: Pipeline, plan: Plan, reporter: Reporter | None = None) -> None:
-    """Run `plan` (already recorded as `run_id`) as a Prefect flow; raises RunError when a step fails."""
-    configure_prefect()
-    from prefect import flow, task
-    from prefect.cache_policies import NO_CACHE
+def execute_run(
+    run_id: str,
+    pipeline: Pipeline,
+    plan: Plan,
+    reporter: Reporter | None = None,
+    engine: Literal["prefect", "direct"] = "prefect",
+) -> None:
+    """Run `plan` (already recorded as `run_id`) as a Prefect flow; raises RunError when a step fails.
 
+    engine="direct" calls the same steps in order without Prefect: the baseline of bench/orchestration.py.
+    """
     settings = get_settings()
     compute_params = pipeline.compute.params
     assert isinstance(compute_params, LocalComputeParams)
@@ -230,16 +281,12 @@ def execute_run(run_id: str, pipeline: Pipeline, plan: Plan, reporter: Reporter 
         run = s.get(Run, run_id)
         run.status, run.started_at, run.device = "running", utcnow(), device
 
-    step_task = task(execute_step, cache_policy=NO_CACHE, persist_result=False, retries=0)
-
-    @flow(name=f"aib-{plan.name}", flow_run_name=run_id, persist_result=False, validate_parameters=False)
-    def pipeline_flow() -> None:
-        for step in plan.steps:
-            step_task.with_options(name=step.node_id, task_run_name=f"{step.node_id} ({step.block_id})")(
-                run_id, step.node_id)
-
     try:
-        pipeline_flow()
+        if engine == "direct":
+            for step in plan.steps:
+                execute_step(run_id, step.node_id)
+        else:
+            _prefect_flow(run_id, plan)()
         _finish_run(state, run_id)
     except BaseException as exc:
         with Session.begin() as s:
@@ -254,6 +301,24 @@ def execute_run(run_id: str, pipeline: Pipeline, plan: Plan, reporter: Reporter 
     finally:
         db_reporter.flush()
         _ACTIVE.pop(run_id, None)
+
+
+def _prefect_flow(run_id: str, plan: Plan) -> Any:
+    """One Prefect flow for the Plan, one task per step (tasks run in order, in this process)."""
+    configure_prefect()
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    step_task = task(execute_step, cache_policy=NO_CACHE, persist_result=False, retries=0)
+
+    @flow(name=f"aib-{plan.name}", flow_run_name=run_id, persist_result=False, validate_parameters=False)
+    def pipeline_flow() -> None:
+        for step in plan.steps:
+            step_task.with_options(name=step.node_id, task_run_name=f"{step.node_id} ({step.block_id})")(
+                run_id, step.node_id
+            )
+
+    return pipeline_flow
 
 
 def run_dir(run_id: str) -> Path:

@@ -30,15 +30,33 @@ def create_run(session: Session, pipeline: Pipeline, plan: Plan, run_id: str | N
     if session.get(Run, run_id) is not None:
         raise NotFoundError(f"run id {run_id!r} is already taken; choose another --run-id")
     run = Run(
-        id=run_id, name=plan.name, status="queued", pipeline_path=pipeline.source,
-        pipeline_yaml=pipeline.source_text, pipeline_hash=sha256_hex(pipeline.source_text),
-        overrides=list(pipeline.overrides), plan=plan.to_dict(), plan_hash=plan.plan_hash,
-        quote_wei=plan.quote_wei, metrics={}, pid=os.getpid(),
+        id=run_id,
+        name=plan.name,
+        status="queued",
+        pipeline_path=pipeline.source,
+        pipeline_yaml=pipeline.source_text,
+        pipeline_hash=sha256_hex(pipeline.source_text),
+        overrides=list(pipeline.overrides),
+        plan=plan.to_dict(),
+        plan_hash=plan.plan_hash,
+        quote_wei=plan.quote_wei,
+        metrics={},
+        pid=os.getpid(),
     )
     session.add(run)
     for i, step in enumerate(plan.steps):
-        session.add(Step(run_id=run_id, node_id=step.node_id, block_id=step.block_id, version=step.version,
-                         position=i, status="pending", cache_key=step.cache_key, metrics={}))
+        session.add(
+            Step(
+                run_id=run_id,
+                node_id=step.node_id,
+                block_id=step.block_id,
+                version=step.version,
+                position=i,
+                status="pending",
+                cache_key=step.cache_key,
+                metrics={},
+            )
+        )
     session.commit()
     return run
 
@@ -103,8 +121,17 @@ def run_summary(session: Session, run: Run) -> dict[str, Any]:
         "service_id": run.service_id,
         "cost": {"quote_wei": run.quote_wei, "total_wei": total, "total": format_aic(total)},
         "usage": usage,
-        "steps": [{"node_id": s.node_id, "block": f"{s.block_id}@{s.version}", "status": s.status,
-                   "cached": s.cached, "seconds": s.seconds, "error": s.error} for s in steps],
+        "steps": [
+            {
+                "node_id": s.node_id,
+                "block": f"{s.block_id}@{s.version}",
+                "status": s.status,
+                "cached": s.cached,
+                "seconds": s.seconds,
+                "error": s.error,
+            }
+            for s in steps
+        ],
     }
 
 

@@ -3,13 +3,12 @@
 # No `from __future__ import annotations` here: FastAPI must see the per-bundle request models
 # (closure variables) as real types, not strings.
 
-
 import socket
 import time
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from builder.errors import ServeError
 from runtime.bundle import load_bundle
-from runtime.db import session_factory
+from runtime.db import get_engine, session_factory
 from runtime.keys import find_active_key
 from runtime.metering import ServiceBilling, UsageWriter
 from runtime.runs import get_service
@@ -60,7 +59,7 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
         billing = ServiceBilling(svc.id, svc.block_id, svc.version, svc.provider, svc.call_price_wei)
         bundle_dir, plan_hash, pipeline = svc.bundle_dir, svc.plan_hash, svc.name
     predictor = load_bundle(bundle_dir, threads=threads)
-    writer = UsageWriter(Session, billing)
+    writer = UsageWriter(get_engine(), billing)
     max_batch = int(predictor.manifest.get("service", {}).get("max_batch", 64))
     key_cache: dict[str, tuple[bool, float]] = {}
 
@@ -73,8 +72,10 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
     app = FastAPI(
         title=f"{pipeline} — Easy AI Builder service",
         version="1",
-        description=(f"Service `{service_id}` trained by pipeline `{pipeline}` (plan {plan_hash[:12]}). "
-                     "Send your API key in the `X-API-Key` header. Every successful call is metered."),
+        description=(
+            f"Service `{service_id}` trained by pipeline `{pipeline}` (plan {plan_hash[:12]}). "
+            "Send your API key in the `X-API-Key` header. Every successful call is metered."
+        ),
         lifespan=lifespan,
     )
     app.state.writer = writer
@@ -86,22 +87,26 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)},
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            status_code=exc.status_code, content={"error": str(exc.detail)}, headers=getattr(exc, "headers", None)
+        )
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse(status_code=413, content={
-                "error": f"the request body is {int(length)} bytes; the limit is {MAX_BODY_BYTES}"})
+            return JSONResponse(
+                status_code=413,
+                content={"error": f"the request body is {int(length)} bytes; the limit is {MAX_BODY_BYTES}"},
+            )
         return await call_next(request)
+
+    def _cached_key(key: str) -> bool | None:
+        hit = key_cache.get(key)
+        return hit[0] if hit and hit[1] > time.monotonic() else None
 
     def _check_key(key: str) -> bool:
         now = time.monotonic()
-        hit = key_cache.get(key)
-        if hit and hit[1] > now:
-            return hit[0]
         with Session() as s:
             ok = find_active_key(s, key, service_id) is not None
         key_cache[key] = (ok, now + KEY_CACHE_SECONDS)
@@ -109,16 +114,23 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
 
     async def require_key(x_api_key: Annotated[str | None, Header(description="Your API key")] = None) -> str:
         if not x_api_key:
-            raise HTTPException(401, "missing API key: send it in the X-API-Key header",
-                                headers={"WWW-Authenticate": "X-API-Key"})
-        ok = await run_in_threadpool(_check_key, x_api_key)
+            raise HTTPException(
+                401, "missing API key: send it in the X-API-Key header", headers={"WWW-Authenticate": "X-API-Key"}
+            )
+        ok = _cached_key(x_api_key)
+        if ok is None:  # only a cache miss pays for a database read (off the event loop)
+            ok = await run_in_threadpool(_check_key, x_api_key)
         if not ok:
             raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "X-API-Key"})
         return x_api_key
 
     Key = Annotated[str, Depends(require_key)]
-    errors = {401: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
-              503: {"model": ErrorBody}}
+    errors = {
+        401: {"model": ErrorBody},
+        413: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+        503: {"model": ErrorBody},
+    }
 
     def _too_large(items: list[Any]) -> None:
         for i, item in enumerate(items):
@@ -137,33 +149,49 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
     @app.get("/health", response_model=Health, tags=["service"])
     async def health() -> Health:
         """Liveness and what this service is; needs no API key."""
-        return Health(status="ok", service_id=service_id, pipeline=pipeline, plan_hash=plan_hash,
-                      intents=list(predictor.manifest.get("labels", [])))
+        return Health(
+            status="ok",
+            service_id=service_id,
+            pipeline=pipeline,
+            plan_hash=plan_hash,
+            intents=list(predictor.manifest.get("labels", [])),
+        )
 
     @app.post("/v1/predict", response_model=Response_, responses=errors, tags=["predict"])
-    async def predict(body: Request_, _key: Key) -> Any:  # type: ignore[valid-type]
+    async def predict(body: Request_, _key: Key, response: Response) -> Any:  # type: ignore[valid-type]
         """Answer one input. Costs one metered call."""
         item = body.model_dump()
         _too_large([item])
+        t0 = time.perf_counter()
         result = (await run_in_threadpool(predictor.predict, [item]))[0]
+        t1 = time.perf_counter()
         await _bill(1)
+        response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())
         return result
 
     class BatchResponse(BaseModel):
         results: list[Response_]  # type: ignore[valid-type]
 
     @app.post("/v1/predict/batch", response_model=BatchResponse, responses=errors, tags=["predict"])
-    async def predict_batch(body: Batch_, _key: Key) -> Any:  # type: ignore[valid-type]
+    async def predict_batch(body: Batch_, _key: Key, response: Response) -> Any:  # type: ignore[valid-type]
         """Answer many inputs in one call; metered as one call per input."""
         items = predictor.items_from_batch(body)
         if len(items) > max_batch:
             raise HTTPException(413, f"the batch has {len(items)} items; this service accepts at most {max_batch}")
         _too_large(items)
+        t0 = time.perf_counter()
         results = await run_in_threadpool(predictor.predict, items)
+        t1 = time.perf_counter()
         await _bill(len(items))
+        response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())
         return {"results": results}
 
     return app
+
+
+def _timing(start: float, inferred: float, billed: float) -> str:
+    """A Server-Timing header value: model time and metering time in ms."""
+    return f"inference;dur={(inferred - start) * 1e3:.2f}, metering;dur={(billed - inferred) * 1e3:.2f}"
 
 
 def ensure_port_free(host: str, port: int) -> None:

@@ -61,8 +61,7 @@ def read_table(path: Path) -> pd.DataFrame:
         if suffix in (".xlsx", ".xlsm"):
             frame = pd.read_excel(path, dtype=str, keep_default_na=False)
         elif suffix in (".csv", ".txt", ""):
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8",
-                                skip_blank_lines=True)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", skip_blank_lines=True)
         else:
             raise DataError(f"{path.name}: unsupported file type {suffix!r}; use .csv (UTF-8) or .xlsx")
     except UnicodeDecodeError:
@@ -79,7 +78,9 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame.map(lambda v: str(v).strip())
 
 
-def parse_faq(frame: pd.DataFrame, name: str, answers: dict[str, str] | None = None) -> tuple[list[str], list[str], dict[str, str]]:
+def parse_faq(
+    frame: pd.DataFrame, name: str, answers: dict[str, str] | None = None
+) -> tuple[list[str], list[str], dict[str, str]]:
     """Turn a frame into (texts, intents, answers); every problem is reported in one DataError."""
     if frame.empty:
         raise DataError(f"{name} has a header but no rows")
@@ -87,9 +88,7 @@ def parse_faq(frame: pd.DataFrame, name: str, answers: dict[str, str] | None = N
     has_intent, has_answer = "intent" in frame.columns, "answer" in frame.columns
     if text_col is None or not (has_intent or has_answer):
         found = ", ".join(frame.columns) or "none"
-        raise DataError(
-            f"{name} needs columns `question,answer` (or `intent,example` plus answers); found: {found}"
-        )
+        raise DataError(f"{name} needs columns `question,answer` (or `intent,example` plus answers); found: {found}")
     problems: list[str] = []
     texts: list[str] = []
     intents: list[str] = []
@@ -164,16 +163,28 @@ def parse_heldout(frame: pd.DataFrame, name: str, answers: dict[str, str]) -> tu
         texts.append(row[text_col])
         intents.append(intent)
     if problems:
-        raise DataError(f"{name}: " + "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
+        raise DataError(
+            f"{name}: " + "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        )
     if not texts:
         raise DataError(f"{name} has no examples")
     return texts, intents
 
 
 class FaqCsvParams(BlockParams):
-    path: str = Field(description="CSV (UTF-8) or XLSX file with question,answer (or intent,example,answer) columns; relative to the pipeline file")
-    heldout_path: str | None = Field(None, description="Optional file of paraphrases kept out of training, used to measure accuracy")
-    eval_fraction: float = Field(0.2, ge=0.0, le=0.5, description="Share of each intent's examples held out for evaluation when there is no heldout_path")
+    path: str = Field(
+        description="CSV (UTF-8) or XLSX file with question,answer (or intent,example,answer) columns; "
+        "relative to the pipeline file"
+    )
+    heldout_path: str | None = Field(
+        None, description="Optional file of paraphrases kept out of training, used to measure accuracy"
+    )
+    eval_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        le=0.5,
+        description="Share of each intent's examples held out for evaluation when there is no heldout_path",
+    )
     seed: int = Field(0, ge=0, description="Seed of the evaluation split")
 
 
@@ -236,13 +247,21 @@ class FaqCsv(Block):
             return FaqData(train_t, train_i, list(train_t), list(train_i), answers, "train", sources)
         return FaqData(train_t, train_i, eval_t, eval_i, answers, "split", sources)
 
-    def preview(self, params: FaqCsvParams, base_dir: Path, rows: int = 5, seed: int | None = None) -> list[dict[str, Any]]:
+    def preview(
+        self, params: FaqCsvParams, base_dir: Path, rows: int = 5, seed: int | None = None
+    ) -> list[dict[str, Any]]:
         """A random sample of training examples with their intent and answer."""
         data = self.load(params, base_dir)
         rng = random.Random(seed)
         idx = rng.sample(range(len(data.train_texts)), min(rows, len(data.train_texts)))
-        return [{"question": data.train_texts[i], "intent": data.train_intents[i],
-                 "answer": data.answers[data.train_intents[i]]} for i in idx]
+        return [
+            {
+                "question": data.train_texts[i],
+                "intent": data.train_intents[i],
+                "answer": data.answers[data.train_intents[i]],
+            }
+            for i in idx
+        ]
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         assert isinstance(params, FaqCsvParams)

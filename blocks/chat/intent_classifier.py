@@ -70,8 +70,9 @@ class TextClassifierModel:
         """Probabilities from torch eager, tokenised exactly as at training time."""
         from blocks.chat.minilm_encoder import load_tokenizer
 
-        tok = load_tokenizer()(texts, padding=True, truncation=True, max_length=self.encoder["max_length"],
-                               return_tensors="pt")
+        tok = load_tokenizer()(
+            texts, padding=True, truncation=True, max_length=self.encoder["max_length"], return_tensors="pt"
+        )
         with torch.inference_mode():
             probs = self.torch_module(device)(tok["input_ids"].to(device), tok["attention_mask"].to(device))
         return probs.float().cpu().numpy()
@@ -89,11 +90,18 @@ class TextClassifierModel:
         example = torch.ones((1, 8), dtype=torch.long)
         buf = io.BytesIO()
         torch.onnx.export(
-            module, (example, torch.ones_like(example)), buf,
-            input_names=["input_ids", "attention_mask"], output_names=["probabilities"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                          "probabilities": {0: "batch"}},
-            opset_version=17, dynamo=False,
+            module,
+            (example, torch.ones_like(example)),
+            buf,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["probabilities"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "tokens"},
+                "attention_mask": {0: "batch", 1: "tokens"},
+                "probabilities": {0: "batch"},
+            },
+            opset_version=17,
+            dynamo=False,
         )
         atomic_write_bytes(bundle_dir / "model.onnx", buf.getvalue())
         src = encoder_dir()
@@ -178,19 +186,21 @@ class IntentClassifier(Block):
             order = torch.randperm(len(y), generator=torch.Generator().manual_seed(params.seed * 100_003 + epoch))
             total = 0.0
             for start in range(0, len(y), params.batch_size):
-                idx = order[start:start + params.batch_size].to(device)
+                idx = order[start : start + params.batch_size].to(device)
                 opt.zero_grad()
                 loss = loss_fn(head(x[idx]), y[idx])
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
             loss_value = total / len(y)
             head.eval()
             ctx.log_metric("loss", loss_value, epoch + 1)
             ctx.log_metric("train_accuracy", _accuracy(head, x, y), epoch + 1)
             ctx.log_metric("accuracy", _accuracy(head, ex, ey), epoch + 1)
             buf = io.BytesIO()
-            torch.save({"epoch": epoch + 1, "loss": loss_value, "head": head.state_dict(), "optimizer": opt.state_dict()}, buf)
+            torch.save(
+                {"epoch": epoch + 1, "loss": loss_value, "head": head.state_dict(), "optimizer": opt.state_dict()}, buf
+            )
             atomic_write_bytes(ckpt_path, buf.getvalue())
             ctx.progress(epoch + 1, params.epochs, f"epoch {epoch + 1}/{params.epochs}")
 
@@ -206,7 +216,11 @@ class IntentClassifier(Block):
         }
         model = TextClassifierModel(
             head_state={k: v.detach().cpu().numpy() for k, v in head.state_dict().items()},
-            hidden=params.hidden, labels=labels, answers=dict(feats.answers), encoder=dict(feats.encoder),
-            metrics=metrics, eval_texts=list(feats.eval_texts),
+            hidden=params.hidden,
+            labels=labels,
+            answers=dict(feats.answers),
+            encoder=dict(feats.encoder),
+            metrics=metrics,
+            eval_texts=list(feats.eval_texts),
         )
         return {"model": model, "metrics": metrics}

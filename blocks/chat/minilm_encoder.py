@@ -93,19 +93,19 @@ def _cache_file(ctx: StepContext, config: dict[str, Any]) -> Path:
     return ctx.shared_cache_dir / f"embeddings-{tag}.npz"
 
 
-def embed_texts(texts: list[str], config: dict[str, Any], device: str, batch_size: int,
-                on_batch: Any = None) -> np.ndarray:
+def embed_texts(
+    texts: list[str], config: dict[str, Any], device: str, batch_size: int, on_batch: Any = None
+) -> np.ndarray:
     """Embed `texts` with MiniLM; calls `on_batch(done, total)` after each batch."""
     tokenizer = load_tokenizer()
     encoder = SentenceEncoder(load_transformer(device), config["normalize"])
     out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            batch = texts[start:start + batch_size]
-            tok = tokenizer(batch, padding=True, truncation=True, max_length=config["max_length"],
-                            return_tensors="pt")
+            batch = texts[start : start + batch_size]
+            tok = tokenizer(batch, padding=True, truncation=True, max_length=config["max_length"], return_tensors="pt")
             emb = encoder(tok["input_ids"].to(device), tok["attention_mask"].to(device))
-            out[start:start + len(batch)] = emb.float().cpu().numpy()
+            out[start : start + len(batch)] = emb.float().cpu().numpy()
             if on_batch:
                 on_batch(start + len(batch), len(texts))
     return out
@@ -153,8 +153,13 @@ class MiniLMEncoder(Block):
         ctx.log_metric("embeddings_computed", len(missing))
         ctx.log_metric("embeddings_cached", len(texts) - len(missing))
         if missing:
-            vectors = embed_texts(missing, config, ctx.device, params.batch_size,
-                                  lambda done, total: ctx.progress(done, total, "embedding questions"))
+            vectors = embed_texts(
+                missing,
+                config,
+                ctx.device,
+                params.batch_size,
+                lambda done, total: ctx.progress(done, total, "embedding questions"),
+            )
             cached.update({keys[t]: v for t, v in zip(missing, vectors, strict=True)})
             buf = io.BytesIO()
             np.savez(buf, keys=np.array(list(cached)), vectors=np.stack(list(cached.values())))
@@ -164,9 +169,15 @@ class MiniLMEncoder(Block):
         def lookup(ts: list[str]) -> np.ndarray:
             return np.stack([cached[keys[t]] for t in ts]).astype(np.float32)
 
-        return {"features": TextFeatures(
-            train_x=lookup(data.train_texts), train_intents=list(data.train_intents),
-            eval_x=lookup(data.eval_texts), eval_intents=list(data.eval_intents),
-            eval_texts=list(data.eval_texts), answers=dict(data.answers), eval_split=data.eval_split,
-            encoder=config,
-        )}
+        return {
+            "features": TextFeatures(
+                train_x=lookup(data.train_texts),
+                train_intents=list(data.train_intents),
+                eval_x=lookup(data.eval_texts),
+                eval_intents=list(data.eval_intents),
+                eval_texts=list(data.eval_texts),
+                answers=dict(data.answers),
+                eval_split=data.eval_split,
+                encoder=config,
+            )
+        }

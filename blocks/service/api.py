@@ -16,8 +16,12 @@ from runtime.export import export_bundle
 
 class ServiceApiParams(BlockParams):
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="Below this confidence the fallback answer is given")
-    fallback_answer: str = Field("Sorry, I don't know that yet.", min_length=1, max_length=1000,
-                                 description="Answer for questions the model is not confident about")
+    fallback_answer: str = Field(
+        "Sorry, I don't know that yet.",
+        min_length=1,
+        max_length=1000,
+        description="Answer for questions the model is not confident about",
+    )
     max_text_chars: int = Field(1000, ge=1, le=100_000, description="Longest accepted input text (longer: HTTP 413)")
     max_batch: int = Field(64, ge=1, le=4096, description="Most items in one batch request (more: HTTP 413)")
 
@@ -46,17 +50,27 @@ class ServiceApi(Block):
         model = inputs["model"]
         ctx.progress(0, 2, "exporting to ONNX")
         blocks = [
-            {"node_id": s["node_id"], "block_id": s["block_id"], "version": s["version"],
-             "provider": s["provider"], "price": s["price"], "call_price": s["call_price"]}
+            {
+                "node_id": s["node_id"],
+                "block_id": s["block_id"],
+                "version": s["version"],
+                "provider": s["provider"],
+                "price": s["price"],
+                "call_price": s["call_price"],
+            }
             for s in ctx.plan["steps"]
         ]
-        bundle, manifest = export_bundle(model, ctx.settings.bundles_dir, {
-            "pipeline": ctx.plan["name"],
-            "plan_hash": ctx.plan["plan_hash"],
-            "metrics": getattr(model, "metrics", {}),
-            "blocks": blocks,
-            "service": params.model_dump(mode="json"),
-        })
+        bundle, manifest = export_bundle(
+            model,
+            ctx.settings.bundles_dir,
+            {
+                "pipeline": ctx.plan["name"],
+                "plan_hash": ctx.plan["plan_hash"],
+                "metrics": getattr(model, "metrics", {}),
+                "blocks": blocks,
+                "service": params.model_dump(mode="json"),
+            },
+        )
         ctx.progress(2, 2, "bundle exported and parity-checked")
         parity = manifest["parity"]
         ctx.log_metric("parity_max_abs_diff", parity["parity_max_abs_diff"])

@@ -25,8 +25,11 @@ def aib(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
 
 
 def spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([*AIB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=os.environ.copy())
+    # A session of its own, so a simulated crash can kill the CLI and its ephemeral Prefect server together.
+    return subprocess.Popen(
+        [*AIB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        start_new_session=True,
+    )
 
 
 def test_validate_prints_valid_or_every_problem_and_exits_2(tmp_path):
@@ -34,13 +37,19 @@ def test_validate_prints_valid_or_every_problem_and_exits_2(tmp_path):
     assert (ok.returncode, ok.stdout.strip()) == (0, "valid")
     shutil.copytree(TEMPLATES, tmp_path / "t")
     bad = tmp_path / "t" / "bad.yaml"
-    bad.write_text((TEMPLATES / "faq-chatbot.yaml").read_text().replace("epochs: 60", "epochs: 0")
-                   .replace("chat.minilm-encoder@1.0.0", "chat.minilm@1.0.0"))
+    bad.write_text(
+        (TEMPLATES / "faq-chatbot.yaml")
+        .read_text()
+        .replace("epochs: 60", "epochs: 0")
+        .replace("chat.minilm-encoder@1.0.0", "chat.minilm@1.0.0")
+    )
     r = aib("validate", str(bad))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
-    assert lines == ["blocks.encoder.use (line 15): unknown block 'chat.minilm'; did you mean 'chat.minilm-encoder'?",
-                     "blocks.classifier.params.epochs (line 21): must be ≥ 1, got 0"]
+    assert lines == [
+        "blocks.encoder.use (line 15): unknown block 'chat.minilm'; did you mean 'chat.minilm-encoder'?",
+        "blocks.classifier.params.epochs (line 21): must be ≥ 1, got 0",
+    ]
     missing = aib("validate", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "file not found" in missing.stderr
 
@@ -102,7 +111,7 @@ def _start_and_wait_for_checkpoint(yaml_path: Path, overrides: list[str]) -> tup
 def test_killed_run_is_marked_failed_and_rerun_resumes_from_checkpoint(slow_template):
     yaml_path, overrides = slow_template
     proc, ckpt = _start_and_wait_for_checkpoint(yaml_path, overrides)
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)  # the machine dies: the CLI and everything it started
     proc.wait()
     killed_at = _checkpoint_epoch(ckpt)
     assert 2 <= killed_at < 150
@@ -123,8 +132,11 @@ def test_killed_run_is_marked_failed_and_rerun_resumes_from_checkpoint(slow_temp
     from runtime.db import MetricPoint, session_factory
 
     with session_factory()() as s:
-        resumed = s.scalar(select(MetricPoint.value).where(MetricPoint.run_id == result["run_id"],
-                                                           MetricPoint.name == "resumed_from_epoch"))
+        resumed = s.scalar(
+            select(MetricPoint.value).where(
+                MetricPoint.run_id == result["run_id"], MetricPoint.name == "resumed_from_epoch"
+            )
+        )
     assert resumed is not None and resumed >= killed_at
 
 

@@ -53,8 +53,9 @@ def test_second_run_of_unchanged_data_recomputes_nothing(trained, template_dir):
     steps = {s["node_id"]: s for s in again["steps"]}
     assert again["status"] == "succeeded"
     assert steps["faq"]["cached"] and steps["encoder"]["cached"] and steps["classifier"]["cached"]
-    assert not any(u["block_id"] == "compute.local" and u["node_id"] in ("faq", "encoder", "classifier")
-                   for u in again["usage"])
+    assert not any(
+        u["block_id"] == "compute.local" and u["node_id"] in ("faq", "encoder", "classifier") for u in again["usage"]
+    )
     assert again["metrics"]["accuracy"] == trained["metrics"]["accuracy"]
 
 
@@ -70,8 +71,12 @@ def test_changed_row_embeds_only_the_new_text(trained, tmp_path):
     summary = run_pipeline(tmp_path / "t" / Path(trained_template).name)
     assert summary["status"] == "succeeded"
     with session_factory()() as s:
-        points = {p.name: p.value for p in s.scalars(select(MetricPoint).where(
-            MetricPoint.run_id == summary["run_id"], MetricPoint.node_id == "encoder"))}
+        points = {
+            p.name: p.value
+            for p in s.scalars(
+                select(MetricPoint).where(MetricPoint.run_id == summary["run_id"], MetricPoint.node_id == "encoder")
+            )
+        }
     assert points["embeddings_computed"] == 1
     assert points["embeddings_cached"] >= 200
 

@@ -58,10 +58,13 @@ def test_batch_answers_in_order_and_meters_each_input(served):
     assert (last.quantity, last.unit, last.block_id) == (2, "call", "service.api")
 
 
-@pytest.mark.parametrize(("key", "message"), [
-    (None, "missing API key: send it in the X-API-Key header"),
-    ("aib_wrong", "invalid or revoked API key"),
-])
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (None, "missing API key: send it in the X-API-Key header"),
+        ("aib_wrong", "invalid or revoked API key"),
+    ],
+)
 def test_calls_without_a_valid_key_are_refused_and_not_billed(served, key, message):
     before = usage_count(served.service_id)
     r = post(served, "/v1/predict", {"text": "hi"}, key=key)
@@ -81,20 +84,26 @@ def test_revoked_key_stops_working(served):
     assert post(served, "/v1/predict", {"text": "hi"}, key=key).status_code == 401
 
 
-@pytest.mark.parametrize(("body", "status", "error"), [
-    ({"txt": "hi"}, 422, "text is required"),
-    ({"text": 5}, 422, "text: Input should be a valid string"),
-    ({"text": ""}, 422, "text: String should have at least 1 character"),
-    ({"text": "x" * 1001}, 413, "text is 1001 characters long; this service accepts at most 1000"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({"txt": "hi"}, 422, "text is required"),
+        ({"text": 5}, 422, "text: Input should be a valid string"),
+        ({"text": ""}, 422, "text: String should have at least 1 character"),
+        ({"text": "x" * 1001}, 413, "text is 1001 characters long; this service accepts at most 1000"),
+    ],
+)
 def test_bad_bodies_get_a_readable_4xx(served, body, status, error):
     r = post(served, "/v1/predict", body)
     assert (r.status_code, r.json()) == (status, {"error": error})
 
 
 def test_invalid_json_and_oversize_requests(served):
-    r = httpx.post(f"{served.url}/v1/predict", content=b'{"text":', headers={"X-API-Key": served.key,
-                                                                            "Content-Type": "application/json"})
+    r = httpx.post(
+        f"{served.url}/v1/predict",
+        content=b'{"text":',
+        headers={"X-API-Key": served.key, "Content-Type": "application/json"},
+    )
     assert (r.status_code, r.json()) == (422, {"error": "the request body is not valid JSON"})
     r = post(served, "/v1/predict/batch", {"texts": ["hi"] * 65})
     assert (r.status_code, r.json()) == (413, {"error": "the batch has 65 items; this service accepts at most 64"})
@@ -108,12 +117,18 @@ def test_no_usage_record_is_lost_under_concurrency(served):
 
     async def main() -> list[int]:
         sem = asyncio.Semaphore(concurrency)
-        async with httpx.AsyncClient(base_url=served.url, headers={"X-API-Key": served.key}, timeout=60,
-                                     limits=httpx.Limits(max_connections=concurrency)) as client:
+        async with httpx.AsyncClient(
+            base_url=served.url,
+            headers={"X-API-Key": served.key},
+            timeout=60,
+            limits=httpx.Limits(max_connections=concurrency),
+        ) as client:
+
             async def one(i: int) -> int:
                 async with sem:
                     r = await client.post("/v1/predict", json={"text": f"where is my order number {i}?"})
                     return r.status_code
+
             return await asyncio.gather(*(one(i) for i in range(n)))
 
     statuses = asyncio.run(main())

@@ -12,8 +12,13 @@ BLOCKS = [b for b in all_blocks() if not b.id.startswith("test.")]
 
 def test_catalog_has_the_foundation_blocks():
     refs = {b.ref() for b in BLOCKS}
-    assert {"chat.faq-csv@1.0.0", "chat.minilm-encoder@1.0.0", "chat.intent-classifier@1.0.0",
-            "compute.local@1.0.0", "service.api@1.0.0"} <= refs
+    assert {
+        "chat.faq-csv@1.0.0",
+        "chat.minilm-encoder@1.0.0",
+        "chat.intent-classifier@1.0.0",
+        "compute.local@1.0.0",
+        "service.api@1.0.0",
+    } <= refs
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.ref())

@@ -27,7 +27,19 @@ def test_wei_amounts_beyond_64_bits_round_trip(tmp_path):
     Session = session_factory(f"sqlite:///{tmp_path / 'w.db'}")
     big = 10_000_000_000 * 10**18  # the whole AIC supply in wei
     with Session.begin() as s:
-        s.add(Run(id="run-x", name="n", status="queued", pipeline_yaml="", pipeline_hash="h", overrides=[],
-                  plan={}, plan_hash="p", quote_wei=big, metrics={}))
+        s.add(
+            Run(
+                id="run-x",
+                name="n",
+                status="queued",
+                pipeline_yaml="",
+                pipeline_hash="h",
+                overrides=[],
+                plan={},
+                plan_hash="p",
+                quote_wei=big,
+                metrics={},
+            )
+        )
     with Session() as s:
         assert s.get(Run, "run-x").quote_wei == big

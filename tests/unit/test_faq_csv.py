@@ -36,16 +36,22 @@ def test_xlsx_is_read_like_csv(tmp_path):
     assert texts == ["a", "b", "c", "d"] and len(answers) == 2
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("", "faq.csv is empty"),
-    ("question,answer\n", "faq.csv has a header but no rows"),
-    ("q,a\nx,y\n", "needs columns `question,answer` (or `intent,example` plus answers); found: q, a"),
-    ("question,answer\nhi,Hello\nhey,Hello\nbye,See you\n", "intent 'see-you' has only one example"),
-    ("question,answer\nhi,Hello\nhey,Hello\n", "only one intent found; a classifier needs at least 2"),
-    ("intent,question\ngreet,hi\ngreet,hey\nbye,a\nbye,b\n", "intent 'bye' has no answer"),
-    ("intent,question,answer\ng,hi,A\ng,hey,B\nb,x,C\nb,y,\n", "row 3: intent 'g' already has a different answer (row 2)"),
-    ("question,answer\n,Hello\nhey,Hello\n", "row 2: the question is empty"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "faq.csv is empty"),
+        ("question,answer\n", "faq.csv has a header but no rows"),
+        ("q,a\nx,y\n", "needs columns `question,answer` (or `intent,example` plus answers); found: q, a"),
+        ("question,answer\nhi,Hello\nhey,Hello\nbye,See you\n", "intent 'see-you' has only one example"),
+        ("question,answer\nhi,Hello\nhey,Hello\n", "only one intent found; a classifier needs at least 2"),
+        ("intent,question\ngreet,hi\ngreet,hey\nbye,a\nbye,b\n", "intent 'bye' has no answer"),
+        (
+            "intent,question,answer\ng,hi,A\ng,hey,B\nb,x,C\nb,y,\n",
+            "row 3: intent 'g' already has a different answer (row 2)",
+        ),
+        ("question,answer\n,Hello\nhey,Hello\n", "row 2: the question is empty"),
+    ],
+)
 def test_bad_files_are_explained_in_one_sentence(tmp_path, content, message):
     p = write(tmp_path, content)
     with pytest.raises(DataError) as info:

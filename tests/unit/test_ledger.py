@@ -3,9 +3,16 @@ import pytest
 from runtime.ledger import compute_amount, per_call_amount
 
 
-@pytest.mark.parametrize(("price", "seconds", "wei"), [
-    (10**12, 1.0, 10**12), (10**12, 0.5, 5 * 10**11), (3, 0.5, 2), (1, 0.4999, 0), (10**12, 0.0, 0),
-])
+@pytest.mark.parametrize(
+    ("price", "seconds", "wei"),
+    [
+        (10**12, 1.0, 10**12),
+        (10**12, 0.5, 5 * 10**11),
+        (3, 0.5, 2),
+        (1, 0.4999, 0),
+        (10**12, 0.0, 0),
+    ],
+)
 def test_compute_amount_rounds_half_up_to_whole_wei(price, seconds, wei):
     assert compute_amount(price, seconds) == wei
 

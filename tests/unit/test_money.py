@@ -3,10 +3,18 @@ import pytest
 from builder.money import format_aic, parse_amount
 
 
-@pytest.mark.parametrize(("text", "wei"), [
-    ("1 AIC", 10**18), ("0.5 aic", 5 * 10**17), ("1200 wei", 1200), ("1200", 1200), (7, 7),
-    ("10_000 AIC", 10**22), ("0.000000000000000001 AIC", 1),
-])
+@pytest.mark.parametrize(
+    ("text", "wei"),
+    [
+        ("1 AIC", 10**18),
+        ("0.5 aic", 5 * 10**17),
+        ("1200 wei", 1200),
+        ("1200", 1200),
+        (7, 7),
+        ("10_000 AIC", 10**22),
+        ("0.000000000000000001 AIC", 1),
+    ],
+)
 def test_parse_amount_accepts_aic_and_wei(text, wei):
     assert parse_amount(text) == wei
 

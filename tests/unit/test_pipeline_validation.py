@@ -20,7 +20,7 @@ blocks:
   faq:
     use: chat.faq-csv@1.0.0
     params:
-      path: {DATA / 'faq.csv'}
+      path: {DATA / "faq.csv"}
   encoder:
     use: chat.minilm-encoder@1.0.0
   classifier:
@@ -51,7 +51,9 @@ def test_good_pipeline_validates():
 
 def test_unknown_block_suggests_the_closest_id_with_line():
     errs = problems_of(GOOD.replace("chat.minilm-encoder@1.0.0", "chat.minilm-encodr@1.0.0"))
-    assert errs == ["blocks.encoder.use (line 9): unknown block 'chat.minilm-encodr'; did you mean 'chat.minilm-encoder'?"]
+    assert errs == [
+        "blocks.encoder.use (line 9): unknown block 'chat.minilm-encodr'; did you mean 'chat.minilm-encoder'?"
+    ]
 
 
 def test_unknown_version_lists_available_ones():
@@ -61,7 +63,8 @@ def test_unknown_version_lists_available_ones():
 
 def test_out_of_range_and_missing_params_are_all_reported():
     text = GOOD.replace("epochs: 5", "epochs: 0\n      lr: 7\n      bogus: 1").replace(
-        f"path: {DATA / 'faq.csv'}", "eval_fraction: 0.3")
+        f"path: {DATA / 'faq.csv'}", "eval_fraction: 0.3"
+    )
     errs = problems_of(text)
     assert "blocks.faq.params.path (line 6): missing required parameter" in errs
     assert "blocks.classifier.params.epochs (line 13): must be ≥ 1, got 0" in errs
@@ -71,8 +74,7 @@ def test_out_of_range_and_missing_params_are_all_reported():
 
 def test_port_type_mismatch_names_both_ends():
     errs = problems_of(GOOD.replace("classifier.model -> api.model", "classifier.metrics -> api.model"))
-    assert errs == ["edges[2] (line 19): port types differ: classifier.metrics gives Metrics "
-                    "but api.model takes Model"]
+    assert errs == ["edges[2] (line 19): port types differ: classifier.metrics gives Metrics but api.model takes Model"]
 
 
 def test_unknown_port_and_node_in_edges():
@@ -126,7 +128,9 @@ def test_input_fed_twice_is_refused():
 
 def test_yaml_syntax_error_gives_line_and_column():
     errs = problems_of("name: x\nblocks: [a\n")
-    assert errs == ["p.yaml (line 3): YAML syntax error at line 3, column 1: expected ',' or ']', but got '<stream end>'"]
+    assert errs == [
+        "p.yaml (line 3): YAML syntax error at line 3, column 1: expected ',' or ']', but got '<stream end>'"
+    ]
 
 
 def test_missing_pipeline_file(tmp_path):
@@ -137,14 +141,17 @@ def test_missing_pipeline_file(tmp_path):
 def test_schema_version_is_required_and_future_versions_refused():
     assert "schema_version: missing; add `schema_version: 1`" in problems_of(GOOD.replace("schema_version: 1\n", ""))
     errs = problems_of(GOOD.replace("schema_version: 1", "schema_version: 7"))
-    assert errs == ["schema_version (line 1): this file needs a newer Easy AI Builder (schema_version 7; "
-                    "this one reads up to 1)"]
+    assert errs == [
+        "schema_version (line 1): this file needs a newer Easy AI Builder (schema_version 7; this one reads up to 1)"
+    ]
 
 
 def test_unknown_top_level_key_and_compute_checks():
     errs = problems_of(GOOD.replace("compute: compute.local@1.0.0", "compute: chat.faq-csv@1.0.0\nbudgt: 3"))
-    assert "budgt (line 21): unknown key; expected one of blocks, budget, compute, description, edges, name, " \
-           "schema_version" in errs
+    assert (
+        "budgt (line 21): unknown key; expected one of blocks, budget, compute, description, edges, name, "
+        "schema_version" in errs
+    )
     assert "compute (line 20): chat.faq-csv@1.0.0 is a data block, not a compute tier" in errs
 
 
@@ -152,7 +159,9 @@ def test_set_override_changes_params_and_unknown_node_is_reported():
     p = parse_pipeline(GOOD, Path("."), overrides=["classifier.epochs=9", "classifier.lr=0.5"])
     assert (p.nodes["classifier"].params.epochs, p.nodes["classifier"].params.lr) == (9, 0.5)
     assert problems_of(GOOD, ["nope.epochs=3"]) == ["--set nope.epochs=3: no block node 'nope' in this pipeline"]
-    assert problems_of(GOOD, ["classifier.epochs=-1"]) == ["blocks.classifier.params.epochs (line 13): must be ≥ 1, got -1"]
+    assert problems_of(GOOD, ["classifier.epochs=-1"]) == [
+        "blocks.classifier.params.epochs (line 13): must be ≥ 1, got -1"
+    ]
 
 
 def test_budget_below_quote_is_refused():
@@ -164,5 +173,7 @@ def test_bad_data_file_is_reported_at_validation(tmp_path):
     bad = tmp_path / "faq.csv"
     bad.write_text("question,answer\nonly one,yes\nsecond,no\n", encoding="utf-8")
     errs = problems_of(GOOD.replace(str(DATA / "faq.csv"), str(bad)))
-    assert errs == ["blocks.faq.params.path (line 7): faq.csv: intent 'no' has only one example; give at least "
-                    "2 phrasings per intent; intent 'yes' has only one example; give at least 2 phrasings per intent"]
+    assert errs == [
+        "blocks.faq.params.path (line 7): faq.csv: intent 'no' has only one example; give at least "
+        "2 phrasings per intent; intent 'yes' has only one example; give at least 2 phrasings per intent"
+    ]

@@ -56,4 +56,6 @@ def test_quote_is_per_run_prices_plus_planned_compute():
     plan = compile_plan(load_pipeline(TEMPLATE))
     per_run = sum(s.price["amount_wei"] for s in plan.steps)
     seconds = sum(s.estimated_seconds for s in plan.steps)
-    assert plan.quote_wei == quote(plan.steps, plan.compute) == per_run + round(plan.compute.price["amount_wei"] * seconds)
+    assert (
+        plan.quote_wei == quote(plan.steps, plan.compute) == per_run + round(plan.compute.price["amount_wei"] * seconds)
+    )
