@@ -54,19 +54,23 @@ def main() -> None:
     print_table(
         f"orchestration overhead ({reps} interleaved runs each; steps: {', '.join(PIPELINE_STEPS)})",
         ["mode", "median s", "min s", "max s"],
-        [["direct calls", d, min(times["direct"]), max(times["direct"])],
-         ["Prefect flow (warm)", p, min(times["prefect"]), max(times["prefect"])]],
+        [
+            ["direct calls", d, min(times["direct"]), max(times["direct"])],
+            ["Prefect flow (warm)", p, min(times["prefect"]), max(times["prefect"])],
+        ],
     )
     print(f"first Prefect run (API start + model load): {cold:.1f} s")
-    print_figures({
-        "overhead_s_per_run": round(p - d, 3),
-        "prefect_s_per_run": round(p, 3),
-        "direct_s_per_run": round(d, 3),
-        "prefect_vs_direct": round(p / d, 3),
-        "first_run_s": round(cold, 1),
-        "runs_per_mode": reps,
-        "quick": args.quick,
-    })
+    print_figures(
+        {
+            "overhead_s_per_run": round(p - d, 3),
+            "prefect_s_per_run": round(p, 3),
+            "direct_s_per_run": round(d, 3),
+            "prefect_vs_direct": round(p / d, 3),
+            "first_run_s": round(cold, 1),
+            "runs_per_mode": reps,
+            "quick": args.quick,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,14 @@ import time
 from common import ROOT, free_port, median, percentile, print_figures, print_table, train_template
 
 QUESTIONS = [
-    "Where is my order?", "How do I reset my password?", "Can I pay with PayPal?", "What is your return policy?",
-    "How much is shipping?", "When are you open on Sunday?", "I want to talk to a person", "Do gift cards expire?",
+    "Where is my order?",
+    "How do I reset my password?",
+    "Can I pay with PayPal?",
+    "What is your return policy?",
+    "How much is shipping?",
+    "When are you open on Sunday?",
+    "I want to talk to a person",
+    "Do gift cards expire?",
 ]
 
 
@@ -72,6 +78,7 @@ def in_process(service_id: str, n: int) -> dict[str, list[float]]:
 def http_load(port: int, key: str, concurrency: int, total: int) -> dict[str, object]:
     """`total` requests over `concurrency` keep-alive connections; latencies and status counts."""
     latencies: list[float] = []
+    server_ms: list[tuple[float, float]] = []  # (inference, metering) from the Server-Timing header
     statuses: dict[int, int] = {}
     lock = threading.Lock()
     per_worker = total // concurrency
@@ -80,17 +87,21 @@ def http_load(port: int, key: str, concurrency: int, total: int) -> dict[str, ob
 
     def worker(w: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        mine, codes = [], {}
+        mine, timing, codes = [], [], {}
         for i in range(per_worker):
             t = time.perf_counter()
             conn.request("POST", "/v1/predict", body=body[(w + i) % len(body)], headers=headers)
             r = conn.getresponse()
             r.read()
             mine.append(time.perf_counter() - t)
+            parts = dict(p.strip().split(";dur=") for p in (r.getheader("Server-Timing") or "").split(",") if p)
+            if parts:
+                timing.append((float(parts["inference"]), float(parts["metering"])))
             codes[r.status] = codes.get(r.status, 0) + 1
         conn.close()
         with lock:
             latencies.extend(mine)
+            server_ms.extend(timing)
             for c, k in codes.items():
                 statuses[c] = statuses.get(c, 0) + k
 
@@ -101,7 +112,7 @@ def http_load(port: int, key: str, concurrency: int, total: int) -> dict[str, ob
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    return {"latencies": latencies, "statuses": statuses, "rps": len(latencies) / wall}
+    return {"latencies": latencies, "statuses": statuses, "rps": len(latencies) / wall, "server_ms": server_ms}
 
 
 def usage_count(service_id: str) -> int:
@@ -130,8 +141,12 @@ def main() -> None:
 
     lat = in_process(service_id, n_inproc)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "builder.cli", "serve", service_id, "--port", str(port)],
-                              env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "builder.cli", "serve", service_id, "--port", str(port)],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -168,21 +183,32 @@ def main() -> None:
         errors_5xx += sum(k for code, k in r["statuses"].items() if code >= 500)
         figures[f"http_rps_c{c}"] = round(r["rps"], 1)
         figures[f"http_p50_ms_c{c}"] = round(p50, 3)
-    print_table("serving, batch 1 (2-core CPU unless stated)", ["path", "concurrency", "req/s", "p50 ms", "p99 ms"],
-                rows)
+    print_table(
+        "serving, batch 1 (2-core CPU unless stated)", ["path", "concurrency", "req/s", "p50 ms", "p99 ms"], rows
+    )
     http_p50 = median(results[1]["latencies"]) * 1e3
-    figures.update({
-        "onnx_vs_torch_throughput": round(torch_p50 / onnx_p50, 3),
-        "http_overhead_ms_p50": round(http_p50 - onnx_p50 * 1e3, 3),
-        "inproc_onnx_p50_ms": round(onnx_p50 * 1e3, 3),
-        "inproc_torch_p50_ms": round(torch_p50 * 1e3, 3),
-        "requests_total": sum(per_level.values()),
-        "responses_200": ok,
-        "errors_5xx": errors_5xx,
-        "usage_records_written": after - before,
-        "usage_records_match": (after - before) == ok,
-        "quick": args.quick,
-    })
+    server_inference = median([t[0] for t in results[1]["server_ms"]])
+    server_metering = median([t[1] for t in results[1]["server_ms"]])
+    print(
+        f"c=1 inside the server (p50): model {server_inference:.2f} ms, metering {server_metering:.2f} ms; "
+        f"HTTP stack and client {http_p50 - server_inference - server_metering:.2f} ms"
+    )
+    figures.update(
+        {
+            "onnx_vs_torch_throughput": round(torch_p50 / onnx_p50, 3),
+            "http_overhead_ms_p50": round(http_p50 - onnx_p50 * 1e3, 3),
+            "inproc_onnx_p50_ms": round(onnx_p50 * 1e3, 3),
+            "inproc_torch_p50_ms": round(torch_p50 * 1e3, 3),
+            "server_inference_ms_p50": round(server_inference, 3),
+            "server_metering_ms_p50": round(server_metering, 3),
+            "requests_total": sum(per_level.values()),
+            "responses_200": ok,
+            "errors_5xx": errors_5xx,
+            "usage_records_written": after - before,
+            "usage_records_match": (after - before) == ok,
+            "quick": args.quick,
+        }
+    )
     print_figures(figures)
 
 

@@ -82,9 +82,17 @@ class UsageWriter:
         b = self.billing
         error: BaseException | None = None
         rows = [
-            {"bill_key": f"call:{uuid.uuid4().hex}", "service_id": b.service_id, "block_id": b.block_id,
-             "version": b.version, "provider": b.provider, "quantity": quantity, "unit": "call",
-             "amount_wei": per_call_amount(b.call_price_wei, quantity), "created_at": utcnow()}
+            {
+                "bill_key": f"call:{uuid.uuid4().hex}",
+                "service_id": b.service_id,
+                "block_id": b.block_id,
+                "version": b.version,
+                "provider": b.provider,
+                "quantity": quantity,
+                "unit": "call",
+                "amount_wei": per_call_amount(b.call_price_wei, quantity),
+                "created_at": utcnow(),
+            }
             for quantity, _fut, _loop in group
         ]
         try:

@@ -27,7 +27,11 @@ def aib(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
 def spawn(*args: str) -> subprocess.Popen:
     # A session of its own, so a simulated crash can kill the CLI and its ephemeral Prefect server together.
     return subprocess.Popen(
-        [*AIB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        [*AIB, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
         start_new_session=True,
     )
 
