@@ -8,7 +8,7 @@ AIB := $(VENV)/bin/aib
 export AIB_HOME ?= $(CURDIR)/.aib
 export HF_HUB_OFFLINE := 1
 # A compat (path-based) editable install: new modules and block packages are picked up without reinstalling.
-EDITABLE := -e . --config-settings editable_mode=compat
+COMPAT := --config-settings editable_mode=compat
 
 .PHONY: run test install install-test bench bench-quick lint clean
 
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing Easy AI Builder into $(VENV) (first time: a few minutes)…"
-	$(PIP) install --quiet --disable-pip-version-check $(EDITABLE)
+	$(PIP) install --quiet --disable-pip-version-check -e . $(COMPAT)
 	@# On a machine with an NVIDIA GPU, swap onnxruntime for onnxruntime-gpu (never both in one env).
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "GPU found: installing onnxruntime-gpu"; \
@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install --quiet --disable-pip-version-check $(EDITABLE)"[test]"
+	$(PIP) install --quiet --disable-pip-version-check -e ".[test]" $(COMPAT)
 	@touch $@
 
 install: $(VENV)/.installed

@@ -17,13 +17,13 @@ from builder.errors import AibError, RunError
 from builder.pipeline import Pipeline
 from builder.plan import Plan, PlanStep
 from builder.ports import PortType
-from runtime.bundle import ServiceBundle
+from runtime.bundle import MANIFEST, ServiceBundle, read_manifest
 from runtime.config import Settings, get_settings
 from runtime.context import NullReporter, Reporter, StepContext
-from runtime.db import MetricPoint, Run, Service, Step, session_factory, utcnow
+from runtime.db import Artifact, MetricPoint, Run, Service, Step, session_factory, utcnow
 from runtime.ledger import add_usage, compute_amount
 from runtime.prefect_env import configure_prefect
-from runtime.store import StepCache
+from runtime.store import StepCache, sha256_file
 
 
 @dataclass
@@ -233,6 +233,19 @@ def _finish_run(state: _RunState, run_id: str) -> None:
                     call_price_wei=(step.call_price or {}).get("amount_wei", 0),
                 )
             )
+            manifest = read_manifest(Path(bundle.path))
+            for name, digest in sorted({**manifest.get("files", {}), MANIFEST: None}.items()):
+                path = Path(bundle.path) / name
+                s.add(
+                    Artifact(
+                        run_id=run_id,
+                        node_id=step.node_id,
+                        name=name,
+                        path=str(path),
+                        sha256=digest or sha256_file(path),
+                        size=path.stat().st_size,
+                    )
+                )
             run.service_id = run.service_id or service_id
         for step in state.plan.steps:
             if step.price["unit"] == "run":

@@ -13,7 +13,7 @@ from builder.errors import NotFoundError
 from builder.money import format_aic
 from builder.pipeline import Pipeline
 from builder.plan import Plan, sha256_hex
-from runtime.db import Run, Service, Step, utcnow
+from runtime.db import Artifact, Run, Service, Step, utcnow
 from runtime.ledger import list_usage, usage_dict
 
 ACTIVE = ("queued", "running")
@@ -111,6 +111,7 @@ def run_summary(session: Session, run: Run) -> dict[str, Any]:
     usage = [usage_dict(u) for u in list_usage(session, run_id=run.id)]
     total = sum(u["amount_wei"] for u in usage)
     steps = list(session.scalars(select(Step).where(Step.run_id == run.id).order_by(Step.position)))
+    artifacts = list(session.scalars(select(Artifact).where(Artifact.run_id == run.id).order_by(Artifact.id)))
     return {
         "run_id": run.id,
         "status": run.status,
@@ -131,6 +132,10 @@ def run_summary(session: Session, run: Run) -> dict[str, Any]:
                 "error": s.error,
             }
             for s in steps
+        ],
+        "artifacts": [
+            {"node_id": a.node_id, "name": a.name, "path": a.path, "sha256": a.sha256, "size": a.size}
+            for a in artifacts
         ],
     }
 

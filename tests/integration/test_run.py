@@ -46,6 +46,9 @@ def test_bundle_manifest_is_self_describing_and_parity_checked(trained):
     assert (bundle / "model.onnx").stat().st_size > 50_000_000  # encoder + head, no external data
     assert not list(bundle.glob("*.data"))
     assert {"tokenizer.json", "vocab.txt", "manifest.json"} <= {p.name for p in bundle.iterdir()}
+    artifacts = {a["name"]: a for a in trained["artifacts"]}
+    assert set(artifacts) == {p.name for p in bundle.iterdir()}
+    assert artifacts["model.onnx"]["sha256"] == manifest["files"]["model.onnx"]
 
 
 def test_second_run_of_unchanged_data_recomputes_nothing(trained, template_dir):
