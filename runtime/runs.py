@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from builder.errors import NotFoundError
+from builder.errors import NotFoundError, RunError
 from builder.money import format_aic
 from builder.pipeline import Pipeline
 from builder.plan import Plan, sha256_hex
@@ -28,7 +28,7 @@ def create_run(session: Session, pipeline: Pipeline, plan: Plan, run_id: str | N
     """Insert a queued run with one pending step per Plan step (committed)."""
     run_id = run_id or new_run_id()
     if session.get(Run, run_id) is not None:
-        raise NotFoundError(f"run id {run_id!r} is already taken; choose another --run-id")
+        raise RunError(f"run id {run_id!r} is already taken; choose another --run-id")
     run = Run(
         id=run_id,
         name=plan.name,

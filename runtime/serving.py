@@ -23,6 +23,7 @@ from runtime.runs import get_service
 
 MAX_BODY_BYTES = 1_000_000
 KEY_CACHE_SECONDS = 2.0  # a revoked key stops working within this time
+KEY_CACHE_MAX = 10_000
 
 
 class Health(BaseModel):
@@ -109,6 +110,8 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
         now = time.monotonic()
         with Session() as s:
             ok = find_active_key(s, key, service_id) is not None
+        if len(key_cache) >= KEY_CACHE_MAX:  # random keys sprayed at the server must not grow memory
+            key_cache.clear()
         key_cache[key] = (ok, now + KEY_CACHE_SECONDS)
         return ok
 

@@ -184,3 +184,9 @@ def test_serve_keys_and_usage_from_the_cli(trained):
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
+
+
+def test_run_id_already_taken_is_refused_before_any_work(trained):
+    r = aib("run", str(TEMPLATES / "faq-chatbot.yaml"), "--run-id", trained["run_id"])
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: run id {trained['run_id']!r} is already taken; choose another --run-id"
