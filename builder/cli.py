@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -47,6 +48,19 @@ def _fail(message: str, code: int = 2) -> None:
 def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, default=str) + "\n")
     sys.stdout.flush()
+
+
+def _aib() -> str:
+    """How the user can type this command: `aib` when it is on PATH, else its path (e.g. `.venv/bin/aib`)."""
+    if shutil.which("aib"):
+        return "aib"
+    script = Path(sys.executable).parent / "aib"
+    if not script.exists():
+        return "aib"
+    try:
+        return os.path.relpath(script)
+    except ValueError:
+        return str(script)
 
 
 def _session() -> Any:
@@ -139,7 +153,7 @@ def _print_run(summary: dict[str, Any]) -> None:
         )
     out.print(f"cost: {summary['cost']['total']} (quoted {format_aic(summary['cost']['quote_wei'])})")
     if summary["service_id"]:
-        out.print(f"service: [bold]{summary['service_id']}[/]  →  aib serve {summary['service_id']}")
+        out.print(f"service: [bold]{summary['service_id']}[/]  →  {_aib()} serve {summary['service_id']}")
 
 
 @app.command()
@@ -405,7 +419,7 @@ def quickstart(
     sys.stdout.write(
         f"curl -s -X POST {base}/v1/predict -H 'Content-Type: application/json' -H 'X-API-Key: {key}' -d '{body}'\n"
     )
-    out.print(f"Usage records: aib usage --service {summary['service_id']} --json   ·   Ctrl-C stops the server")
+    out.print(f"Usage records: {_aib()} usage --service {summary['service_id']} --json   ·   Ctrl-C stops the server")
     sys.stdout.flush()
     serve_http(summary["service_id"], host=host, port=port)
 
