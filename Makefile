@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 # A compat (path-based) editable install: new modules and block packages are picked up without reinstalling.
 COMPAT := --config-settings editable_mode=compat
 
-.PHONY: run test install install-test bench bench-quick lint clean
+.PHONY: run test install install-test bench bench-quick lint clean contracts
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
@@ -28,6 +28,15 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install --quiet --disable-pip-version-check -e ".[test]" $(COMPAT)
 	@touch $@
 
+# solc-js and OpenZeppelin Contracts, pinned by package-lock.json (Node.js and npm come with the machine).
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+## make contracts: compile chain/contracts/*.sol into chain/build/*.json (commit the result).
+contracts: node_modules/.installed
+	node chain/compile.mjs
+
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
@@ -37,7 +46,7 @@ run: install
 	$(AIB) quickstart
 
 ## make test: install test extras and run every test.
-test: install-test
+test: install-test node_modules/.installed
 	$(PY) -m pytest
 
 lint: install-test

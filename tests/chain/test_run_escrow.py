@@ -1,0 +1,257 @@
+"""RunEscrow: deposit, settle exactly once, refund, reclaim after a timeout; every revert path."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from web3 import Web3
+
+from chain.artifacts import load_artifact
+from tests.chain.conftest import FEE_BPS, TIMEOUT, deploy, reverts, tx
+
+HASH = bytes.fromhex("cd" * 32)
+ZERO = "0x" + "0" * 40
+AIC = 10**18
+
+
+def run_id(name: str) -> bytes:
+    return Web3.keccak(text=name)
+
+
+def register(chain, owner) -> int:
+    receipt = tx(chain.w3, chain.registry.functions.register(owner, 1, HASH, "uri", 1), owner)
+    return chain.registry.events.AssetRegistered().process_receipt(receipt)[0].args.assetId
+
+
+def deposit(chain, rid: bytes, amount: int, payer: str | None = None) -> None:
+    payer = payer or chain.roles.payer
+    tx(chain.w3, chain.token.functions.approve(chain.escrow.address, amount), payer)
+    tx(chain.w3, chain.escrow.functions.deposit(rid, amount), payer)
+
+
+def balance(chain, who: str) -> int:
+    return chain.token.functions.balanceOf(who).call()
+
+
+def fee_on(amount: int) -> int:
+    return amount * FEE_BPS // 10_000
+
+
+def settle(chain, rid, asset_ids, amounts, refund, sender=None):
+    return tx(chain.w3, chain.escrow.functions.settle(rid, asset_ids, amounts, refund), sender or chain.roles.settler)
+
+
+def test_settle_pays_owners_fee_and_refund_in_one_transaction(chain):
+    r = chain.roles
+    data, model = register(chain, r.marketing), register(chain, r.advisors)
+    rid = run_id("run-1")
+    amounts = [3 * AIC, 5 * AIC]
+    total = sum(amounts) + fee_on(sum(amounts)) + 2 * AIC
+    before = {who: balance(chain, who) for who in (r.payer, r.marketing, r.advisors, r.treasury)}
+    deposit(chain, rid, total)
+    receipt = settle(chain, rid, [data, model], amounts, 2 * AIC)
+    assert balance(chain, r.marketing) - before[r.marketing] == 3 * AIC
+    assert balance(chain, r.advisors) - before[r.advisors] == 5 * AIC
+    assert balance(chain, r.treasury) - before[r.treasury] == fee_on(8 * AIC)
+    assert before[r.payer] - balance(chain, r.payer) == total - 2 * AIC
+    assert balance(chain, chain.escrow.address) == 0
+    paid = chain.escrow.events.Paid().process_receipt(receipt)
+    assert [(e.args.assetId, e.args.payee, e.args.amount) for e in paid] == [
+        (data, r.marketing, 3 * AIC),
+        (model, r.advisors, 5 * AIC),
+    ]
+    settled = chain.escrow.events.Settled().process_receipt(receipt)[0].args
+    assert (settled.payouts, settled.fee, settled.refund) == (8 * AIC, fee_on(8 * AIC), 2 * AIC)
+    d = chain.escrow.functions.depositOf(rid).call()
+    assert d[0] == r.payer and d[2] is True and d[3] == total
+
+
+def test_settle_twice_reverts(chain):
+    asset = register(chain, chain.roles.team)
+    rid = run_id("twice")
+    deposit(chain, rid, AIC + fee_on(AIC))
+    settle(chain, rid, [asset], [AIC], 0)
+    assert reverts(lambda: settle(chain, rid, [asset], [AIC], 0)) == f"RunEscrowAlreadyClosed(runId=0x{rid.hex()})"
+
+
+def test_settle_by_a_stranger_reverts(chain):
+    rid = run_id("stranger")
+    deposit(chain, rid, AIC)
+    error = reverts(lambda: settle(chain, rid, [], [], AIC, sender=chain.roles.stranger))
+    assert error.startswith(f"AccessControlUnauthorizedAccount(account={chain.roles.stranger}")
+
+
+@pytest.mark.parametrize(("amount", "refund"), [(AIC, 1), (AIC - 1, 0)], ids=["one-wei-too-much", "one-wei-short"])
+def test_amounts_that_do_not_add_up_to_the_deposit_revert(chain, amount, refund):
+    asset = register(chain, chain.roles.team)
+    rid = run_id(f"mismatch-{amount}-{refund}")
+    deposit_total = AIC + fee_on(AIC)
+    deposit(chain, rid, deposit_total)
+    asked = amount + fee_on(amount) + refund
+    assert asked != deposit_total
+    assert (
+        reverts(lambda: settle(chain, rid, [asset], [amount], refund))
+        == f"RunEscrowAmountMismatch(deposit={deposit_total}, total={asked})"
+    )
+
+
+def test_payouts_exceeding_the_deposit_revert(chain):
+    asset = register(chain, chain.roles.team)
+    rid = run_id("exceed")
+    deposit(chain, rid, AIC)
+    assert reverts(lambda: settle(chain, rid, [asset], [2 * AIC], 0)).startswith("RunEscrowAmountMismatch(")
+
+
+def test_length_mismatch_unknown_asset_and_unknown_run_revert(chain):
+    asset = register(chain, chain.roles.team)
+    rid = run_id("lengths")
+    deposit(chain, rid, AIC + fee_on(AIC))
+    assert (
+        reverts(lambda: settle(chain, rid, [asset, asset], [AIC], 0))
+        == "RunEscrowLengthMismatch(assetIds=2, amounts=1)"
+    )
+    assert reverts(lambda: settle(chain, rid, [999], [AIC], 0)) == "RunEscrowUnknownAsset(assetId=999)"
+    other = run_id("never-deposited")
+    assert reverts(lambda: settle(chain, other, [], [], 0)) == f"RunEscrowUnknownRun(runId=0x{other.hex()})"
+
+
+def test_deposit_rules(chain):
+    rid = run_id("deposit")
+    assert (
+        reverts(lambda: chain.escrow.functions.deposit(rid, 0).transact({"from": chain.roles.payer}))
+        == "RunEscrowZeroAmount()"
+    )
+    deposit(chain, rid, AIC)
+    assert reverts(lambda: deposit(chain, rid, AIC)) == f"RunEscrowDepositExists(runId=0x{rid.hex()})"
+    poor = chain.roles.stranger  # holds no AIC
+    tx(chain.w3, chain.token.functions.approve(chain.escrow.address, AIC), poor)
+    error = reverts(lambda: chain.escrow.functions.deposit(run_id("poor"), AIC).transact({"from": poor}))
+    assert error.startswith("ERC20InsufficientBalance(")
+
+
+def test_reclaim_only_by_the_payer_and_only_after_the_timeout(chain):
+    rid = run_id("reclaim")
+    deposit(chain, rid, AIC)
+    before = balance(chain, chain.roles.payer)
+    assert (
+        reverts(lambda: chain.escrow.functions.reclaim(rid).transact({"from": chain.roles.stranger}))
+        == f"RunEscrowNotPayer(runId=0x{rid.hex()}, caller={chain.roles.stranger})"
+    )
+    assert reverts(lambda: chain.escrow.functions.reclaim(rid).transact({"from": chain.roles.payer})).startswith(
+        "RunEscrowTooEarly("
+    )
+    now = chain.w3.eth.get_block("latest").timestamp
+    chain.w3.provider.ethereum_tester.time_travel(now + TIMEOUT + 1)
+    tx(chain.w3, chain.escrow.functions.reclaim(rid), chain.roles.payer)
+    assert balance(chain, chain.roles.payer) == before + AIC
+    assert reverts(lambda: settle(chain, rid, [], [], AIC)) == f"RunEscrowAlreadyClosed(runId=0x{rid.hex()})"
+    assert (
+        reverts(lambda: chain.escrow.functions.reclaim(rid).transact({"from": chain.roles.payer}))
+        == f"RunEscrowAlreadyClosed(runId=0x{rid.hex()})"
+    )
+
+
+def test_settled_deposit_cannot_be_reclaimed(chain):
+    rid = run_id("settled-then-reclaim")
+    deposit(chain, rid, AIC)
+    settle(chain, rid, [], [], AIC)
+    now = chain.w3.eth.get_block("latest").timestamp
+    chain.w3.provider.ethereum_tester.time_travel(now + TIMEOUT + 1)
+    assert (
+        reverts(lambda: chain.escrow.functions.reclaim(rid).transact({"from": chain.roles.payer}))
+        == f"RunEscrowAlreadyClosed(runId=0x{rid.hex()})"
+    )
+
+
+def test_revenue_follows_the_current_owner_of_the_asset(chain):
+    r = chain.roles
+    asset = register(chain, r.team)
+    tx(chain.w3, chain.registry.functions.transferFrom(r.team, r.company, asset), r.team)
+    rid = run_id("sold")
+    deposit(chain, rid, AIC + fee_on(AIC))
+    before = balance(chain, r.company), balance(chain, r.team)
+    settle(chain, rid, [asset], [AIC], 0)
+    assert (balance(chain, r.company), balance(chain, r.team)) == (before[0] + AIC, before[1])
+
+
+def test_fee_cap_and_admin_only_settings(chain):
+    e = chain.escrow.functions
+    assert (
+        reverts(lambda: e.setFee(1001).transact({"from": chain.roles.admin}))
+        == "RunEscrowFeeTooHigh(feeBps=1001, maxFeeBps=1000)"
+    )
+    assert reverts(lambda: e.setFee(10).transact({"from": chain.roles.stranger})).startswith(
+        "AccessControlUnauthorizedAccount("
+    )
+    assert reverts(lambda: e.setTreasury(ZERO).transact({"from": chain.roles.admin})) == "RunEscrowZeroAddress()"
+    tx(chain.w3, e.setFee(1000), chain.roles.admin)
+    assert e.feeBps().call() == 1000
+
+
+def test_constructor_refuses_zero_addresses_and_a_fee_above_the_cap(chain):
+    r, art = chain.roles, load_artifact("RunEscrow")
+    t, g = chain.token.address, chain.registry.address
+    assert (
+        reverts(lambda: deploy(chain.w3, art, t, g, r.treasury, 1001, TIMEOUT, r.admin, r.settler))
+        == "RunEscrowFeeTooHigh(feeBps=1001, maxFeeBps=1000)"
+    )
+    for args in [(ZERO, g, r.treasury), (t, ZERO, r.treasury), (t, g, ZERO)]:
+        assert (
+            reverts(lambda a=args: deploy(chain.w3, art, *a, 0, TIMEOUT, r.admin, r.settler))
+            == "RunEscrowZeroAddress()"
+        )
+
+
+def test_reentrant_token_cannot_reclaim_during_settlement(chain, test_artifacts):
+    r = chain.roles
+    evil = deploy(chain.w3, test_artifacts["ReentrantToken"], sender=r.admin)
+    escrow = deploy(
+        chain.w3, load_artifact("RunEscrow"), evil.address, chain.registry.address, r.treasury, 0, 0, r.admin, r.settler
+    )  # timeout 0: reclaim would otherwise be allowed at once
+    asset = register(chain, r.team)
+    rid = run_id("reentrancy")
+    tx(chain.w3, evil.functions.transfer(evil.address, 10 * AIC), r.admin)
+    tx(chain.w3, evil.functions.depositAsPayer(escrow.address, rid, 10 * AIC), r.admin)
+    tx(chain.w3, escrow.functions.settle(rid, [asset], [10 * AIC], 0), r.settler)
+    assert evil.functions.attacked().call() is True
+    assert evil.functions.attackSucceeded().call() is False
+    from chain.errors import decode_revert
+
+    assert decode_revert(evil.functions.attackError().call()) == "ReentrancyGuardReentrantCall()"
+    assert evil.functions.balanceOf(r.team).call() == 10 * AIC
+    assert evil.functions.balanceOf(escrow.address).call() == 0
+
+
+ledgers = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 10**24)), min_size=0, max_size=8)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ledger=ledgers, refund=st.integers(0, 10**24))
+def test_any_ledger_pays_each_payee_exactly_its_share(chain, ledger, refund):
+    r = chain.roles
+    owners = [r.team, r.company, r.marketing, r.advisors]
+    if not hasattr(chain, "prop_assets"):  # registered once; each example is rolled back to this point
+        chain.prop_assets = [register(chain, o) for o in owners]
+    asset_ids = chain.prop_assets
+    tester = chain.w3.provider.ethereum_tester
+    snap = tester.take_snapshot()
+    try:
+        ids = [asset_ids[k] for k, _ in ledger]
+        amounts = [a for _, a in ledger]
+        total = sum(amounts) + fee_on(sum(amounts)) + refund
+        if total == 0:
+            return
+        rid = run_id(f"prop-{len(ledger)}-{total}")
+        before = {w: balance(chain, w) for w in [*owners, r.treasury, r.payer]}
+        deposit(chain, rid, total)
+        settle(chain, rid, ids, amounts, refund)
+        owed = {o: sum(a for (k, a) in ledger if owners[k] == o) for o in owners}
+        for o in owners:
+            assert balance(chain, o) - before[o] == owed[o]
+        assert balance(chain, r.treasury) - before[r.treasury] == fee_on(sum(amounts))
+        assert before[r.payer] - balance(chain, r.payer) == total - refund
+        assert balance(chain, chain.escrow.address) == 0
+        assert sum(owed.values()) + fee_on(sum(amounts)) + refund == total
+    finally:
+        tester.revert_to_snapshot(snap)
