@@ -37,9 +37,9 @@ node_modules/.installed: package.json package-lock.json
 contracts: node_modules/.installed
 	node chain/compile.mjs
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed node_modules/.installed
 
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test node_modules/.installed
 
 ## make run: install, then train the FAQ chatbot template, serve it and print a ready curl line.
 run: install

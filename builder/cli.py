@@ -16,6 +16,7 @@ from rich.table import Table
 
 from builder.errors import AibError, ValidationError
 from builder.money import format_aic
+from chain import cli as chain_cli
 
 app = typer.Typer(
     add_completion=False,
@@ -33,6 +34,8 @@ app.add_typer(blocks_app, name="blocks")
 app.add_typer(templates_app, name="templates")
 app.add_typer(runs_app, name="runs")
 app.add_typer(services_app, name="services")
+app.add_typer(chain_cli.chain_app, name="chain")
+app.add_typer(chain_cli.wallet_app, name="wallet")
 
 out = Console()
 err = Console(stderr=True)

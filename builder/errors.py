@@ -57,6 +57,10 @@ class ServeError(AibError):
     """A service cannot be served (bad bundle, port in use, ...)."""
 
 
+class ChainError(AibError):
+    """The chain cannot be reached, refused a transaction, or is not set up."""
+
+
 class ExportError(AibError):
     """A trained model could not be exported, or the export fails the parity check."""
 
@@ -64,6 +68,7 @@ class ExportError(AibError):
 __all__ = [
     "AibError",
     "BlockError",
+    "ChainError",
     "DataError",
     "ExportError",
     "NotFoundError",

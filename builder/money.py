@@ -34,7 +34,9 @@ def parse_amount(value: object) -> int:
 
 
 def format_aic(wei: int) -> str:
-    """Format wei as a human-readable AIC amount (up to 6 decimals, trailing zeros trimmed)."""
+    """Format wei as a human-readable AIC amount (up to 6 decimals, trailing zeros trimmed); tiny amounts in wei."""
+    if 0 < wei < 10**12:  # below one micro-AIC the AIC figure would round to 0
+        return f"{wei} wei"
     dec = (Decimal(wei) / WEI_PER_AIC).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
     text = format(dec, "f").rstrip("0").rstrip(".")
     return f"{text} AIC"

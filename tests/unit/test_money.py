@@ -29,3 +29,4 @@ def test_format_aic_trims_zeros():
     assert format_aic(10**18) == "1 AIC"
     assert format_aic(7_008_424_504_455_000) == "0.007008 AIC"
     assert format_aic(0) == "0 AIC"
+    assert format_aic(1000) == "1000 wei"

@@ -1,0 +1,59 @@
+"""web3.py access to a chain: connect, send a transaction and await its receipt, read the address book."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from builder.errors import ChainError
+from chain.errors import describe_revert
+
+RECEIPT_TIMEOUT_S = 60
+POLL_S = 0.1
+
+
+def connect(url: str) -> Any:
+    """A Web3 connected to `url`; ChainError naming the URL when nothing answers there."""
+    from web3 import Web3
+    from web3.middleware import ExtraDataToPOAMiddleware
+
+    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 10}))
+    w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+    try:
+        w3.eth.chain_id  # noqa: B018 - a cheap call that proves the node answers
+    except Exception as exc:
+        raise ChainError(f"no Ethereum node answers at {url} ({type(exc).__name__})") from None
+    return w3
+
+
+def send(w3: Any, call: Any, sender: str) -> Any:
+    """Estimate gas, send `call` from `sender` (an account the node holds) and await a successful receipt."""
+    try:
+        gas = call.estimate_gas({"from": sender})
+        tx_hash = call.transact({"from": sender, "gas": int(gas * 1.2) + 10_000})
+    except Exception as exc:
+        raise ChainError(describe_revert(exc)) from None
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=POLL_S)
+    if receipt.status != 1:
+        raise ChainError(f"transaction {tx_hash.to_0x_hex()} reverted")
+    return receipt
+
+
+def address_book() -> dict[str, Any]:
+    """The embedded chain's address book; ChainError when the chain was never started."""
+    from chain.node import chain_paths
+
+    path = chain_paths().book
+    if not path.exists():
+        raise ChainError("the local chain has not been started; run `aib chain start`")
+    return json.loads(path.read_text())
+
+
+def contract(w3: Any, name: str, book: dict[str, Any]) -> Any:
+    """The deployed contract `name` from the address book."""
+    from chain.artifacts import load_artifact
+
+    return w3.eth.contract(address=book["contracts"][name], abi=load_artifact(name)["abi"])
+
+
+__all__ = ["address_book", "connect", "contract", "send"]

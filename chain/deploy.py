@@ -1,0 +1,105 @@
+"""Deploy the contracts on the embedded chain and keep an address book next to its state."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from web3.logs import DISCARD
+
+from builder.errors import ChainError
+from chain.artifacts import load_artifact
+from chain.client import connect, send
+from runtime.store import atomic_write_bytes
+
+FEE_BPS = 250  # 2.5 % protocol fee
+RECLAIM_TIMEOUT_S = 24 * 3600
+LOCAL_USER_FUNDS = 1_000 * 10**18  # AIC given to the local user account at first start
+ASSET_KINDS = {"data": 0, "transform": 1, "model": 1, "compute": 2, "service": 3}
+
+
+def _deploy(w3: Any, name: str, sender: str, *args: Any) -> str:
+    artifact = load_artifact(name)
+    contract = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    receipt = send(w3, contract.constructor(*args), sender)
+    return receipt.contractAddress
+
+
+def local_roles(accounts: list[str]) -> dict[str, str]:
+    """Which of the node's development accounts plays which role on the embedded chain."""
+    if len(accounts) < 10:
+        raise ChainError(f"the local node has {len(accounts)} unlocked accounts; 10 are needed")
+    return {
+        "operator": accounts[0],  # deployer, admin, settlement operator and the local user's wallet
+        "investors": accounts[5],
+        "team": accounts[6],
+        "ecosystem": accounts[7],
+        "marketing": accounts[8],
+        "advisors": accounts[8],
+        "company": accounts[9],
+        "treasury": accounts[9],
+    }
+
+
+def ensure_deployed(url: str, book_path: Path) -> dict[str, Any]:
+    """Deploy once per chain state: reuse the address book while its contracts still have code."""
+    w3 = connect(url)
+    if book_path.exists():
+        book = json.loads(book_path.read_text())
+        escrow = book["contracts"]["RunEscrow"]
+        if book.get("chain_id") == w3.eth.chain_id and w3.eth.get_code(escrow):
+            return book
+    roles = local_roles(w3.eth.accounts)
+    op = roles["operator"]
+    token = _deploy(
+        w3,
+        "AICToken",
+        op,
+        roles["investors"],
+        roles["team"],
+        roles["ecosystem"],
+        roles["marketing"],
+        roles["advisors"],
+        roles["company"],
+    )
+    registry = _deploy(w3, "AssetRegistry", op)
+    escrow = _deploy(w3, "RunEscrow", op, token, registry, roles["treasury"], FEE_BPS, RECLAIM_TIMEOUT_S, op, op)
+    aic = w3.eth.contract(address=token, abi=load_artifact("AICToken")["abi"])
+    send(w3, aic.functions.transfer(op, LOCAL_USER_FUNDS), roles["company"])
+    book = {
+        "chain_id": w3.eth.chain_id,
+        "rpc_url": url,
+        "contracts": {"AICToken": token, "AssetRegistry": registry, "RunEscrow": escrow},
+        "roles": roles,
+        "assets": register_catalog(w3, registry, op),
+    }
+    atomic_write_bytes(book_path, json.dumps(book, indent=2, sort_keys=True).encode())
+    return book
+
+
+def register_catalog(w3: Any, registry: str, sender: str) -> dict[str, int]:
+    """Register every block of the catalog as an asset owned by its provider; block ref → asset id."""
+    from builder.registry import all_blocks
+
+    reg = w3.eth.contract(address=registry, abi=load_artifact("AssetRegistry")["abi"])
+    assets: dict[str, int] = {}
+    for block in all_blocks():
+        spec = json.dumps(block.spec_dict(), sort_keys=True).encode()
+        receipt = send(
+            w3,
+            reg.functions.register(
+                block.provider,
+                ASSET_KINDS[str(block.kind)],
+                hashlib.sha256(spec).digest(),
+                f"aib://blocks/{block.ref()}",
+                block.price.amount_wei,
+            ),
+            sender,
+        )
+        assets[block.ref()] = reg.events.AssetRegistered().process_receipt(receipt, errors=DISCARD)[0].args.assetId
+    return assets
+
+
+__all__ = ["FEE_BPS", "ensure_deployed", "local_roles", "register_catalog"]

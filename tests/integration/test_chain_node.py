@@ -1,0 +1,76 @@
+"""The embedded chain as a user runs it: a real Anvil on a free loopback port, via the `aib` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import free_port
+
+PROVIDER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+def aib(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "builder.cli", *args], capture_output=True, text=True, timeout=120, env=os.environ.copy()
+    )
+
+
+@pytest.fixture()
+def local_chain():
+    port = free_port()
+    started = aib("chain", "start", "--port", str(port), "--json")
+    assert started.returncode == 0, started.stderr
+    yield json.loads(started.stdout.strip().splitlines()[-1])
+    aib("chain", "stop")
+
+
+def balance(address: str) -> int:
+    r = aib("wallet", "balance", address, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["balance_wei"]
+
+
+def test_start_deploys_contracts_and_funds_the_local_user(local_chain):
+    assert local_chain["running"] and local_chain["chain_id"] == 31337
+    assert set(local_chain["contracts"]) == {"AICToken", "AssetRegistry", "RunEscrow"}
+    r = aib("wallet", "balance", "--json")
+    assert json.loads(r.stdout)["balance_wei"] == 1_000 * 10**18
+
+
+def test_balances_survive_a_restart_and_contracts_are_not_redeployed(local_chain):
+    before = balance(PROVIDER)
+    funded = aib("wallet", "fund", PROVIDER, "12.5 AIC")
+    assert funded.returncode == 0 and "sent 12.5 AIC" in funded.stdout
+    assert aib("chain", "stop").returncode == 0
+    assert json.loads(aib("chain", "status", "--json").stdout)["running"] is False
+    restarted = json.loads(aib("chain", "start", "--port", local_chain["rpc_url"].rsplit(":", 1)[1], "--json").stdout)
+    assert restarted["contracts"] == local_chain["contracts"]
+    assert balance(PROVIDER) == before + 12_500_000_000_000_000_000
+
+
+def test_bad_wallet_input_is_one_sentence_with_exit_2(local_chain):
+    for args, message in [
+        (("wallet", "balance", "0x123"), "error: '0x123' is not an Ethereum address"),
+        (("wallet", "fund", PROVIDER, "0.0000000000000000001 AIC"), "is smaller than 1 wei"),
+        (("wallet", "fund", PROVIDER, "lots"), "expected an amount like '0.5 AIC'"),
+    ]:
+        r = aib(*args)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_unreachable_rpc_url_is_named():
+    env_url = "http://127.0.0.1:9"  # nothing listens on the discard port
+    r = subprocess.run(
+        [sys.executable, "-m", "builder.cli", "wallet", "balance", PROVIDER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AIB_RPC_URL": env_url},
+    )
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"error: no Ethereum node answers at {env_url}")
