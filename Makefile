@@ -55,10 +55,12 @@ lint: install-test
 bench: install-test
 	$(PY) bench/serve.py
 	$(PY) bench/orchestration.py
+	$(PY) bench/settlement.py
 
 bench-quick: install-test
 	$(PY) bench/serve.py --quick
 	$(PY) bench/orchestration.py --quick
+	$(PY) bench/settlement.py --quick
 
 clean:
 	rm -rf $(VENV) .aib .pytest_cache
