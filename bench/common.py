@@ -36,15 +36,6 @@ def train_template(overrides: list[str] | None = None, engine: str = "prefect") 
         return run_summary(s, get_run(s, run_id))
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def percentile(values: list[float], q: float) -> float:
     """The q-quantile (0..1) of `values`."""
     ordered = sorted(values)

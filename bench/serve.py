@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from common import ROOT, free_port, median, percentile, print_figures, print_table, train_template
+from common import ROOT, median, percentile, print_figures, print_table, train_template
 
 QUESTIONS = [
     "Where is my order?",
@@ -135,6 +135,7 @@ def main() -> None:
     service_id = summary["service_id"]
     from runtime.db import session_factory
     from runtime.keys import create_key
+    from runtime.processes import free_port
 
     with session_factory()() as s:
         key, _ = create_key(s, service_id)

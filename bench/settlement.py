@@ -66,15 +66,20 @@ def main() -> None:
 
     base = settle_gas(0, "empty")
     transfer = send(token.functions.transfer(owners[0], AIC)).gasUsed
-    rows, figures = [], {"transfer_gas_per_record": transfer, "settle_transactions_per_run": 1,
-                         "settle_gas_0_payees": base}
+    rows, figures = (
+        [],
+        {"transfer_gas_per_record": transfer, "settle_transactions_per_run": 1, "settle_gas_0_payees": base},
+    )
     for n in sizes:
         gas = settle_gas(n, "batch")
         per = (gas - base) / n
         rows.append([n, gas, round(per), transfer * n, round(transfer * n / gas, 2)])
         figures[f"gas_per_payee_at_{n}"] = round(per)
-    print_table("settle gas (one transaction) vs one ERC20 transfer per usage record",
-                ["payees", "settle gas", "gas/payee", "N transfers gas", "transfers/settle"], rows)
+    print_table(
+        "settle gas (one transaction) vs one ERC20 transfer per usage record",
+        ["payees", "settle gas", "gas/payee", "N transfers gas", "transfers/settle"],
+        rows,
+    )
     figures["quick"] = args.quick
     print_figures(figures)
 

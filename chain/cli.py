@@ -120,7 +120,7 @@ def wallet_fund(
 
     who = checked_address(address)
     try:
-        wei = parse_amount(amount if any(c.isalpha() for c in amount) else int(amount) if amount.isdigit() else amount)
+        wei = parse_amount(amount)
     except ValueError as exc:
         raise ChainError(str(exc)) from None
     book = address_book()

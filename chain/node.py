@@ -14,6 +14,7 @@ from typing import Any
 
 from builder.errors import ChainError
 from runtime.config import get_settings
+from runtime.processes import pid_alive, port_free
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8545
@@ -78,13 +79,7 @@ def _read_pid(paths: ChainPaths) -> int | None:
         pid = int(paths.pid.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+    return pid if pid_alive(pid) else None
 
 
 def _url_of(paths: ChainPaths) -> str | None:
@@ -118,13 +113,8 @@ def start_local(port: int = DEFAULT_PORT, timeout: float = 30.0) -> dict[str, An
     if current["running"]:
         return current
     paths.root.mkdir(parents=True, exist_ok=True)
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            raise ChainError(f"port {port} on 127.0.0.1 is already in use; choose another with --port") from None
+    if not port_free("127.0.0.1", port):
+        raise ChainError(f"port {port} on 127.0.0.1 is already in use; choose another with --port")
     url = f"http://127.0.0.1:{port}"
     args = [
         str(anvil_binary()),

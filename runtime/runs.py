@@ -15,6 +15,7 @@ from builder.pipeline import Pipeline
 from builder.plan import Plan, sha256_hex
 from runtime.db import Artifact, Run, Service, Step, utcnow
 from runtime.ledger import list_usage, usage_dict
+from runtime.processes import pid_alive
 
 ACTIVE = ("queued", "running")
 
@@ -69,27 +70,11 @@ def get_run(session: Session, run_id: str) -> Run:
     return run
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child has exited even though its pid still answers
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
-
-
 def reap_stale_runs(session: Session) -> list[str]:
     """Mark runs whose process is gone as failed, with the reason; returns their ids."""
     reaped = []
     for run in session.scalars(select(Run).where(Run.status.in_(ACTIVE))):
-        if run.pid == os.getpid() or _pid_alive(run.pid):
+        if run.pid == os.getpid() or pid_alive(run.pid):
             continue
         run.status = "failed"
         run.error = f"the process running it (pid {run.pid}) stopped before the run finished; run it again to resume"

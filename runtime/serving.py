@@ -3,7 +3,6 @@
 # No `from __future__ import annotations` here: FastAPI must see the per-bundle request models
 # (closure variables) as real types, not strings.
 
-import socket
 import time
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -19,6 +18,7 @@ from runtime.bundle import load_bundle
 from runtime.db import get_engine, session_factory
 from runtime.keys import find_active_key
 from runtime.metering import ServiceBilling, UsageWriter
+from runtime.processes import port_free
 from runtime.runs import get_service
 
 MAX_BODY_BYTES = 1_000_000
@@ -199,11 +199,8 @@ def _timing(start: float, inferred: float, billed: float) -> str:
 
 def ensure_port_free(host: str, port: int) -> None:
     """ServeError with one sentence when `host:port` cannot be bound."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            raise ServeError(f"port {port} on {host} is already in use; choose another with --port") from None
+    if not port_free(host, port):
+        raise ServeError(f"port {port} on {host} is already in use; choose another with --port")
 
 
 def serve(service_id: str, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None) -> None:

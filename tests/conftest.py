@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from runtime.processes import free_port  # noqa: F401 - re-exported for the tests
 
 # Must be set before any runtime module reads settings.
 _HOME = tempfile.mkdtemp(prefix="aib-test-home-")
@@ -47,13 +48,6 @@ def faq_template(tmp_path: Path) -> Path:
     dest = tmp_path / "faq"
     shutil.copytree(TEMPLATES, dest, ignore=shutil.ignore_patterns("*.md"))
     return dest / "faq-chatbot.yaml"
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -1,0 +1,43 @@
+"""Small OS helpers shared by the run reaper, the chain node manager, servers, tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether process `pid` exists and has not exited (a zombie counts as exited)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child has exited even though its pid still answers
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether `host:port` can be bound right now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+__all__ = ["free_port", "pid_alive", "port_free"]
