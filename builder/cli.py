@@ -36,6 +36,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(services_app, name="services")
 app.add_typer(chain_cli.chain_app, name="chain")
 app.add_typer(chain_cli.wallet_app, name="wallet")
+app.add_typer(chain_cli.assets_app, name="assets")
 
 out = Console()
 err = Console(stderr=True)

@@ -128,3 +128,110 @@ def wallet_fund(
     token = contract(w3, "AICToken", book)
     receipt = send(w3, token.functions.transfer(who, wei), book["roles"]["company"])
     out.print(f"sent {format_aic(wei)} to {who} (tx {receipt.transactionHash.to_0x_hex()})")
+
+
+assets_app = typer.Typer(no_args_is_help=True, help="Asset NFTs: datasets, models, compute offers, services.")
+
+
+def _assets_context() -> tuple[Any, dict[str, Any], Any]:
+    from chain.client import address_book, connect, contract
+
+    w3 = connect(rpc_url())
+    book = address_book()
+    return w3, book, contract(w3, "AssetRegistry", book)
+
+
+@assets_app.command("list")
+def assets_list(json_: JsonFlag = False) -> None:
+    """Every block's asset: id, current owner (the payee) and price."""
+    _, book, registry = _assets_context()
+    rows = []
+    for ref, asset_id in sorted(book.get("assets", {}).items()):
+        record = registry.functions.assetOf(asset_id).call()
+        rows.append(
+            {
+                "block": ref,
+                "asset_id": asset_id,
+                "owner": registry.functions.ownerOf(asset_id).call(),
+                "price_wei": record[2],
+                "content_hash": "0x" + record[1].hex(),
+            }
+        )
+    if json_:
+        _print_json(rows)
+        return
+    for r in rows:
+        out.print(f"{r['asset_id']:>4}  {r['block']:<32} {r['owner']}  {format_aic(r['price_wei'])}")
+
+
+@assets_app.command("register")
+def assets_register(
+    block: Annotated[str, typer.Argument(help="Block id, e.g. chat.faq-csv (latest version) or id@version")],
+    owner: Annotated[str, typer.Option("--owner", help="Address that owns the asset and receives its revenue")],
+) -> None:
+    """Register a block as a new asset NFT owned by --owner; the block's revenue goes to that asset from now on."""
+    import hashlib
+
+    from chain.client import send
+    from chain.deploy import ASSET_KINDS
+    from runtime.store import atomic_write_bytes
+
+    cls = _resolve_block(block)
+    who = checked_address(owner)
+    w3, book, registry = _assets_context()
+    spec = json.dumps(cls.spec_dict(), sort_keys=True).encode()
+    receipt = send(
+        w3,
+        registry.functions.register(
+            who,
+            ASSET_KINDS[str(cls.kind)],
+            hashlib.sha256(spec).digest(),
+            f"aib://blocks/{cls.ref()}",
+            cls.price.amount_wei,
+        ),
+        book["roles"]["operator"],
+    )
+    from web3.logs import DISCARD
+
+    asset_id = registry.events.AssetRegistered().process_receipt(receipt, errors=DISCARD)[0].args.assetId
+    book.setdefault("assets", {})[cls.ref()] = asset_id
+    from chain.node import chain_paths
+
+    atomic_write_bytes(chain_paths().book, json.dumps(book, indent=2, sort_keys=True).encode())
+    out.print(f"asset {asset_id}: {cls.ref()} owned by {who} (tx {receipt.transactionHash.to_0x_hex()})")
+
+
+@assets_app.command("transfer")
+def assets_transfer(
+    asset_id: Annotated[int, typer.Argument(help="Asset id (see `aib assets list`)")],
+    to: Annotated[str, typer.Argument(help="New owner: receives the asset's future revenue")],
+) -> None:
+    """Transfer (sell) an asset NFT; its future revenue goes to the new owner."""
+    from chain.client import send
+
+    who = checked_address(to)
+    w3, _, registry = _assets_context()
+    try:
+        current = registry.functions.ownerOf(asset_id).call()
+    except Exception:
+        raise ChainError(f"there is no asset {asset_id}; `aib assets list` shows them") from None
+    if current not in w3.eth.accounts:
+        raise ChainError(f"asset {asset_id} belongs to {current}, whose key this node does not hold")
+    receipt = send(w3, registry.functions.transferFrom(current, who, asset_id), current)
+    out.print(f"asset {asset_id} now belongs to {who} (tx {receipt.transactionHash.to_0x_hex()})")
+
+
+def _resolve_block(ref: str) -> Any:
+    from builder.errors import BlockError
+    from builder.registry import get_block, versions_of
+
+    block_id, _, version = ref.partition("@")
+    if not version:
+        versions = versions_of(block_id)
+        if not versions:
+            get_block(block_id, "0.0.0")  # raises with a "did you mean"
+        version = versions[-1]
+    try:
+        return get_block(block_id, version)
+    except BlockError as exc:
+        raise ChainError(str(exc)) from None

@@ -74,3 +74,27 @@ def test_unreachable_rpc_url_is_named():
     )
     assert r.returncode == 2
     assert r.stderr.startswith(f"error: no Ethereum node answers at {env_url}")
+
+
+def test_catalog_assets_are_registered_and_can_be_reassigned_and_sold(local_chain):
+    assets = {a["block"]: a for a in json.loads(aib("assets", "list", "--json").stdout)}
+    assert assets["chat.faq-csv@1.0.0"]["owner"] == PROVIDER
+    assert assets["compute.local@1.0.0"]["owner"] == "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
+    new_owner, buyer = "0x976EA74026E726554dB657fA54763abd0C3a0aa9", "0x23618e81E3f5cdF7f54C3d65f7FBc0aBf5B21E8f"
+    r = aib("assets", "register", "chat.faq-csv", "--owner", new_owner)
+    assert r.returncode == 0, r.stderr
+    asset = {a["block"]: a for a in json.loads(aib("assets", "list", "--json").stdout)}["chat.faq-csv@1.0.0"]
+    assert asset["owner"] == new_owner and asset["asset_id"] > assets["chat.faq-csv@1.0.0"]["asset_id"]
+    assert aib("assets", "transfer", str(asset["asset_id"]), buyer).returncode == 0
+    after = {a["block"]: a for a in json.loads(aib("assets", "list", "--json").stdout)}["chat.faq-csv@1.0.0"]
+    assert after["owner"] == buyer
+
+
+def test_bad_asset_input_is_one_sentence_with_exit_2(local_chain):
+    for args, message in [
+        (("assets", "transfer", "999", PROVIDER), "error: there is no asset 999"),
+        (("assets", "register", "chat.faq-csvv", "--owner", PROVIDER), "did you mean 'chat.faq-csv'"),
+        (("assets", "register", "chat.faq-csv", "--owner", "0xnope"), "is not an Ethereum address"),
+    ]:
+        r = aib(*args)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
