@@ -37,6 +37,8 @@ app.add_typer(services_app, name="services")
 app.add_typer(chain_cli.chain_app, name="chain")
 app.add_typer(chain_cli.wallet_app, name="wallet")
 app.add_typer(chain_cli.assets_app, name="assets")
+app.command("settle")(chain_cli.settle_command)
+app.command("payouts")(chain_cli.payouts_command)
 
 out = Console()
 err = Console(stderr=True)
@@ -109,12 +111,15 @@ def run(
 
     pipeline = load_pipeline(file, set_ or [])
     plan = compile_plan(pipeline)
+    chain, deposit_wei = _payment_check(plan)
     with _session() as s:
         reap_stale_runs(s)
         record = create_run(s, pipeline, plan, run_id)
     run_id = record.id
     if not json_:
         out.print(f"run [bold]{run_id}[/] · {plan.name} · quote {format_aic(plan.quote_wei)}")
+    if chain is not None:
+        _pay_deposit(chain, run_id, deposit_wei, quiet=json_)
 
     def _on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -132,6 +137,8 @@ def run(
         status = 130
     except AibError:
         status = 1
+    if chain is not None:
+        _settle_after_run(chain, run_id, quiet=json_)
     with _session() as s:
         summary = run_summary(s, get_run(s, run_id))
     if json_:
@@ -139,6 +146,64 @@ def run(
     else:
         _print_run(summary)
     raise typer.Exit(status)
+
+
+def _payment_check(plan: Any) -> tuple[Any, int]:
+    """When runs are paid on chain: the chain and the deposit, refused (before any work) if unaffordable."""
+    from runtime import settlement as pay
+
+    if not pay.payments_enabled():
+        return None, 0
+    chain = pay.Chain.connect()
+    amount = pay.deposit_amount(chain, plan)
+    pay.check_funds(chain, amount)
+    return chain, amount
+
+
+def _start_local_chain_for_payments() -> None:
+    """The embedded default pays runs on a local chain; without one (AIB_PAYMENTS=off, no Anvil) runs are unpaid."""
+    if os.environ.get("AIB_PAYMENTS", "auto").lower() == "off" or os.environ.get("AIB_RPC_URL"):
+        return
+    from chain.node import start_local
+
+    try:
+        status = start_local()
+    except AibError as exc:
+        err.print(f"warning: runs will not be paid on chain: {exc}", highlight=False, markup=False)
+        return
+    out.print(f"local chain at {status['rpc_url']}: runs are paid in AIC through the escrow", highlight=False)
+
+
+def _pay_deposit(chain: Any, run_id: str, amount: int, quiet: bool) -> None:
+    from runtime import settlement as pay
+    from runtime.runs import fail_run
+
+    try:
+        with _session() as s:
+            row = pay.deposit(s, chain, run_id, amount)
+    except AibError as exc:
+        with _session() as s:
+            fail_run(s, run_id, f"the deposit failed, so the run did not start: {exc}")
+        raise
+    if not quiet:
+        out.print(f"deposited {format_aic(amount)} in escrow (tx {row.deposit_tx})", highlight=False)
+
+
+def _settle_after_run(chain: Any, run_id: str, quiet: bool) -> None:
+    from runtime import settlement as pay
+
+    try:
+        with _session() as s:
+            row = pay.settle_run(s, chain, run_id)
+    except AibError as exc:
+        err.print(f"settlement pending: {exc}; `{_aib()} settle --pending` retries", highlight=False, markup=False)
+        return
+    if not quiet:
+        out.print(
+            f"paid {len(row.payouts)} providers {format_aic(sum(p['amount_wei'] for p in row.payouts))}, "
+            f"refunded {format_aic(row.refund_wei or 0)} (tx {row.settle_tx})",
+            highlight=False,
+        )
 
 
 def _print_run(summary: dict[str, Any]) -> None:
@@ -401,14 +466,20 @@ def quickstart(
         _fail(f"no template {template!r} in {templates_dir()}; `aib templates list` shows them")
     ensure_port_free(host, port)
     out.print(f"Easy AI Builder · data in {get_settings().home}")
+    _start_local_chain_for_payments()
     out.print(f"training template [bold]{template}[/] (first run also starts Prefect and loads MiniLM)…")
     pipeline = load_pipeline(path)
     plan = compile_plan(pipeline)
+    chain, deposit_wei = _payment_check(plan)
     with _session() as s:
         reap_stale_runs(s)
         record = create_run(s, pipeline, plan)
+    if chain is not None:
+        _pay_deposit(chain, record.id, deposit_wei, quiet=False)
     with RichReporter(out, [(st.node_id, st.ref) for st in plan.steps]) as reporter:
         execute_run(record.id, pipeline, plan, reporter)
+    if chain is not None:
+        _settle_after_run(chain, record.id, quiet=False)
     from runtime.runs import get_run, run_summary
 
     with _session() as s:

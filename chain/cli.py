@@ -235,3 +235,56 @@ def _resolve_block(ref: str) -> Any:
         return get_block(block_id, version)
     except BlockError as exc:
         raise ChainError(str(exc)) from None
+
+
+def settle_command(
+    run_id: Annotated[str | None, typer.Argument(help="Run to settle")] = None,
+    pending: Annotated[bool, typer.Option("--pending", help="Settle (or reconcile) every unsettled run")] = False,
+) -> None:
+    """Settle a finished run on chain from its usage records (idempotent; --pending retries them all)."""
+    from runtime import settlement as pay
+    from runtime.db import session_factory
+
+    if (run_id is None) == (not pending):
+        raise ChainError("give a RUN_ID or --pending (not both)")
+    chain = pay.Chain.connect()
+    with session_factory()() as s:
+        if pending:
+            outcomes = pay.settle_pending(s, chain)
+            for rid, outcome in outcomes:
+                out.print(f"{rid}: {outcome}", highlight=False)
+            if not outcomes:
+                out.print("nothing pending")
+            return
+        row = pay.settle_run(s, chain, run_id)
+        out.print(f"{row.id}: {row.status} (tx {row.settle_tx})", highlight=False)
+
+
+def payouts_command(
+    run_id: Annotated[str, typer.Argument(help="Run id")],
+    json_: JsonFlag = False,
+) -> None:
+    """Who was paid what for a run: per asset the owner, amount in wei and transaction hash."""
+    from builder.errors import NotFoundError
+    from runtime.db import Settlement, session_factory
+    from runtime.settlement import settlement_dict
+
+    with session_factory()() as s:
+        row = s.get(Settlement, run_id)
+        if row is None:
+            raise NotFoundError(f"run {run_id!r} has no on-chain payment (`aib runs list` shows the runs)")
+        data = settlement_dict(row)
+    if json_:
+        _print_json(data)
+        return
+    out.print(f"{data['run_id']}: {data['status']}, deposit {format_aic(data['deposit_wei'])}", highlight=False)
+    for p in data["payouts"]:
+        out.print(
+            f"  asset {p['asset_id']:>3} {p['block_ref']:<30} {p.get('payee') or '?'}  {format_aic(p['amount_wei'])}",
+            highlight=False,
+        )
+    if data["status"] == "settled":
+        out.print(
+            f"  fee {format_aic(data['fee_wei'])}, refund {format_aic(data['refund_wei'])}, tx {data['settle_tx']}",
+            highlight=False,
+        )

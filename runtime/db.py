@@ -178,6 +178,29 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class Settlement(Base):
+    """A run's payment on chain: written before each transaction is sent, so a crash can be reconciled."""
+
+    __tablename__ = "settlements"
+    id: Mapped[str] = mapped_column(String(60), primary_key=True)  # the run id
+    chain_id: Mapped[int] = mapped_column(Integer)
+    escrow: Mapped[str] = mapped_column(String(42))
+    onchain_id: Mapped[str] = mapped_column(String(66))  # keccak256 of the id, the escrow's runId
+    payer: Mapped[str] = mapped_column(String(42))
+    # deposit_pending -> deposited -> settle_pending -> settled; not_deposited when a deposit never landed
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    deposit_wei: Mapped[int] = mapped_column(Wei)
+    deposit_tx: Mapped[str | None] = mapped_column(String(80))
+    payouts: Mapped[list] = mapped_column(JSON, default=list)  # [{block_ref, asset_id, amount_wei, payee}]
+    fee_wei: Mapped[int | None] = mapped_column(Wei)
+    refund_wei: Mapped[int | None] = mapped_column(Wei)
+    shortfall_wei: Mapped[int | None] = mapped_column(Wei)
+    settle_tx: Mapped[str | None] = mapped_column(String(80))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 

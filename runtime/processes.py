@@ -26,6 +26,9 @@ def pid_alive(pid: int | None) -> bool:
 def port_free(host: str, port: int) -> bool:
     """Whether `host:port` can be bound right now."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers bind (uvicorn, Anvil): connections lingering in TIME_WAIT don't block the port, while a
+        # live listener still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

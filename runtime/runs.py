@@ -62,6 +62,13 @@ def create_run(session: Session, pipeline: Pipeline, plan: Plan, run_id: str | N
     return run
 
 
+def fail_run(session: Session, run_id: str, reason: str) -> None:
+    """Mark a run that could not start (or stopped) as failed with `reason` (committed)."""
+    run = get_run(session, run_id)
+    run.status, run.error, run.finished_at = "failed", reason, utcnow()
+    session.commit()
+
+
 def get_run(session: Session, run_id: str) -> Run:
     """The run `run_id`; NotFoundError with a hint when there is none."""
     run = session.get(Run, run_id)
@@ -118,11 +125,20 @@ def run_summary(session: Session, run: Run) -> dict[str, Any]:
             }
             for s in steps
         ],
+        "settlement": _settlement_of(session, run.id),
         "artifacts": [
             {"node_id": a.node_id, "name": a.name, "path": a.path, "sha256": a.sha256, "size": a.size}
             for a in artifacts
         ],
     }
+
+
+def _settlement_of(session: Session, run_id: str) -> dict[str, Any] | None:
+    from runtime.db import Settlement
+    from runtime.settlement import settlement_dict
+
+    row = session.get(Settlement, run_id)
+    return settlement_dict(row) if row is not None else None
 
 
 def get_service(session: Session, service_id: str) -> Service:
@@ -133,4 +149,13 @@ def get_service(session: Session, service_id: str) -> Service:
     return svc
 
 
-__all__ = ["create_run", "get_run", "get_service", "list_runs", "new_run_id", "reap_stale_runs", "run_summary"]
+__all__ = [
+    "create_run",
+    "fail_run",
+    "get_run",
+    "get_service",
+    "list_runs",
+    "new_run_id",
+    "reap_stale_runs",
+    "run_summary",
+]

@@ -1,0 +1,67 @@
+"""Settlement arithmetic: payouts + fee + refund always equal the deposit; nobody is paid twice."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtime.settlement_math import SettlementMathError, deposit_for, fee_on, plan_settlement
+
+ASSETS = {"data@1": 1, "model@1": 2, "compute@1": 3, "service@1": 4}
+
+
+def test_usage_is_grouped_per_asset_and_the_rest_refunded():
+    usage = [("data@1", 100), ("compute@1", 7), ("compute@1", 5), ("model@1", 300)]
+    plan = plan_settlement(usage, ASSETS, deposit_wei=1_000, fee_bps=250, overrun_block="compute@1")
+    assert [(p.block_ref, p.asset_id, p.amount_wei) for p in plan.payouts] == [
+        ("compute@1", 3, 12),
+        ("data@1", 1, 100),
+        ("model@1", 2, 300),
+    ]
+    assert plan.fee_wei == fee_on(412, 250) == 10
+    assert plan.refund_wei == 1_000 - 412 - 10 and plan.shortfall_wei == 0
+
+
+def test_compute_overrun_beyond_the_deposit_is_cut_from_the_compute_payout():
+    usage = [("data@1", 500), ("compute@1", 10_000)]
+    plan = plan_settlement(usage, ASSETS, deposit_wei=1_000, fee_bps=250, overrun_block="compute@1")
+    assert plan.payouts_wei + plan.fee_wei + plan.refund_wei == 1_000
+    assert plan.refund_wei <= 1  # as little as rounding leaves
+    assert dict((p.block_ref, p.amount_wei) for p in plan.payouts)["data@1"] == 500
+    assert plan.shortfall_wei == 10_000 - dict((p.block_ref, p.amount_wei) for p in plan.payouts)["compute@1"]
+
+
+def test_unknown_asset_negative_amount_and_uncoverable_fixed_prices_are_refused():
+    with pytest.raises(SettlementMathError, match="block x@1 has no asset on this chain"):
+        plan_settlement([("x@1", 1)], ASSETS, 10, 0)
+    with pytest.raises(SettlementMathError, match="negative amount"):
+        plan_settlement([("data@1", -1)], ASSETS, 10, 0)
+    with pytest.raises(SettlementMathError, match="per-run prices alone"):
+        plan_settlement([("data@1", 50), ("compute@1", 1)], ASSETS, 10, 0, overrun_block="compute@1")
+
+
+def test_deposit_covers_the_quote_twice_the_compute_and_the_fee():
+    d = deposit_for(quote_wei=1_000, compute_quote_wei=200, fee_bps=250)
+    plan = plan_settlement([("data@1", 800), ("compute@1", 400)], ASSETS, d, 250, overrun_block="compute@1")
+    assert plan.shortfall_wei == 0 and plan.refund_wei >= 0
+
+
+@given(
+    usage=st.lists(st.tuples(st.sampled_from(sorted(ASSETS)), st.integers(0, 10**24)), max_size=20),
+    deposit=st.integers(0, 10**26),
+    fee_bps=st.integers(0, 1000),
+)
+def test_any_ledger_settles_to_exactly_the_deposit(usage, deposit, fee_bps):
+    try:
+        plan = plan_settlement(usage, ASSETS, deposit, fee_bps, overrun_block="compute@1")
+    except SettlementMathError:
+        fixed = sum(a for r, a in usage if r != "compute@1")
+        assert fixed + fee_on(fixed, fee_bps) > deposit  # only refused when the fixed prices cannot fit
+        return
+    assert plan.payouts_wei + plan.fee_wei + plan.refund_wei == deposit
+    assert plan.fee_wei == fee_on(plan.payouts_wei, fee_bps) and plan.refund_wei >= 0
+    refs = [p.block_ref for p in plan.payouts]
+    assert len(refs) == len(set(refs))  # one payout per asset: nobody is paid twice
+    owed = {r: sum(a for rr, a in usage if rr == r) for r in ASSETS}
+    for p in plan.payouts:
+        assert p.amount_wei == owed[p.block_ref] or p.block_ref == "compute@1"
+    assert plan.payouts_wei + plan.shortfall_wei == sum(owed.values())
