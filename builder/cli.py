@@ -160,18 +160,21 @@ def _payment_check(plan: Any) -> tuple[Any, int]:
     return chain, amount
 
 
-def _start_local_chain_for_payments() -> None:
-    """The embedded default pays runs on a local chain; without one (AIB_PAYMENTS=off, no Anvil) runs are unpaid."""
+def _start_local_chain_for_payments() -> bool:
+    """Start the local chain runs are paid on (unless AIB_PAYMENTS=off); True when this call started it."""
     if os.environ.get("AIB_PAYMENTS", "auto").lower() == "off" or os.environ.get("AIB_RPC_URL"):
-        return
-    from chain.node import start_local
+        return False
+    from chain.node import local_status, start_local
 
+    if local_status()["running"]:
+        return False
     try:
         status = start_local()
     except AibError as exc:
         err.print(f"warning: runs will not be paid on chain: {exc}", highlight=False, markup=False)
-        return
+        return False
     out.print(f"local chain at {status['rpc_url']}: runs are paid in AIC through the escrow", highlight=False)
+    return True
 
 
 def _pay_deposit(chain: Any, run_id: str, amount: int, quiet: bool) -> None:
@@ -451,22 +454,34 @@ def quickstart(
     port: Annotated[int, typer.Option(help="Port to serve on")] = 8000,
 ) -> None:
     """The main job of `make run`: train a template, serve it, print a ready-to-paste curl line."""
-    from builder.pipeline import load_pipeline
-    from builder.plan import compile_plan
-    from builder.progress import RichReporter
     from runtime.config import get_settings, templates_dir
-    from runtime.keys import create_key
-    from runtime.runner import execute_run
-    from runtime.runs import create_run, reap_stale_runs
     from runtime.serving import ensure_port_free
-    from runtime.serving import serve as serve_http
 
     path = templates_dir() / f"{template}.yaml"
     if not path.exists():
         _fail(f"no template {template!r} in {templates_dir()}; `aib templates list` shows them")
     ensure_port_free(host, port)
     out.print(f"Easy AI Builder · data in {get_settings().home}")
-    _start_local_chain_for_payments()
+    started_chain = _start_local_chain_for_payments()
+    try:
+        _quickstart(template, path, host, port)
+    finally:
+        if started_chain:  # Ctrl-C stops what `make run` started; balances stay in the chain's state file
+            from chain.node import stop_local
+
+            stop_local()
+
+
+def _quickstart(template: str, path: Path, host: str, port: int) -> None:
+    """Train `template` (paid when a chain is available), create a demo key, print a curl line, serve."""
+    from builder.pipeline import load_pipeline
+    from builder.plan import compile_plan
+    from builder.progress import RichReporter
+    from runtime.keys import create_key
+    from runtime.runner import execute_run
+    from runtime.runs import create_run, reap_stale_runs
+    from runtime.serving import serve as serve_http
+
     out.print(f"training template [bold]{template}[/] (first run also starts Prefect and loads MiniLM)…")
     pipeline = load_pipeline(path)
     plan = compile_plan(pipeline)
