@@ -247,8 +247,11 @@ def settle_command(
 
     if (run_id is None) == (not pending):
         raise ChainError("give a RUN_ID or --pending (not both)")
+    from runtime.runs import reap_stale_runs
+
     chain = pay.Chain.connect()
     with session_factory()() as s:
+        reap_stale_runs(s)  # a killed run is finished (failed): it pays only the compute it consumed
         if pending:
             outcomes = pay.settle_pending(s, chain)
             for rid, outcome in outcomes:
