@@ -172,3 +172,26 @@ def test_node_down_mid_settlement_stays_pending_then_settles_once(paid_chain, mo
     for ref, address in PROVIDERS.items():
         assert after[address] - before[address] == paid[ref]
     assert aib("settle", "--pending").stdout.strip() == "nothing pending"
+
+
+def test_a_killed_paid_run_settles_its_compute_and_refunds_the_rest(paid_chain, tmp_path):
+    import shutil
+    import signal
+    import time
+
+    from tests.integration.test_cli import _start_and_wait_for_checkpoint
+
+    shutil.copytree(TEMPLATES, tmp_path / "t")
+    overrides = ["classifier.epochs=150", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
+    proc, _ = _start_and_wait_for_checkpoint(tmp_path / "t" / "faq-chatbot.yaml", overrides)
+    os.killpg(proc.pid, signal.SIGKILL)  # the machine dies mid-training, after the deposit
+    proc.wait()
+    r = aib("settle", "--pending")
+    assert r.returncode == 0, r.stderr
+    runs = json.loads(aib("runs", "list", "--json").stdout)
+    killed = runs[0]
+    assert killed["status"] == "failed" and f"{killed['run_id']}: settled" in r.stdout
+    s = json.loads(aib("payouts", killed["run_id"], "--json").stdout)
+    assert {p["block_ref"] for p in s["payouts"]} == {"compute.local@1.0.0"}  # no per-run fees for a failed run
+    assert s["refund_wei"] > 0.9 * s["deposit_wei"]
+    assert sum(p["amount_wei"] for p in s["payouts"]) + s["fee_wei"] + s["refund_wei"] == s["deposit_wei"]
