@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import UTC
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from builder.errors import NotFoundError, RunError
 from builder.money import format_aic
 from builder.pipeline import Pipeline
 from builder.plan import Plan, sha256_hex
-from runtime.db import Artifact, Run, Service, Step, utcnow
-from runtime.ledger import list_usage, usage_dict
+from runtime.db import Artifact, MetricPoint, Run, Service, Step, utcnow
+from runtime.ledger import add_usage, compute_amount, list_usage, usage_dict
 from runtime.processes import pid_alive
 
 ACTIVE = ("queued", "running")
@@ -88,9 +89,42 @@ def reap_stale_runs(session: Session) -> list[str]:
         run.finished_at = utcnow()
         for step in session.scalars(select(Step).where(Step.run_id == run.id, Step.status == "running")):
             step.status, step.error, step.finished_at = "failed", "interrupted", utcnow()
+            _bill_interrupted_compute(session, run, step)
         reaped.append(run.id)
     session.commit()
     return reaped
+
+
+def _bill_interrupted_compute(session: Session, run: Run, step: Step) -> None:
+    """Bill a killed step's device time up to its last recorded heartbeat (a lower bound: never more than used).
+
+    The step's own finishing transaction never ran, so without this its compute would never be billed.
+    """
+    last = session.scalar(
+        select(func.max(MetricPoint.created_at)).where(
+            MetricPoint.run_id == run.id, MetricPoint.node_id == step.node_id
+        )
+    )
+    if step.started_at is None or last is None:
+        return
+    last = last if last.tzinfo else last.replace(tzinfo=UTC)
+    seconds = (last - step.started_at).total_seconds()
+    if seconds <= 0:
+        return
+    compute = run.plan["compute"]
+    step.seconds = seconds
+    add_usage(
+        session,
+        bill_key=f"run:{run.id}:step:{step.node_id}:compute",
+        run_id=run.id,
+        node_id=step.node_id,
+        block_id=compute["block_id"],
+        version=compute["version"],
+        provider=compute["provider"],
+        quantity=round(seconds, 6),
+        unit=compute["price"]["unit"],
+        amount_wei=compute_amount(compute["price"]["amount_wei"], seconds),
+    )
 
 
 def list_runs(session: Session, limit: int = 50) -> list[Run]:

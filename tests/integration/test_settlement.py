@@ -14,10 +14,15 @@ from builder.errors import ChainError
 from tests.conftest import TEMPLATES, free_port
 from tests.integration.conftest import run_pipeline
 
-PROVIDERS = {
-    "chat.faq-csv@1.0.0": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
-    "compute.local@1.0.0": "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
-}
+WATCHED = ("chat.faq-csv@1.0.0", "compute.local@1.0.0")
+
+
+def payees(chain) -> dict[str, str]:
+    """The current owner of each watched block's asset: who must be paid (other tests may have sold one)."""
+    from chain.client import address_book, contract
+
+    registry = contract(chain.w3, "AssetRegistry", address_book())
+    return {ref: registry.functions.ownerOf(chain.asset_of[ref]).call() for ref in WATCHED}
 
 
 def aib(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
@@ -46,7 +51,8 @@ def balances(chain, addresses) -> dict[str, int]:
 
 
 def test_a_paid_run_pays_every_provider_once_and_refunds_the_rest(paid_chain):
-    watched = [paid_chain.payer, *PROVIDERS.values()]
+    providers = payees(paid_chain)
+    watched = [paid_chain.payer, *providers.values()]
     before = balances(paid_chain, watched)
     r = aib("run", str(TEMPLATES / "faq-chatbot.yaml"), "--json")
     assert r.returncode == 0, r.stderr
@@ -62,7 +68,7 @@ def test_a_paid_run_pays_every_provider_once_and_refunds_the_rest(paid_chain):
         "compute.local@1.0.0",
     }
     after = balances(paid_chain, watched)
-    for ref, address in PROVIDERS.items():
+    for ref, address in providers.items():
         assert after[address] - before[address] == payouts[ref]["amount_wei"]
         assert payouts[ref]["payee"] == address
     paid = sum(p["amount_wei"] for p in s["payouts"])
@@ -116,7 +122,7 @@ def test_crash_after_sending_settle_is_reconciled_without_paying_twice(paid_chai
     from runtime.db import Settlement, session_factory
 
     run_id = _finished_run_with_deposit(paid_chain)
-    watched = list(PROVIDERS.values())
+    watched = list(payees(paid_chain).values())
     before = balances(paid_chain, watched)
 
     def crash(*args, **kwargs):
@@ -162,14 +168,15 @@ def test_node_down_mid_settlement_stays_pending_then_settles_once(paid_chain, mo
         assert s.get(Settlement, run_id).status == "settle_pending"
 
     assert aib("chain", "start", "--port", port).returncode == 0  # state reloaded from disk
-    before = balances(paid_chain, list(PROVIDERS.values()))
+    providers = payees(paid_chain)
+    before = balances(paid_chain, list(providers.values()))
     r = aib("settle", "--pending")
     assert r.returncode == 0 and f"{run_id}: settled" in r.stdout, r.stdout + r.stderr
-    after = balances(paid_chain, list(PROVIDERS.values()))
+    after = balances(paid_chain, list(providers.values()))
     with session_factory()() as s:
         row = s.get(Settlement, run_id)
         paid = {p["block_ref"]: p["amount_wei"] for p in row.payouts}
-    for ref, address in PROVIDERS.items():
+    for ref, address in providers.items():
         assert after[address] - before[address] == paid[ref]
     assert aib("settle", "--pending").stdout.strip() == "nothing pending"
 
@@ -193,5 +200,8 @@ def test_a_killed_paid_run_settles_its_compute_and_refunds_the_rest(paid_chain, 
     assert killed["status"] == "failed" and f"{killed['run_id']}: settled" in r.stdout
     s = json.loads(aib("payouts", killed["run_id"], "--json").stdout)
     assert {p["block_ref"] for p in s["payouts"]} == {"compute.local@1.0.0"}  # no per-run fees for a failed run
+    usage = json.loads(aib("usage", "--run", killed["run_id"], "--json").stdout)
+    interrupted = [u for u in usage if u["node_id"] == "classifier"]
+    assert len(interrupted) == 1 and interrupted[0]["quantity"] > 0  # the killed step's device time is billed
     assert s["refund_wei"] > 0.9 * s["deposit_wei"]
     assert sum(p["amount_wei"] for p in s["payouts"]) + s["fee_wei"] + s["refund_wei"] == s["deposit_wei"]
