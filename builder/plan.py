@@ -119,11 +119,16 @@ def _step(node: Node, inputs: dict[str, str], upstream_keys: dict[str, str], pip
     )
 
 
+def compute_quote(steps: tuple[PlanStep, ...], compute: PlanStep) -> int:
+    """The compute part of a quote: planned device seconds times the tier's price (the only estimated part)."""
+    seconds = sum(s.estimated_seconds for s in steps)
+    return int(round(compute.price["amount_wei"] * seconds))
+
+
 def quote(steps: tuple[PlanStep, ...], compute: PlanStep) -> int:
     """The price in wei quoted before a run: per-run prices plus planned device seconds on the tier."""
     total = sum(s.price["amount_wei"] for s in steps if s.price["unit"] == PriceUnit.RUN)
-    seconds = sum(s.estimated_seconds for s in steps)
-    return total + int(round(compute.price["amount_wei"] * seconds))
+    return total + compute_quote(steps, compute)
 
 
 def compile_plan(pipeline: Pipeline) -> Plan:
@@ -176,4 +181,13 @@ def _out_ports(pipeline: Pipeline, step: PlanStep) -> list[str]:
     return [p.name for p in pipeline.nodes[step.node_id].block.outputs]
 
 
-__all__ = ["Plan", "PlanStep", "canonical_json", "compile_plan", "quote", "sha256_hex", "topological_order"]
+__all__ = [
+    "Plan",
+    "PlanStep",
+    "canonical_json",
+    "compile_plan",
+    "compute_quote",
+    "quote",
+    "sha256_hex",
+    "topological_order",
+]

@@ -170,34 +170,15 @@ def assets_register(
     owner: Annotated[str, typer.Option("--owner", help="Address that owns the asset and receives its revenue")],
 ) -> None:
     """Register a block as a new asset NFT owned by --owner; the block's revenue goes to that asset from now on."""
-    import hashlib
-
-    from chain.client import send
-    from chain.deploy import ASSET_KINDS
-    from runtime.store import atomic_write_bytes
+    from chain.client import write_address_book
+    from chain.deploy import register_block_asset
 
     cls = _resolve_block(block)
     who = checked_address(owner)
     w3, book, registry = _assets_context()
-    spec = json.dumps(cls.spec_dict(), sort_keys=True).encode()
-    receipt = send(
-        w3,
-        registry.functions.register(
-            who,
-            ASSET_KINDS[str(cls.kind)],
-            hashlib.sha256(spec).digest(),
-            f"aib://blocks/{cls.ref()}",
-            cls.price.amount_wei,
-        ),
-        book["roles"]["operator"],
-    )
-    from web3.logs import DISCARD
-
-    asset_id = registry.events.AssetRegistered().process_receipt(receipt, errors=DISCARD)[0].args.assetId
+    asset_id, receipt = register_block_asset(w3, registry, cls, who, book["roles"]["operator"])
     book.setdefault("assets", {})[cls.ref()] = asset_id
-    from chain.node import chain_paths
-
-    atomic_write_bytes(chain_paths().book, json.dumps(book, indent=2, sort_keys=True).encode())
+    write_address_book(book)
     out.print(f"asset {asset_id}: {cls.ref()} owned by {who} (tx {receipt.transactionHash.to_0x_hex()})")
 
 

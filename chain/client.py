@@ -49,6 +49,14 @@ def address_book() -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def write_address_book(book: dict[str, Any]) -> None:
+    """Replace the embedded chain's address book atomically."""
+    from chain.node import chain_paths
+    from runtime.store import atomic_write_bytes
+
+    atomic_write_bytes(chain_paths().book, json.dumps(book, indent=2, sort_keys=True).encode())
+
+
 def contract(w3: Any, name: str, book: dict[str, Any]) -> Any:
     """The deployed contract `name` from the address book."""
     from chain.artifacts import load_artifact
@@ -56,4 +64,4 @@ def contract(w3: Any, name: str, book: dict[str, Any]) -> Any:
     return w3.eth.contract(address=book["contracts"][name], abi=load_artifact(name)["abi"])
 
 
-__all__ = ["address_book", "connect", "contract", "send"]
+__all__ = ["address_book", "connect", "contract", "send", "write_address_book"]

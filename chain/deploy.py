@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 from web3.logs import DISCARD
 
 from builder.errors import ChainError
 from chain.artifacts import load_artifact
-from chain.client import connect, send
-from runtime.store import atomic_write_bytes
+from chain.client import connect, send, write_address_book
 
 FEE_BPS = 250  # 2.5 % protocol fee
 RECLAIM_TIMEOUT_S = 24 * 3600
@@ -43,9 +41,12 @@ def local_roles(accounts: list[str]) -> dict[str, str]:
     }
 
 
-def ensure_deployed(url: str, book_path: Path) -> dict[str, Any]:
+def ensure_deployed(url: str) -> dict[str, Any]:
     """Deploy once per chain state: reuse the address book while its contracts still have code."""
+    from chain.node import chain_paths
+
     w3 = connect(url)
+    book_path = chain_paths().book
     if book_path.exists():
         book = json.loads(book_path.read_text())
         escrow = book["contracts"]["RunEscrow"]
@@ -75,8 +76,22 @@ def ensure_deployed(url: str, book_path: Path) -> dict[str, Any]:
         "roles": roles,
         "assets": register_catalog(w3, registry, op),
     }
-    atomic_write_bytes(book_path, json.dumps(book, indent=2, sort_keys=True).encode())
+    write_address_book(book)
     return book
+
+
+def register_block_asset(w3: Any, registry: Any, block: Any, owner: str, sender: str) -> tuple[int, Any]:
+    """Register `block` as an asset NFT owned by `owner`; returns (asset id, receipt)."""
+    spec = json.dumps(block.spec_dict(), sort_keys=True).encode()
+    call = registry.functions.register(
+        owner,
+        ASSET_KINDS[str(block.kind)],
+        hashlib.sha256(spec).digest(),
+        f"aib://blocks/{block.ref()}",
+        block.price.amount_wei,
+    )
+    receipt = send(w3, call, sender)
+    return registry.events.AssetRegistered().process_receipt(receipt, errors=DISCARD)[0].args.assetId, receipt
 
 
 def register_catalog(w3: Any, registry: str, sender: str) -> dict[str, int]:
@@ -84,22 +99,7 @@ def register_catalog(w3: Any, registry: str, sender: str) -> dict[str, int]:
     from builder.registry import all_blocks
 
     reg = w3.eth.contract(address=registry, abi=load_artifact("AssetRegistry")["abi"])
-    assets: dict[str, int] = {}
-    for block in all_blocks():
-        spec = json.dumps(block.spec_dict(), sort_keys=True).encode()
-        receipt = send(
-            w3,
-            reg.functions.register(
-                block.provider,
-                ASSET_KINDS[str(block.kind)],
-                hashlib.sha256(spec).digest(),
-                f"aib://blocks/{block.ref()}",
-                block.price.amount_wei,
-            ),
-            sender,
-        )
-        assets[block.ref()] = reg.events.AssetRegistered().process_receipt(receipt, errors=DISCARD)[0].args.assetId
-    return assets
+    return {block.ref(): register_block_asset(w3, reg, block, block.provider, sender)[0] for block in all_blocks()}
 
 
-__all__ = ["FEE_BPS", "ensure_deployed", "local_roles", "register_catalog"]
+__all__ = ["FEE_BPS", "ensure_deployed", "local_roles", "register_block_asset", "register_catalog"]

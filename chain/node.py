@@ -147,7 +147,7 @@ def start_local(port: int = DEFAULT_PORT, timeout: float = 30.0) -> dict[str, An
             time.sleep(0.1)
     from chain.deploy import ensure_deployed
 
-    ensure_deployed(url, paths.book)
+    ensure_deployed(url)
     return local_status()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -52,6 +53,24 @@ def add_usage(
     return record
 
 
+def add_compute_usage(
+    session: Session, *, run_id: str, node_id: str, compute: Mapping[str, Any], seconds: float
+) -> Usage:
+    """Bill `seconds` of device time of step `node_id` to the plan's compute tier (`compute`: the Plan's step dict)."""
+    return add_usage(
+        session,
+        bill_key=f"run:{run_id}:step:{node_id}:compute",
+        run_id=run_id,
+        node_id=node_id,
+        block_id=compute["block_id"],
+        version=compute["version"],
+        provider=compute["provider"],
+        quantity=round(seconds, 6),
+        unit=compute["price"]["unit"],
+        amount_wei=compute_amount(compute["price"]["amount_wei"], seconds),
+    )
+
+
 def usage_dict(u: Usage) -> dict[str, Any]:
     """A usage record as plain JSON-ready data."""
     return {
@@ -84,4 +103,4 @@ def list_usage(
     return list(session.scalars(q))
 
 
-__all__ = ["add_usage", "compute_amount", "list_usage", "per_call_amount", "usage_dict"]
+__all__ = ["add_compute_usage", "add_usage", "compute_amount", "list_usage", "per_call_amount", "usage_dict"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +21,7 @@ from runtime.bundle import MANIFEST, ServiceBundle, read_manifest
 from runtime.config import Settings, get_settings
 from runtime.context import NullReporter, Reporter, StepContext
 from runtime.db import Artifact, MetricPoint, Run, Service, Step, session_factory, utcnow
-from runtime.ledger import add_usage, compute_amount
+from runtime.ledger import add_compute_usage, add_usage
 from runtime.prefect_env import configure_prefect
 from runtime.store import StepCache, sha256_file
 
@@ -183,18 +183,7 @@ def _finish_step(
         if status == "succeeded":
             row.progress = 1.0
         if not cached and seconds > 0:
-            add_usage(
-                s,
-                bill_key=f"run:{run_id}:step:{step.node_id}:compute",
-                run_id=run_id,
-                node_id=step.node_id,
-                block_id=compute.block_id,
-                version=compute.version,
-                provider=compute.provider,
-                quantity=round(seconds, 6),
-                unit=compute.price["unit"],
-                amount_wei=compute_amount(compute.price["amount_wei"], seconds),
-            )
+            add_compute_usage(s, run_id=run_id, node_id=step.node_id, compute=asdict(compute), seconds=seconds)
         if error is not None:
             run = s.get(Run, run_id)
             run.status, run.error, run.finished_at = "failed", f"step {step.node_id!r} failed: {error}", utcnow()

@@ -15,7 +15,7 @@ from builder.money import format_aic
 from builder.pipeline import Pipeline
 from builder.plan import Plan, sha256_hex
 from runtime.db import Artifact, MetricPoint, Run, Service, Step, utcnow
-from runtime.ledger import add_usage, compute_amount, list_usage, usage_dict
+from runtime.ledger import add_compute_usage, list_usage, usage_dict
 from runtime.processes import pid_alive
 
 ACTIVE = ("queued", "running")
@@ -111,20 +111,8 @@ def _bill_interrupted_compute(session: Session, run: Run, step: Step) -> None:
     seconds = (last - step.started_at).total_seconds()
     if seconds <= 0:
         return
-    compute = run.plan["compute"]
     step.seconds = seconds
-    add_usage(
-        session,
-        bill_key=f"run:{run.id}:step:{step.node_id}:compute",
-        run_id=run.id,
-        node_id=step.node_id,
-        block_id=compute["block_id"],
-        version=compute["version"],
-        provider=compute["provider"],
-        quantity=round(seconds, 6),
-        unit=compute["price"]["unit"],
-        amount_wei=compute_amount(compute["price"]["amount_wei"], seconds),
-    )
+    add_compute_usage(session, run_id=run.id, node_id=step.node_id, compute=run.plan["compute"], seconds=seconds)
 
 
 def list_runs(session: Session, limit: int = 50) -> list[Run]:

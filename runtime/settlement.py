@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from builder.errors import ChainError, NotFoundError, RunError
 from builder.money import format_aic
-from builder.plan import Plan
+from builder.plan import Plan, compute_quote
 from runtime.db import Run, Settlement, Usage
 from runtime.settlement_math import SettlementMathError, deposit_for, plan_settlement
 
@@ -71,15 +71,9 @@ class Chain:
         return send(self.w3, call, sender)
 
 
-def compute_quote_wei(plan: Plan) -> int:
-    """The compute part of a plan's quote (the only estimated part)."""
-    seconds = sum(s.estimated_seconds for s in plan.steps)
-    return int(round(plan.compute.price["amount_wei"] * seconds))
-
-
 def deposit_amount(chain: Chain, plan: Plan) -> int:
     """What a run of `plan` deposits: quote + room for compute overrun + the protocol fee."""
-    return deposit_for(plan.quote_wei, compute_quote_wei(plan), chain.escrow.functions.feeBps().call())
+    return deposit_for(plan.quote_wei, compute_quote(plan.steps, plan.compute), chain.escrow.functions.feeBps().call())
 
 
 def check_funds(chain: Chain, amount: int) -> None:
@@ -116,13 +110,13 @@ def deposit(session: Session, chain: Chain, run_id: str, amount: int) -> Settlem
 
 
 def _onchain_deposit(chain: Chain, row: Settlement) -> tuple[str, int, bool]:
-    payer, _at, closed, amount = chain.escrow.functions.depositOf(bytes.fromhex(row.onchain_id[2:])).call()
+    payer, _at, closed, amount = chain.escrow.functions.depositOf(chain.onchain_id(row.id)).call()
     return payer, amount, closed
 
 
 def _event_tx(chain: Chain, event: str, row: Settlement) -> Any:
     logs = getattr(chain.escrow.events, event).get_logs(
-        from_block=0, argument_filters={"runId": bytes.fromhex(row.onchain_id[2:])}
+        from_block=0, argument_filters={"runId": chain.onchain_id(row.id)}
     )
     return logs[-1].transactionHash if logs else None
 
@@ -191,7 +185,7 @@ def settle_run(session: Session, chain: Chain, run_id: str) -> Settlement:
         _record_settled(session, chain, row, tx)
         return row
     call = chain.escrow.functions.settle(
-        bytes.fromhex(row.onchain_id[2:]),
+        chain.onchain_id(row.id),
         [p["asset_id"] for p in row.payouts],
         [p["amount_wei"] for p in row.payouts],
         row.refund_wei,
