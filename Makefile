@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 # A compat (path-based) editable install: new modules and block packages are picked up without reinstalling.
 COMPAT := --config-settings editable_mode=compat
 
-.PHONY: run test install install-test bench bench-quick lint clean contracts
+.PHONY: run test install install-test bench bench-quick lint clean contracts audit
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
@@ -36,6 +36,22 @@ node_modules/.installed: package.json package-lock.json
 ## make contracts: compile chain/contracts/*.sol into chain/build/*.json (commit the result).
 contracts: node_modules/.installed
 	node chain/compile.mjs
+
+# Slither lives in its own virtualenv: its pins (crytic-compile, solc-select) must not touch the project's.
+AUDIT_VENV ?= .audit-venv
+$(AUDIT_VENV)/.installed:
+	@test -x $(AUDIT_VENV)/bin/python || $(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/pip install --quiet --disable-pip-version-check slither-analyzer==0.11.6 crytic-compile==0.4.2
+	@touch $@
+
+## make audit: static analysis of chain/contracts with Slither (fails on any finding not triaged in the source).
+## The compiler is the pinned solc-js behind a `solc` shim: native solc binaries cannot be downloaded here.
+audit: $(AUDIT_VENV)/.installed node_modules/.installed
+	$(AUDIT_VENV)/bin/slither chain/contracts --solc-standard-json --solc chain/audit/solc-shim.mjs \
+		--solc-remaps "@openzeppelin/=node_modules/@openzeppelin/" --filter-paths node_modules \
+		--show-ignored-findings --fail-none
+	$(AUDIT_VENV)/bin/slither chain/contracts --solc-standard-json --solc chain/audit/solc-shim.mjs \
+		--solc-remaps "@openzeppelin/=node_modules/@openzeppelin/" --filter-paths node_modules --fail-low
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -63,4 +79,4 @@ bench-quick: install-test
 	$(PY) bench/settlement.py --quick
 
 clean:
-	rm -rf $(VENV) .aib .pytest_cache
+	rm -rf $(VENV) $(AUDIT_VENV) .aib .pytest_cache

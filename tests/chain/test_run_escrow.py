@@ -256,3 +256,124 @@ def test_any_ledger_pays_each_payee_exactly_its_share(chain, ledger, refund):
         assert sum(owed.values()) + fee_on(sum(amounts)) + refund == total
     finally:
         tester.revert_to_snapshot(snap)
+
+
+# --- settleBatch: served API calls, paid by the payer directly, exactly once ---------------------------
+
+
+def settle_batch(chain, bid, asset_ids, amounts, payer=None, approve=True):
+    payer = payer or chain.roles.payer
+    if approve:
+        total = sum(amounts) + fee_on(sum(amounts))
+        tx(chain.w3, chain.token.functions.approve(chain.escrow.address, total), payer)
+    return tx(chain.w3, chain.escrow.functions.settleBatch(bid, asset_ids, amounts), payer)
+
+
+def test_settle_batch_pays_owners_and_fee_from_the_payer_in_one_transaction(chain):
+    r = chain.roles
+    model, service = register(chain, r.marketing), register(chain, r.advisors)
+    bid = run_id("svc-1:batch:1")
+    amounts = [3 * AIC, 7 * AIC]
+    before = {who: balance(chain, who) for who in (r.payer, r.marketing, r.advisors, r.treasury)}
+    receipt = settle_batch(chain, bid, [model, service], amounts)
+    assert balance(chain, r.marketing) - before[r.marketing] == 3 * AIC
+    assert balance(chain, r.advisors) - before[r.advisors] == 7 * AIC
+    assert balance(chain, r.treasury) - before[r.treasury] == fee_on(10 * AIC)
+    assert before[r.payer] - balance(chain, r.payer) == 10 * AIC + fee_on(10 * AIC)
+    assert balance(chain, chain.escrow.address) == 0  # nothing is held
+    settled = chain.escrow.events.Settled().process_receipt(receipt, errors=DISCARD)[0].args
+    assert (settled.runId, settled.payouts, settled.fee, settled.refund) == (bid, 10 * AIC, fee_on(10 * AIC), 0)
+    deposited = chain.escrow.events.Deposited().process_receipt(receipt, errors=DISCARD)[0].args
+    assert (deposited.payer, deposited.amount) == (r.payer, 10 * AIC + fee_on(10 * AIC))
+    paid = chain.escrow.events.Paid().process_receipt(receipt, errors=DISCARD)
+    assert [(e.args.assetId, e.args.payee, e.args.amount) for e in paid] == [
+        (model, r.marketing, 3 * AIC),
+        (service, r.advisors, 7 * AIC),
+    ]
+    payer, _at, closed, amount = chain.escrow.functions.depositOf(bid).call()
+    assert (payer, closed, amount) == (r.payer, True, 10 * AIC + fee_on(10 * AIC))
+
+
+def test_a_batch_is_paid_once_and_never_collides_with_a_run(chain):
+    r = chain.roles
+    asset = register(chain, r.team)
+    bid = run_id("svc-1:batch:2")
+    settle_batch(chain, bid, [asset], [AIC])
+    paid = balance(chain, r.team)
+    assert reverts(lambda: settle_batch(chain, bid, [asset], [AIC])) == f"RunEscrowDepositExists(runId=0x{bid.hex()})"
+    tx(chain.w3, chain.token.functions.approve(chain.escrow.address, AIC), r.payer)
+    assert reverts(lambda: tx(chain.w3, chain.escrow.functions.deposit(bid, AIC), r.payer)).startswith(
+        "RunEscrowDepositExists"
+    )
+    assert reverts(lambda: settle(chain, bid, [asset], [AIC], 0)).startswith("RunEscrowAlreadyClosed")
+    assert reverts(lambda: tx(chain.w3, chain.escrow.functions.reclaim(bid), r.payer)).startswith(
+        "RunEscrowAlreadyClosed"
+    )
+    rid = run_id("run-x")
+    deposit(chain, rid, 2 * AIC)
+    assert reverts(lambda: settle_batch(chain, rid, [asset], [AIC])).startswith("RunEscrowDepositExists")
+    assert balance(chain, r.team) == paid
+
+
+def test_settle_batch_rejects_bad_arguments_and_moves_nothing(chain):
+    r = chain.roles
+    asset = register(chain, r.team)
+    before = balance(chain, r.payer)
+    bid = run_id("svc-1:batch:bad")
+    assert reverts(lambda: settle_batch(chain, bid, [asset], [AIC, AIC])) == "RunEscrowLengthMismatch(assetIds=1, amounts=2)"
+    assert reverts(lambda: settle_batch(chain, bid, [], [])) == "RunEscrowZeroAmount()"
+    assert reverts(lambda: settle_batch(chain, bid, [asset], [0])) == "RunEscrowZeroAmount()"
+    assert reverts(lambda: settle_batch(chain, bid, [asset, 999], [AIC, AIC])) == "RunEscrowUnknownAsset(assetId=999)"
+    tx(chain.w3, chain.token.functions.approve(chain.escrow.address, 0), r.payer)
+    assert reverts(lambda: settle_batch(chain, bid, [asset], [AIC], approve=False)).startswith(
+        "ERC20InsufficientAllowance"
+    )
+    assert reverts(lambda: settle_batch(chain, bid, [asset], [AIC], payer=r.stranger)).startswith(
+        "ERC20InsufficientBalance"
+    )
+    assert balance(chain, r.payer) == before
+    assert chain.escrow.functions.depositOf(bid).call()[0] == ZERO  # the id is still free
+
+
+def test_reentrant_token_cannot_pay_another_batch_during_a_batch(chain, test_artifacts):
+    r = chain.roles
+    evil = deploy(chain.w3, test_artifacts["ReentrantToken"], sender=r.admin)
+    escrow = deploy(
+        chain.w3, load_artifact("RunEscrow"), evil.address, chain.registry.address, r.treasury, 0, 0, r.admin, r.settler
+    )
+    asset = register(chain, r.team)
+    tx(chain.w3, evil.functions.transfer(evil.address, 10 * AIC), r.admin)
+    tx(chain.w3, evil.functions.settleBatchAsPayer(escrow.address, run_id("b1"), [asset], [4 * AIC]), r.admin)
+    assert evil.functions.attacked().call() is True
+    assert evil.functions.attackSucceeded().call() is False
+    from chain.errors import decode_revert
+
+    assert decode_revert(evil.functions.attackError().call()) == "ReentrancyGuardReentrantCall()"
+    assert evil.functions.balanceOf(r.team).call() == 4 * AIC
+    assert escrow.functions.depositOf(Web3.keccak(text="another batch")).call()[0] == ZERO
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ledger=ledgers)
+def test_any_batch_pays_each_payee_exactly_its_share(chain, ledger):
+    r = chain.roles
+    owners = [r.team, r.company, r.marketing, r.advisors]
+    if not hasattr(chain, "prop_assets"):
+        chain.prop_assets = [register(chain, o) for o in owners]
+    tester = chain.w3.provider.ethereum_tester
+    snap = tester.take_snapshot()
+    try:
+        ids = [chain.prop_assets[k] for k, _ in ledger]
+        amounts = [a for _, a in ledger]
+        if sum(amounts) == 0:
+            return
+        before = {w: balance(chain, w) for w in [*owners, r.treasury, r.payer]}
+        settle_batch(chain, run_id(f"batch-{len(ledger)}-{sum(amounts)}"), ids, amounts)
+        owed = {o: sum(a for (k, a) in ledger if owners[k] == o) for o in owners}
+        for o in owners:
+            assert balance(chain, o) - before[o] == owed[o]
+        assert balance(chain, r.treasury) - before[r.treasury] == fee_on(sum(amounts))
+        assert before[r.payer] - balance(chain, r.payer) == sum(amounts) + fee_on(sum(amounts))
+        assert balance(chain, chain.escrow.address) == 0
+    finally:
+        tester.revert_to_snapshot(snap)

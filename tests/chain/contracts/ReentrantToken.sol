@@ -12,6 +12,9 @@ contract ReentrantToken is ERC20 {
     bool public attacked;
     bool public attackSucceeded;
     bytes public attackError;
+    bool public batchMode;
+    uint256[] private _assetIds;
+    uint256[] private _amounts;
 
     constructor() ERC20("Evil", "EVIL") {
         _mint(msg.sender, 1e30);
@@ -24,8 +27,29 @@ contract ReentrantToken is ERC20 {
         escrow_.deposit(runId_, amount);
     }
 
+    /// Pays a batch as the payer; while the escrow pulls the first payout, re-enters to pay another batch.
+    function settleBatchAsPayer(RunEscrow escrow_, bytes32 batchId, uint256[] calldata ids, uint256[] calldata amounts)
+        external
+    {
+        escrow = escrow_;
+        batchMode = true;
+        _assetIds = ids;
+        _amounts = amounts;
+        _approve(address(this), address(escrow_), type(uint256).max);
+        escrow_.settleBatch(batchId, ids, amounts);
+    }
+
     function _update(address from, address to, uint256 value) internal override {
         super._update(from, to, value);
+        if (batchMode && from == address(this) && !attacked) {
+            attacked = true;
+            try escrow.settleBatch(keccak256("another batch"), _assetIds, _amounts) {
+                attackSucceeded = true;
+            } catch (bytes memory err) {
+                attackError = err;
+            }
+            return;
+        }
         if (address(escrow) != address(0) && from == address(escrow) && !attacked) {
             attacked = true;
             try escrow.reclaim(runId) {
