@@ -320,7 +320,10 @@ def test_settle_batch_rejects_bad_arguments_and_moves_nothing(chain):
     asset = register(chain, r.team)
     before = balance(chain, r.payer)
     bid = run_id("svc-1:batch:bad")
-    assert reverts(lambda: settle_batch(chain, bid, [asset], [AIC, AIC])) == "RunEscrowLengthMismatch(assetIds=1, amounts=2)"
+    assert (
+        reverts(lambda: settle_batch(chain, bid, [asset], [AIC, AIC]))
+        == "RunEscrowLengthMismatch(assetIds=1, amounts=2)"
+    )
     assert reverts(lambda: settle_batch(chain, bid, [], [])) == "RunEscrowZeroAmount()"
     assert reverts(lambda: settle_batch(chain, bid, [asset], [0])) == "RunEscrowZeroAmount()"
     assert reverts(lambda: settle_batch(chain, bid, [asset, 999], [AIC, AIC])) == "RunEscrowUnknownAsset(assetId=999)"
