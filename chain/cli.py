@@ -219,44 +219,96 @@ def _resolve_block(ref: str) -> Any:
 
 
 def settle_command(
-    run_id: Annotated[str | None, typer.Argument(help="Run to settle")] = None,
+    run_id: Annotated[
+        str | None, typer.Argument(help="Run to settle, or `services` to pay the calls of served APIs")
+    ] = None,
     pending: Annotated[bool, typer.Option("--pending", help="Settle (or reconcile) every unsettled run")] = False,
+    service: Annotated[str | None, typer.Option("--service", help="With `services`: only this service")] = None,
+    json_: JsonFlag = False,
 ) -> None:
-    """Settle a finished run on chain from its usage records (idempotent; --pending retries them all)."""
+    """Settle a finished run from its usage records, or (`aib settle services`) the calls of served APIs.
+
+    Idempotent: --pending retries every unsettled run; a service batch left open by a crash is finished
+    (or found already paid on chain) before a new one is opened.
+    """
     from runtime import settlement as pay
     from runtime.db import session_factory
 
+    if run_id == "services":
+        _settle_services(service, json_)
+        return
+    if service is not None:
+        raise ChainError("--service goes with `aib settle services`")
     if (run_id is None) == (not pending):
-        raise ChainError("give a RUN_ID or --pending (not both)")
+        raise ChainError("give a RUN_ID, `services` or --pending (one of them)")
+    from chain.client import node_errors
     from runtime.runs import reap_stale_runs
 
     chain = pay.Chain.connect()
-    with session_factory()() as s:
+    with session_factory()() as s, node_errors(rpc_url()):
         reap_stale_runs(s)  # a killed run is finished (failed): it pays only the compute it consumed
         if pending:
             outcomes = pay.settle_pending(s, chain)
+            if json_:
+                _print_json([{"run_id": rid, "outcome": outcome} for rid, outcome in outcomes])
+                return
             for rid, outcome in outcomes:
                 out.print(f"{rid}: {outcome}", highlight=False)
             if not outcomes:
                 out.print("nothing pending")
             return
         row = pay.settle_run(s, chain, run_id)
+        if json_:
+            _print_json(pay.settlement_dict(row))
+            return
         out.print(f"{row.id}: {row.status} (tx {row.settle_tx})", highlight=False)
 
 
+def _settle_services(service_id: str | None, json_: bool) -> None:
+    from chain.client import node_errors
+    from runtime.db import session_factory
+    from runtime.service_settlement import batch_dict, settle_services
+    from runtime.settlement import Chain
+
+    chain = Chain.connect()
+    with session_factory()() as s, node_errors(rpc_url()):
+        batches, errors = settle_services(s, chain, service_id)
+        data = [batch_dict(b) for b in batches]
+    if json_:
+        _print_json({"batches": data, "errors": errors})
+    else:
+        for b in data:
+            out.print(
+                f"{b['batch_id']}: {b['status']}, {b['calls']} calls, {format_aic(b['payouts_wei'])} to "
+                f"{len(b['payouts'])} asset owners + fee {format_aic(b['fee_wei'])} (tx {b['settle_tx']})",
+                highlight=False,
+            )
+        if not data and not errors:
+            out.print("no unpaid calls")
+    if errors:
+        raise ChainError("; ".join(errors))
+
+
 def payouts_command(
-    run_id: Annotated[str, typer.Argument(help="Run id")],
+    run_id: Annotated[str, typer.Argument(help="Run id, or a service batch id from `aib settle services`")],
     json_: JsonFlag = False,
 ) -> None:
-    """Who was paid what for a run: per asset the owner, amount in wei and transaction hash."""
+    """Who was paid what for a run (or service batch): per asset the owner, amount in wei and transaction hash."""
     from builder.errors import NotFoundError
-    from runtime.db import Settlement, session_factory
+    from runtime.db import ServiceBatch, Settlement, session_factory
+    from runtime.service_settlement import batch_dict
     from runtime.settlement import settlement_dict
 
     with session_factory()() as s:
+        batch = s.get(ServiceBatch, run_id)
+        if batch is not None:
+            _print_batch(batch_dict(batch), json_)
+            return
         row = s.get(Settlement, run_id)
         if row is None:
-            raise NotFoundError(f"run {run_id!r} has no on-chain payment (`aib runs list` shows the runs)")
+            raise NotFoundError(
+                f"{run_id!r} is neither a run paid on chain nor a service batch (`aib runs list` shows the runs)"
+            )
         data = settlement_dict(row)
     if json_:
         _print_json(data)
@@ -272,3 +324,16 @@ def payouts_command(
             f"  fee {format_aic(data['fee_wei'])}, refund {format_aic(data['refund_wei'])}, tx {data['settle_tx']}",
             highlight=False,
         )
+
+
+def _print_batch(data: dict[str, Any], json_: bool) -> None:
+    if json_:
+        _print_json(data)
+        return
+    out.print(f"{data['batch_id']}: {data['status']}, {data['calls']} calls", highlight=False)
+    for p in data["payouts"]:
+        out.print(
+            f"  asset {p['asset_id']:>3} {p['block_ref']:<30} {p.get('payee') or '?'}  {format_aic(p['amount_wei'])}",
+            highlight=False,
+        )
+    out.print(f"  fee {format_aic(data['fee_wei'])}, tx {data['settle_tx']}", highlight=False)

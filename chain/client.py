@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from builder.errors import ChainError
@@ -33,10 +35,30 @@ def send(w3: Any, call: Any, sender: str) -> Any:
         tx_hash = call.transact({"from": sender, "gas": int(gas * 1.2) + 10_000})
     except Exception as exc:
         raise ChainError(describe_revert(exc)) from None
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=POLL_S)
+    try:
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=POLL_S)
+    except Exception as exc:  # node gone or too slow: the transaction may still be mined later
+        raise ChainError(
+            f"no receipt for transaction {tx_hash.to_0x_hex()} ({type(exc).__name__}); it may still be mined, "
+            "and retrying the settlement finds out without paying twice"
+        ) from None
     if receipt.status != 1:
         raise ChainError(f"transaction {tx_hash.to_0x_hex()} reverted")
     return receipt
+
+
+@contextmanager
+def node_errors(url: str) -> Iterator[None]:
+    """Turn a node that stops answering mid-way into one ChainError sentence naming `url`."""
+    import requests
+
+    try:
+        yield
+    except requests.exceptions.RequestException as exc:
+        raise ChainError(
+            f"the Ethereum node at {url} stopped answering ({type(exc).__name__}); what was not finished stays "
+            "pending and is completed by running the command again"
+        ) from None
 
 
 def address_book() -> dict[str, Any]:
@@ -64,4 +86,4 @@ def contract(w3: Any, name: str, book: dict[str, Any]) -> Any:
     return w3.eth.contract(address=book["contracts"][name], abi=load_artifact(name)["abi"])
 
 
-__all__ = ["address_book", "connect", "contract", "send", "write_address_book"]
+__all__ = ["address_book", "connect", "contract", "node_errors", "send", "write_address_book"]

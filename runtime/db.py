@@ -151,6 +151,8 @@ class Usage(Base):
     amount_wei: Mapped[int] = mapped_column(Wei)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     settled_tx: Mapped[str | None] = mapped_column(String(80))
+    # The service batch that pays this call (set when the batch is opened, before anything is sent).
+    batch_id: Mapped[str | None] = mapped_column(String(80), index=True)
 
 
 class Service(Base):
@@ -195,6 +197,29 @@ class Settlement(Base):
     fee_wei: Mapped[int | None] = mapped_column(Wei)
     refund_wei: Mapped[int | None] = mapped_column(Wei)
     shortfall_wei: Mapped[int | None] = mapped_column(Wei)
+    settle_tx: Mapped[str | None] = mapped_column(String(80))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ServiceBatch(Base):
+    """A batch of a service's served calls paid on chain in one transaction (RunEscrow.settleBatch)."""
+
+    __tablename__ = "service_batches"
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)  # "<service id>:batch:<n>"
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id"), index=True)
+    chain_id: Mapped[int] = mapped_column(Integer)
+    escrow: Mapped[str] = mapped_column(String(42))
+    onchain_id: Mapped[str] = mapped_column(String(66))  # keccak256 of the id
+    payer: Mapped[str] = mapped_column(String(42))
+    status: Mapped[str] = mapped_column(String(20), index=True)  # pending -> settled
+    calls: Mapped[int] = mapped_column(Integer)
+    first_usage_id: Mapped[int] = mapped_column(Integer)
+    last_usage_id: Mapped[int] = mapped_column(Integer)
+    payouts: Mapped[list] = mapped_column(JSON, default=list)  # [{block_ref, asset_id, amount_wei, payee}]
+    payouts_wei: Mapped[int] = mapped_column(Wei)
+    fee_wei: Mapped[int] = mapped_column(Wei)
     settle_tx: Mapped[str | None] = mapped_column(String(80))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

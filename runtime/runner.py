@@ -23,6 +23,7 @@ from runtime.context import NullReporter, Reporter, StepContext
 from runtime.db import Artifact, MetricPoint, Run, Service, Step, session_factory, utcnow
 from runtime.ledger import add_compute_usage, add_usage
 from runtime.prefect_env import configure_prefect
+from runtime.settlement_math import call_price_per_1k
 from runtime.store import StepCache, sha256_file
 
 
@@ -219,7 +220,8 @@ def _finish_run(state: _RunState, run_id: str) -> None:
                     block_id=step.block_id,
                     version=step.version,
                     provider=step.provider,
-                    call_price_wei=(step.call_price or {}).get("amount_wei", 0),
+                    # every block of the plan earns its call price on each served call
+                    call_price_wei=call_price_per_1k(asdict(p) for p in state.plan.steps),
                 )
             )
             manifest = read_manifest(Path(bundle.path))

@@ -85,4 +85,32 @@ def plan_settlement(
     return SettlementPlan(payouts=payouts, fee_wei=fee, refund_wei=deposit_wei - total - fee, shortfall_wei=shortfall)
 
 
-__all__ = ["Payout", "SettlementMathError", "SettlementPlan", "deposit_for", "fee_on", "plan_settlement"]
+def call_royalties(steps: Iterable[Mapping], calls: int) -> list[tuple[str, int]]:
+    """(block ref, wei) owed for `calls` served calls to each plan step that has a per-1k-calls price.
+
+    Prices are whole multiples of 1000 wei (checked when a block registers), so the sum over single calls
+    equals the amount for all calls at once: batching never changes what a provider is owed.
+    """
+    owed = []
+    for step in steps:
+        price = step.get("call_price")
+        if price and price.get("amount_wei"):
+            owed.append((f"{step['block_id']}@{step['version']}", int(price["amount_wei"]) * calls // 1000))
+    return owed
+
+
+def call_price_per_1k(steps: Iterable[Mapping]) -> int:
+    """A service's price per 1k calls: the sum of its plan steps' call prices."""
+    return sum(int((s.get("call_price") or {}).get("amount_wei", 0)) for s in steps)
+
+
+__all__ = [
+    "call_price_per_1k",
+    "call_royalties",
+    "Payout",
+    "SettlementMathError",
+    "SettlementPlan",
+    "deposit_for",
+    "fee_on",
+    "plan_settlement",
+]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -96,3 +99,26 @@ def served(trained) -> Any:
         server.key = key
         server.service_id = trained["service_id"]
         yield server
+
+
+def aib(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    """Run the `aib` CLI in a subprocess with this session's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "builder.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
+
+
+@pytest.fixture(scope="module")
+def paid_chain(prefect_api):
+    """A real Anvil on a free loopback port with the contracts deployed, for this test module."""
+    port = free_port()
+    r = aib("chain", "start", "--port", str(port), "--json")
+    assert r.returncode == 0, r.stderr
+    from runtime.settlement import Chain
+
+    yield Chain.connect()
+    aib("chain", "stop")

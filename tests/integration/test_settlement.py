@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from sqlalchemy import select
 
 from builder.errors import ChainError
-from tests.conftest import TEMPLATES, free_port
-from tests.integration.conftest import run_pipeline
+from tests.conftest import TEMPLATES
+from tests.integration.conftest import aib, run_pipeline
 
 WATCHED = ("chat.faq-csv@1.0.0", "compute.local@1.0.0")
 
@@ -23,27 +21,6 @@ def payees(chain) -> dict[str, str]:
 
     registry = contract(chain.w3, "AssetRegistry", address_book())
     return {ref: registry.functions.ownerOf(chain.asset_of[ref]).call() for ref in WATCHED}
-
-
-def aib(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "builder.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ.copy(),
-    )
-
-
-@pytest.fixture(scope="module")
-def paid_chain(prefect_api):
-    port = free_port()
-    r = aib("chain", "start", "--port", str(port), "--json")
-    assert r.returncode == 0, r.stderr
-    from runtime.settlement import Chain
-
-    yield Chain.connect()
-    aib("chain", "stop")
 
 
 def balances(chain, addresses) -> dict[str, int]:

@@ -1,0 +1,141 @@
+"""Paying served API calls on a real Anvil: one settleBatch transaction per batch, exactly once, crash-safe."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from tests.integration.conftest import aib
+
+
+def call(served, n: int) -> None:
+    for i in range(n):
+        r = httpx.post(
+            f"{served.url}/v1/predict",
+            json={"text": f"how do I reset my password {i}"},
+            headers={"X-API-Key": served.key},
+        )
+        assert r.status_code == 200
+    r = httpx.post(
+        f"{served.url}/v1/predict/batch", json={"texts": ["refund please"] * 5}, headers={"X-API-Key": served.key}
+    )
+    assert r.status_code == 200  # a batch request bills its 5 items
+
+
+def owners(chain, payouts) -> dict[int, str]:
+    from chain.client import address_book, contract
+
+    registry = contract(chain.w3, "AssetRegistry", address_book())
+    return {p["asset_id"]: registry.functions.ownerOf(p["asset_id"]).call() for p in payouts}
+
+
+def unpaid_calls(service_id: str) -> int:
+    from runtime.db import Usage, session_factory
+
+    with session_factory()() as s:
+        q = select(func.coalesce(func.sum(Usage.quantity), 0)).where(
+            Usage.service_id == service_id, Usage.batch_id.is_(None)
+        )
+        return round(s.scalar(q))
+
+
+def test_served_calls_are_paid_in_one_transaction_to_every_block_owner(paid_chain, served):
+    from runtime.db import Run, Service, Usage, session_factory
+    from runtime.settlement_math import call_royalties, fee_on
+
+    call(served, 12)
+    calls = unpaid_calls(served.service_id)
+    assert calls >= 17
+    payer_before = paid_chain.token.functions.balanceOf(paid_chain.payer).call()
+    with session_factory()() as s:
+        steps = s.get(Run, s.get(Service, served.service_id).run_id).plan["steps"]
+    royalties = dict(call_royalties(steps, calls))
+    assert set(royalties) == {"chat.minilm-encoder@1.0.0", "chat.intent-classifier@1.0.0", "service.api@1.0.0"}
+    asset_ids = {ref: paid_chain.asset_of[ref] for ref in royalties}
+    payees = owners(paid_chain, [{"asset_id": a} for a in asset_ids.values()])
+    before = {a: paid_chain.token.functions.balanceOf(a).call() for a in set(payees.values())}
+
+    r = aib("settle", "services", "--service", served.service_id, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["errors"] == [] and len(out["batches"]) == 1
+    batch = out["batches"][0]
+    assert batch["status"] == "settled" and batch["calls"] == calls
+    receipt = paid_chain.w3.eth.get_transaction_receipt(batch["settle_tx"])
+    assert receipt.to == paid_chain.escrow.address  # the payment is this one transaction
+    expected_gain = {a: 0 for a in before}
+    for ref, amount in royalties.items():
+        expected_gain[payees[asset_ids[ref]]] += amount
+    for address, gain in expected_gain.items():
+        if address != paid_chain.payer:
+            assert paid_chain.token.functions.balanceOf(address).call() - before[address] == gain
+    assert {p["block_ref"]: p["payee"] for p in batch["payouts"]} == {r: payees[asset_ids[r]] for r in royalties}
+    total = sum(royalties.values())
+    assert batch["payouts_wei"] == total and batch["fee_wei"] == fee_on(total, 250)
+    spent = payer_before - paid_chain.token.functions.balanceOf(paid_chain.payer).call()
+    assert spent == total + batch["fee_wei"] - sum(g for a, g in expected_gain.items() if a == paid_chain.payer)
+    with session_factory()() as s:
+        rows = list(s.scalars(select(Usage).where(Usage.batch_id == batch["batch_id"])))
+        assert sum(u.quantity for u in rows) == calls
+        assert {u.settled_tx for u in rows} == {batch["settle_tx"]}
+        assert sum(u.amount_wei for u in rows) == total  # the ledger rows are exactly what was paid
+    shown = json.loads(aib("payouts", batch["batch_id"], "--json").stdout)
+    assert shown == batch
+
+    again = aib("settle", "services", "--service", served.service_id)
+    assert again.returncode == 0 and again.stdout.strip() == "no unpaid calls"
+
+
+def test_a_crash_after_sending_a_batch_is_reconciled_without_paying_twice(paid_chain, served, monkeypatch):
+    from runtime import service_settlement as svc
+    from runtime.db import ServiceBatch, session_factory
+
+    call(served, 3)
+
+    def crash(*args, **kwargs):
+        raise SystemExit("the process died after the batch transaction was sent")
+
+    monkeypatch.setattr(svc, "_record", crash)
+    with pytest.raises(SystemExit), session_factory()() as s:
+        svc.settle_services(s, paid_chain, served.service_id)
+    monkeypatch.undo()
+    with session_factory()() as s:
+        open_ = list(s.scalars(select(ServiceBatch).where(ServiceBatch.status == "pending")))
+        assert len(open_) == 1
+        batch_id, payouts = open_[0].id, open_[0].payouts
+    payees = owners(paid_chain, payouts)
+    paid_once = {a: paid_chain.token.functions.balanceOf(a).call() for a in payees.values()}
+
+    call(served, 2)  # new calls arrive meanwhile: they go into the next batch, not the open one
+    r = aib("settle", "services", "--json")
+    assert r.returncode == 0, r.stderr
+    batches = {b["batch_id"]: b for b in json.loads(r.stdout)["batches"]}
+    assert batches[batch_id]["status"] == "settled"  # found paid on chain, recorded, not sent again
+    logs = paid_chain.escrow.events.Settled.get_logs(
+        from_block=0, argument_filters={"runId": paid_chain.onchain_id(batch_id)}
+    )
+    assert len(logs) == 1 and logs[0].transactionHash.to_0x_hex() == batches[batch_id]["settle_tx"]
+    newer = [b for b in batches.values() if b["batch_id"] != batch_id and b["service_id"] == served.service_id]
+    assert len(newer) == 1 and newer[0]["calls"] == 7 and newer[0]["status"] == "settled"
+    gained = {a: paid_chain.token.functions.balanceOf(a).call() - paid_once[a] for a in payees.values()}
+    for p in newer[0]["payouts"]:  # since the crash, owners got exactly the new batch, nothing twice
+        assert gained[p["payee"]] == sum(q["amount_wei"] for q in newer[0]["payouts"] if q["payee"] == p["payee"])
+    assert unpaid_calls(served.service_id) == 0
+
+
+def test_an_unregistered_block_leaves_the_batch_unopened_with_one_sentence(paid_chain, served, monkeypatch):
+    from runtime import service_settlement as svc
+    from runtime.db import session_factory
+
+    call(served, 1)
+    monkeypatch.setattr(paid_chain, "asset_of", {})
+    with session_factory()() as s:
+        batches, errors = svc.settle_services(s, paid_chain, served.service_id)
+    assert batches == [] and len(errors) == 1
+    assert "has no asset on this chain; register it with `aib assets register" in errors[0]
+    assert unpaid_calls(served.service_id) == 6  # still unbatched: nothing is lost
+    r = aib("settle", "services", "--service", "svc-nope")
+    assert r.returncode == 2 and r.stderr.startswith("error: no service 'svc-nope'")
