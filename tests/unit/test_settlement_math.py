@@ -4,7 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.settlement_math import SettlementMathError, deposit_for, fee_on, plan_settlement
+from runtime.settlement_math import (
+    SettlementMathError,
+    call_price_per_1k,
+    call_royalties,
+    deposit_for,
+    fee_on,
+    plan_settlement,
+)
 
 ASSETS = {"data@1": 1, "model@1": 2, "compute@1": 3, "service@1": 4}
 
@@ -65,3 +72,23 @@ def test_any_ledger_settles_to_exactly_the_deposit(usage, deposit, fee_bps):
     for p in plan.payouts:
         assert p.amount_wei == owed[p.block_ref] or p.block_ref == "compute@1"
     assert plan.payouts_wei + plan.shortfall_wei == sum(owed.values())
+
+
+STEPS = [
+    {"block_id": "chat.faq-csv", "version": "1.0.0", "call_price": None},
+    {"block_id": "chat.minilm-encoder", "version": "1.0.0", "call_price": {"amount_wei": 2 * 10**14}},
+    {"block_id": "service.api", "version": "1.0.0", "call_price": {"amount_wei": 10**15}},
+]
+
+
+def test_each_block_with_a_call_price_earns_it_per_call():
+    assert call_royalties(STEPS, 10_000) == [("chat.minilm-encoder@1.0.0", 2 * 10**15), ("service.api@1.0.0", 10**16)]
+    assert call_price_per_1k(STEPS) == 12 * 10**14
+    assert call_royalties(STEPS, 0) == [("chat.minilm-encoder@1.0.0", 0), ("service.api@1.0.0", 0)]
+
+
+@given(st.lists(st.integers(1, 64), min_size=1, max_size=200), st.integers(1, 10**9))
+def test_batching_never_changes_what_a_provider_is_owed(requests, price_per_1k_in_thousands):
+    steps = [{"block_id": "b", "version": "1", "call_price": {"amount_wei": price_per_1k_in_thousands * 1000}}]
+    one_by_one = sum(call_royalties(steps, n)[0][1] for n in requests)
+    assert call_royalties(steps, sum(requests)) == [("b@1", one_by_one)]
