@@ -96,11 +96,12 @@ def wallet_balance(
     json_: JsonFlag = False,
 ) -> None:
     """AIC balance of an address."""
+    from chain.accounts import use_signer
     from chain.client import address_book, connect, contract
 
     w3 = connect(rpc_url())  # first: an unreachable node is the one thing to report
     book = address_book()
-    who = checked_address(address) if address else book["roles"]["operator"]
+    who = checked_address(address) if address else use_signer(w3, book)
     wei = contract(w3, "AICToken", book).functions.balanceOf(who).call()
     if json_:
         _print_json({"address": who, "balance_wei": wei, "balance": format_aic(wei)})
@@ -128,6 +129,38 @@ def wallet_fund(
     token = contract(w3, "AICToken", book)
     receipt = send(w3, token.functions.transfer(who, wei), book["roles"]["company"])
     out.print(f"sent {format_aic(wei)} to {who} (tx {receipt.transactionHash.to_0x_hex()})")
+
+
+@wallet_app.command("create")
+def wallet_create(
+    path: Annotated[str, typer.Argument(help="Where to write the encrypted keystore file (never overwritten)")],
+) -> None:
+    """Create a new account in an encrypted keystore file (for real networks: point AIB_KEYSTORE at it)."""
+    from pathlib import Path
+
+    from chain.accounts import create_keystore, read_password
+
+    password = read_password("a password for the new keystore", confirm=True)
+    address = create_keystore(Path(path).expanduser(), password)
+    out.print(f"created {address} in {path}; use it with AIB_KEYSTORE={path}", highlight=False, soft_wrap=True)
+
+
+@wallet_app.command("address")
+def wallet_address(json_: JsonFlag = False) -> None:
+    """The address that pays and signs: the AIB_KEYSTORE account, or the local user's wallet."""
+    from chain.accounts import keystore_path, load_account
+
+    path = keystore_path()
+    if path is not None:
+        address, source = load_account(path).address, f"keystore {path}"
+    else:
+        from chain.client import address_book
+
+        address, source = address_book()["roles"]["operator"], "local chain dev account"
+    if json_:
+        _print_json({"address": address, "source": source})
+        return
+    out.print(f"{address} ({source})", highlight=False, soft_wrap=True)
 
 
 assets_app = typer.Typer(no_args_is_help=True, help="Asset NFTs: datasets, models, compute offers, services.")
@@ -175,8 +208,10 @@ def assets_register(
 
     cls = _resolve_block(block)
     who = checked_address(owner)
+    from chain.accounts import use_signer
+
     w3, book, registry = _assets_context()
-    asset_id, receipt = register_block_asset(w3, registry, cls, who, book["roles"]["operator"])
+    asset_id, receipt = register_block_asset(w3, registry, cls, who, use_signer(w3, book))
     book.setdefault("assets", {})[cls.ref()] = asset_id
     write_address_book(book)
     out.print(f"asset {asset_id}: {cls.ref()} owned by {who} (tx {receipt.transactionHash.to_0x_hex()})")
@@ -191,13 +226,16 @@ def assets_transfer(
     from chain.client import send
 
     who = checked_address(to)
-    w3, _, registry = _assets_context()
+    from chain.accounts import keystore_path, use_signer
+
+    w3, book, registry = _assets_context()
     try:
         current = registry.functions.ownerOf(asset_id).call()
     except Exception:
         raise ChainError(f"there is no asset {asset_id}; `aib assets list` shows them") from None
-    if current not in w3.eth.accounts:
-        raise ChainError(f"asset {asset_id} belongs to {current}, whose key this node does not hold")
+    signer = use_signer(w3, book) if keystore_path() else None
+    if current != signer and current not in w3.eth.accounts:
+        raise ChainError(f"asset {asset_id} belongs to {current}, whose key is neither in AIB_KEYSTORE nor on the node")
     receipt = send(w3, registry.functions.transferFrom(current, who, asset_id), current)
     out.print(f"asset {asset_id} now belongs to {who} (tx {receipt.transactionHash.to_0x_hex()})")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from builder.errors import ChainError
@@ -61,22 +63,34 @@ def node_errors(url: str) -> Iterator[None]:
         ) from None
 
 
-def address_book() -> dict[str, Any]:
-    """The embedded chain's address book; ChainError when the chain was never started."""
+def address_book_path() -> Path:
+    """AIB_ADDRESS_BOOK (the deployment on another network) or the embedded chain's address book."""
+    override = os.environ.get("AIB_ADDRESS_BOOK")
+    if override:
+        return Path(override).expanduser()
     from chain.node import chain_paths
 
-    path = chain_paths().book
+    return chain_paths().book
+
+
+def address_book() -> dict[str, Any]:
+    """The contracts, roles and block assets of the chain in use; ChainError when there is none."""
+    path = address_book_path()
     if not path.exists():
+        if os.environ.get("AIB_ADDRESS_BOOK"):
+            raise ChainError(f"there is no address book at {path} (AIB_ADDRESS_BOOK)")
         raise ChainError("the local chain has not been started; run `aib chain start`")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ChainError(f"the address book {path} is not readable JSON") from None
 
 
 def write_address_book(book: dict[str, Any]) -> None:
-    """Replace the embedded chain's address book atomically."""
-    from chain.node import chain_paths
+    """Replace the address book atomically."""
     from runtime.store import atomic_write_bytes
 
-    atomic_write_bytes(chain_paths().book, json.dumps(book, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(address_book_path(), json.dumps(book, indent=2, sort_keys=True).encode())
 
 
 def contract(w3: Any, name: str, book: dict[str, Any]) -> Any:
@@ -86,4 +100,4 @@ def contract(w3: Any, name: str, book: dict[str, Any]) -> Any:
     return w3.eth.contract(address=book["contracts"][name], abi=load_artifact(name)["abi"])
 
 
-__all__ = ["address_book", "connect", "contract", "node_errors", "send", "write_address_book"]
+__all__ = ["address_book", "address_book_path", "connect", "contract", "node_errors", "send", "write_address_book"]

@@ -47,12 +47,13 @@ class Chain:
 
     @classmethod
     def connect(cls) -> Chain:
+        from chain.accounts import use_signer
         from chain.cli import rpc_url
         from chain.client import address_book, connect, contract
 
         w3 = connect(rpc_url())
         book = address_book()
-        operator = book["roles"]["operator"]
+        operator = use_signer(w3, book)  # pays deposits and batches, sends settlements
         return cls(
             w3,
             contract(w3, "AICToken", book),

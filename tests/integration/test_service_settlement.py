@@ -139,3 +139,29 @@ def test_an_unregistered_block_leaves_the_batch_unopened_with_one_sentence(paid_
     assert unpaid_calls(served.service_id) == 6  # still unbatched: nothing is lost
     r = aib("settle", "services", "--service", "svc-nope")
     assert r.returncode == 2 and r.stderr.startswith("error: no service 'svc-nope'")
+
+
+def test_a_keystore_wallet_pays_a_batch_by_signing_it_locally(paid_chain, served, tmp_path, monkeypatch):
+    from chain.accounts import create_keystore
+
+    address = create_keystore(tmp_path / "payer.json", "a long enough password")
+    assert address not in paid_chain.w3.eth.accounts  # Anvil does not hold this key
+    paid_chain.w3.eth.send_transaction({"from": paid_chain.w3.eth.accounts[0], "to": address, "value": 10**18})
+    assert aib("wallet", "fund", address, "2 AIC").returncode == 0
+    (tmp_path / "pw").write_text("a long enough password\n")
+    monkeypatch.setenv("AIB_KEYSTORE", str(tmp_path / "payer.json"))
+    monkeypatch.setenv("AIB_KEYSTORE_PASSWORD_FILE", str(tmp_path / "pw"))
+    assert json.loads(aib("wallet", "balance", "--json").stdout) == {
+        "address": address,
+        "balance_wei": 2 * 10**18,
+        "balance": "2 AIC",
+    }
+    call(served, 4)
+    calls = unpaid_calls(served.service_id)
+    r = aib("settle", "services", "--service", served.service_id, "--json")
+    assert r.returncode == 0, r.stderr
+    batch = json.loads(r.stdout)["batches"][0]
+    assert batch["status"] == "settled" and batch["payer"] == address and batch["calls"] == calls
+    assert paid_chain.w3.eth.get_transaction(batch["settle_tx"])["from"] == address
+    left = paid_chain.token.functions.balanceOf(address).call()
+    assert left == 2 * 10**18 - batch["payouts_wei"] - batch["fee_wei"]
