@@ -250,6 +250,22 @@ def serve(
     serve_http(service_id, host=host, port=port, threads=threads or None)
 
 
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8501,
+) -> None:
+    """Start the browser workbench (build, run, serve, pay) and print its URL; Ctrl-C stops it."""
+    from builder.ui.launch import start_ui, stop_ui
+
+    proc, url = start_ui(host, port)
+    out.print(f"[bold green]Easy AI Builder workbench:[/] {url}   (Ctrl-C stops it)")
+    try:
+        proc.wait()
+    finally:
+        stop_ui(proc)
+
+
 @keys_app.command("create")
 def keys_create(service_id: Annotated[str, typer.Argument(help="Service id")]) -> None:
     """Create an API key; the key is printed once, alone on the last line."""
@@ -452,8 +468,9 @@ def quickstart(
     template: Annotated[str, typer.Option(help="Template to train")] = "faq-chatbot",
     host: Annotated[str, typer.Option(help="Address to serve on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on")] = 8000,
+    ui_port: Annotated[int, typer.Option(help="Port of the browser workbench (0: do not start it)")] = 8501,
 ) -> None:
-    """The main job of `make run`: train a template, serve it, print a ready-to-paste curl line."""
+    """The main job of `make run`: start the workbench, train a template, serve it, print a curl line."""
     from runtime.config import get_settings, templates_dir
     from runtime.serving import ensure_port_free
 
@@ -461,18 +478,30 @@ def quickstart(
     if not path.exists():
         _fail(f"no template {template!r} in {templates_dir()}; `aib templates list` shows them")
     ensure_port_free(host, port)
+    if ui_port:
+        ensure_port_free(host, ui_port)
     out.print(f"Easy AI Builder · data in {get_settings().home}")
     started_chain = _start_local_chain_for_payments()
+    ui_proc, ui_url = None, None
     try:
-        _quickstart(template, path, host, port)
-    finally:
-        if started_chain:  # Ctrl-C stops what `make run` started; balances stay in the chain's state file
+        if ui_port:
+            from builder.ui.launch import start_ui
+
+            ui_proc, ui_url = start_ui(host, ui_port)
+            out.print(f"[bold green]Workbench (open it in your browser):[/] {ui_url}")
+        _quickstart(template, path, host, port, ui_url)
+    finally:  # Ctrl-C stops everything `make run` started; balances stay in the chain's state file
+        if ui_proc is not None:
+            from builder.ui.launch import stop_ui
+
+            stop_ui(ui_proc)
+        if started_chain:
             from chain.node import stop_local
 
             stop_local()
 
 
-def _quickstart(template: str, path: Path, host: str, port: int) -> None:
+def _quickstart(template: str, path: Path, host: str, port: int, ui_url: str | None = None) -> None:
     """Train `template` (paid when a chain is available), create a demo key, print a curl line, serve."""
     from builder.pipeline import load_pipeline
     from builder.plan import compile_plan
@@ -510,6 +539,8 @@ def _quickstart(template: str, path: Path, host: str, port: int) -> None:
         f"curl -s -X POST {base}/v1/predict -H 'Content-Type: application/json' -H 'X-API-Key: {key}' -d '{body}'\n"
     )
     out.print(f"Usage records: {_aib()} usage --service {summary['service_id']} --json   ·   Ctrl-C stops the server")
+    if ui_url:
+        out.print(f"[bold green]Workbench:[/] {ui_url}  (templates, builder, runs, services, wallet)")
     sys.stdout.flush()
     serve_http(summary["service_id"], host=host, port=port)
 

@@ -17,7 +17,8 @@ from builder.spec import Block, BlockParams, Kind
 from builder.yamlsrc import YamlSource
 
 CURRENT_SCHEMA_VERSION = 1
-TOP_LEVEL_KEYS = {"schema_version", "name", "description", "blocks", "edges", "compute", "budget"}
+# `layout` holds the canvas positions of the nodes (the UI's); it never changes what runs.
+TOP_LEVEL_KEYS = {"schema_version", "name", "description", "blocks", "edges", "compute", "budget", "layout"}
 NODE_ID = re.compile(r"^[a-z][a-z0-9_-]*$")
 EDGE = re.compile(r"^\s*([A-Za-z0-9_-]+)\.([A-Za-z0-9_]+)\s*->\s*([A-Za-z0-9_-]+)\.([A-Za-z0-9_]+)\s*$")
 REF = re.compile(r"^([^@\s]+)@([^@\s]+)$")
@@ -119,6 +120,8 @@ def parse_pipeline(
     nodes = _validate_nodes(data.get("blocks"), src, base_dir, problems)
     edges = _validate_edges(data.get("edges"), nodes, src, problems)
     compute = _validate_compute(data.get("compute"), src, base_dir, problems)
+
+    _validate_layout(data.get("layout"), data.get("blocks"), src, problems)
 
     budget_wei = None
     if data.get("budget") is not None:
@@ -322,6 +325,24 @@ def _validate_edges(raw: Any, nodes: dict[str, Node], src: YamlSource, problems:
     if cycle:
         problems.append(src.problem("edges", "the edges form a cycle: " + " -> ".join(cycle + [cycle[0]])))
     return edges
+
+
+def _validate_layout(raw: Any, blocks: Any, src: YamlSource, problems: list[Problem]) -> None:
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        problems.append(src.problem("layout", "must be a mapping of node id: [x, y]"))
+        return
+    declared = blocks if isinstance(blocks, dict) else {}
+    for node_id, pos in raw.items():
+        if node_id not in declared:
+            problems.append(src.problem(f"layout.{node_id}", f"no block node {node_id!r} in this pipeline"))
+        elif not (
+            isinstance(pos, list)
+            and len(pos) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pos)
+        ):
+            problems.append(src.problem(f"layout.{node_id}", f"must be [x, y] (two numbers), got {pos!r}"))
 
 
 def find_cycle(node_ids: list[str], edges: list[Edge]) -> list[str]:

@@ -1,0 +1,1 @@
+"""The Streamlit workbench (`aib ui`)."""

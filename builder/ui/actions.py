@@ -1,0 +1,328 @@
+"""What the browser's buttons do, without Streamlit: open a template, store an upload, start or cancel a run.
+
+Each draft lives in its own workspace folder under AIB_HOME/ui/workspaces, holding `pipeline.yaml` and
+the data files it names, so uploads never touch the templates. Runs are started as detached `aib run`
+processes (the page only reads their progress from the database), so training never blocks the UI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from builder.errors import AibError
+from builder.ui.draft import Draft, DraftError, block_of, from_yaml, to_yaml, validate
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+DATA_SUFFIXES = {".csv", ".xlsx"}
+
+
+def workspaces_dir() -> Path:
+    """Where the UI keeps drafts and their data files."""
+    from runtime.config import get_settings
+
+    return get_settings().home / "ui" / "workspaces"
+
+
+def new_workspace(name: str) -> Path:
+    """A fresh, empty workspace folder for a pipeline called `name`."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "pipeline"
+    path = workspaces_dir() / f"{slug}-{uuid.uuid4().hex[:6]}"
+    path.mkdir(parents=True)
+    return path
+
+
+def open_template(path: Path) -> Draft:
+    """A new draft from a template: its YAML and the data files it names, copied into a new workspace."""
+    text = path.read_text(encoding="utf-8")
+    draft = from_yaml(text, path.parent)
+    workspace = new_workspace(str(draft.data.get("name") or path.stem))
+    for node in draft.blocks.values():
+        for value in (node.get("params") or {}).values():
+            if isinstance(value, str) and Path(value).suffix.lower() in DATA_SUFFIXES and not Path(value).is_absolute():
+                src = path.parent / value
+                if src.is_file():
+                    (workspace / value).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, workspace / value)
+    draft.base_dir = workspace
+    save(draft)
+    return draft
+
+
+def open_yaml(text: str) -> Draft:
+    """A new draft from uploaded pipeline YAML (its relative data paths must then be uploaded too)."""
+    draft = from_yaml(text, Path("."))
+    draft.base_dir = new_workspace(str(draft.data.get("name") or "pipeline"))
+    save(draft)
+    return draft
+
+
+def save(draft: Draft) -> Path:
+    """Write the draft to its workspace's pipeline.yaml (atomically); returns the path."""
+    from runtime.store import atomic_write_bytes
+
+    path = draft.base_dir / "pipeline.yaml"
+    atomic_write_bytes(path, to_yaml(draft).encode("utf-8"))
+    return path
+
+
+def store_upload(draft: Draft, node_id: str, param: str, filename: str, data: bytes) -> tuple[str, str]:
+    """Check an uploaded data file with the node's own block, then store it and point `param` at it.
+
+    Returns the stored relative path and a note for the user ("" when there is nothing to say).
+
+    DraftError (one sentence) when it is the wrong kind, empty, too large or fails the block's checks;
+    then nothing is stored and the draft is unchanged.
+    """
+    suffix = Path(filename).suffix.lower()
+    if suffix not in DATA_SUFFIXES:
+        raise DraftError(f"{filename} is not a CSV or XLSX file")
+    if not data:
+        raise DraftError(f"{filename} is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise DraftError(f"{filename} is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 10**6} MB")
+    block = block_of(draft, node_id)
+    if block is None:
+        raise DraftError(f"{node_id} has no known block")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).name)
+    rel = f"data/{safe}"
+    params = dict(draft.blocks[node_id].get("params") or {})
+    with tempfile.TemporaryDirectory(dir=draft.base_dir) as tmp:
+        (Path(tmp) / "data").mkdir()
+        (Path(tmp) / rel).write_bytes(data)
+        problems = _check_params(block, {**params, param: rel}, Path(tmp), only=param)
+        if problems:
+            raise DraftError(f"{filename}: {problems[0]}")
+        others = [m for m in _check_params(block, {**params, param: rel}, Path(tmp)) if m not in problems]
+        target = draft.base_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(Path(tmp) / rel, target)
+    params[param] = rel
+    note = ""
+    if others and params.get("heldout_path"):
+        # A template's held-out paraphrases belong to its own intents; a new FAQ gets a random split instead.
+        params.pop("heldout_path")
+        note = "the held-out file did not match the new data, so part of your file is held out for evaluation"
+    draft.blocks[node_id]["params"] = params
+    save(draft)
+    return rel, note
+
+
+def _check_params(block: Any, params: dict[str, Any], base_dir: Path, only: str | None = None) -> list[str]:
+    from pydantic import ValidationError as PydanticValidationError
+
+    try:
+        parsed = block.Params(**params)
+    except PydanticValidationError as exc:
+        return [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+    return [msg for name, msg in block().check(parsed, base_dir) if only is None or name == only]
+
+
+def preview(draft: Draft, node_id: str, rows: int = 5, seed: int | None = None) -> list[dict[str, Any]]:
+    """A random sample of a data node's rows; DraftError when it cannot be read."""
+    block = block_of(draft, node_id)
+    if block is None or not hasattr(block, "preview"):
+        raise DraftError(f"{node_id} is not a data block that can be previewed")
+    try:
+        params = block.Params(**(draft.blocks[node_id].get("params") or {}))
+        return block().preview(params, draft.base_dir, rows=rows, seed=seed)
+    except AibError as exc:
+        raise DraftError(str(exc)) from None
+    except Exception as exc:  # pydantic and file errors: the panel shows them beside the data block
+        raise DraftError(f"{node_id} cannot be previewed yet ({type(exc).__name__}: {exc})") from None
+
+
+def quote(draft: Draft) -> int | None:
+    """The pipeline's quoted price in wei, or None while it does not validate."""
+    from builder.pipeline import parse_pipeline
+    from builder.plan import compile_plan
+
+    problems, _ = validate(draft)
+    if problems:
+        return None
+    return compile_plan(parse_pipeline(to_yaml(draft), draft.base_dir)).quote_wei
+
+
+def start_run(draft: Draft) -> str:
+    """Validate, save and start `aib run` for the draft as a detached process; returns the run id."""
+    from runtime.runs import new_run_id
+
+    problems, _ = validate(draft)
+    if problems:
+        raise DraftError(f"the pipeline has {len(problems)} problem(s); the first: {problems[0]}")
+    path = save(draft)
+    run_id = new_run_id()
+    log = open(draft.base_dir / f"{run_id}.log", "wb")  # noqa: SIM115 - handed to the child process
+    subprocess.Popen(
+        [sys.executable, "-m", "builder.cli", "run", str(path), "--run-id", run_id, "--json"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # survives a page reload; cancelled as a process group
+        cwd=draft.base_dir,
+        env={**os.environ, "AIB_UI_RUN": "1"},
+    )
+    log.close()
+    return run_id
+
+
+def run_log(run_id: str) -> str | None:
+    """The output of a run started from the UI, if this machine has it."""
+    for path in workspaces_dir().glob(f"*/{run_id}.log"):
+        return path.read_text(encoding="utf-8", errors="replace")
+    return None
+
+
+def cancel_run(run_id: str) -> bool:
+    """Stop a running run (SIGTERM to its process group; it records itself as cancelled); False if not running."""
+    from runtime.db import session_factory
+    from runtime.processes import pid_alive
+    from runtime.runs import get_run
+
+    with session_factory()() as s:
+        run = get_run(s, run_id)
+        pid, status = run.pid, run.status
+    if status not in ("queued", "running") or not pid_alive(pid):
+        return False
+    try:
+        os.killpg(os.getpgid(pid), signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _servers_dir() -> Path:
+    from runtime.config import get_settings
+
+    return get_settings().home / "ui" / "servers"
+
+
+def server_of(service_id: str) -> dict[str, Any] | None:
+    """The API server the UI started for a service ({pid, port, url}) while it is alive, else None."""
+    import json
+
+    from runtime.processes import pid_alive
+
+    path = _servers_dir() / f"{service_id}.json"
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text())
+    if not pid_alive(info.get("pid")):
+        path.unlink(missing_ok=True)
+        return None
+    return info
+
+
+def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
+    """Start `aib serve SERVICE_ID` on a free loopback port as a detached process; returns {pid, port, url}."""
+    import json
+    import time
+
+    import httpx
+
+    from runtime.processes import free_port
+
+    running = server_of(service_id)
+    if running:
+        return running
+    port = port or free_port()
+    _servers_dir().mkdir(parents=True, exist_ok=True)
+    log_path = _servers_dir() / f"{service_id}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "builder.cli", "serve", service_id, "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DraftError(f"the API server of {service_id} stopped at start; its log is {log_path}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        raise DraftError(f"the API server of {service_id} did not answer within 60 s")
+    info = {"pid": proc.pid, "port": port, "url": url}
+    (_servers_dir() / f"{service_id}.json").write_text(json.dumps(info))
+    return info
+
+
+def stop_server(service_id: str) -> bool:
+    """Stop the API server the UI started for a service; False when none runs."""
+    info = server_of(service_id)
+    if info is None:
+        return False
+    try:
+        os.killpg(os.getpgid(info["pid"]), signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    (_servers_dir() / f"{service_id}.json").unlink(missing_ok=True)
+    return True
+
+
+def try_service(predictor: Any, service_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Answer one input in-process, billed as one call like an API call; DraftError for unacceptable input."""
+    import uuid as uuid_
+
+    from pydantic import ValidationError as PydanticValidationError
+
+    from runtime.db import Service, session_factory
+    from runtime.ledger import add_usage, per_call_amount
+
+    try:
+        item = predictor.Request(**values).model_dump()
+    except PydanticValidationError as exc:
+        raise DraftError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    too_large = predictor.check_item(item)
+    if too_large:
+        raise DraftError(too_large)
+    result = predictor.predict([item])[0]
+    with session_factory()() as s:
+        svc = s.get(Service, service_id)
+        add_usage(
+            s,
+            bill_key=f"call:ui:{uuid_.uuid4().hex}",
+            service_id=service_id,
+            block_id=svc.block_id,
+            version=svc.version,
+            provider=svc.provider,
+            quantity=1,
+            unit="call",
+            amount_wei=per_call_amount(svc.call_price_wei),
+        )
+        s.commit()
+    return result
+
+
+__all__ = [
+    "cancel_run",
+    "server_of",
+    "start_server",
+    "stop_server",
+    "try_service",
+    "new_workspace",
+    "open_template",
+    "open_yaml",
+    "preview",
+    "quote",
+    "run_log",
+    "save",
+    "start_run",
+    "store_upload",
+    "workspaces_dir",
+]

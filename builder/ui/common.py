@@ -1,0 +1,73 @@
+"""Shared pieces of the workbench pages: the draft in the session, database access, money formatting."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from builder.money import format_aic
+from builder.ui.draft import Draft
+
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+
+
+def setup(title: str) -> None:
+    """Environment every page needs (offline model hub), then the page title."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    st.title(title)
+
+
+def current_draft() -> Draft | None:
+    """The pipeline being edited in this browser session."""
+    return st.session_state.get("draft")
+
+
+def set_draft(draft: Draft | None) -> None:
+    """Replace the pipeline being edited (the canvas redraws from it)."""
+    st.session_state["draft"] = draft
+    st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
+    st.session_state.pop("selected_node", None)
+
+
+@contextmanager
+def db() -> Iterator[Any]:
+    """A database session (the same database as the CLI's)."""
+    from runtime.db import session_factory
+
+    with session_factory()() as s:
+        yield s
+
+
+def aic(wei: int | None) -> str:
+    """Wei as a readable AIC amount."""
+    return "—" if wei is None else format_aic(int(wei))
+
+
+def goto(page: str) -> None:
+    """Open another page (`runs`, `services`, …); a no-op when pages are run one at a time (tests)."""
+    try:
+        st.switch_page(str(PAGES_DIR / f"{page}.py"))
+    except Exception:  # AppTest runs a page file on its own, without the navigation
+        st.session_state["goto"] = page
+
+
+def chain_or_none() -> Any:
+    """The connected chain when payments are on (local node running or AIB_RPC_URL), else None."""
+    from builder.errors import AibError
+    from runtime.settlement import Chain, payments_enabled
+
+    if not payments_enabled():
+        return None
+    try:
+        return Chain.connect()
+    except AibError:
+        return None
+
+
+__all__ = ["aic", "chain_or_none", "current_draft", "db", "goto", "set_draft", "setup"]

@@ -1,0 +1,68 @@
+"""Start the workbench (Streamlit) as a child process: `aib ui`, and `make run` next to the API."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from builder.errors import ServeError
+
+APP = Path(__file__).resolve().parent / "app.py"
+
+
+def start_ui(host: str = "127.0.0.1", port: int = 8501) -> tuple[subprocess.Popen, str]:
+    """Start the Streamlit app on host:port and wait until it answers; (process, URL)."""
+    import httpx
+
+    from runtime.serving import ensure_port_free
+
+    ensure_port_free(host, port)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(APP),
+            "--server.address",
+            host,
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdin=subprocess.DEVNULL,
+    )
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServeError(f"the workbench stopped while starting (exit code {proc.returncode})")
+        try:
+            if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise ServeError(f"the workbench did not answer at {url} within 60 s")
+
+
+def stop_ui(proc: subprocess.Popen) -> None:
+    """Stop the workbench process (and wait for it)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+__all__ = ["start_ui", "stop_ui"]

@@ -1,0 +1,1 @@
+"""Pages of the workbench, one script each (run by st.navigation)."""

@@ -1,0 +1,228 @@
+"""Builder: the canvas, the block palette, the selected node's parameters and data, validation, price, Run."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from builder.spec import Kind
+from builder.ui import actions, canvas
+from builder.ui.common import aic, current_draft, goto, set_draft, setup
+from builder.ui.draft import (
+    DraftError,
+    add_block,
+    block_of,
+    connect,
+    disconnect,
+    from_yaml,
+    new_draft,
+    node_edges,
+    palette,
+    remove_block,
+    to_yaml,
+    validate,
+)
+from builder.ui.forms import check_params, param_widgets
+
+setup("Builder")
+
+
+def _start_screen() -> None:
+    st.write("Build a pipeline from marketplace blocks, or start from a template.")
+    c1, c2 = st.columns(2)
+    with c1, st.form("new-pipeline"):
+        name = st.text_input("Pipeline name", value="my-pipeline")
+        if st.form_submit_button("Start an empty pipeline", type="primary"):
+            if not name.strip():
+                st.error("Give the pipeline a name.")
+            else:
+                d = new_draft(name.strip(), actions.new_workspace(name))
+                actions.save(d)
+                set_draft(d)
+                st.rerun()
+    with c2:
+        if st.button("Browse templates"):
+            goto("templates")
+        upload = st.file_uploader("…or open a pipeline YAML file", type=["yaml", "yml"], key="open-yaml")
+        if upload is not None:
+            try:
+                set_draft(actions.open_yaml(upload.getvalue().decode("utf-8")))
+                st.rerun()
+            except (DraftError, UnicodeDecodeError) as exc:
+                st.error(f"{upload.name}: {exc if isinstance(exc, DraftError) else 'not UTF-8 text'}")
+
+
+draft = current_draft()
+if draft is None:
+    _start_screen()
+    st.stop()
+
+for key, show in (("notice", st.success), ("edge_error", st.error)):
+    if key in st.session_state:
+        show(st.session_state.pop(key))
+
+# --- palette (sidebar): search, grouped by domain, "Add" puts the block on the canvas ----------------
+with st.sidebar:
+    st.header("Blocks")
+    query = st.text_input("Search blocks", key="palette-search", placeholder="e.g. csv, classifier, gpu")
+    groups = palette(query)
+    if not groups:
+        st.caption("No block matches.")
+    for domain, blocks in groups.items():
+        st.subheader(domain)
+        for b in blocks:
+            with st.expander(f"{b.id} · {b.kind}"):
+                st.caption(b.description)
+                st.caption(
+                    "in: "
+                    + (", ".join(f"{p.name} ({p.type})" for p in b.inputs) or "—")
+                    + "  ·  out: "
+                    + (", ".join(f"{p.name} ({p.type})" for p in b.outputs) or "—")
+                )
+                st.caption(f"{aic(b.price.amount_wei)} per {b.price.unit} · {b.license}")
+                if st.button("Add to canvas", key=f"add-{b.ref()}"):
+                    node_id = add_block(draft, b.ref())
+                    actions.save(draft)
+                    st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
+                    st.session_state["selected_node"] = node_id
+                    st.session_state["notice"] = f"added {node_id} ({b.ref()})"
+                    st.rerun()
+
+problems, by_node = validate(draft)
+st.caption(f"**{draft.data.get('name', '')}** · saved in `{draft.base_dir / 'pipeline.yaml'}`")
+if canvas.show(draft, set(by_node)):
+    actions.save(draft)
+    st.rerun()
+actions.save(draft)  # node positions
+
+left, right = st.columns([3, 2], gap="large")
+
+# --- the selected node: params form, data upload and preview ----------------------------------------
+with right:
+    node_ids = list(draft.blocks)
+    if not node_ids:
+        st.info("Add blocks from the palette on the left, then connect them on the canvas.")
+    else:
+        current = st.session_state.get("selected_node")
+        index = node_ids.index(current) if current in node_ids else 0
+        selected = st.selectbox(
+            "Selected block",
+            node_ids,
+            index=index,
+            format_func=lambda n: f"⚠ {n}" if n in by_node else n,
+            key=f"node-select-{st.session_state.get('canvas_version', 0)}",
+        )
+        st.session_state["selected_node"] = selected
+        block = block_of(draft, selected)
+        for message in by_node.get(selected, []):
+            st.error(message)
+        if block is None:
+            st.warning(f"{selected} uses an unknown block; fix its `use:` in the YAML tab.")
+        else:
+            st.caption(f"`{block.ref()}` · {block.description}")
+            params = dict(draft.blocks[selected].get("params") or {})
+            if block.kind == Kind.DATA:
+                for name in [n for n in block.Params.model_fields if n.endswith("path")]:
+                    up = st.file_uploader(
+                        f"Replace {name} (CSV or XLSX)", type=["csv", "xlsx"], key=f"up-{selected}-{name}"
+                    )
+                    if up is not None and st.session_state.get(f"stored-{selected}-{name}") != up.file_id:
+                        try:
+                            rel, note = actions.store_upload(draft, selected, name, up.name, up.getvalue())
+                            st.session_state[f"stored-{selected}-{name}"] = up.file_id
+                            st.session_state["notice"] = f"{up.name} stored as {rel}" + (f"; {note}" if note else "")
+                            st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
+                            st.rerun()
+                        except DraftError as exc:
+                            st.error(str(exc))
+            with st.form(f"params-{selected}"):
+                values = param_widgets(block, params, key=f"p-{selected}-{st.session_state.get('canvas_version', 0)}")
+                if st.form_submit_button("Apply parameters"):
+                    clean, errors = check_params(block, values)
+                    for e in errors:
+                        st.error(e)
+                    if clean is not None:
+                        draft.blocks[selected]["params"] = clean
+                        actions.save(draft)
+                        st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
+                        st.session_state["notice"] = f"parameters of {selected} saved"
+                        st.rerun()
+            if hasattr(block, "preview"):
+                st.markdown("**Random sample of the data**")
+                seed = st.session_state.setdefault(f"seed-{selected}", 0)
+                try:
+                    st.dataframe(actions.preview(draft, selected, rows=5, seed=seed), hide_index=True)
+                except DraftError as exc:
+                    st.warning(str(exc))
+                if st.button("Another sample", key=f"reseed-{selected}"):
+                    st.session_state[f"seed-{selected}"] = seed + 1
+                    st.rerun()
+            if st.button(f"Remove {selected}", key=f"remove-{selected}"):
+                remove_block(draft, selected)
+                actions.save(draft)
+                st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
+                st.rerun()
+
+# --- connections, validation, price, run, YAML -------------------------------------------------------
+with left:
+    tab_check, tab_edges, tab_yaml = st.tabs(["Check & run", "Connections", "YAML"])
+    with tab_check:
+        if problems:
+            st.error(f"{len(problems)} problem(s) to fix before running:")
+            for p in problems:
+                st.markdown(f"- `{p.path or 'pipeline'}`" + (f" (line {p.line})" if p.line else "") + f": {p.message}")
+        else:
+            st.success("The pipeline is valid.")
+            quote = actions.quote(draft)
+            st.metric("Quoted price", aic(quote), help="Blocks' run prices plus the planned compute time")
+        if st.button("Run", type="primary", disabled=bool(problems), key="run"):
+            try:
+                run_id = actions.start_run(draft)
+                st.session_state["selected_run"] = run_id
+                st.session_state["notice"] = f"run {run_id} started"
+                goto("runs")
+            except DraftError as exc:
+                st.error(str(exc))
+    with tab_edges:
+        for text, src, dst in node_edges(draft):
+            c1, c2 = st.columns([4, 1])
+            c1.code(text, language=None)
+            if c2.button("Remove", key=f"disconnect-{text}"):
+                disconnect(draft, src, dst)
+                actions.save(draft)
+                st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
+                st.rerun()
+        if len(draft.blocks) >= 2:
+            with st.form("connect"):
+                ids = list(draft.blocks)
+                c1, c2 = st.columns(2)
+                src = c1.selectbox("From", ids, key="connect-from")
+                dst = c2.selectbox("To", ids, index=min(1, len(ids) - 1), key="connect-to")
+                if st.form_submit_button("Connect"):
+                    try:
+                        edge = connect(draft, src, dst)
+                        actions.save(draft)
+                        st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
+                        st.session_state["notice"] = f"connected {edge}"
+                        st.rerun()
+                    except DraftError as exc:
+                        st.error(f"Cannot connect {src} to {dst}: {exc}")
+    with tab_yaml:
+        text = to_yaml(draft)
+        st.download_button("Download pipeline.yaml", text, file_name="pipeline.yaml", mime="application/x-yaml")
+        edited = st.text_area(
+            "Edit the YAML (the canvas follows)",
+            value=text,
+            height=360,
+            key=f"yaml-{st.session_state.get('canvas_version', 0)}",
+        )
+        if st.button("Apply YAML", key="apply-yaml"):
+            try:
+                new = from_yaml(edited, draft.base_dir)
+                actions.save(new)
+                set_draft(new)
+                st.rerun()
+            except DraftError as exc:
+                st.error(str(exc))
+    if st.button("Close this pipeline", key="close"):
+        set_draft(None)
+        st.rerun()

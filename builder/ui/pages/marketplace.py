@@ -1,0 +1,82 @@
+"""Marketplace: every block with its provider, price, licence, how much it is used, and its asset NFT."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import func, select
+
+from builder.ui.common import aic, chain_or_none, db, setup
+from builder.ui.draft import palette
+
+setup("Marketplace")
+st.caption("Blocks offered by independent providers. Each is an asset NFT; its current owner is paid when it is used.")
+
+from runtime.db import Usage  # noqa: E402
+
+query = st.text_input("Search", key="market-search", placeholder="e.g. speech, classifier, csv")
+with db() as s:
+    runs_using = dict(
+        s.execute(
+            select(Usage.block_id, func.count(func.distinct(Usage.run_id)))
+            .where(Usage.run_id.is_not(None))
+            .group_by(Usage.block_id)
+        ).all()
+    )
+    calls = dict(
+        s.execute(
+            select(Usage.block_id, func.sum(Usage.quantity)).where(Usage.unit == "call").group_by(Usage.block_id)
+        ).all()
+    )
+
+chain = chain_or_none()
+owners: dict[str, tuple[int, str]] = {}
+if chain is not None:
+    from chain.client import address_book, contract
+
+    registry = contract(chain.w3, "AssetRegistry", address_book())
+    for ref, asset_id in chain.asset_of.items():
+        owners[ref] = (asset_id, registry.functions.ownerOf(asset_id).call())
+
+rows = []
+for domain, blocks in palette(query).items():
+    for b in blocks:
+        asset = owners.get(b.ref())
+        rows.append(
+            {
+                "block": b.ref(),
+                "domain": domain,
+                "kind": str(b.kind),
+                "price": f"{aic(b.price.amount_wei)} / {b.price.unit}",
+                "per 1k calls": aic(b.call_price.amount_wei) if b.call_price else "",
+                "licence": b.license,
+                "runs": runs_using.get(b.id, 0),
+                "asset": asset[0] if asset else None,
+                "owner (payee)": asset[1] if asset else b.provider,
+            }
+        )
+if not rows:
+    st.info("No block matches the search.")
+    st.stop()
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+if chain is None:
+    st.caption("Asset ids and current owners appear when a chain runs (`aib chain start`, or Wallet → Start).")
+
+ref = st.selectbox("Details", [r["block"] for r in rows], key="market-detail")
+from builder.registry import get_block  # noqa: E402
+
+block = get_block(*ref.split("@"))
+st.write(block.description)
+c1, c2 = st.columns(2)
+c1.markdown("**Inputs**\n" + ("\n".join(f"- `{p.name}` ({p.type}) {p.description}" for p in block.inputs) or "none"))
+c2.markdown("**Outputs**\n" + ("\n".join(f"- `{p.name}` ({p.type}) {p.description}" for p in block.outputs) or "none"))
+st.markdown("**Parameters**")
+schema = block.Params.model_json_schema().get("properties", {})
+st.dataframe(
+    pd.DataFrame(
+        [{"name": k, "default": str(v.get("default", "")), "help": v.get("description", "")} for k, v in schema.items()]
+    ),
+    hide_index=True,
+)
+if block.id in calls:
+    st.caption(f"Served calls billed: {int(calls[block.id])}")

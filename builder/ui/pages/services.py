@@ -1,0 +1,153 @@
+"""Services: try a trained service, run its HTTP API, get API keys and ready-made snippets, see its usage."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import select
+
+from builder.ui import actions
+from builder.ui.common import aic, db, setup
+from builder.ui.draft import DraftError
+
+setup("Services")
+
+from runtime.db import Service, ServiceBatch, Usage  # noqa: E402
+from runtime.keys import create_key, list_keys, revoke_key  # noqa: E402
+
+with db() as s:
+    services = [
+        (svc.id, svc.name, svc.run_id, svc.created_at, svc.call_price_wei, svc.bundle_dir)
+        for svc in s.scalars(select(Service).order_by(Service.created_at.desc()))
+    ]
+if not services:
+    st.info("No trained services yet: a pipeline that ends in a service block creates one when its run succeeds.")
+    st.stop()
+
+ids = [x[0] for x in services]
+wanted = st.session_state.get("selected_service")
+service_id = st.selectbox(
+    "Service",
+    ids,
+    index=ids.index(wanted) if wanted in ids else 0,
+    format_func=lambda i: f"{i} · {dict((x[0], x[1]) for x in services)[i]}",
+    key="service-select",
+)
+st.session_state["selected_service"] = service_id
+_, name, run_id, created, price_1k, bundle_dir = next(x for x in services if x[0] == service_id)
+st.caption(f"{name} · trained by run {run_id} · {aic(price_1k)} per 1,000 calls")
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def predictor_for(bundle_dir: str):
+    """One ONNX session per bundle for this UI process (checksums verified on load)."""
+    from runtime.bundle import load_bundle
+
+    return load_bundle(bundle_dir)
+
+
+tab_try, tab_api, tab_keys, tab_usage = st.tabs(["Try it", "API", "API keys", "Usage"])
+
+with tab_try:
+    try:
+        predictor = predictor_for(bundle_dir)
+    except Exception as exc:  # a damaged or missing bundle: say which, never a traceback
+        st.error(f"The service's files cannot be loaded: {exc}")
+        predictor = None
+    if predictor is not None:
+        with st.form("try-it"):
+            values = {}
+            for field_name, field in predictor.Request.model_fields.items():
+                values[field_name] = st.text_area(field_name, help=field.description, key=f"try-{field_name}")
+            asked = st.form_submit_button("Ask", type="primary")
+        if asked:
+            try:
+                result = actions.try_service(predictor, service_id, values)
+                if "answer" in result:
+                    st.success(result["answer"])
+                st.json(result)
+                st.caption("Billed as one call, like an API call.")
+            except DraftError as exc:
+                st.error(str(exc))
+
+with tab_api:
+    server = actions.server_of(service_id)
+    if server:
+        st.success(f"The API is running at {server['url']} — documentation: {server['url']}/docs")
+        if st.button("Stop the API server", key="stop-server"):
+            actions.stop_server(service_id)
+            st.rerun()
+    else:
+        st.info("The API is not running from this workbench.")
+        if st.button("Start the API server", key="start-server", type="primary"):
+            try:
+                with st.spinner("Starting…"):
+                    actions.start_server(service_id)
+                st.rerun()
+            except DraftError as exc:
+                st.error(str(exc))
+    url = server["url"] if server else "http://127.0.0.1:8000"
+    key = st.session_state.get(f"new-key-{service_id}", "YOUR_API_KEY")
+    body = json.dumps({"text": "How do I reset my password?"})
+    st.markdown("**curl**")
+    st.code(
+        f"curl -s -X POST {url}/v1/predict -H 'Content-Type: application/json' -H 'X-API-Key: {key}' -d '{body}'",
+        language="bash",
+    )
+    st.markdown("**Python**")
+    st.code(
+        f'import httpx\n\nr = httpx.post("{url}/v1/predict", json={body}, headers={{"X-API-Key": "{key}"}})\n'
+        "print(r.json())",
+        language="python",
+    )
+    if server is None:
+        st.caption(f"Or serve it from a terminal: `aib serve {service_id} --port 8000`.")
+
+with tab_keys:
+    if st.button("Create an API key", key="create-key"):
+        with db() as s:
+            secret, record = create_key(s, service_id)
+        st.session_state[f"new-key-{service_id}"] = secret
+        st.warning("Copy this key now: it is shown only once (only its hash is stored).")
+        st.code(secret, language=None)
+    with db() as s:
+        keys = [(k.id, k.created_at, k.revoked_at) for k in list_keys(s, service_id)]
+    for key_id, created_at, revoked_at in keys:
+        c1, c2 = st.columns([4, 1])
+        c1.write(f"`{key_id}` · created {created_at:%Y-%m-%d %H:%M}" + (" · **revoked**" if revoked_at else ""))
+        if revoked_at is None and c2.button("Revoke", key=f"revoke-{key_id}"):
+            with db() as s:
+                revoke_key(s, key_id)
+            st.rerun()
+
+with tab_usage:
+    with db() as s:
+        calls = [
+            (u.created_at, u.quantity, u.amount_wei, u.settled_tx)
+            for u in s.scalars(select(Usage).where(Usage.service_id == service_id).order_by(Usage.id))
+        ]
+        batches = [
+            (b.id, b.status, b.calls, b.payouts_wei, b.fee_wei, b.settle_tx)
+            for b in s.scalars(select(ServiceBatch).where(ServiceBatch.service_id == service_id))
+        ]
+    total_calls = int(sum(c[1] for c in calls))
+    paid_calls = int(sum(c[1] for c in calls if c[3]))
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Calls", total_calls)
+    c2.metric("Owed to providers", aic(sum(c[2] for c in calls)))
+    c3.metric("Paid on chain", f"{paid_calls} calls")
+    if calls:
+        frame = pd.DataFrame(calls, columns=["time", "calls", "amount_wei", "tx"])
+        per_minute = frame.set_index(pd.to_datetime(frame["time"]))["calls"].resample("1min").sum()
+        st.bar_chart(per_minute, height=200)
+    if batches:
+        st.dataframe(
+            pd.DataFrame(
+                [(b[0], b[1], b[2], aic(b[3]), aic(b[4]), b[5]) for b in batches],
+                columns=["batch", "status", "calls", "paid", "fee", "tx"],
+            ),
+            hide_index=True,
+        )
+    st.caption("Unpaid calls are paid to every block's owner with `aib settle services` (one transaction per batch).")

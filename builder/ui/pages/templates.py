@@ -1,0 +1,37 @@
+"""Templates: a card per pipeline in templates/, and "Use this template" opens it on the canvas."""
+
+from __future__ import annotations
+
+import streamlit as st
+import yaml
+
+from builder.ui.actions import open_template
+from builder.ui.common import goto, set_draft, setup
+
+setup("Templates")
+st.caption("Start from a working pipeline; everything in it can be changed on the canvas afterwards.")
+
+from runtime.config import templates_dir  # noqa: E402
+
+paths = sorted(templates_dir().glob("*.yaml"))
+if not paths:
+    st.info(f"No templates in {templates_dir()}.")
+for path in paths:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        st.warning(f"{path.name} is not valid YAML and is skipped.")
+        continue
+    notes = path.with_suffix(".md")
+    with st.container(border=True):
+        st.subheader(data.get("name", path.stem))
+        st.write(data.get("description", ""))
+        blocks = [b.get("use", "?") for b in (data.get("blocks") or {}).values() if isinstance(b, dict)]
+        st.caption("Blocks: " + " → ".join(blocks))
+        if notes.exists():
+            with st.expander("What to expect"):
+                st.markdown(notes.read_text(encoding="utf-8"))
+        if st.button("Use this template", key=f"use-{path.stem}", type="primary"):
+            set_draft(open_template(path))
+            st.session_state["notice"] = f"Opened the {data.get('name', path.stem)} template."
+            goto("builder")
