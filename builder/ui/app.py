@@ -12,16 +12,26 @@ st.set_page_config(page_title="Easy AI Builder", page_icon=":material/account_tr
 navigation = st.navigation(
     {
         "Build": [
-            st.Page(PAGES / "templates.py", title="Templates", icon=":material/library_books:", default=True),
-            st.Page(PAGES / "builder.py", title="Builder", icon=":material/account_tree:"),
-            st.Page(PAGES / "marketplace.py", title="Marketplace", icon=":material/storefront:"),
+            st.Page(
+                PAGES / "templates_page.py",
+                url_path="templates",
+                title="Templates",
+                icon=":material/library_books:",
+                default=True,
+            ),
+            st.Page(PAGES / "builder_page.py", url_path="builder", title="Builder", icon=":material/account_tree:"),
+            st.Page(
+                PAGES / "marketplace_page.py", url_path="marketplace", title="Marketplace", icon=":material/storefront:"
+            ),
         ],
         "Operate": [
-            st.Page(PAGES / "runs.py", title="Runs", icon=":material/play_circle:"),
-            st.Page(PAGES / "services.py", title="Services", icon=":material/api:"),
+            st.Page(PAGES / "runs_page.py", url_path="runs", title="Runs", icon=":material/play_circle:"),
+            st.Page(PAGES / "services_page.py", url_path="services", title="Services", icon=":material/api:"),
         ],
         "Money": [
-            st.Page(PAGES / "wallet.py", title="Wallet", icon=":material/account_balance_wallet:"),
+            st.Page(
+                PAGES / "wallet_page.py", url_path="wallet", title="Wallet", icon=":material/account_balance_wallet:"
+            ),
         ],
     }
 )

@@ -52,7 +52,7 @@ def aic(wei: int | None) -> str:
 def goto(page: str) -> None:
     """Open another page (`runs`, `services`, …); a no-op when pages are run one at a time (tests)."""
     try:
-        st.switch_page(str(PAGES_DIR / f"{page}.py"))
+        st.switch_page(str(PAGES_DIR / f"{page}_page.py"))
     except Exception:  # AppTest runs a page file on its own, without the navigation
         st.session_state["goto"] = page
 

@@ -1,0 +1,138 @@
+"""Every workbench page renders without an exception and its forms do what they say (Streamlit AppTest).
+
+AppTest runs a page script in-process; the canvas is a custom component AppTest cannot drive, so edges
+are made here through the Connections form (the browser tests drive the canvas itself).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+PAGES = Path(__file__).resolve().parents[2] / "builder" / "ui" / "pages"
+
+
+def page(name: str, **state) -> AppTest:
+    at = AppTest.from_file(str(PAGES / f"{name}_page.py"), default_timeout=60)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def click(at: AppTest, key: str) -> AppTest:
+    at.button(key=key).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def test_templates_page_opens_a_template_as_the_draft():
+    at = page("templates")
+    assert "faq-chatbot" in texts(at.subheader)
+    click(at, "use-faq-chatbot")
+    draft = at.session_state["draft"]
+    assert list(draft.blocks) == ["faq", "encoder", "classifier", "api"]
+    assert (draft.base_dir / "pipeline.yaml").exists() and (draft.base_dir / "data" / "faq.csv").exists()
+
+
+def test_builder_from_nothing_add_connect_refuse_and_validate():
+    at = page("builder")
+    at.text_input[0].input("my-bot")
+    at.button[0].click().run()  # "Start an empty pipeline" (the form's submit button)
+    assert not at.exception and at.session_state["draft"].data["name"] == "my-bot"
+    for ref in ("chat.faq-csv@1.0.0", "service.api@1.0.0", "chat.minilm-encoder@1.0.0"):
+        click(at, f"add-{ref}")
+    draft = at.session_state["draft"]
+    assert list(draft.blocks) == ["faq-csv", "api", "minilm-encoder"]
+    assert any("problem(s) to fix" in e for e in texts(at.error))
+    assert at.button(key="run").disabled
+    at.selectbox(key="connect-from").select("faq-csv")
+    at.selectbox(key="connect-to").select("api")
+    at.button(key="FormSubmitter:connect-Connect").click().run()
+    assert "Cannot connect faq-csv to api: faq-csv gives examples (TextPairs) but api takes model (Model)" in " ".join(
+        texts(at.error)
+    )
+    at.selectbox(key="connect-to").select("minilm-encoder")
+    at.button(key="FormSubmitter:connect-Connect").click().run()
+    assert at.session_state["draft"].edges == ["faq-csv.examples -> minilm-encoder.examples"]
+
+
+def test_builder_params_form_refuses_out_of_range_values_beside_the_form():
+    at = page("templates")
+    click(at, "use-faq-chatbot")
+    at = page("builder", draft=at.session_state["draft"], selected_node="classifier")
+    assert any(s == "The pipeline is valid." for s in texts(at.success))
+    assert any(m.label == "Quoted price" for m in at.metric)
+    epochs = next(n for n in at.number_input if n.label.startswith("epochs"))
+    epochs.set_value(7)
+    at.button(key="FormSubmitter:params-classifier-Apply parameters").click().run()
+    assert at.session_state["draft"].blocks["classifier"]["params"]["epochs"] == 7
+    yaml_box = next(t for t in at.text_area if t.label.startswith("Edit the YAML"))
+    yaml_box.input(yaml_box.value.replace("epochs: 7", "epochs: 0")).run()
+    click(at, "apply-yaml")
+    assert any("blocks.classifier.params.epochs" in m and "must be ≥ 1, got 0" in m for m in texts(at.markdown))
+
+
+def test_builder_upload_of_the_wrong_kind_is_refused_beside_the_uploader():
+    at = page("templates")
+    click(at, "use-faq-chatbot")
+    draft = at.session_state["draft"]
+    at = page("builder", draft=draft, selected_node="faq")
+    before = (draft.base_dir / "pipeline.yaml").read_text()  # now with the canvas layout
+    files = sorted(p.name for p in (draft.base_dir / "data").iterdir())
+    at.file_uploader(key="up-faq-path").set_value(("faq.csv", b"only,two\ncolumns,here\n", "text/csv")).run()
+    assert not at.exception
+    assert any(e.startswith("faq.csv:") for e in texts(at.error))
+    assert (draft.base_dir / "pipeline.yaml").read_text() == before  # nothing stored
+    assert sorted(p.name for p in (draft.base_dir / "data").iterdir()) == files
+
+
+def test_runs_page_shows_a_finished_run_with_cost_and_steps(trained):
+    at = page("runs", selected_run=trained["run_id"])
+    assert any(trained["pipeline"] in s for s in texts(at.subheader))
+    assert len(at.progress) == len(trained["steps"])
+    assert any(m.label == "accuracy" for m in at.metric)
+    assert any(m.label == "Total" for m in at.metric)
+
+
+def test_services_page_answers_a_question_and_creates_a_key_once(trained):
+    from sqlalchemy import func, select
+
+    from runtime.db import Usage, session_factory
+
+    def calls() -> int:
+        with session_factory()() as s:
+            return s.scalar(select(func.count()).where(Usage.service_id == trained["service_id"]))
+
+    at = page("services", selected_service=trained["service_id"])
+    before = calls()
+    at.text_area(key="try-text").input("I forgot my password, help")
+    at.button(key="FormSubmitter:try-it-Ask").click().run()
+    assert not at.exception
+    assert any(s.startswith("Click 'Forgot password'") for s in texts(at.success)), (
+        texts(at.success),
+        texts(at.error),
+        [j.value for j in at.json],
+    )
+    assert calls() == before + 1  # billed like an API call
+    at.text_area(key="try-text").input("")
+    at.button(key="FormSubmitter:try-it-Ask").click().run()
+    assert any("text" in e for e in texts(at.error))
+    click(at, "create-key")
+    assert any("shown only once" in w for w in texts(at.warning))
+    secret = at.session_state[f"new-key-{trained['service_id']}"]
+    assert secret in [c.value for c in at.code]
+
+
+@pytest.mark.parametrize("name", ["marketplace", "wallet"])
+def test_marketplace_and_wallet_render(name):
+    at = page(name)
+    if name == "marketplace":
+        assert len(at.dataframe) >= 1
