@@ -57,12 +57,18 @@ install: $(VENV)/.installed node_modules/.installed
 
 install-test: $(VENV)/.installed-test node_modules/.installed
 
-## make run: install, then train the FAQ chatbot template, serve it and print a ready curl line.
+# Debian's chromium for the real-browser tests (Playwright drives it; browsers are never downloaded).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+/usr/bin/chromium:
+	@echo "installing Debian's chromium for the browser tests…"
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+
+## make run: install, then start the workbench, train the FAQ chatbot template, serve it and print a ready curl line.
 run: install
 	$(AIB) quickstart
 
 ## make test: install test extras and run every test.
-test: install-test node_modules/.installed
+test: install-test node_modules/.installed /usr/bin/chromium
 	$(PY) -m pytest
 
 lint: install-test

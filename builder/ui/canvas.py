@@ -11,6 +11,7 @@ from typing import Any
 
 import streamlit as st
 
+from builder.ui.common import flash
 from builder.ui.draft import Draft, DraftError, block_of, connect, disconnect, node_edges, remove_block
 
 OK_STYLE = {"border": "1px solid #8a8a8a", "borderRadius": "8px", "padding": "6px", "background": "#ffffff"}
@@ -71,9 +72,10 @@ def show(draft: Draft, bad_nodes: set[str]) -> bool:
     if st.session_state.get("flow_version") != version or "flow" not in st.session_state:
         st.session_state["flow"] = build_state(draft, bad_nodes)
         st.session_state["flow_version"] = version
+    shown = st.session_state["flow"]
     new = streamlit_flow(
         "canvas",
-        st.session_state["flow"],
+        shown,
         height=460,
         fit_view=True,
         allow_new_edges=True,
@@ -82,6 +84,9 @@ def show(draft: Draft, bad_nodes: set[str]) -> bool:
         enable_edge_menu=True,
         hide_watermark=True,
     )
+    if new is shown or new.timestamp < shown.timestamp:
+        # The browser has not drawn the state we just sent yet: what it returns predates our edit.
+        return False
     st.session_state["flow"] = new
     changed = False
     for node in new.nodes:  # positions: kept in the YAML's layout, rounded so the file stays tidy
@@ -101,9 +106,9 @@ def show(draft: Draft, bad_nodes: set[str]) -> bool:
     for src, dst in theirs - ours:
         try:
             edge = connect(draft, src, dst)
-            st.session_state["notice"] = f"connected {edge}"
+            flash("success", f"connected {edge}", version + 1)
         except DraftError as exc:
-            st.session_state["edge_error"] = f"Cannot connect {src} to {dst}: {exc}"
+            flash("error", f"Cannot connect {src} to {dst}: {exc}", version + 1)
         changed = True
     if new.selected_id and new.selected_id in draft.blocks:
         st.session_state["selected_node"] = new.selected_id

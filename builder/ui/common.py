@@ -35,6 +35,29 @@ def set_draft(draft: Draft | None) -> None:
     st.session_state.pop("selected_node", None)
 
 
+def bump_canvas() -> int:
+    """Mark the draft as changed outside the canvas, so the canvas is redrawn from it; the new version."""
+    st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
+    return st.session_state["canvas_version"]
+
+
+def flash(kind: str, text: str, version: int | None = None) -> None:
+    """A message shown until the draft changes again (not just until the next rerun: the canvas reruns
+    the page on its own, which would otherwise wipe an error before it is read)."""
+    st.session_state["flash"] = (
+        version if version is not None else st.session_state.get("canvas_version", 0),
+        kind,
+        text,
+    )
+
+
+def show_flash() -> None:
+    """Show the current message, if it belongs to the draft as it is now."""
+    item = st.session_state.get("flash")
+    if item and item[0] == st.session_state.get("canvas_version", 0):
+        {"success": st.success, "error": st.error, "info": st.info}[item[1]](item[2])
+
+
 @contextmanager
 def db() -> Iterator[Any]:
     """A database session (the same database as the CLI's)."""
@@ -70,4 +93,15 @@ def chain_or_none() -> Any:
         return None
 
 
-__all__ = ["aic", "chain_or_none", "current_draft", "db", "goto", "set_draft", "setup"]
+__all__ = [
+    "aic",
+    "bump_canvas",
+    "chain_or_none",
+    "current_draft",
+    "db",
+    "flash",
+    "goto",
+    "set_draft",
+    "setup",
+    "show_flash",
+]

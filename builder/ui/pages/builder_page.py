@@ -6,7 +6,7 @@ import streamlit as st
 
 from builder.spec import Kind
 from builder.ui import actions, canvas
-from builder.ui.common import aic, current_draft, goto, set_draft, setup
+from builder.ui.common import aic, bump_canvas, current_draft, flash, goto, set_draft, setup, show_flash
 from builder.ui.draft import (
     DraftError,
     add_block,
@@ -56,9 +56,7 @@ if draft is None:
     _start_screen()
     st.stop()
 
-for key, show in (("notice", st.success), ("edge_error", st.error)):
-    if key in st.session_state:
-        show(st.session_state.pop(key))
+show_flash()
 
 # --- palette (sidebar): search, grouped by domain, "Add" puts the block on the canvas ----------------
 with st.sidebar:
@@ -82,9 +80,9 @@ with st.sidebar:
                 if st.button("Add to canvas", key=f"add-{b.ref()}"):
                     node_id = add_block(draft, b.ref())
                     actions.save(draft)
-                    st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
+                    bump_canvas()
                     st.session_state["selected_node"] = node_id
-                    st.session_state["notice"] = f"added {node_id} ({b.ref()})"
+                    flash("success", f"added {node_id} ({b.ref()})")
                     st.rerun()
 
 problems, by_node = validate(draft)
@@ -129,8 +127,8 @@ with right:
                         try:
                             rel, note = actions.store_upload(draft, selected, name, up.name, up.getvalue())
                             st.session_state[f"stored-{selected}-{name}"] = up.file_id
-                            st.session_state["notice"] = f"{up.name} stored as {rel}" + (f"; {note}" if note else "")
-                            st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
+                            bump_canvas()
+                            flash("success", f"{up.name} stored as {rel}" + (f"; {note}" if note else ""))
                             st.rerun()
                         except DraftError as exc:
                             st.error(str(exc))
@@ -143,8 +141,8 @@ with right:
                     if clean is not None:
                         draft.blocks[selected]["params"] = clean
                         actions.save(draft)
-                        st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
-                        st.session_state["notice"] = f"parameters of {selected} saved"
+                        bump_canvas()
+                        flash("success", f"parameters of {selected} saved")
                         st.rerun()
             if hasattr(block, "preview"):
                 st.markdown("**Random sample of the data**")
@@ -159,7 +157,7 @@ with right:
             if st.button(f"Remove {selected}", key=f"remove-{selected}"):
                 remove_block(draft, selected)
                 actions.save(draft)
-                st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
+                bump_canvas()
                 st.rerun()
 
 # --- connections, validation, price, run, YAML -------------------------------------------------------
@@ -189,7 +187,7 @@ with left:
             if c2.button("Remove", key=f"disconnect-{text}"):
                 disconnect(draft, src, dst)
                 actions.save(draft)
-                st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
+                bump_canvas()
                 st.rerun()
         if len(draft.blocks) >= 2:
             with st.form("connect"):
@@ -201,8 +199,8 @@ with left:
                     try:
                         edge = connect(draft, src, dst)
                         actions.save(draft)
-                        st.session_state["canvas_version"] = st.session_state.get("canvas_version", 0) + 1
-                        st.session_state["notice"] = f"connected {edge}"
+                        bump_canvas()
+                        flash("success", f"connected {edge}")
                         st.rerun()
                     except DraftError as exc:
                         st.error(f"Cannot connect {src} to {dst}: {exc}")

@@ -6,7 +6,7 @@ import streamlit as st
 import yaml
 
 from builder.ui.actions import open_template
-from builder.ui.common import goto, set_draft, setup
+from builder.ui.common import flash, goto, set_draft, setup
 
 setup("Templates")
 st.caption("Start from a working pipeline; everything in it can be changed on the canvas afterwards.")
@@ -33,5 +33,5 @@ for path in paths:
                 st.markdown(notes.read_text(encoding="utf-8"))
         if st.button("Use this template", key=f"use-{path.stem}", type="primary"):
             set_draft(open_template(path))
-            st.session_state["notice"] = f"Opened the {data.get('name', path.stem)} template."
+            flash("success", f"Opened the {data.get('name', path.stem)} template.")
             goto("builder")

@@ -1,0 +1,159 @@
+"""The workbench in a real browser (Playwright driving Debian's chromium) against `aib ui` on a free port.
+
+The canvas is a React Flow component inside an iframe: these tests drag its handles with the mouse, which
+AppTest cannot do. Screenshots of each page of the journey are written to docs/img/ (used by the README).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+IMG = ROOT / "docs" / "img"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def ui_url(prefect_api):
+    from builder.ui.launch import start_ui, stop_ui
+
+    proc, url = start_ui("127.0.0.1", free_port())
+    yield url
+    stop_ui(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert shutil.which(CHROMIUM), "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, ui_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.base = ui_url
+    yield pg
+    context.close()
+
+
+def open_page(page, title: str) -> None:
+    """Open a page from the sidebar, as a user does (the app is loaded once first)."""
+    if "Templates" not in (page.title() or "") and page.url == "about:blank":
+        page.goto(page.base)
+        page.get_by_role("heading", name="Templates").wait_for()
+    page.get_by_role("link", name=title).click()
+    page.get_by_role("heading", name=title, exact=True).wait_for()
+
+
+def add_from_palette(page, block_id: str) -> None:
+    page.get_by_role("textbox", name="Search blocks").fill(block_id)
+    page.get_by_role("textbox", name="Search blocks").press("Enter")
+    expander = page.locator("[data-testid='stExpander']", has_text=re.compile(rf"{re.escape(block_id)} ·"))
+    expander.get_by_text(re.compile(rf"^{re.escape(block_id)} ·")).click()
+    expander.get_by_role("button", name="Add to canvas").click()
+    page.get_by_text(re.compile(rf"added .* \({re.escape(block_id)}@")).wait_for()
+
+
+def canvas(page):
+    return page.frame_locator("iframe[title='streamlit_flow.streamlit_flow']")
+
+
+def drag_edge(page, src: str, dst: str) -> None:
+    frame = canvas(page)
+    source = frame.locator(f".react-flow__node[data-id='{src}'] .react-flow__handle.source")
+    target = frame.locator(f".react-flow__node[data-id='{dst}'] .react-flow__handle.target")
+    source.wait_for()
+    target.wait_for()
+    a, b = source.bounding_box(), target.bounding_box()
+    page.mouse.move(a["x"] + a["width"] / 2, a["y"] + a["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=15)  # React Flow follows the moves
+    page.mouse.up()
+
+
+def test_drag_two_blocks_and_connect_them_on_the_canvas_and_refuse_a_bad_edge(page):
+    open_page(page, "Builder")
+    page.get_by_role("button", name="Start an empty pipeline").click()
+    add_from_palette(page, "chat.faq-csv")
+    add_from_palette(page, "chat.minilm-encoder")
+    add_from_palette(page, "service.api")
+    drag_edge(page, "faq-csv", "minilm-encoder")
+    page.get_by_text(re.compile(r"connected faq-csv\.examples (->|→) minilm-encoder\.examples")).wait_for()
+    drag_edge(page, "faq-csv", "api")
+    page.get_by_text(
+        "Cannot connect faq-csv to api: faq-csv gives examples (TextPairs) but api takes model (Model)"
+    ).wait_for()
+    page.get_by_role("tab", name="Connections").click()
+    assert page.get_by_text("faq-csv.examples -> minilm-encoder.examples").count() >= 1
+    assert page.get_by_text("faq-csv.examples -> api.model").count() == 0
+
+
+def test_the_whole_journey_template_upload_run_try_key_usage(page, tmp_path):
+    IMG.mkdir(parents=True, exist_ok=True)
+    open_page(page, "Templates")
+    page.get_by_role("heading", name="faq-chatbot").wait_for()
+    page.screenshot(path=str(IMG / "templates.png"))
+    page.get_by_role("button", name="Use this template").click()
+    page.get_by_text("Opened the faq-chatbot template.").wait_for()
+    canvas(page).locator(".react-flow__node[data-id='classifier']").wait_for()
+
+    rows = ["question,answer"]
+    for topic, answer in [("invoice", "Open Billing."), ("parcel", "Open Orders."), ("password", "Use Reset.")]:
+        rows += [
+            f"{q} {topic}?,{answer}"
+            for q in ("where is my", "help with my", "problem with my", "I need my", "what about my")
+        ]
+    csv = tmp_path / "shop-faq.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    page.locator("[data-testid='stFileUploader'] input[type=file]").first.set_input_files(str(csv))
+    page.get_by_text(re.compile(r"shop-faq\.csv stored as data/shop-faq\.csv")).wait_for()
+    page.get_by_text("Random sample of the data").wait_for()
+    page.get_by_text("The pipeline is valid.").wait_for()
+    page.screenshot(path=str(IMG / "builder.png"))
+
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_role("heading", name=re.compile(r"faq-chatbot · (queued|running|succeeded)")).wait_for()
+    page.get_by_role("heading", name="faq-chatbot · succeeded").wait_for(timeout=240_000)
+    page.get_by_text("accuracy", exact=True).first.wait_for()
+    page.screenshot(path=str(IMG / "runs.png"))
+
+    page.get_by_role("button", name="Open the service").click()
+    page.get_by_role("tab", name="Try it").wait_for()
+    page.get_by_role("textbox", name="text").fill("help with my password please")
+    page.get_by_role("button", name="Ask").click()
+    page.get_by_text("Use Reset.", exact=True).first.wait_for()
+    page.screenshot(path=str(IMG / "services.png"))
+    page.get_by_role("tab", name="API keys").click()
+    page.get_by_role("button", name="Create an API key").click()
+    page.get_by_text("shown only once", exact=False).wait_for()
+    key = page.locator("[data-testid='stCode']").filter(has_text=re.compile(r"^aib_")).first.inner_text().strip()
+    page.get_by_role("tab", name="API", exact=True).click()
+    assert page.get_by_text(f"X-API-Key: {key}", exact=False).count() >= 1
+    page.get_by_role("tab", name="Usage").click()
+    page.get_by_text("Calls").first.wait_for()
+
+    open_page(page, "Marketplace")
+    page.get_by_text("Details").first.wait_for()
+    page.screenshot(path=str(IMG / "marketplace.png"))
+    open_page(page, "Wallet")
+    page.screenshot(path=str(IMG / "wallet.png"))
