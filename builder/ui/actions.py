@@ -23,6 +23,15 @@ from builder.ui.draft import Draft, DraftError, block_of, from_yaml, to_yaml, va
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 DATA_SUFFIXES = {".csv", ".xlsx"}
+START_DEDUP_S = 10.0
+
+
+def child_env() -> dict[str, str]:
+    """The environment of processes the UI starts: the same data folder and database, whatever their cwd."""
+    from runtime.config import get_settings
+
+    settings = get_settings()
+    return {**os.environ, "AIB_HOME": str(settings.home.resolve()), "AIB_DATABASE_URL": settings.database_url}
 
 
 def workspaces_dir() -> Path:
@@ -153,25 +162,49 @@ def quote(draft: Draft) -> int | None:
 
 def start_run(draft: Draft) -> str:
     """Validate, save and start `aib run` for the draft as a detached process; returns the run id."""
+    import hashlib
+    import json
+    import time
+
     from runtime.runs import new_run_id
 
     problems, _ = validate(draft)
     if problems:
         raise DraftError(f"the pipeline has {len(problems)} problem(s); the first: {problems[0]}")
     path = save(draft)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    marker = draft.base_dir / "last-start.json"
+    if marker.exists():
+        # The page can be rerun by the browser right after a click, before it records the run it started;
+        # the same unchanged pipeline started again within seconds is that same click, not a new run.
+        last = json.loads(marker.read_text())
+        if last.get("sha256") == digest and time.time() - last.get("at", 0) < START_DEDUP_S:
+            return last["run_id"]
     run_id = new_run_id()
     log = open(draft.base_dir / f"{run_id}.log", "wb")  # noqa: SIM115 - handed to the child process
-    subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "builder.cli", "run", str(path), "--run-id", run_id, "--json"],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # survives a page reload; cancelled as a process group
         cwd=draft.base_dir,
-        env={**os.environ, "AIB_UI_RUN": "1"},
+        env=child_env(),
     )
     log.close()
+    (draft.base_dir / f"{run_id}.pid").write_text(str(proc.pid))
+    marker.write_text(json.dumps({"sha256": digest, "run_id": run_id, "at": time.time()}))
     return run_id
+
+
+def run_starting(run_id: str) -> bool | None:
+    """For a run started from the UI that is not in the database yet: True while its process lives,
+    False when it exited without creating the run (its log says why), None when the UI did not start it."""
+    from runtime.processes import pid_alive
+
+    for path in workspaces_dir().glob(f"*/{run_id}.pid"):
+        return pid_alive(int(path.read_text() or 0))
+    return None
 
 
 def run_log(run_id: str) -> str | None:
@@ -239,6 +272,7 @@ def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(
         [sys.executable, "-m", "builder.cli", "serve", service_id, "--port", str(port)],
+        env=child_env(),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -310,6 +344,7 @@ def try_service(predictor: Any, service_id: str, values: dict[str, Any]) -> dict
 
 
 __all__ = [
+    "run_starting",
     "cancel_run",
     "server_of",
     "start_server",

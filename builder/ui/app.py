@@ -6,33 +6,29 @@ from pathlib import Path
 
 import streamlit as st
 
+from builder.ui.common import PAGE_REGISTRY
+
 PAGES = Path(__file__).resolve().parent / "pages"
 
 st.set_page_config(page_title="Easy AI Builder", page_icon=":material/account_tree:", layout="wide")
+PAGE_REGISTRY.update(
+    {
+        name: st.Page(PAGES / f"{name}_page.py", url_path=name, title=title, icon=icon, default=name == "templates")
+        for name, title, icon in [
+            ("templates", "Templates", ":material/library_books:"),
+            ("builder", "Builder", ":material/account_tree:"),
+            ("marketplace", "Marketplace", ":material/storefront:"),
+            ("runs", "Runs", ":material/play_circle:"),
+            ("services", "Services", ":material/api:"),
+            ("wallet", "Wallet", ":material/account_balance_wallet:"),
+        ]
+    }
+)
 navigation = st.navigation(
     {
-        "Build": [
-            st.Page(
-                PAGES / "templates_page.py",
-                url_path="templates",
-                title="Templates",
-                icon=":material/library_books:",
-                default=True,
-            ),
-            st.Page(PAGES / "builder_page.py", url_path="builder", title="Builder", icon=":material/account_tree:"),
-            st.Page(
-                PAGES / "marketplace_page.py", url_path="marketplace", title="Marketplace", icon=":material/storefront:"
-            ),
-        ],
-        "Operate": [
-            st.Page(PAGES / "runs_page.py", url_path="runs", title="Runs", icon=":material/play_circle:"),
-            st.Page(PAGES / "services_page.py", url_path="services", title="Services", icon=":material/api:"),
-        ],
-        "Money": [
-            st.Page(
-                PAGES / "wallet_page.py", url_path="wallet", title="Wallet", icon=":material/account_balance_wallet:"
-            ),
-        ],
+        "Build": [PAGE_REGISTRY[n] for n in ("templates", "builder", "marketplace")],
+        "Operate": [PAGE_REGISTRY[n] for n in ("runs", "services")],
+        "Money": [PAGE_REGISTRY["wallet"]],
     }
 )
 navigation.run()

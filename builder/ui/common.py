@@ -14,12 +14,19 @@ from builder.money import format_aic
 from builder.ui.draft import Draft
 
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
+PAGE_REGISTRY: dict[str, Any] = {}  # name -> st.Page, filled by app.py
 
 
-def setup(title: str) -> None:
-    """Environment every page needs (offline model hub), then the page title."""
+def setup(title: str, name: str) -> None:
+    """Environment every page needs (offline model hub), a pending page switch, then the page title."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    pending = st.session_state.get("goto")
+    if pending == name:
+        st.session_state.pop("goto")
+    elif pending in PAGE_REGISTRY:
+        # A switch can be overtaken by a rerun the browser requested at the same moment; finish it now.
+        st.switch_page(PAGE_REGISTRY[pending])
     st.title(title)
 
 
@@ -73,11 +80,14 @@ def aic(wei: int | None) -> str:
 
 
 def goto(page: str) -> None:
-    """Open another page (`runs`, `services`, …); a no-op when pages are run one at a time (tests)."""
-    try:
-        st.switch_page(str(PAGES_DIR / f"{page}_page.py"))
-    except Exception:  # AppTest runs a page file on its own, without the navigation
-        st.session_state["goto"] = page
+    """Open another page (`runs`, `services`, …); when a page runs on its own (AppTest) it is only recorded.
+
+    The request stays pending until that page runs (see `setup`), so a lost switch is retried.
+    """
+    st.session_state["goto"] = page
+    target = PAGE_REGISTRY.get(page)
+    if target is not None:
+        st.switch_page(target)
 
 
 def chain_or_none() -> Any:

@@ -47,12 +47,14 @@ def browser():
 
 
 @pytest.fixture()
-def page(browser, ui_url):
+def page(browser, ui_url, tmp_path):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(30_000)
     pg.base = ui_url
     yield pg
+    pg.screenshot(path=str(tmp_path / "last.png"), full_page=True)  # what the page showed at the end (failures)
+    print(f"last screenshot: {tmp_path / 'last.png'}")
     context.close()
 
 
@@ -134,7 +136,8 @@ def test_the_whole_journey_template_upload_run_try_key_usage(page, tmp_path):
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_role("heading", name=re.compile(r"faq-chatbot · (queued|running|succeeded)")).wait_for()
     page.get_by_role("heading", name="faq-chatbot · succeeded").wait_for(timeout=240_000)
-    page.get_by_text("accuracy", exact=True).first.wait_for()
+    page.locator("[data-testid='stMetricLabel']", has_text="accuracy").first.wait_for()
+    page.locator("[data-testid='stMetricLabel']", has_text="Total").first.wait_for()
     page.screenshot(path=str(IMG / "runs.png"))
 
     page.get_by_role("button", name="Open the service").click()

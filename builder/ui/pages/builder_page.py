@@ -23,7 +23,7 @@ from builder.ui.draft import (
 )
 from builder.ui.forms import check_params, param_widgets
 
-setup("Builder")
+setup("Builder", "builder")
 
 
 def _start_screen() -> None:
@@ -49,6 +49,17 @@ def _start_screen() -> None:
                 st.rerun()
             except (DraftError, UnicodeDecodeError) as exc:
                 st.error(f"{upload.name}: {exc if isinstance(exc, DraftError) else 'not UTF-8 text'}")
+
+
+def _start_run(draft) -> None:
+    try:
+        run_id = actions.start_run(draft)  # idempotent for a few seconds: a double click runs once
+    except DraftError as exc:
+        st.session_state["run_error"] = str(exc)
+        return
+    st.session_state["selected_run"] = run_id
+    st.session_state["notice"] = f"run {run_id} started"
+    st.session_state["goto"] = "runs"
 
 
 draft = current_draft()
@@ -172,14 +183,11 @@ with left:
             st.success("The pipeline is valid.")
             quote = actions.quote(draft)
             st.metric("Quoted price", aic(quote), help="Blocks' run prices plus the planned compute time")
-        if st.button("Run", type="primary", disabled=bool(problems), key="run"):
-            try:
-                run_id = actions.start_run(draft)
-                st.session_state["selected_run"] = run_id
-                st.session_state["notice"] = f"run {run_id} started"
-                goto("runs")
-            except DraftError as exc:
-                st.error(str(exc))
+        # A callback runs before the page script, so the canvas's own reruns cannot interrupt it half-way;
+        # the page switch it asks for is completed by `setup` at the top of the next run.
+        st.button("Run", type="primary", disabled=bool(problems), key="run", on_click=_start_run, args=(draft,))
+        if "run_error" in st.session_state:
+            st.error(st.session_state.pop("run_error"))
     with tab_edges:
         for text, src, dst in node_edges(draft):
             c1, c2 = st.columns([4, 1])

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from builder.ui.common import aic, chain_or_none, db, setup
 from builder.ui.draft import palette
 
-setup("Marketplace")
+setup("Marketplace", "marketplace")
 st.caption("Blocks offered by independent providers. Each is an asset NFT; its current owner is paid when it is used.")
 
 from runtime.db import Usage  # noqa: E402

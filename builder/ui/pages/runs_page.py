@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import streamlit as st
 from sqlalchemy import select
@@ -9,7 +11,7 @@ from sqlalchemy import select
 from builder.ui import actions
 from builder.ui.common import aic, db, goto, setup
 
-setup("Runs")
+setup("Runs", "runs")
 if "notice" in st.session_state:
     st.success(st.session_state.pop("notice"))
 
@@ -20,6 +22,19 @@ with db() as s:
     reap_stale_runs(s)  # a run whose process died is shown as failed, with the reason
     runs = [(r.id, r.name, r.status, r.created_at, (r.metrics or {}).get("accuracy")) for r in list_runs(s)]
 
+wanted = st.session_state.get("selected_run")
+if wanted and wanted not in [r[0] for r in runs]:
+    starting = actions.run_starting(wanted)
+    if starting:
+        st.info(f"Starting run {wanted}… (loading the pipeline and its blocks)")
+        time.sleep(1.0)
+        st.rerun()
+    elif starting is False:
+        st.error(f"Run {wanted} could not start:")
+        st.code((actions.run_log(wanted) or "")[-4000:], language=None)
+    st.session_state.pop("selected_run", None)
+    wanted = None
+
 if not runs:
     st.info("No runs yet. Open a template in the Builder and press Run.")
     st.stop()
@@ -27,7 +42,6 @@ if not runs:
 table = pd.DataFrame(runs, columns=["run", "pipeline", "state", "started", "accuracy"])
 st.dataframe(table, hide_index=True, width="stretch")
 ids = [r[0] for r in runs]
-wanted = st.session_state.get("selected_run")
 run_id = st.selectbox("Run", ids, index=ids.index(wanted) if wanted in ids else 0, key="run-select")
 st.session_state["selected_run"] = run_id
 

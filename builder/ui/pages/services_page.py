@@ -12,7 +12,7 @@ from builder.ui import actions
 from builder.ui.common import aic, db, setup
 from builder.ui.draft import DraftError
 
-setup("Services")
+setup("Services", "services")
 
 from runtime.db import Service, ServiceBatch, Usage  # noqa: E402
 from runtime.keys import create_key, list_keys, revoke_key  # noqa: E402
@@ -46,6 +46,14 @@ def predictor_for(bundle_dir: str):
     from runtime.bundle import load_bundle
 
     return load_bundle(bundle_dir)
+
+
+def _create_key(service_id: str) -> None:
+    """A callback, so the new key is known before the API tab's snippets are drawn in the same run."""
+    with db() as s:
+        secret, _record = create_key(s, service_id)
+    st.session_state[f"new-key-{service_id}"] = secret
+    st.session_state["key-just-created"] = service_id
 
 
 tab_try, tab_api, tab_keys, tab_usage = st.tabs(["Try it", "API", "API keys", "Usage"])
@@ -106,12 +114,10 @@ with tab_api:
         st.caption(f"Or serve it from a terminal: `aib serve {service_id} --port 8000`.")
 
 with tab_keys:
-    if st.button("Create an API key", key="create-key"):
-        with db() as s:
-            secret, record = create_key(s, service_id)
-        st.session_state[f"new-key-{service_id}"] = secret
+    st.button("Create an API key", key="create-key", on_click=_create_key, args=(service_id,))
+    if st.session_state.pop("key-just-created", None) == service_id:
         st.warning("Copy this key now: it is shown only once (only its hash is stored).")
-        st.code(secret, language=None)
+        st.code(st.session_state[f"new-key-{service_id}"], language=None)
     with db() as s:
         keys = [(k.id, k.created_at, k.revoked_at) for k in list_keys(s, service_id)]
     for key_id, created_at, revoked_at in keys:

@@ -6,12 +6,20 @@ import streamlit as st
 import yaml
 
 from builder.ui.actions import open_template
-from builder.ui.common import flash, goto, set_draft, setup
+from builder.ui.common import flash, set_draft, setup
 
-setup("Templates")
+setup("Templates", "templates")
 st.caption("Start from a working pipeline; everything in it can be changed on the canvas afterwards.")
 
 from runtime.config import templates_dir  # noqa: E402
+
+
+def _use(path, name) -> None:
+    """A callback (runs before the page script, never interrupted by a rerun): open the template, go build."""
+    set_draft(open_template(path))
+    flash("success", f"Opened the {name or path.stem} template.")
+    st.session_state["goto"] = "builder"
+
 
 paths = sorted(templates_dir().glob("*.yaml"))
 if not paths:
@@ -31,7 +39,6 @@ for path in paths:
         if notes.exists():
             with st.expander("What to expect"):
                 st.markdown(notes.read_text(encoding="utf-8"))
-        if st.button("Use this template", key=f"use-{path.stem}", type="primary"):
-            set_draft(open_template(path))
-            flash("success", f"Opened the {data.get('name', path.stem)} template.")
-            goto("builder")
+        st.button(
+            "Use this template", key=f"use-{path.stem}", type="primary", on_click=_use, args=(path, data.get("name"))
+        )

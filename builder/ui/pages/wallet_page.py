@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from builder.ui.common import aic, chain_or_none, db, setup
 
-setup("Wallet")
+setup("Wallet", "wallet")
 
 from runtime.db import ServiceBatch, Settlement  # noqa: E402
 
