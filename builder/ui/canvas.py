@@ -53,12 +53,20 @@ def build_state(draft: Draft, bad_nodes: set[str]) -> Any:
                 target_position="left",
                 selectable=True,
                 connectable=True,
-                deletable=True,
+                deletable=False,
                 style=dict(BAD_STYLE if node_id in bad_nodes else OK_STYLE),
             )
         )
     edges = [
-        StreamlitFlowEdge(id=f"{src}->{dst}", source=src, target=dst, label=text.split(" -> ")[1].split(".")[1])
+        StreamlitFlowEdge(
+            id=f"{src}->{dst}",
+            source=src,
+            target=dst,
+            label=text.split(" -> ")[1].split(".")[1],
+            # Deleting on the canvas is off: the component does not report keyboard deletions back, so
+            # canvas and pipeline could differ. Blocks and edges are removed with the page's Remove buttons.
+            deletable=False,
+        )
         for text, src, dst in node_edges(draft)
     ]
     return StreamlitFlowState(nodes, edges)
@@ -80,8 +88,8 @@ def show(draft: Draft, bad_nodes: set[str]) -> bool:
         fit_view=True,
         allow_new_edges=True,
         get_node_on_click=True,
-        enable_node_menu=True,
-        enable_edge_menu=True,
+        enable_node_menu=False,
+        enable_edge_menu=False,
         hide_watermark=True,
     )
     if new is shown or new.timestamp < shown.timestamp:
