@@ -74,15 +74,17 @@ test: install-test node_modules/.installed /usr/bin/chromium
 lint: install-test
 	$(VENV)/bin/ruff check builder blocks runtime chain tests bench
 
-bench: install-test
+bench: install-test /usr/bin/chromium
 	$(PY) bench/serve.py
 	$(PY) bench/orchestration.py
 	$(PY) bench/settlement.py
+	$(PY) bench/ui.py
 
-bench-quick: install-test
+bench-quick: install-test /usr/bin/chromium
 	$(PY) bench/serve.py --quick
 	$(PY) bench/orchestration.py --quick
 	$(PY) bench/settlement.py --quick
+	$(PY) bench/ui.py --quick
 
 clean:
 	rm -rf $(VENV) $(AUDIT_VENV) .aib .pytest_cache

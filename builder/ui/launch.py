@@ -13,8 +13,8 @@ from builder.errors import ServeError
 APP = Path(__file__).resolve().parent / "app.py"
 
 
-def start_ui(host: str = "127.0.0.1", port: int = 8501) -> tuple[subprocess.Popen, str]:
-    """Start the Streamlit app on host:port and wait until it answers; (process, URL)."""
+def start_ui(host: str = "127.0.0.1", port: int = 8501, script: Path = APP) -> tuple[subprocess.Popen, str]:
+    """Start the Streamlit app (or another Streamlit `script`) on host:port, wait until it answers; (process, URL)."""
     import httpx
 
     from runtime.serving import ensure_port_free
@@ -26,7 +26,7 @@ def start_ui(host: str = "127.0.0.1", port: int = 8501) -> tuple[subprocess.Pope
             "-m",
             "streamlit",
             "run",
-            str(APP),
+            str(script),
             "--server.address",
             host,
             "--server.port",
