@@ -105,3 +105,17 @@ def test_wallet_create_and_address_from_the_cli_never_print_the_key(tmp_path):
     assert wrong.returncode == 2 and wrong.stderr.strip() == f"error: the password does not open the keystore {path}"
     for r in (created, shown, again, no_password, wrong):
         assert key not in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_address_book_of_another_network_comes_from_aib_address_book(tmp_path, monkeypatch):
+    from chain.client import address_book, write_address_book
+
+    path = tmp_path / "sepolia.json"
+    monkeypatch.setenv("AIB_ADDRESS_BOOK", str(path))
+    with pytest.raises(ChainError, match=f"there is no address book at {path} \\(AIB_ADDRESS_BOOK\\)"):
+        address_book()
+    path.write_text("{not json")
+    with pytest.raises(ChainError, match="is not readable JSON"):
+        address_book()
+    write_address_book({"contracts": {"AICToken": "0x" + "11" * 20}, "roles": {"operator": "0x" + "22" * 20}})
+    assert address_book()["contracts"]["AICToken"] == "0x" + "11" * 20
