@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 PAGES = Path(__file__).resolve().parents[2] / "builder" / "ui" / "pages"
@@ -131,8 +130,16 @@ def test_services_page_answers_a_question_and_creates_a_key_once(trained):
     assert secret in [c.value for c in at.code]
 
 
-@pytest.mark.parametrize("name", ["marketplace", "wallet"])
-def test_marketplace_and_wallet_render(name):
-    at = page(name)
-    if name == "marketplace":
-        assert len(at.dataframe) >= 1
+def test_marketplace_lists_blocks_and_previews_a_data_block_on_template_data():
+    at = page("marketplace")
+    at.selectbox(key="market-detail").select("chat.faq-csv@1.0.0").run()
+    assert not at.exception
+    assert any("Random sample" in m for m in texts(at.markdown))
+    assert len(at.dataframe) >= 3  # the catalog, the parameters, the sample
+    at.text_input(key="market-search").input("no-such-block").run()
+    assert "No block matches the search." in texts(at.info)
+
+
+def test_wallet_renders_with_or_without_a_chain():
+    at = page("wallet")
+    assert texts(at.title) == ["Wallet"]

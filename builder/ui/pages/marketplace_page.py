@@ -80,3 +80,27 @@ st.dataframe(
 )
 if block.id in calls:
     st.caption(f"Served calls billed: {int(calls[block.id])}")
+if hasattr(block, "preview"):
+    from builder.ui.actions import preview
+    from builder.ui.draft import DraftError, from_yaml
+    from runtime.config import templates_dir
+
+    # A data block is previewed on the sample data of a template that uses it.
+    for path in sorted(templates_dir().glob("*.yaml")):
+        try:
+            sample_draft = from_yaml(path.read_text(encoding="utf-8"), path.parent)
+        except DraftError:
+            continue
+        node = next((n for n, b in sample_draft.blocks.items() if b.get("use") == block.ref()), None)
+        if node is None:
+            continue
+        st.markdown(f"**Random sample** (from the {path.stem} template's data)")
+        seed = st.session_state.setdefault("market-seed", 0)
+        try:
+            st.dataframe(preview(sample_draft, node, rows=5, seed=seed), hide_index=True)
+        except DraftError as exc:
+            st.warning(str(exc))
+        if st.button("Another sample", key="market-reseed"):
+            st.session_state["market-seed"] = seed + 1
+            st.rerun()
+        break
