@@ -1,0 +1,224 @@
+"""`aib keys|usage|blocks|templates|runs|services|preview`: keys and read-only listings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from builder.cli_base import (
+    JsonFlag,
+    _fail,
+    _print_json,
+    _print_run,
+    _session,
+    _table,
+    app,
+    blocks_app,
+    err,
+    keys_app,
+    out,
+    runs_app,
+    services_app,
+    templates_app,
+)
+from builder.money import format_aic
+
+
+@keys_app.command("create")
+def keys_create(service_id: Annotated[str, typer.Argument(help="Service id")]) -> None:
+    """Create an API key; the key is printed once, alone on the last line."""
+    from runtime.keys import create_key
+
+    with _session() as s:
+        key, record = create_key(s, service_id)
+    err.print(f"created {record.id} for {service_id}; store the key now, it is not shown again:")
+    sys.stdout.write(key + "\n")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="The API key, or its id (key_…)")]) -> None:
+    """Revoke an API key (effective within 2 seconds on running servers)."""
+    from runtime.keys import revoke_key
+
+    with _session() as s:
+        record = revoke_key(s, key)
+    out.print(f"revoked {record.id}")
+
+
+@keys_app.command("list")
+def keys_list(
+    service: Annotated[str | None, typer.Option("--service", help="Only this service")] = None, json_: JsonFlag = False
+) -> None:
+    """List API keys (ids only; secrets are never stored)."""
+    from runtime.keys import list_keys
+
+    with _session() as s:
+        rows = [
+            {
+                "id": k.id,
+                "service_id": k.service_id,
+                "created_at": k.created_at.isoformat(),
+                "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+            }
+            for k in list_keys(s, service)
+        ]
+    if json_:
+        _print_json(rows)
+        return
+    _table(["id", "service_id", "created_at", "revoked_at"], rows)
+
+
+@app.command()
+def usage(
+    service: Annotated[str | None, typer.Option("--service", help="Only this service's calls")] = None,
+    run_: Annotated[str | None, typer.Option("--run", help="Only this run's records")] = None,
+    json_: JsonFlag = False,
+) -> None:
+    """Usage records: which block, which provider, quantity, unit, amount."""
+    from runtime.ledger import list_usage, usage_dict
+
+    with _session() as s:
+        rows = [usage_dict(u) for u in list_usage(s, run_id=run_, service_id=service)]
+    if json_:
+        _print_json(rows)
+        return
+    _table(["id", "run_id", "service_id", "block_id", "provider", "quantity", "unit", "amount_wei"], rows)
+    out.print(f"{len(rows)} records, total {format_aic(sum(r['amount_wei'] for r in rows))}")
+
+
+@blocks_app.command("list")
+def blocks_list(json_: JsonFlag = False) -> None:
+    """Every block in the catalog with kind, ports and price."""
+    from builder.registry import all_blocks
+
+    specs = [b.spec_dict() for b in all_blocks()]
+    if json_:
+        _print_json(specs)
+        return
+    rows = [
+        {
+            "block": f"{s['id']}@{s['version']}",
+            "kind": s["kind"],
+            "inputs": ", ".join(f"{p['name']}:{p['type']}" for p in s["inputs"]) or "-",
+            "outputs": ", ".join(f"{p['name']}:{p['type']}" for p in s["outputs"]) or "-",
+            "price": f"{format_aic(s['price']['amount_wei'])}/{s['price']['unit']}",
+            "description": s["description"],
+        }
+        for s in specs
+    ]
+    _table(["block", "kind", "inputs", "outputs", "price", "description"], rows)
+
+
+@templates_app.command("list")
+def templates_list(json_: JsonFlag = False) -> None:
+    """Pipeline templates shipped in templates/."""
+    import yaml
+
+    from runtime.config import templates_dir
+
+    rows = []
+    for path in sorted(templates_dir().glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        rows.append(
+            {
+                "template": path.stem,
+                "file": str(path),
+                "description": " ".join(str(data.get("description", "")).split()),
+            }
+        )
+    if json_:
+        _print_json(rows)
+        return
+    _table(["template", "file", "description"], rows)
+
+
+@runs_app.command("list")
+def runs_list(json_: JsonFlag = False, limit: Annotated[int, typer.Option(help="Most recent N")] = 50) -> None:
+    """Recent runs with their state."""
+    from runtime.runs import list_runs, reap_stale_runs
+
+    with _session() as s:
+        reap_stale_runs(s)
+        rows = [
+            {
+                "run_id": r.id,
+                "pipeline": r.name,
+                "status": r.status,
+                "accuracy": (r.metrics or {}).get("accuracy"),
+                "service_id": r.service_id,
+                "created_at": r.created_at.isoformat(timespec="seconds"),
+                "error": r.error,
+            }
+            for r in list_runs(s, limit)
+        ]
+    if json_:
+        _print_json(rows)
+        return
+    _table(["run_id", "pipeline", "status", "accuracy", "service_id", "created_at", "error"], rows)
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="Run id")], json_: JsonFlag = False) -> None:
+    """One run: steps, metrics, cost and usage."""
+    from runtime.runs import get_run, reap_stale_runs, run_summary
+
+    with _session() as s:
+        reap_stale_runs(s)
+        summary = run_summary(s, get_run(s, run_id))
+    if json_:
+        _print_json(summary)
+        return
+    out.print(f"run [bold]{summary['run_id']}[/] · {summary['pipeline']} · {summary['status']}")
+    if summary["error"]:
+        out.print(f"reason: {summary['error']}", highlight=False)
+    _table(["node_id", "block", "status", "cached", "seconds", "error"], summary["steps"])
+    _print_run(summary)
+
+
+@services_app.command("list")
+def services_list(json_: JsonFlag = False) -> None:
+    """Trained services that can be served."""
+    from sqlalchemy import select
+
+    from runtime.db import Service
+
+    with _session() as s:
+        rows = [
+            {
+                "service_id": v.id,
+                "pipeline": v.name,
+                "run_id": v.run_id,
+                "bundle_dir": v.bundle_dir,
+                "created_at": v.created_at.isoformat(timespec="seconds"),
+            }
+            for v in s.scalars(select(Service).order_by(Service.created_at.desc()))
+        ]
+    if json_:
+        _print_json(rows)
+        return
+    _table(["service_id", "pipeline", "run_id", "created_at"], rows)
+
+
+@app.command()
+def preview(
+    file: Annotated[Path, typer.Argument(help="Pipeline YAML file")],
+    node: Annotated[str, typer.Argument(help="Data node id, e.g. faq")],
+    rows: Annotated[int, typer.Option(help="Rows to sample")] = 5,
+    seed: Annotated[int | None, typer.Option(help="Seed of the random sample")] = None,
+    json_: JsonFlag = False,
+) -> None:
+    """A random sample of a data block's rows."""
+    from builder.pipeline import load_pipeline
+
+    pipeline = load_pipeline(file)
+    n = pipeline.nodes.get(node)
+    if n is None or not hasattr(n.block, "preview"):
+        _fail(f"{node!r} is not a data block of {file} that can be previewed")
+    sample = n.block().preview(n.params, pipeline.base_dir, rows=rows, seed=seed)
+    if json_:
+        _print_json(sample)
+        return
+    _table(list(sample[0]) if sample else [], sample)
