@@ -149,7 +149,7 @@ def test_schema_version_is_required_and_future_versions_refused():
 def test_unknown_top_level_key_and_compute_checks():
     errs = problems_of(GOOD.replace("compute: compute.local@1.0.0", "compute: chat.faq-csv@1.0.0\nbudgt: 3"))
     assert (
-        "budgt (line 21): unknown key; expected one of blocks, budget, compute, description, edges, name, "
+        "budgt (line 21): unknown key; expected one of blocks, budget, compute, description, edges, layout, name, "
         "schema_version" in errs
     )
     assert "compute (line 20): chat.faq-csv@1.0.0 is a data block, not a compute tier" in errs

@@ -135,3 +135,16 @@ def test_an_invalid_draft_is_not_started():
     d.data["edges"] = []
     with pytest.raises(DraftError, match=r"the pipeline has \d+ problem\(s\); the first:"):
         actions.start_run(d)
+
+
+def test_a_malformed_layout_is_a_problem_but_never_changes_the_plan():
+    from builder.plan import compile_plan
+
+    d = template_draft()
+    d.layout["faq"] = ["left", 3]
+    problems, by_node = validate(d)
+    assert [str(p) for p in problems] == ["layout.faq (line 35): must be [x, y] (two numbers), got ['left', 3]"]
+    d.layout["faq"] = [1, 2]
+    with_layout = compile_plan(parse_pipeline(to_yaml(d), TEMPLATES)).plan_hash
+    d.data.pop("layout")
+    assert compile_plan(parse_pipeline(to_yaml(d), TEMPLATES)).plan_hash == with_layout
