@@ -209,7 +209,42 @@ def serve(service_id: str, host: str = "127.0.0.1", port: int = 8000, threads: i
 
     ensure_port_free(host, port)
     app = create_app(service_id, threads=threads)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    server = _quiet_server_class()(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    server.run()
+    if server.stopped_by_signal:
+        raise KeyboardInterrupt  # after a clean shutdown, so callers' `finally` stops what they started
+
+
+def _quiet_server_class() -> type:
+    import contextlib
+    import signal
+    import threading
+
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn's Server, minus re-raising Ctrl-C inside the running event loop after shutdown (which
+        cancels the lifespan task and prints two tracebacks); the signal is reported after run() instead."""
+
+        stopped_by_signal = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.stopped_by_signal = True
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[override]
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return QuietServer
 
 
 __all__ = ["create_app", "ensure_port_free", "serve"]
