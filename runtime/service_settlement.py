@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from builder.errors import ChainError, NotFoundError
@@ -26,52 +27,73 @@ UNLIMITED = 2**256 - 1
 
 
 def open_batch(session: Session, chain: Chain, service: Service) -> ServiceBatch | None:
-    """Put the service's unbatched calls into a new batch with its payouts (None when there are none)."""
+    """Put the service's unbatched calls into a new batch with its payouts (None when there are none).
+
+    One database transaction claims the batch id, assigns the calls and computes the payouts from the
+    calls actually assigned, so two settlements racing can neither share calls nor pay for calls they
+    did not take (the loser's transaction fails and changes nothing).
+    """
     unbatched = (Usage.service_id == service.id, Usage.batch_id.is_(None), Usage.unit == "call")
-    first_id, last_id, calls = session.execute(
-        select(func.min(Usage.id), func.max(Usage.id), func.sum(Usage.quantity)).where(*unbatched)
-    ).one()
+    last_id = session.scalar(select(func.max(Usage.id)).where(*unbatched))
     if last_id is None:
         return None
-    calls = round(calls)
-    run = session.get(Run, service.run_id)
-    owed: dict[str, int] = {}
-    for ref, amount in call_royalties(run.plan["steps"], calls):
+    steps = session.get(Run, service.run_id).plan["steps"]
+    for ref, _ in call_royalties(steps, 1):
         if ref not in chain.asset_of:
             raise ChainError(
                 f"block {ref} of service {service.id} has no asset on this chain; register it with "
                 f"`aib assets register {ref}`"
             )
-        owed[ref] = owed.get(ref, 0) + amount
-    payouts = [
-        {"block_ref": ref, "asset_id": chain.asset_of[ref], "amount_wei": amount}
-        for ref, amount in sorted(owed.items())
-        if amount > 0
-    ]
+    chain_id, fee_bps = chain.w3.eth.chain_id, chain.escrow.functions.feeBps().call()  # before any write
     number = session.scalar(select(func.count()).where(ServiceBatch.service_id == service.id)) + 1
     batch_id = f"{service.id}:batch:{number}"
-    payouts_wei = sum(p["amount_wei"] for p in payouts)
-    batch = ServiceBatch(
-        id=batch_id,
-        service_id=service.id,
-        chain_id=chain.w3.eth.chain_id,
-        escrow=chain.escrow.address,
-        onchain_id="0x" + chain.onchain_id(batch_id).hex(),
-        payer=chain.payer,
-        status="pending" if payouts_wei else "nothing_owed",
-        calls=calls,
-        first_usage_id=first_id,
-        last_usage_id=last_id,
-        payouts=payouts,
-        payouts_wei=payouts_wei,
-        fee_wei=fee_on(payouts_wei, chain.escrow.functions.feeBps().call()),
-    )
-    session.add(batch)
-    session.execute(
-        update(Usage).where(*unbatched, Usage.id <= last_id).values(batch_id=batch_id),
-        execution_options={"synchronize_session": False},
-    )
-    session.commit()  # the batch and the calls it pays, on disk before anything is sent
+    try:
+        batch = ServiceBatch(
+            id=batch_id,
+            service_id=service.id,
+            chain_id=chain_id,
+            escrow=chain.escrow.address,
+            onchain_id="0x" + chain.onchain_id(batch_id).hex(),
+            payer=chain.payer,
+            status="opening",
+            calls=0,
+            first_usage_id=0,
+            last_usage_id=last_id,
+            payouts=[],
+            payouts_wei=0,
+            fee_wei=0,
+        )
+        session.add(batch)
+        session.flush()  # claims the id: a concurrent opener of the same batch fails here
+        session.execute(
+            update(Usage).where(*unbatched, Usage.id <= last_id).values(batch_id=batch_id),
+            execution_options={"synchronize_session": False},
+        )
+        first_id, calls = session.execute(
+            select(func.min(Usage.id), func.sum(Usage.quantity)).where(Usage.batch_id == batch_id)
+        ).one()
+        if first_id is None:  # another settlement took these calls first
+            session.rollback()
+            return None
+        calls = round(calls)
+        owed: dict[str, int] = {}
+        for ref, amount in call_royalties(steps, calls):
+            owed[ref] = owed.get(ref, 0) + amount
+        batch.payouts = [
+            {"block_ref": ref, "asset_id": chain.asset_of[ref], "amount_wei": amount}
+            for ref, amount in sorted(owed.items())
+            if amount > 0
+        ]
+        batch.payouts_wei = sum(p["amount_wei"] for p in batch.payouts)
+        batch.fee_wei = fee_on(batch.payouts_wei, fee_bps)
+        batch.calls, batch.first_usage_id = calls, first_id
+        batch.status = "pending" if batch.payouts_wei else "nothing_owed"
+        session.commit()  # the batch and the calls it pays, on disk before anything is sent
+    except (IntegrityError, OperationalError):
+        session.rollback()
+        raise ChainError(
+            f"another settlement is opening a batch of service {service.id} at this moment; run it again"
+        ) from None
     return batch
 
 

@@ -165,3 +165,49 @@ def test_a_keystore_wallet_pays_a_batch_by_signing_it_locally(paid_chain, served
     assert paid_chain.w3.eth.get_transaction(batch["settle_tx"])["from"] == address
     left = paid_chain.token.functions.balanceOf(address).call()
     assert left == 2 * 10**18 - batch["payouts_wei"] - batch["fee_wei"]
+
+
+def test_two_settlements_opening_a_batch_at_once_never_share_or_lose_calls(paid_chain, served):
+    from sqlalchemy import event
+
+    from builder.errors import ChainError
+    from runtime import service_settlement as svc
+    from runtime.db import Service, ServiceBatch, Usage, session_factory, utcnow
+
+    call(served, 2)
+    unpaid = unpaid_calls(served.service_id)
+    Session = session_factory()
+    with Session() as s:
+        taken = s.scalar(select(func.count()).where(ServiceBatch.service_id == served.service_id)) + 1
+
+    def other_settlement_wins(session, _ctx, _instances):
+        with Session() as other:  # commits the same batch id first, as a second process would
+            other.add(
+                ServiceBatch(
+                    id=f"{served.service_id}:batch:{taken}",
+                    service_id=served.service_id,
+                    chain_id=1,
+                    escrow=paid_chain.escrow.address,
+                    onchain_id="0x" + "00" * 32,
+                    payer=paid_chain.payer,
+                    status="nothing_owed",
+                    calls=0,
+                    first_usage_id=0,
+                    last_usage_id=0,
+                    payouts=[],
+                    payouts_wei=0,
+                    fee_wei=0,
+                    created_at=utcnow(),
+                )
+            )
+            other.commit()
+
+    with Session() as s:
+        event.listen(s, "before_flush", other_settlement_wins, once=True)
+        with pytest.raises(ChainError, match="another settlement is opening a batch of service .* run it again"):
+            svc.open_batch(s, paid_chain, s.get(Service, served.service_id))
+    assert unpaid_calls(served.service_id) == unpaid  # the loser changed nothing
+    with Session() as s:
+        batch = svc.open_batch(s, paid_chain, s.get(Service, served.service_id))
+        assert batch.id.endswith(f":batch:{taken + 1}") and batch.calls == unpaid
+        assert s.scalar(select(func.sum(Usage.quantity)).where(Usage.batch_id == batch.id)) == unpaid
