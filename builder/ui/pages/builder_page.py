@@ -51,6 +51,30 @@ def _start_screen() -> None:
                 st.error(f"{upload.name}: {exc if isinstance(exc, DraftError) else 'not UTF-8 text'}")
 
 
+# Edits are button callbacks: they run before the page script, so a rerun the canvas asks for at the same
+# moment cannot swallow them (a click handled in the script body can be cut off by such a rerun).
+def _add(draft, ref: str) -> None:
+    node_id = add_block(draft, ref)
+    actions.save(draft)
+    bump_canvas()
+    st.session_state["selected_node"] = node_id
+    flash("success", f"added {node_id} ({ref})")
+
+
+def _remove(draft, node_id: str) -> None:
+    remove_block(draft, node_id)
+    actions.save(draft)
+    bump_canvas()
+    flash("success", f"removed {node_id}")
+
+
+def _disconnect(draft, src: str, dst: str) -> None:
+    disconnect(draft, src, dst)
+    actions.save(draft)
+    bump_canvas()
+    flash("success", f"removed the connection {src} -> {dst}")
+
+
 def _start_run(draft) -> None:
     try:
         run_id = actions.start_run(draft)  # idempotent for a few seconds: a double click runs once
@@ -88,13 +112,7 @@ with st.sidebar:
                     + (", ".join(f"{p.name} ({p.type})" for p in b.outputs) or "—")
                 )
                 st.caption(f"{aic(b.price.amount_wei)} per {b.price.unit} · {b.license}")
-                if st.button("Add to canvas", key=f"add-{b.ref()}"):
-                    node_id = add_block(draft, b.ref())
-                    actions.save(draft)
-                    bump_canvas()
-                    st.session_state["selected_node"] = node_id
-                    flash("success", f"added {node_id} ({b.ref()})")
-                    st.rerun()
+                st.button("Add to canvas", key=f"add-{b.ref()}", on_click=_add, args=(draft, b.ref()))
 
 problems, by_node = validate(draft)
 st.caption(f"**{draft.data.get('name', '')}** · saved in `{draft.base_dir / 'pipeline.yaml'}`")
@@ -165,11 +183,7 @@ with right:
                 if st.button("Another sample", key=f"reseed-{selected}"):
                     st.session_state[f"seed-{selected}"] = seed + 1
                     st.rerun()
-            if st.button(f"Remove {selected}", key=f"remove-{selected}"):
-                remove_block(draft, selected)
-                actions.save(draft)
-                bump_canvas()
-                st.rerun()
+            st.button(f"Remove {selected}", key=f"remove-{selected}", on_click=_remove, args=(draft, selected))
 
 # --- connections, validation, price, run, YAML -------------------------------------------------------
 with left:
@@ -192,11 +206,7 @@ with left:
         for text, src, dst in node_edges(draft):
             c1, c2 = st.columns([4, 1])
             c1.code(text, language=None)
-            if c2.button("Remove", key=f"disconnect-{text}"):
-                disconnect(draft, src, dst)
-                actions.save(draft)
-                bump_canvas()
-                st.rerun()
+            c2.button("Remove", key=f"disconnect-{text}", on_click=_disconnect, args=(draft, src, dst))
         if len(draft.blocks) >= 2:
             with st.form("connect"):
                 ids = list(draft.blocks)
