@@ -19,13 +19,6 @@ from common import median, print_figures, print_table, train_template
 
 PAGES = ["Templates", "Builder", "Marketplace", "Runs", "Services", "Wallet"]
 IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')"""
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 def timed_until_idle(page, action, heading: str) -> float:
@@ -44,7 +37,7 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from builder.ui.launch import start_ui, stop_ui
+    from builder.ui.launch import CHROMIUM, CHROMIUM_FLAGS, start_ui, stop_ui
     from runtime.processes import free_port
 
     train_template()
@@ -54,7 +47,7 @@ def main() -> None:
     bare, bare_url = start_ui("127.0.0.1", free_port(), script=bare_script)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)
             page.goto(bare_url)

@@ -196,6 +196,11 @@ def _validate_params(
     return params
 
 
+def param_problems(exc: PydanticValidationError) -> list[str]:
+    """One `param: message` sentence per problem of a Params validation error (the CLI's wording)."""
+    return [f"{'.'.join(str(x) for x in e['loc']) or 'params'}: {_pydantic_message(e)}" for e in exc.errors()]
+
+
 def _pydantic_message(err: dict) -> str:
     kind, ctx, got = err.get("type", ""), err.get("ctx") or {}, err.get("input")
     if kind == "extra_forbidden":
@@ -394,4 +399,13 @@ def _validate_compute(raw: Any, src: YamlSource, base_dir: Path, problems: list[
     return Node("compute", block, params) if params is not None else None
 
 
-__all__ = ["CURRENT_SCHEMA_VERSION", "Edge", "Node", "Pipeline", "find_cycle", "load_pipeline", "parse_pipeline"]
+__all__ = [
+    "CURRENT_SCHEMA_VERSION",
+    "Edge",
+    "Node",
+    "Pipeline",
+    "find_cycle",
+    "load_pipeline",
+    "param_problems",
+    "parse_pipeline",
+]

@@ -203,13 +203,12 @@ def assets_register(
     owner: Annotated[str, typer.Option("--owner", help="Address that owns the asset and receives its revenue")],
 ) -> None:
     """Register a block as a new asset NFT owned by --owner; the block's revenue goes to that asset from now on."""
+    from chain.accounts import use_signer
     from chain.client import write_address_book
     from chain.deploy import register_block_asset
 
     cls = _resolve_block(block)
     who = checked_address(owner)
-    from chain.accounts import use_signer
-
     w3, book, registry = _assets_context()
     asset_id, receipt = register_block_asset(w3, registry, cls, who, use_signer(w3, book))
     book.setdefault("assets", {})[cls.ref()] = asset_id
@@ -223,11 +222,10 @@ def assets_transfer(
     to: Annotated[str, typer.Argument(help="New owner: receives the asset's future revenue")],
 ) -> None:
     """Transfer (sell) an asset NFT; its future revenue goes to the new owner."""
+    from chain.accounts import keystore_path, use_signer
     from chain.client import send
 
     who = checked_address(to)
-    from chain.accounts import keystore_path, use_signer
-
     w3, book, registry = _assets_context()
     try:
         current = registry.functions.ownerOf(asset_id).call()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -43,4 +45,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-__all__ = ["free_port", "pid_alive", "port_free"]
+def wait_for_http(proc: subprocess.Popen, url: str, timeout_s: float = 60.0) -> bool:
+    """Poll `url` until it answers 200 (True); False as soon as `proc` exits or when `timeout_s` has passed."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    return False
+
+
+__all__ = ["free_port", "pid_alive", "port_free", "wait_for_http"]

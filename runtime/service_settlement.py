@@ -17,10 +17,9 @@ from sqlalchemy.orm import Session
 from builder.errors import ChainError, NotFoundError
 from builder.money import format_aic
 from runtime.db import Run, Service, ServiceBatch, Usage
-from runtime.settlement import Chain
+from runtime.settlement import ZERO_ADDRESS, Chain
 from runtime.settlement_math import call_royalties, fee_on
 
-ZERO_ADDRESS = "0x" + "0" * 40
 # The escrow can only ever pull from msg.sender (in deposit and settleBatch), so one unlimited allowance
 # lets nobody but the payer spend the payer's AIC, and spares an approve transaction per batch.
 UNLIMITED = 2**256 - 1
@@ -97,16 +96,8 @@ def open_batch(session: Session, chain: Chain, service: Service) -> ServiceBatch
     return batch
 
 
-def _settled_tx(chain: Chain, batch: ServiceBatch) -> Any:
-    logs = chain.escrow.events.Settled.get_logs(from_block=0, argument_filters={"runId": chain.onchain_id(batch.id)})
-    return logs[-1].transactionHash if logs else None
-
-
 def _record(session: Session, chain: Chain, batch: ServiceBatch, tx_hash: Any) -> None:
-    from web3.logs import DISCARD
-
-    receipt = chain.w3.eth.get_transaction_receipt(tx_hash)
-    payees = {e.args.assetId: e.args.payee for e in chain.escrow.events.Paid().process_receipt(receipt, errors=DISCARD)}
+    payees = chain.payees(tx_hash)
     tx = tx_hash.to_0x_hex()
     batch.payouts = [{**p, "payee": payees.get(p["asset_id"])} for p in batch.payouts]
     batch.status, batch.settle_tx, batch.error = "settled", tx, None
@@ -121,9 +112,8 @@ def finish_batch(session: Session, chain: Chain, batch: ServiceBatch) -> Service
     """Pay an open batch, or record that it was already paid; idempotent and safe after any crash."""
     if batch.status != "pending":
         return batch
-    onchain = chain.onchain_id(batch.id)
-    if chain.escrow.functions.depositOf(onchain).call()[0] != ZERO_ADDRESS:  # paid before a crash
-        tx = _settled_tx(chain, batch)
+    if chain.deposit_of(batch.id)[0] != ZERO_ADDRESS:  # paid before a crash
+        tx = chain.event_tx("Settled", batch.id)
         if tx is None:
             raise ChainError(f"batch {batch.id} is taken on chain but has no Settled event")
         _record(session, chain, batch, tx)
@@ -137,7 +127,7 @@ def finish_batch(session: Session, chain: Chain, batch: ServiceBatch) -> Service
     if chain.token.functions.allowance(batch.payer, chain.escrow.address).call() < need:
         chain.send(chain.token.functions.approve(chain.escrow.address, UNLIMITED), batch.payer)
     call = chain.escrow.functions.settleBatch(
-        onchain, [p["asset_id"] for p in batch.payouts], [p["amount_wei"] for p in batch.payouts]
+        chain.onchain_id(batch.id), [p["asset_id"] for p in batch.payouts], [p["amount_wei"] for p in batch.payouts]
     )
     try:
         receipt = chain.send(call, batch.payer)

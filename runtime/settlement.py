@@ -21,6 +21,7 @@ from runtime.db import Run, Settlement, Usage
 from runtime.settlement_math import SettlementMathError, deposit_for, plan_settlement
 
 FINISHED = ("succeeded", "failed", "cancelled")
+ZERO_ADDRESS = "0x" + "0" * 40
 
 
 def payments_enabled() -> bool:
@@ -71,6 +72,27 @@ class Chain:
 
         return send(self.w3, call, sender)
 
+    def deposit_of(self, key: str) -> tuple[str, int, bool]:
+        """(payer, amount, closed) of the escrow entry of a run or batch id (payer zero when none)."""
+        payer, _at, closed, amount = self.escrow.functions.depositOf(self.onchain_id(key)).call()
+        return payer, amount, closed
+
+    def event_tx(self, event: str, key: str) -> Any:
+        """The transaction of the last `event` (Deposited, Settled) the escrow emitted for a run or batch id."""
+        logs = getattr(self.escrow.events, event).get_logs(
+            from_block=0, argument_filters={"runId": self.onchain_id(key)}
+        )
+        return logs[-1].transactionHash if logs else None
+
+    def payees(self, tx_hash: Any) -> dict[int, str]:
+        """Asset id -> the address a settlement transaction paid (from its Paid events)."""
+        from web3.logs import DISCARD
+
+        receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+        return {
+            e.args.assetId: e.args.payee for e in self.escrow.events.Paid().process_receipt(receipt, errors=DISCARD)
+        }
+
 
 def deposit_amount(chain: Chain, plan: Plan) -> int:
     """What a run of `plan` deposits: quote + room for compute overrun + the protocol fee."""
@@ -110,23 +132,8 @@ def deposit(session: Session, chain: Chain, run_id: str, amount: int) -> Settlem
     return row
 
 
-def _onchain_deposit(chain: Chain, row: Settlement) -> tuple[str, int, bool]:
-    payer, _at, closed, amount = chain.escrow.functions.depositOf(chain.onchain_id(row.id)).call()
-    return payer, amount, closed
-
-
-def _event_tx(chain: Chain, event: str, row: Settlement) -> Any:
-    logs = getattr(chain.escrow.events, event).get_logs(
-        from_block=0, argument_filters={"runId": chain.onchain_id(row.id)}
-    )
-    return logs[-1].transactionHash if logs else None
-
-
 def _record_settled(session: Session, chain: Chain, row: Settlement, tx_hash: Any) -> None:
-    from web3.logs import DISCARD
-
-    receipt = chain.w3.eth.get_transaction_receipt(tx_hash)
-    payees = {e.args.assetId: e.args.payee for e in chain.escrow.events.Paid().process_receipt(receipt, errors=DISCARD)}
+    payees = chain.payees(tx_hash)
     tx = tx_hash.to_0x_hex()
     row.payouts = [{**p, "payee": payees.get(p["asset_id"])} for p in row.payouts]
     row.status, row.settle_tx, row.error = "settled", tx, None
@@ -143,12 +150,12 @@ def settle_run(session: Session, chain: Chain, run_id: str) -> Settlement:
     if row.status in ("settled", "not_deposited"):
         return row
     if row.status == "deposit_pending":  # the process may have died around the deposit transaction
-        payer, _amount, _closed = _onchain_deposit(chain, row)
-        if payer == "0x" + "0" * 40:
+        payer, _amount, _closed = chain.deposit_of(row.id)
+        if payer == ZERO_ADDRESS:
             row.status, row.error = "not_deposited", "the deposit never reached the chain; nothing was charged"
             session.commit()
             return row
-        tx = _event_tx(chain, "Deposited", row)
+        tx = chain.event_tx("Deposited", row.id)
         row.status, row.deposit_tx = "deposited", tx.to_0x_hex() if tx is not None else None
         session.commit()
     run = session.get(Run, run_id)
@@ -178,9 +185,9 @@ def settle_run(session: Session, chain: Chain, run_id: str) -> Settlement:
         row.fee_wei, row.refund_wei, row.shortfall_wei = plan.fee_wei, plan.refund_wei, plan.shortfall_wei
         row.status = "settle_pending"
         session.commit()  # what will be sent is on disk before it is sent
-    _payer, _amount, closed = _onchain_deposit(chain, row)
+    _payer, _amount, closed = chain.deposit_of(row.id)
     if closed:  # sent before a crash, or by another process: record it, never send again
-        tx = _event_tx(chain, "Settled", row)
+        tx = chain.event_tx("Settled", row.id)
         if tx is None:
             raise ChainError(f"run {run_id!r} is closed on chain without a Settled event (reclaimed by its payer?)")
         _record_settled(session, chain, row, tx)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import AibError
+from builder.pipeline import param_problems
 from builder.ui.draft import Draft, DraftError, block_of, from_yaml, to_yaml, validate
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -131,7 +132,7 @@ def _check_params(block: Any, params: dict[str, Any], base_dir: Path, only: str 
     try:
         parsed = block.Params(**params)
     except PydanticValidationError as exc:
-        return [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return param_problems(exc)
     return [msg for name, msg in block().check(parsed, base_dir) if only is None or name == only]
 
 
@@ -257,11 +258,8 @@ def server_of(service_id: str) -> dict[str, Any] | None:
 def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
     """Start `aib serve SERVICE_ID` on a free loopback port as a detached process; returns {pid, port, url}."""
     import json
-    import time
 
-    import httpx
-
-    from runtime.processes import free_port
+    from runtime.processes import free_port, wait_for_http
 
     running = server_of(service_id)
     if running:
@@ -280,16 +278,9 @@ def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
     )
     log.close()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    if not wait_for_http(proc, f"{url}/health"):
         if proc.poll() is not None:
             raise DraftError(f"the API server of {service_id} stopped at start; its log is {log_path}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
         raise DraftError(f"the API server of {service_id} did not answer within 60 s")
     info = {"pid": proc.pid, "port": port, "url": url}
     (_servers_dir() / f"{service_id}.json").write_text(json.dumps(info))
@@ -321,7 +312,7 @@ def try_service(predictor: Any, service_id: str, values: dict[str, Any]) -> dict
     try:
         item = predictor.Request(**values).model_dump()
     except PydanticValidationError as exc:
-        raise DraftError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        raise DraftError("; ".join(param_problems(exc))) from None
     too_large = predictor.check_item(item)
     if too_large:
         raise DraftError(too_large)

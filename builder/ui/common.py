@@ -79,6 +79,19 @@ def aic(wei: int | None) -> str:
     return "—" if wei is None else format_aic(int(wei))
 
 
+def batches_table(batches: list[tuple]) -> None:
+    """Service batches as a table; each row starts (batch id, status, calls, paid wei, fee wei, tx)."""
+    import pandas as pd
+
+    st.dataframe(
+        pd.DataFrame(
+            [(b[0], b[1], b[2], aic(b[3]), aic(b[4]), b[5]) for b in batches],
+            columns=["batch", "status", "calls", "paid", "fee", "tx"],
+        ),
+        hide_index=True,
+    )
+
+
 def goto(page: str) -> None:
     """Open another page (`runs`, `services`, …); when a page runs on its own (AppTest) it is only recorded.
 

@@ -8,6 +8,7 @@ import streamlit as st
 import yaml
 from pydantic import ValidationError as PydanticValidationError
 
+from builder.pipeline import param_problems
 from builder.spec import Block
 
 
@@ -79,7 +80,7 @@ def check_params(block: type[Block], values: dict[str, Any]) -> tuple[dict[str, 
     try:
         parsed = block.Params(**values)
     except PydanticValidationError as exc:
-        return None, [f"{'.'.join(str(x) for x in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors()]
+        return None, param_problems(exc)
     return parsed.model_dump(mode="json", exclude_none=True), []
 
 

@@ -5,18 +5,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from builder.errors import ServeError
 
 APP = Path(__file__).resolve().parent / "app.py"
+# Debian's chromium (installed by `make test`), as the browser tests and bench/ui.py launch it headless.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def start_ui(host: str = "127.0.0.1", port: int = 8501, script: Path = APP) -> tuple[subprocess.Popen, str]:
     """Start the Streamlit app (or another Streamlit `script`) on host:port, wait until it answers; (process, URL)."""
-    import httpx
-
+    from runtime.processes import wait_for_http
     from runtime.serving import ensure_port_free
 
     ensure_port_free(host, port)
@@ -42,15 +49,10 @@ def start_ui(host: str = "127.0.0.1", port: int = 8501, script: Path = APP) -> t
         stdin=subprocess.DEVNULL,
     )
     url = f"http://{host}:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServeError(f"the workbench stopped while starting (exit code {proc.returncode})")
-        try:
-            if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
+    if wait_for_http(proc, f"{url}/_stcore/health"):
+        return proc, url
+    if proc.poll() is not None:
+        raise ServeError(f"the workbench stopped while starting (exit code {proc.returncode})")
     proc.terminate()
     raise ServeError(f"the workbench did not answer at {url} within 60 s")
 
@@ -65,4 +67,4 @@ def stop_ui(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
-__all__ = ["start_ui", "stop_ui"]
+__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "start_ui", "stop_ui"]

@@ -9,7 +9,7 @@ import streamlit as st
 from sqlalchemy import select
 
 from builder.ui import actions
-from builder.ui.common import aic, db, setup
+from builder.ui.common import aic, batches_table, db, setup
 from builder.ui.draft import DraftError
 
 setup("Services", "services")
@@ -149,11 +149,5 @@ with tab_usage:
         per_minute = frame.set_index(pd.to_datetime(frame["time"]))["calls"].resample("1min").sum()
         st.bar_chart(per_minute, height=200)
     if batches:
-        st.dataframe(
-            pd.DataFrame(
-                [(b[0], b[1], b[2], aic(b[3]), aic(b[4]), b[5]) for b in batches],
-                columns=["batch", "status", "calls", "paid", "fee", "tx"],
-            ),
-            hide_index=True,
-        )
+        batches_table(batches)
     st.caption("Unpaid calls are paid to every block's owner with `aib settle services` (one transaction per batch).")

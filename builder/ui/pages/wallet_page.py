@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import select
 
-from builder.ui.common import aic, chain_or_none, db, setup
+from builder.ui.common import aic, batches_table, chain_or_none, db, setup
 
 setup("Wallet", "wallet")
 
@@ -57,13 +57,7 @@ else:
 
 st.subheader("Served calls paid")
 if batches:
-    st.dataframe(
-        pd.DataFrame(
-            [(b[0], b[1], b[2], aic(b[3]), aic(b[4]), b[5]) for b in batches],
-            columns=["batch", "status", "calls", "paid", "fee", "tx"],
-        ),
-        hide_index=True,
-    )
+    batches_table(batches)
 else:
     st.caption("No service batch was paid yet (`aib settle services`).")
 
