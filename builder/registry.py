@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import threading
 from importlib.metadata import entry_points
 
 from builder.errors import BlockError
@@ -16,6 +17,8 @@ BUILTIN_MODULES = ("blocks.chat", "blocks.compute", "blocks.service")
 
 _BLOCKS: dict[tuple[str, str], type[Block]] = {}
 _loaded = False
+_loading = False
+_LOCK = threading.RLock()
 
 
 def register_block(cls: type[Block]) -> type[Block]:
@@ -34,21 +37,32 @@ def register_block(cls: type[Block]) -> type[Block]:
 
 def load_blocks() -> None:
     """Import the built-in block modules and every module published under the entry-point group."""
-    global _loaded
+    global _loaded, _loading
     if _loaded:
         return
-    _loaded = True
-    seen = set()
-    for name in BUILTIN_MODULES:
-        importlib.import_module(name)
-        seen.add(name)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.value in seen:
-            continue
+    # The workbench runs page scripts in several threads at once: without the lock a second thread would
+    # see the registry half filled (seen in CI as "No block matches" and "unknown block 'compute.local'").
+    with _LOCK:
+        if _loaded or _loading:  # _loading: a block module asking for blocks while it is being imported
+            return
+        _loading = True
         try:
-            ep.load()
-        except Exception as exc:  # a broken third-party package must not take the product down
-            raise BlockError(f"the block package {ep.value!r} (entry point {ep.name!r}) failed to load: {exc}") from exc
+            seen = set()
+            for name in BUILTIN_MODULES:
+                importlib.import_module(name)
+                seen.add(name)
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                if ep.value in seen:
+                    continue
+                try:
+                    ep.load()
+                except Exception as exc:  # a broken third-party package must not take the product down
+                    raise BlockError(
+                        f"the block package {ep.value!r} (entry point {ep.name!r}) failed to load: {exc}"
+                    ) from exc
+            _loaded = True
+        finally:
+            _loading = False
 
 
 def all_blocks() -> list[type[Block]]:

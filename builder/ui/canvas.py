@@ -1,8 +1,9 @@
 """The drag-and-drop canvas (streamlit-flow-component, i.e. React Flow) kept in step with the Draft.
 
-The Draft is the truth: the canvas is rebuilt from it whenever it changes elsewhere (a form, the YAML),
-and every change made on the canvas (a node moved, an edge drawn or deleted, a node deleted) is applied
-to the Draft. An edge whose ports do not fit is refused with the reason and disappears from the canvas.
+The Draft is the truth: the canvas is rebuilt from it whenever it changes elsewhere (a form, the YAML, the
+palette), and what the user does on the canvas (a node moved or selected, an edge drawn) is applied to the
+Draft. An edge whose ports do not fit is refused with the reason and disappears from the canvas. Deleting
+is done with the page's Remove buttons, never on the canvas.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from typing import Any
 import streamlit as st
 
 from builder.ui.common import flash
-from builder.ui.draft import Draft, DraftError, block_of, connect, disconnect, node_edges, remove_block
+from builder.ui.draft import Draft, DraftError, block_of, connect, node_edges
 
 OK_STYLE = {"border": "1px solid #8a8a8a", "borderRadius": "8px", "padding": "6px", "background": "#ffffff"}
 BAD_STYLE = {**OK_STYLE, "border": "2px solid #d62728", "background": "#fff2f2"}
 
 
-def build_state(draft: Draft, bad_nodes: set[str]) -> Any:
-    """A fresh canvas state showing `draft` (nodes with problems outlined in red)."""
+def build_state(draft: Draft, bad_nodes: set[str], version: int = 0) -> Any:
+    """A fresh canvas state showing `draft` at canvas `version` (nodes with problems outlined in red)."""
     from streamlit_flow.elements import StreamlitFlowEdge, StreamlitFlowNode
     from streamlit_flow.state import StreamlitFlowState
 
@@ -47,7 +48,7 @@ def build_state(draft: Draft, bad_nodes: set[str]) -> Any:
             StreamlitFlowNode(
                 id=node_id,
                 pos=(float(x), float(y)),
-                data={"content": f"**{node_id}**\n\n`{ref}`{ports}"},
+                data={"content": f"**{node_id}**\n\n`{ref}`{ports}", "version": version},
                 node_type=node_type,
                 source_position="right",
                 target_position="left",
@@ -72,13 +73,21 @@ def build_state(draft: Draft, bad_nodes: set[str]) -> Any:
     return StreamlitFlowState(nodes, edges)
 
 
+def _resend(draft: Draft, bad_nodes: set[str], after: int) -> None:
+    """Rebuild the canvas state from `draft`, stamped later than `after` so the browser takes it."""
+    state = build_state(draft, bad_nodes, st.session_state.get("canvas_version", 0))
+    state.timestamp = max(state.timestamp, after + 1)
+    st.session_state["flow"] = state
+
+
 def show(draft: Draft, bad_nodes: set[str]) -> bool:
-    """Draw the canvas and apply what the user did on it to `draft`; True when the draft changed."""
+    """Draw the canvas and apply what the user did on it to `draft`; True when the page must run again
+    (the draft changed, or the canvas showed an older draft and is being redrawn)."""
     from streamlit_flow import streamlit_flow
 
     version = st.session_state.get("canvas_version", 0)
     if st.session_state.get("flow_version") != version or "flow" not in st.session_state:
-        st.session_state["flow"] = build_state(draft, bad_nodes)
+        st.session_state["flow"] = build_state(draft, bad_nodes, version)
         st.session_state["flow_version"] = version
     shown = st.session_state["flow"]
     new = streamlit_flow(
@@ -95,23 +104,26 @@ def show(draft: Draft, bad_nodes: set[str]) -> bool:
     if new is shown or new.timestamp < shown.timestamp:
         # The browser has not drawn the state we just sent yet: what it returns predates our edit.
         return False
+    # The browser stamps what it sends with its own clock, so a value about an older draft (its layout pass
+    # finishing late, say) can carry a newer stamp than our latest state, and the browser would then ignore
+    # that state. Each node carries the draft version it was drawn from; a value that is not wholly about
+    # the current draft changes nothing and the canvas is redrawn from the draft instead.
+    drawn_from_now = {n.id for n in new.nodes} == set(draft.blocks) and all(
+        n.data.get("version") == version for n in new.nodes
+    )
+    if not drawn_from_now:
+        _resend(draft, bad_nodes, new.timestamp)
+        return True
     st.session_state["flow"] = new
-    changed = False
     for node in new.nodes:  # positions: kept in the YAML's layout, rounded so the file stays tidy
         pos = [round(node.position["x"]), round(node.position["y"])]
-        if node.id in draft.blocks and draft.layout.get(node.id) != pos:
+        if draft.layout.get(node.id) != pos:
             draft.layout[node.id] = pos
-    shown_nodes = {n.id for n in new.nodes}
-    for node_id in [n for n in draft.blocks if n not in shown_nodes]:
-        remove_block(draft, node_id)  # deleted on the canvas
-        changed = True
+    # Nodes and edges cannot be deleted on the canvas (see build_state), so the only structural change a
+    # value about the current draft can hold is an edge the user drew.
     ours = {(src, dst) for _, src, dst in node_edges(draft)}
-    theirs = {(e.source, e.target) for e in new.edges}
-    for src, dst in ours - theirs:
-        if src in shown_nodes and dst in shown_nodes:
-            disconnect(draft, src, dst)  # deleted on the canvas
-            changed = True
-    for src, dst in theirs - ours:
+    changed = False
+    for src, dst in sorted({(e.source, e.target) for e in new.edges} - ours):
         try:
             edge = connect(draft, src, dst)
             flash("success", f"connected {edge}", version + 1)

@@ -112,7 +112,9 @@ with st.sidebar:
                     + (", ".join(f"{p.name} ({p.type})" for p in b.outputs) or "—")
                 )
                 st.caption(f"{aic(b.price.amount_wei)} per {b.price.unit} · {b.license}")
-                st.button("Add to canvas", key=f"add-{b.ref()}", on_click=_add, args=(draft, b.ref()))
+                # The label names the block: while a search reruns the page, the previous result's button can
+                # still stand where this one will appear, and a click on it must not add the wrong block.
+                st.button(f"Add {b.id} to canvas", key=f"add-{b.ref()}", on_click=_add, args=(draft, b.ref()))
 
 problems, by_node = validate(draft)
 st.caption(f"**{draft.data.get('name', '')}** · saved in `{draft.base_dir / 'pipeline.yaml'}`")
