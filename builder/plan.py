@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from builder.errors import Problem, ValidationError
@@ -38,6 +39,8 @@ class PlanStep:
     call_price: dict[str, Any] | None
     provider: str
     estimated_seconds: float
+    # Published datasets the step reads, each paid per run: [{ref, dataset, provider, amount_wei}]
+    royalties: tuple[dict[str, Any], ...] = ()
 
     @property
     def ref(self) -> str:
@@ -116,7 +119,26 @@ def _step(node: Node, inputs: dict[str, str], upstream_keys: dict[str, str], pip
         call_price=node.block.call_price.to_dict() if node.block.call_price else None,
         provider=node.block.provider,
         estimated_seconds=float(block.estimate_seconds(node.params)),
+        royalties=_royalties(node, pipeline),
     )
+
+
+def _royalties(node: Node, pipeline: Pipeline) -> tuple[dict[str, Any], ...]:
+    """What the node's data files owe the published datasets among them (see builder.datasets)."""
+    from builder.datasets import DatasetError, royalties_for
+
+    owed: list[dict[str, Any]] = []
+    for name, value in node.params.model_dump(mode="json").items():
+        if not (name.endswith("path") and isinstance(value, str) and value):
+            continue
+        path = Path(value) if Path(value).is_absolute() else pipeline.base_dir / value
+        try:
+            owed += royalties_for([path])
+        except DatasetError as exc:
+            raise ValidationError(
+                [Problem(f"blocks.{node.node_id}.params.{name}", str(exc))], pipeline.source
+            ) from None
+    return tuple(owed)
 
 
 def compute_quote(steps: tuple[PlanStep, ...], compute: PlanStep) -> int:
@@ -128,6 +150,7 @@ def compute_quote(steps: tuple[PlanStep, ...], compute: PlanStep) -> int:
 def quote(steps: tuple[PlanStep, ...], compute: PlanStep) -> int:
     """The price in wei quoted before a run: per-run prices plus planned device seconds on the tier."""
     total = sum(s.price["amount_wei"] for s in steps if s.price["unit"] == PriceUnit.RUN)
+    total += sum(r["amount_wei"] for s in steps for r in s.royalties)
     return total + compute_quote(steps, compute)
 
 

@@ -148,15 +148,9 @@ def wallet_create(
 @wallet_app.command("address")
 def wallet_address(json_: JsonFlag = False) -> None:
     """The address that pays and signs: the AIB_KEYSTORE account, or the local user's wallet."""
-    from chain.accounts import keystore_path, load_account
+    from chain.accounts import current_wallet
 
-    path = keystore_path()
-    if path is not None:
-        address, source = load_account(path).address, f"keystore {path}"
-    else:
-        from chain.client import address_book
-
-        address, source = address_book()["roles"]["operator"], "local chain dev account"
+    address, source = current_wallet()
     if json_:
         _print_json({"address": address, "source": source})
         return

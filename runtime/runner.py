@@ -252,6 +252,20 @@ def _finish_run(state: _RunState, run_id: str) -> None:
                     unit="run",
                     amount_wei=step.price["amount_wei"],
                 )
+            for owed in step.royalties:  # a published dataset the step read: its owner is paid per run
+                name, _, version = owed["ref"].rpartition("@")
+                add_usage(
+                    s,
+                    bill_key=f"run:{run_id}:step:{step.node_id}:{owed['ref']}",
+                    run_id=run_id,
+                    node_id=step.node_id,
+                    block_id=name,
+                    version=version,
+                    provider=owed["provider"],
+                    quantity=1,
+                    unit="run",
+                    amount_wei=owed["amount_wei"],
+                )
 
 
 def execute_run(

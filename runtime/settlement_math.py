@@ -63,6 +63,11 @@ def plan_settlement(
         if amount < 0:
             raise SettlementMathError(f"usage of {ref} has a negative amount {amount}")
         if ref not in asset_of:
+            if ref.startswith("dataset:"):
+                raise SettlementMathError(
+                    f"the dataset {ref.split(':')[1].split('@')[0]} has no asset on this chain; publish it again "
+                    "with the chain running (`aib datasets publish`, or the Provide page) to register it"
+                )
             raise SettlementMathError(f"block {ref} has no asset on this chain; register it with `aib assets register`")
         owed[ref] = owed.get(ref, 0) + amount
     total = sum(owed.values())

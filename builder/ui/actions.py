@@ -18,12 +18,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from builder.datasets import DATA_SUFFIXES, DatasetError, check_data_file, check_upload
 from builder.errors import AibError
 from builder.pipeline import param_problems
 from builder.ui.draft import Draft, DraftError, block_of, from_yaml, to_yaml, validate
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-DATA_SUFFIXES = {".csv", ".xlsx"}
 START_DEDUP_S = 10.0
 
 
@@ -92,26 +91,22 @@ def store_upload(draft: Draft, node_id: str, param: str, filename: str, data: by
     DraftError (one sentence) when it is the wrong kind, empty, too large or fails the block's checks;
     then nothing is stored and the draft is unchanged.
     """
-    suffix = Path(filename).suffix.lower()
-    if suffix not in DATA_SUFFIXES:
-        raise DraftError(f"{filename} is not a CSV or XLSX file")
-    if not data:
-        raise DraftError(f"{filename} is empty")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise DraftError(f"{filename} is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 10**6} MB")
+    try:
+        safe = check_upload(filename, data)
+    except DatasetError as exc:
+        raise DraftError(str(exc)) from None
     block = block_of(draft, node_id)
     if block is None:
         raise DraftError(f"{node_id} has no known block")
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).name)
     rel = f"data/{safe}"
     params = dict(draft.blocks[node_id].get("params") or {})
     with tempfile.TemporaryDirectory(dir=draft.base_dir) as tmp:
         (Path(tmp) / "data").mkdir()
         (Path(tmp) / rel).write_bytes(data)
-        problems = _check_params(block, {**params, param: rel}, Path(tmp), only=param)
+        problems = check_data_file(block, {**params, param: rel}, Path(tmp), only=param)
         if problems:
             raise DraftError(f"{filename}: {problems[0]}")
-        others = [m for m in _check_params(block, {**params, param: rel}, Path(tmp)) if m not in problems]
+        others = [m for m in check_data_file(block, {**params, param: rel}, Path(tmp)) if m not in problems]
         target = draft.base_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(Path(tmp) / rel, target)
@@ -126,14 +121,25 @@ def store_upload(draft: Draft, node_id: str, param: str, filename: str, data: by
     return rel, note
 
 
-def _check_params(block: Any, params: dict[str, Any], base_dir: Path, only: str | None = None) -> list[str]:
-    from pydantic import ValidationError as PydanticValidationError
+def use_dataset(draft: Draft, node_id: str, dataset_id: str) -> str:
+    """Point the node's data parameter at a published dataset (paid per run to its owner); a note for the user."""
+    from builder.datasets import load
 
+    block = block_of(draft, node_id)
     try:
-        parsed = block.Params(**params)
-    except PydanticValidationError as exc:
-        return param_problems(exc)
-    return [msg for name, msg in block().check(parsed, base_dir) if only is None or name == only]
+        ds = load(dataset_id)
+    except DatasetError as exc:
+        raise DraftError(str(exc)) from None
+    if block is None or block.id != ds.block.split("@")[0]:
+        raise DraftError(f"{ds.name} is published for {ds.block}, not for {node_id}")
+    params = dict(draft.blocks[node_id].get("params") or {})
+    params[ds.param] = str(ds.path)
+    note = ""
+    if params.pop("heldout_path", None):
+        note = "; the template's held-out file belongs to its own data, so part of the dataset is held out instead"
+    draft.blocks[node_id]["params"] = params
+    save(draft)
+    return f"{node_id} now reads the published dataset {ds.name} ({ds.id}), paid per run to {ds.owner}" + note
 
 
 def preview(draft: Draft, node_id: str, rows: int = 5, seed: int | None = None) -> list[dict[str, Any]]:

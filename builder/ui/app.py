@@ -21,6 +21,7 @@ PAGE_REGISTRY.update(
             ("runs", "Runs", ":material/play_circle:"),
             ("services", "Services", ":material/api:"),
             ("wallet", "Wallet", ":material/account_balance_wallet:"),
+            ("provide", "Provide", ":material/upload_file:"),
         ]
     }
 )
@@ -28,7 +29,7 @@ navigation = st.navigation(
     {
         "Build": [PAGE_REGISTRY[n] for n in ("templates", "builder", "marketplace")],
         "Operate": [PAGE_REGISTRY[n] for n in ("runs", "services")],
-        "Money": [PAGE_REGISTRY["wallet"]],
+        "Money": [PAGE_REGISTRY[n] for n in ("wallet", "provide")],
     }
 )
 navigation.run()

@@ -143,3 +143,44 @@ def test_marketplace_lists_blocks_and_previews_a_data_block_on_template_data():
 def test_wallet_renders_with_or_without_a_chain():
     at = page("wallet")
     assert texts(at.title) == ["Wallet"]
+
+
+def test_provide_publishes_a_dataset_refuses_bad_input_and_the_builder_offers_it():
+    faq = (Path(__file__).resolve().parents[2] / "templates" / "data" / "faq.csv").read_bytes()
+    own = faq + faq.splitlines(keepends=True)[1]  # a dataset of its own (other tests publish the template's)
+    at = page("provide")
+    assert texts(at.title) == ["Provide"]
+    at.button(key="FormSubmitter:publish-Publish").click().run()
+    assert "Choose a data file to publish." in texts(at.error)
+    at.file_uploader(key="provide-file").set_value(("bad.csv", b"only,two\ncolumns,here\n", "text/csv"))
+    at.text_input[0].input("Bad one")
+    at.text_input[3].input("0x00000000000000000000000000000000000000aa")
+    at.button(key="FormSubmitter:publish-Publish").click().run()
+    assert not at.exception and any(e.startswith("bad.csv:") for e in texts(at.error))
+    at.file_uploader(key="provide-file").set_value(("shop.csv", own, "text/csv"))
+    at.text_input[0].input("Shop FAQ")
+    at.text_input[3].input("0xnot-an-address")
+    at.button(key="FormSubmitter:publish-Publish").click().run()
+    assert "'0xnot-an-address' is not an Ethereum address" in texts(at.error)
+    at.text_input[3].input("0x00000000000000000000000000000000000000aa")
+    at.text_input[2].input("ten")
+    at.button(key="FormSubmitter:publish-Publish").click().run()
+    assert any(e.startswith("Price:") for e in texts(at.error))
+    at.text_input[2].input("0.002 AIC")
+    at.button(key="FormSubmitter:publish-Publish").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    published = [s for s in texts(at.success) if s.startswith("Published Shop FAQ as ds-")]
+    assert published and "0.002 AIC per run" in published[0]
+    assert any("Checksum (SHA-256)" in m for m in texts(at.markdown))
+
+    from builder.datasets import list_datasets
+
+    ds = next(d for d in list_datasets() if d.name == "Shop FAQ")
+    at = page("templates")
+    click(at, "use-faq-chatbot")
+    at = page("builder", draft=at.session_state["draft"], selected_node="faq")
+    at.selectbox(key="dataset-faq").select(ds.id)
+    click(at, "use-faq")
+    assert at.session_state["draft"].blocks["faq"]["params"] == {"path": str(ds.path)}
+    assert any(ds.id in s for s in texts(at.success))
+    assert any(m.label == "Quoted price" for m in at.metric)  # still valid, now including the dataset

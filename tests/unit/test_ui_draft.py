@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from builder.datasets import MAX_UPLOAD_BYTES
 from builder.pipeline import parse_pipeline
 from builder.ui import actions
 from builder.ui.draft import (
@@ -114,7 +115,7 @@ def test_an_upload_is_checked_by_the_block_and_stored_only_when_good(tmp_path):
         ("faq.txt", b"x", "is not a CSV or XLSX file"),
         ("faq.csv", b"", "is empty"),
         ("faq.csv", b"a,b\n1,2\n", "faq.csv:"),
-        ("big.csv", b"x" * (actions.MAX_UPLOAD_BYTES + 1), "the limit is 20 MB"),
+        ("big.csv", b"x" * (MAX_UPLOAD_BYTES + 1), "the limit is 20 MB"),
     ]:
         with pytest.raises(DraftError, match=reason):
             actions.store_upload(d, "faq", "path", name, data)

@@ -75,6 +75,15 @@ def _disconnect(draft, src: str, dst: str) -> None:
     flash("success", f"removed the connection {src} -> {dst}")
 
 
+def _use_dataset(draft, node_id: str, choice_key: str) -> None:
+    try:
+        note = actions.use_dataset(draft, node_id, st.session_state[choice_key])
+    except DraftError as exc:
+        flash("error", str(exc), bump_canvas())
+        return
+    flash("success", note, bump_canvas())
+
+
 def _start_run(draft) -> None:
     try:
         run_id = actions.start_run(draft)  # idempotent for a few seconds: a double click runs once
@@ -163,6 +172,22 @@ with right:
                             st.rerun()
                         except DraftError as exc:
                             st.error(str(exc))
+                from builder.datasets import list_datasets
+
+                offered = [d for d in list_datasets() if d.block.split("@")[0] == block.id]
+                if offered:
+                    choice = f"dataset-{selected}"
+                    st.selectbox(
+                        "…or use a published dataset (paid per run to its owner)",
+                        [d.id for d in offered],
+                        format_func=lambda i: next(
+                            f"{d.name} · {aic(d.price_wei)} per run" for d in offered if d.id == i
+                        ),
+                        key=choice,
+                    )
+                    st.button(
+                        "Use this dataset", key=f"use-{selected}", on_click=_use_dataset, args=(draft, selected, choice)
+                    )
             with st.form(f"params-{selected}"):
                 values = param_widgets(block, params, key=f"p-{selected}-{st.session_state.get('canvas_version', 0)}")
                 if st.form_submit_button("Apply parameters"):

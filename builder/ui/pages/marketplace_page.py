@@ -55,6 +55,33 @@ for domain, blocks in palette(query).items():
                 "owner (payee)": asset[1] if asset else b.provider,
             }
         )
+from builder.datasets import list_datasets  # noqa: E402
+
+q = query.strip().lower()
+datasets = [d for d in list_datasets() if not q or q in f"{d.name} {d.id} {d.block} {d.description}".lower()]
+if datasets:
+    st.subheader("Datasets")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "dataset": d.name,
+                    "id": d.id,
+                    "for block": d.block,
+                    "price": f"{aic(d.price_wei)} / run",
+                    "runs": runs_using.get(f"dataset:{d.id}", 0),
+                    "asset": d.asset_id,
+                    "owner (payee)": d.owner,
+                    "description": d.description,
+                }
+                for d in datasets
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    st.caption("Use one from the Builder: select its data block, then “Use a published dataset”.")
+    st.subheader("Blocks")
 if not rows:
     st.info("No block matches the search.")
     st.stop()

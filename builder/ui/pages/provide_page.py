@@ -1,0 +1,131 @@
+"""Provide: publish a dataset (checked, stored by checksum, priced per run, registered as an asset NFT) and see
+what your datasets earn."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import select
+
+from builder.ui.common import aic, chain_or_none, db, setup
+
+setup("Provide", "provide")
+st.caption(
+    "Sell your data: a published dataset is checked by the block it is for, stored with its checksum and "
+    "registered as an asset NFT. Whoever owns the asset is paid its price each time a run reads it."
+)
+
+from builder.datasets import DatasetError, list_datasets, preview, publish  # noqa: E402
+from builder.money import parse_amount  # noqa: E402
+from builder.registry import all_blocks  # noqa: E402
+from builder.spec import Kind  # noqa: E402
+from runtime.db import Usage  # noqa: E402
+
+chain = chain_or_none()
+data_blocks = [b for b in all_blocks() if b.kind == Kind.DATA]
+
+tab_publish, tab_mine = st.tabs(["Publish a dataset", "Published datasets"])
+with tab_publish:
+    if chain is None:
+        st.info(
+            "No chain is running: the dataset is stored and usable, and its asset NFT is registered when you "
+            "publish it again with a chain running (Wallet → Start the local chain)."
+        )
+    with st.form("publish", clear_on_submit=False):
+        upload = st.file_uploader("Data file (CSV or XLSX)", type=["csv", "xlsx"], key="provide-file")
+        block_ref = st.selectbox(
+            "For the data block",
+            [b.ref() for b in data_blocks],
+            format_func=lambda r: f"{r} · {next(b for b in data_blocks if b.ref() == r).description}",
+            help="The file is checked exactly as this block reads it in a run.",
+        )
+        name = st.text_input("Name", placeholder="e.g. shop FAQ, 300 questions")
+        description = st.text_input("Description (one line for buyers)")
+        c1, c2 = st.columns(2)
+        price = c1.text_input("Price per run", value="0.01 AIC", help="e.g. 0.01 AIC, or a whole number of wei")
+        owner = c2.text_input(
+            "Owner (paid)", value=chain.payer if chain is not None else "", help="The address the asset belongs to"
+        )
+        submitted = st.form_submit_button("Publish", type="primary")
+    if submitted:
+        error = None
+        if upload is None:
+            error = "Choose a data file to publish."
+        else:
+            try:
+                price_wei = parse_amount(price.strip())
+            except ValueError as exc:
+                error = f"Price: {exc}."
+        if error is None:
+            try:
+                with st.spinner("Checking the file and registering the asset…"):
+                    ds = publish(
+                        upload.name,
+                        upload.getvalue(),
+                        block=block_ref,
+                        price_wei=price_wei,
+                        owner=owner.strip(),
+                        name=name,
+                        description=description,
+                    )
+                asset = f"asset NFT {ds.asset_id}" if ds.asset_id is not None else "no asset yet (no chain)"
+                st.success(f"Published {ds.name} as {ds.id} at {aic(ds.price_wei)} per run; {asset}.")
+                st.markdown(f"Checksum (SHA-256): `{ds.sha256}`")
+                st.markdown("**Random sample of the data**")
+                st.dataframe(preview(ds, rows=5), hide_index=True)
+            except DatasetError as exc:
+                error = str(exc)
+            except Exception as exc:  # chain errors and the like: one sentence beside the form
+                error = f"The dataset could not be published: {exc}"
+        if error:
+            st.error(error)
+    st.caption(
+        "Models and processing steps are published as block packages (see docs/blocks.md); GPU offers are "
+        "made by provider agents."
+    )
+
+with tab_mine:
+    datasets = list_datasets()
+    if not datasets:
+        st.info("No dataset is published yet.")
+        st.stop()
+    earned: dict[str, tuple[int, int]] = {}  # dataset ref -> (runs, wei); amounts are summed exactly here
+    with db() as s:
+        for block_id, amount in s.execute(
+            select(Usage.block_id, Usage.amount_wei).where(Usage.block_id.like("dataset:%"))
+        ).all():
+            runs, wei = earned.get(block_id, (0, 0))
+            earned[block_id] = (runs + 1, wei + int(amount))
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "name": d.name,
+                    "id": d.id,
+                    "block": d.block,
+                    "price / run": aic(d.price_wei),
+                    "runs": earned.get(f"dataset:{d.id}", (0, 0))[0],
+                    "earned": aic(earned.get(f"dataset:{d.id}", (0, 0))[1]),
+                    "asset": d.asset_id,
+                    "owner": d.owner,
+                    "size": f"{d.size / 1000:.1f} kB",
+                }
+                for d in datasets
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    chosen = st.selectbox(
+        "Details",
+        [d.id for d in datasets],
+        format_func=lambda i: f"{i} · {next(d.name for d in datasets if d.id == i)}",
+    )
+    ds = next(d for d in datasets if d.id == chosen)
+    if ds.description:
+        st.write(ds.description)
+    st.markdown(f"Checksum (SHA-256): `{ds.sha256}` · file `{ds.path}`")
+    try:
+        st.dataframe(preview(ds, rows=5, seed=st.session_state.get("provide-seed", 0)), hide_index=True)
+    except DatasetError as exc:
+        st.warning(str(exc))
