@@ -17,8 +17,9 @@ from pathlib import Path
 
 from common import median, print_figures, print_table, train_template
 
-PAGES = ["Templates", "Builder", "Marketplace", "Runs", "Services", "Wallet"]
-IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')"""
+PAGES = ["Templates", "Builder", "Marketplace", "Runs", "Services", "Wallet", "Provide"]
+# Streamlit marks the app root with the script's state; "notRunning" once the page script has finished.
+IDLE = """() => !!document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]')"""
 
 
 def timed_until_idle(page, action, heading: str) -> float:

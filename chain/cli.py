@@ -197,17 +197,12 @@ def assets_register(
     owner: Annotated[str, typer.Option("--owner", help="Address that owns the asset and receives its revenue")],
 ) -> None:
     """Register a block as a new asset NFT owned by --owner; the block's revenue goes to that asset from now on."""
-    from chain.accounts import use_signer
-    from chain.client import write_address_book
-    from chain.deploy import register_block_asset
+    from chain.deploy import register_provided_block
 
     cls = _resolve_block(block)
     who = checked_address(owner)
-    w3, book, registry = _assets_context()
-    asset_id, receipt = register_block_asset(w3, registry, cls, who, use_signer(w3, book))
-    book.setdefault("assets", {})[cls.ref()] = asset_id
-    write_address_book(book)
-    out.print(f"asset {asset_id}: {cls.ref()} owned by {who} (tx {receipt.transactionHash.to_0x_hex()})")
+    asset_id, tx = register_provided_block(cls, who)
+    out.print(f"asset {asset_id}: {cls.ref()} owned by {who} (tx {tx})")
 
 
 @assets_app.command("transfer")

@@ -94,6 +94,24 @@ def register_block_asset(w3: Any, registry: Any, block: Any, owner: str, sender:
     return registry.events.AssetRegistered().process_receipt(receipt, errors=DISCARD)[0].args.assetId, receipt
 
 
+def register_provided_block(block: Any, owner: str) -> tuple[int, str]:
+    """Register an installed `block` as a new asset owned by `owner` on the chain in use and name it in the
+    address book; (asset id, tx hash). From then on the block's revenue goes to that asset's owner."""
+    from chain.accounts import use_signer
+    from chain.cli import rpc_url
+    from chain.client import address_book, connect, contract, write_address_book
+
+    w3 = connect(rpc_url())
+    book = address_book()
+    asset_id, receipt = register_block_asset(
+        w3, contract(w3, "AssetRegistry", book), block, owner, use_signer(w3, book)
+    )
+    book = address_book()  # re-read: another writer may have added assets meanwhile
+    book.setdefault("assets", {})[block.ref()] = asset_id
+    write_address_book(book)
+    return asset_id, receipt.transactionHash.to_0x_hex()
+
+
 def register_catalog(w3: Any, registry: str, sender: str) -> dict[str, int]:
     """Register every block of the catalog as an asset owned by its provider; block ref → asset id."""
     from builder.registry import all_blocks
@@ -102,4 +120,11 @@ def register_catalog(w3: Any, registry: str, sender: str) -> dict[str, int]:
     return {block.ref(): register_block_asset(w3, reg, block, block.provider, sender)[0] for block in all_blocks()}
 
 
-__all__ = ["FEE_BPS", "ensure_deployed", "local_roles", "register_block_asset", "register_catalog"]
+__all__ = [
+    "FEE_BPS",
+    "ensure_deployed",
+    "local_roles",
+    "register_block_asset",
+    "register_catalog",
+    "register_provided_block",
+]

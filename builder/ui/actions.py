@@ -7,6 +7,7 @@ processes (the page only reads their progress from the database), so training ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -287,7 +288,16 @@ def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
     if not wait_for_http(proc, f"{url}/health"):
         if proc.poll() is not None:
             raise DraftError(f"the API server of {service_id} stopped at start; its log is {log_path}")
-        raise DraftError(f"the API server of {service_id} did not answer within 60 s")
+        # Never leave a server nobody can reach running (and holding the port) behind.
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        raise DraftError(
+            f"the API server of {service_id} did not answer within 60 s and was stopped; its log is {log_path}"
+        )
     info = {"pid": proc.pid, "port": port, "url": url}
     (_servers_dir() / f"{service_id}.json").write_text(json.dumps(info))
     return info

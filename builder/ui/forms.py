@@ -60,19 +60,38 @@ def param_widgets(block: type[Block], values: dict[str, Any], key: str) -> dict[
             text = st.text_area(
                 label, value=yaml.safe_dump(value).strip() if value is not None else "", help=help_, key=wkey
             )
-            try:
-                out[name] = yaml.safe_load(text) if text.strip() else None
-            except yaml.YAMLError:
-                out[name] = text  # the model's validation reports it beside the form
+            out[name] = _value(prop, text)
         else:
             text = st.text_input(label, value="" if value is None else str(value), help=help_, key=wkey)
-            out[name] = None if (nullable and not text.strip()) else text
-            if kind in ("integer", "number") and out[name] is not None:
-                try:
-                    out[name] = int(text) if kind == "integer" else float(text)
-                except ValueError:
-                    pass  # reported by the model's validation
+            out[name] = _value(prop, text)
     return out
+
+
+def _value(prop: dict[str, Any], raw: Any) -> Any:
+    """The parameter value a widget's raw content stands for (text boxes hold YAML or numbers as text)."""
+    kind, nullable = _schema_type(prop)
+    if "enum" in prop or kind == "boolean" or (kind in ("integer", "number") and not nullable):
+        return raw
+    text = "" if raw is None else str(raw)
+    if kind in ("array", "object"):
+        try:
+            return yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            return text  # the model's validation reports it beside the form
+    if nullable and not text.strip():
+        return None
+    if kind in ("integer", "number"):
+        try:
+            return int(text) if kind == "integer" else float(text)
+        except ValueError:
+            return text  # reported by the model's validation
+    return text
+
+
+def param_values(block: type[Block], key: str) -> dict[str, Any]:
+    """What the widgets drawn by `param_widgets(block, …, key)` hold, read from the session (for callbacks)."""
+    props: dict[str, Any] = block.Params.model_json_schema().get("properties", {})
+    return {name: _value(prop, st.session_state.get(f"{key}:{name}")) for name, prop in props.items()}
 
 
 def check_params(block: type[Block], values: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
@@ -84,4 +103,4 @@ def check_params(block: type[Block], values: dict[str, Any]) -> tuple[dict[str, 
     return parsed.model_dump(mode="json", exclude_none=True), []
 
 
-__all__ = ["check_params", "param_widgets"]
+__all__ = ["check_params", "param_values", "param_widgets"]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from builder.datasets import MAX_UPLOAD_BYTES
 from builder.errors import ServeError
 
 APP = Path(__file__).resolve().parent / "app.py"
@@ -44,6 +45,9 @@ def start_ui(host: str = "127.0.0.1", port: int = 8501, script: Path = APP) -> t
             "false",
             "--server.fileWatcherType",
             "none",
+            # The uploaders then show (and the server enforces) the same limit the data checks apply.
+            "--server.maxUploadSize",
+            str(MAX_UPLOAD_BYTES // 10**6),
         ],
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         stdin=subprocess.DEVNULL,

@@ -57,3 +57,32 @@ def test_a_run_reading_a_published_dataset_pays_its_owner_through_the_escrow(pai
     assert paid_chain.token.functions.balanceOf(owner).call() - before == PRICE
     usage = [u for u in summary["usage"] if u["block_id"] == f"dataset:{ds['id']}"]
     assert len(usage) == 1 and usage[0]["amount_wei"] == PRICE
+
+
+def test_a_provider_registers_an_installed_block_without_an_asset_on_the_provide_page(paid_chain):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from chain.client import address_book, contract, write_address_book
+
+    book = address_book()
+    ref = "service.api@1.0.0"
+    book["assets"].pop(ref)  # as if the block had been installed after the chain was deployed
+    write_address_book(book)
+    owner = paid_chain.w3.to_checksum_address("0x00000000000000000000000000000000000b10cc")
+    page = Path(__file__).resolve().parents[2] / "builder" / "ui" / "pages" / "provide_page.py"
+    at = AppTest.from_file(str(page), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.text_input(key="block-owner").input("not an address")
+    at.button(key="FormSubmitter:register-block-Register").click().run()
+    assert any("is not an Ethereum address" in e for e in [x.value for x in at.error])
+    assert ref not in address_book()["assets"]
+    at.text_input(key="block-owner").input(owner)
+    at.button(key="FormSubmitter:register-block-Register").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    asset_id = address_book()["assets"][ref]
+    registry = contract(paid_chain.w3, "AssetRegistry", address_book())
+    assert registry.functions.ownerOf(asset_id).call() == owner
+    assert any(f"{ref} is asset {asset_id}" in s.value for s in at.success)

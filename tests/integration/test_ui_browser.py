@@ -68,7 +68,7 @@ def settled(page) -> None:
     and the browser then delivers no click at all; a user sees the same and clicks again, a test must wait.
     """
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=stStatusWidgetRunningIcon]')"
+        "() => !!document.querySelector('[data-testid=stApp][data-test-script-state=notRunning]')"
         " && !document.querySelector('[data-stale=true]')"
     )
 
@@ -184,3 +184,7 @@ def test_the_whole_journey_template_upload_run_try_key_usage(page, tmp_path):
     page.screenshot(path=str(IMG / "marketplace.png"))
     open_page(page, "Wallet")
     page.screenshot(path=str(IMG / "wallet.png"))
+    open_page(page, "Provide")
+    page.get_by_role("tab", name="Publish a dataset").wait_for()
+    page.get_by_role("button", name="Publish").wait_for()
+    page.screenshot(path=str(IMG / "provide.png"))

@@ -21,7 +21,7 @@ from builder.ui.draft import (
     to_yaml,
     validate,
 )
-from builder.ui.forms import check_params, param_widgets
+from builder.ui.forms import check_params, param_values, param_widgets
 
 setup("Builder", "builder")
 
@@ -73,6 +73,29 @@ def _disconnect(draft, src: str, dst: str) -> None:
     actions.save(draft)
     bump_canvas()
     flash("success", f"removed the connection {src} -> {dst}")
+
+
+def _apply_params(draft, node_id: str, form_key: str) -> None:
+    block = block_of(draft, node_id)
+    clean, errors = check_params(block, param_values(block, form_key))
+    if clean is None:
+        st.session_state["param_errors"] = (node_id, st.session_state.get("canvas_version", 0), errors)
+        return
+    st.session_state.pop("param_errors", None)
+    draft.blocks[node_id]["params"] = clean
+    actions.save(draft)
+    flash("success", f"parameters of {node_id} saved", bump_canvas())
+
+
+def _connect(draft) -> None:
+    src, dst = st.session_state["connect-from"], st.session_state["connect-to"]
+    try:
+        edge = connect(draft, src, dst)
+    except DraftError as exc:
+        flash("error", f"Cannot connect {src} to {dst}: {exc}")
+        return
+    actions.save(draft)
+    flash("success", f"connected {edge}", bump_canvas())
 
 
 def _use_dataset(draft, node_id: str, choice_key: str) -> None:
@@ -189,17 +212,13 @@ with right:
                         "Use this dataset", key=f"use-{selected}", on_click=_use_dataset, args=(draft, selected, choice)
                     )
             with st.form(f"params-{selected}"):
-                values = param_widgets(block, params, key=f"p-{selected}-{st.session_state.get('canvas_version', 0)}")
-                if st.form_submit_button("Apply parameters"):
-                    clean, errors = check_params(block, values)
-                    for e in errors:
-                        st.error(e)
-                    if clean is not None:
-                        draft.blocks[selected]["params"] = clean
-                        actions.save(draft)
-                        bump_canvas()
-                        flash("success", f"parameters of {selected} saved")
-                        st.rerun()
+                form_key = f"p-{selected}-{st.session_state.get('canvas_version', 0)}"
+                param_widgets(block, params, key=form_key)
+                st.form_submit_button("Apply parameters", on_click=_apply_params, args=(draft, selected, form_key))
+            errors = st.session_state.get("param_errors")
+            if errors and errors[:2] == (selected, st.session_state.get("canvas_version", 0)):
+                for e in errors[2]:
+                    st.error(e)
             if hasattr(block, "preview"):
                 st.markdown("**Random sample of the data**")
                 seed = st.session_state.setdefault(f"seed-{selected}", 0)
@@ -238,17 +257,9 @@ with left:
             with st.form("connect"):
                 ids = list(draft.blocks)
                 c1, c2 = st.columns(2)
-                src = c1.selectbox("From", ids, key="connect-from")
-                dst = c2.selectbox("To", ids, index=min(1, len(ids) - 1), key="connect-to")
-                if st.form_submit_button("Connect"):
-                    try:
-                        edge = connect(draft, src, dst)
-                        actions.save(draft)
-                        bump_canvas()
-                        flash("success", f"connected {edge}")
-                        st.rerun()
-                    except DraftError as exc:
-                        st.error(f"Cannot connect {src} to {dst}: {exc}")
+                c1.selectbox("From", ids, key="connect-from")
+                c2.selectbox("To", ids, index=min(1, len(ids) - 1), key="connect-to")
+                st.form_submit_button("Connect", on_click=_connect, args=(draft,))
     with tab_yaml:
         text = to_yaml(draft)
         st.download_button("Download pipeline.yaml", text, file_name="pipeline.yaml", mime="application/x-yaml")

@@ -24,7 +24,7 @@ from runtime.db import Usage  # noqa: E402
 chain = chain_or_none()
 data_blocks = [b for b in all_blocks() if b.kind == Kind.DATA]
 
-tab_publish, tab_mine = st.tabs(["Publish a dataset", "Published datasets"])
+tab_publish, tab_mine, tab_blocks = st.tabs(["Publish a dataset", "Published datasets", "Register a block"])
 with tab_publish:
     if chain is None:
         st.info(
@@ -79,53 +79,79 @@ with tab_publish:
                 error = f"The dataset could not be published: {exc}"
         if error:
             st.error(error)
-    st.caption(
-        "Models and processing steps are published as block packages (see docs/blocks.md); GPU offers are "
-        "made by provider agents."
-    )
 
 with tab_mine:
     datasets = list_datasets()
     if not datasets:
         st.info("No dataset is published yet.")
-        st.stop()
-    earned: dict[str, tuple[int, int]] = {}  # dataset ref -> (runs, wei); amounts are summed exactly here
-    with db() as s:
-        for block_id, amount in s.execute(
-            select(Usage.block_id, Usage.amount_wei).where(Usage.block_id.like("dataset:%"))
-        ).all():
-            runs, wei = earned.get(block_id, (0, 0))
-            earned[block_id] = (runs + 1, wei + int(amount))
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "name": d.name,
-                    "id": d.id,
-                    "block": d.block,
-                    "price / run": aic(d.price_wei),
-                    "runs": earned.get(f"dataset:{d.id}", (0, 0))[0],
-                    "earned": aic(earned.get(f"dataset:{d.id}", (0, 0))[1]),
-                    "asset": d.asset_id,
-                    "owner": d.owner,
-                    "size": f"{d.size / 1000:.1f} kB",
-                }
-                for d in datasets
-            ]
-        ),
-        hide_index=True,
-        width="stretch",
+    else:
+        earned: dict[str, tuple[int, int]] = {}  # dataset ref -> (runs, wei); amounts are summed exactly here
+        with db() as s:
+            for block_id, amount in s.execute(
+                select(Usage.block_id, Usage.amount_wei).where(Usage.block_id.like("dataset:%"))
+            ).all():
+                runs, wei = earned.get(block_id, (0, 0))
+                earned[block_id] = (runs + 1, wei + int(amount))
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "name": d.name,
+                        "id": d.id,
+                        "block": d.block,
+                        "price / run": aic(d.price_wei),
+                        "runs": earned.get(f"dataset:{d.id}", (0, 0))[0],
+                        "earned": aic(earned.get(f"dataset:{d.id}", (0, 0))[1]),
+                        "asset": d.asset_id,
+                        "owner": d.owner,
+                        "size": f"{d.size / 1000:.1f} kB",
+                    }
+                    for d in datasets
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+        )
+        chosen = st.selectbox(
+            "Details",
+            [d.id for d in datasets],
+            format_func=lambda i: f"{i} · {next(d.name for d in datasets if d.id == i)}",
+        )
+        ds = next(d for d in datasets if d.id == chosen)
+        if ds.description:
+            st.write(ds.description)
+        st.markdown(f"Checksum (SHA-256): `{ds.sha256}` · file `{ds.path}`")
+        try:
+            st.dataframe(preview(ds, rows=5), hide_index=True)
+        except DatasetError as exc:
+            st.warning(str(exc))
+
+with tab_blocks:
+    st.write(
+        "A model, processing step or data source you provide is a block package (see docs/concepts.md): once "
+        "it is installed here (`pip install your-package`), register it as your asset, and its price is paid "
+        "to you each time a run or a served call uses it."
     )
-    chosen = st.selectbox(
-        "Details",
-        [d.id for d in datasets],
-        format_func=lambda i: f"{i} · {next(d.name for d in datasets if d.id == i)}",
-    )
-    ds = next(d for d in datasets if d.id == chosen)
-    if ds.description:
-        st.write(ds.description)
-    st.markdown(f"Checksum (SHA-256): `{ds.sha256}` · file `{ds.path}`")
-    try:
-        st.dataframe(preview(ds, rows=5, seed=st.session_state.get("provide-seed", 0)), hide_index=True)
-    except DatasetError as exc:
-        st.warning(str(exc))
+    if chain is None:
+        st.info("Registering needs a chain: Wallet → Start the local chain.")
+    else:
+        unregistered = [b for b in all_blocks() if b.ref() not in chain.asset_of]
+        if not unregistered:
+            st.success("Every installed block already has its asset (Marketplace shows the owners).")
+        else:
+            with st.form("register-block"):
+                ref = st.selectbox("Installed block without an asset", [b.ref() for b in unregistered])
+                block_owner = st.text_input("Owner (paid)", value=chain.payer, key="block-owner")
+                register_clicked = st.form_submit_button("Register", type="primary")
+            if register_clicked:
+                from builder.errors import AibError
+                from chain.cli import checked_address
+                from chain.deploy import register_provided_block
+
+                cls = next(b for b in unregistered if b.ref() == ref)
+                try:
+                    who = checked_address(block_owner.strip())
+                    asset_id, tx = register_provided_block(cls, who)
+                    st.success(f"{ref} is asset {asset_id}, owned by {who} (tx {tx}).")
+                except AibError as exc:
+                    st.error(str(exc))
