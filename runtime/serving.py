@@ -12,9 +12,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from builder.errors import ServeError
-from runtime.bundle import load_bundle
+from runtime.bundle import BadItem, load_bundle
 from runtime.db import get_engine, session_factory
 from runtime.keys import find_active_key
 from runtime.metering import ServiceBilling, UsageWriter
@@ -160,17 +161,75 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
             intents=list(predictor.manifest.get("labels", [])),
         )
 
-    @app.post("/v1/predict", response_model=Response_, responses=errors, tags=["predict"])
-    async def predict(body: Request_, _key: Key, response: Response) -> Any:  # type: ignore[valid-type]
-        """Answer one input. Costs one metered call."""
-        item = body.model_dump()
+    prepare = getattr(predictor, "prepare", None)
+
+    def _prepare(items: list[Any]) -> list[Any]:
+        """Decode inputs that need it (images, audio) before the call is billed; a bad one is a 422."""
+        if prepare is None:
+            return items
+        out = []
+        for i, item in enumerate(items):
+            try:
+                out.append(prepare(item))
+            except BadItem as exc:
+                raise HTTPException(422, str(exc) if len(items) == 1 else f"item {i}: {exc}") from None
+        return out
+
+    async def _answer(item: dict[str, Any], response: Response) -> Any:
         _too_large([item])
         t0 = time.perf_counter()
-        result = (await run_in_threadpool(predictor.predict, [item]))[0]
+        result = (await run_in_threadpool(lambda: predictor.predict(_prepare([item]))))[0]
         t1 = time.perf_counter()
         await _bill(1)
         response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())
         return result
+
+    if getattr(predictor, "accepts_file", False):
+        body_schema = Request_.model_json_schema()
+        upload_schema = {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+        upload_schema["required"] = ["file"]
+
+        @app.post(
+            "/v1/predict",
+            response_model=Response_,
+            responses={**errors, 415: {"model": ErrorBody}},
+            tags=["predict"],
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": body_schema},
+                        "multipart/form-data": {"schema": upload_schema},
+                    },
+                }
+            },
+        )
+        async def predict_file(request: Request, _key: Key, response: Response) -> Any:
+            """Answer one input, sent as JSON or as a multipart upload in the field `file`. One metered call."""
+            ctype = request.headers.get("content-type", "")
+            if ctype.startswith("multipart/form-data"):
+                form = await request.form()
+                upload = form.get("file")
+                if upload is None or isinstance(upload, str):
+                    raise HTTPException(422, "send the file in the multipart field `file`")
+                item: dict[str, Any] = {"file": await upload.read()}
+            elif ctype.startswith("application/json"):
+                try:
+                    item = Request_.model_validate_json(await request.body()).model_dump()
+                except PydanticValidationError as exc:
+                    raise RequestValidationError(exc.errors()) from None
+            else:
+                raise HTTPException(
+                    415, f"send JSON or a multipart upload (field `file`), not {ctype or 'a body without a type'}"
+                )
+            return await _answer(item, response)
+
+    else:
+
+        @app.post("/v1/predict", response_model=Response_, responses=errors, tags=["predict"])
+        async def predict(body: Request_, _key: Key, response: Response) -> Any:  # type: ignore[valid-type]
+            """Answer one input. Costs one metered call."""
+            return await _answer(body.model_dump(), response)
 
     class BatchResponse(BaseModel):
         results: list[Response_]  # type: ignore[valid-type]
@@ -183,7 +242,7 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
             raise HTTPException(413, f"the batch has {len(items)} items; this service accepts at most {max_batch}")
         _too_large(items)
         t0 = time.perf_counter()
-        results = await run_in_threadpool(predictor.predict, items)
+        results = await run_in_threadpool(lambda: predictor.predict(_prepare(items)))
         t1 = time.perf_counter()
         await _bill(len(items))
         response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())

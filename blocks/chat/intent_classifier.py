@@ -21,6 +21,7 @@ from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
 from runtime.context import StepContext
 from runtime.store import atomic_write_bytes
+from runtime.training import accuracy, fit
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
@@ -138,11 +139,6 @@ class IntentClassifierParams(BlockParams):
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0, description="L2 penalty on the head's weights")
 
 
-def _accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((head(x).argmax(dim=-1) == y).float().mean()) if len(y) else 0.0
-
-
 @register_block
 class IntentClassifier(Block):
     id = "chat.intent-classifier"
@@ -179,45 +175,12 @@ class IntentClassifier(Block):
         torch.manual_seed(params.seed)
         head = build_head(len(labels), params.hidden).to(device)
         opt = torch.optim.Adam(head.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-        loss_fn = nn.CrossEntropyLoss()
-        ckpt_path = ctx.work_dir / "checkpoint.pt"
-        start_epoch, loss_value = 0, float("nan")
-        if ckpt_path.exists():  # resume where a killed run stopped
-            state = torch.load(ckpt_path, map_location=device, weights_only=True)
-            head.load_state_dict(state["head"])
-            opt.load_state_dict(state["optimizer"])
-            start_epoch = int(state["epoch"])
-            loss_value = float(state.get("loss", float("nan")))
-            ctx.log_metric("resumed_from_epoch", start_epoch)
-
-        for epoch in range(start_epoch, params.epochs):
-            head.train()
-            # The order of each epoch depends only on (seed, epoch), so a resumed run repeats it exactly.
-            order = torch.randperm(len(y), generator=torch.Generator().manual_seed(params.seed * 100_003 + epoch))
-            total = 0.0
-            for start in range(0, len(y), params.batch_size):
-                idx = order[start : start + params.batch_size].to(device)
-                opt.zero_grad()
-                loss = loss_fn(head(x[idx]), y[idx])
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            loss_value = total / len(y)
-            head.eval()
-            ctx.log_metric("loss", loss_value, epoch + 1)
-            ctx.log_metric("train_accuracy", _accuracy(head, x, y), epoch + 1)
-            ctx.log_metric("accuracy", _accuracy(head, ex, ey), epoch + 1)
-            buf = io.BytesIO()
-            torch.save(
-                {"epoch": epoch + 1, "loss": loss_value, "head": head.state_dict(), "optimizer": opt.state_dict()}, buf
-            )
-            atomic_write_bytes(ckpt_path, buf.getvalue())
-            ctx.progress(epoch + 1, params.epochs, f"epoch {epoch + 1}/{params.epochs}")
-
-        head.eval()
+        loss_value = fit(
+            ctx, head, opt, (x, y, ex, ey), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
+        )
         metrics = {
-            "accuracy": round(_accuracy(head, ex, ey), 6),
-            "train_accuracy": round(_accuracy(head, x, y), 6),
+            "accuracy": round(accuracy(head, ex, ey), 6),
+            "train_accuracy": round(accuracy(head, x, y), 6),
             "loss": round(loss_value, 6) if loss_value == loss_value else None,
             "eval_examples": len(ey),
             "eval_split": feats.eval_split,

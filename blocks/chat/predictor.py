@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from runtime.bundle import onnx_providers, register_predictor
+from runtime.bundle import onnx_session, register_predictor
 
 
 class TextRequest(BaseModel):
@@ -35,7 +35,6 @@ class TextClassifierPredictor:
     BatchRequest = TextBatchRequest
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.manifest = manifest
@@ -48,14 +47,7 @@ class TextClassifierPredictor:
         self.tokenizer = Tokenizer.from_file(str(bundle_dir / manifest["tokenizer_file"]))
         self.tokenizer.enable_truncation(max_length=int(manifest["max_length"]))
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        # Idle intra-op threads would spin for a while after each run, taking the cores the HTTP event loop
-        # and the metering writer need; measured worse end-to-end latency with spinning on 2 cores.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(bundle_dir / manifest["model_file"]), opts, providers=onnx_providers())
+        self.session = onnx_session(bundle_dir / manifest["model_file"], threads)
 
     def items_from_batch(self, batch: BaseModel) -> list[dict[str, str]]:
         return [{"text": t} for t in batch.texts]  # type: ignore[attr-defined]

@@ -322,16 +322,25 @@ def try_service(predictor: Any, service_id: str, values: dict[str, Any]) -> dict
 
     from pydantic import ValidationError as PydanticValidationError
 
+    from runtime.bundle import BadItem
     from runtime.db import Service, session_factory
     from runtime.ledger import add_usage, per_call_amount
 
-    try:
-        item = predictor.Request(**values).model_dump()
-    except PydanticValidationError as exc:
-        raise DraftError("; ".join(param_problems(exc))) from None
+    if "file" in values:  # an uploaded file, for services that take one (images)
+        item = {"file": values["file"]}
+    else:
+        try:
+            item = predictor.Request(**values).model_dump()
+        except PydanticValidationError as exc:
+            raise DraftError("; ".join(param_problems(exc))) from None
     too_large = predictor.check_item(item)
     if too_large:
         raise DraftError(too_large)
+    try:
+        if hasattr(predictor, "prepare"):
+            item = predictor.prepare(item)
+    except BadItem as exc:
+        raise DraftError(str(exc)) from None
     result = predictor.predict([item])[0]
     with session_factory()() as s:
         svc = s.get(Service, service_id)

@@ -92,6 +92,12 @@ def batches_table(batches: list[tuple]) -> None:
     )
 
 
+def sample_table(rows: list[dict[str, Any]]) -> None:
+    """A data sample as a table; columns of image data URIs are shown as images."""
+    images = {k: st.column_config.ImageColumn(k) for k in (rows[0] if rows else {}) if k == "image"}
+    st.dataframe(rows, hide_index=True, column_config=images or None, row_height=40 if images else None)
+
+
 def goto(page: str) -> None:
     """Open another page (`runs`, `services`, …); when a page runs on its own (AppTest) it is only recorded.
 
@@ -126,5 +132,6 @@ __all__ = [
     "goto",
     "set_draft",
     "setup",
+    "sample_table",
     "show_flash",
 ]

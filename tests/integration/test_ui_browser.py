@@ -61,6 +61,14 @@ def open_page(page, title: str) -> None:
     page.get_by_role("heading", name=title, exact=True).wait_for()
 
 
+def use_template(page, name: str) -> None:
+    """Press "Use this template" on the card of template `name` (every card has that button)."""
+    card = page.locator("[data-testid='stVerticalBlock']").filter(
+        has=page.get_by_role("heading", name=name, exact=True)
+    )
+    card.last.get_by_role("button", name="Use this template").click()  # the innermost block holding it: its card
+
+
 def settled(page) -> None:
     """Wait until no script run is in progress and nothing on the page is stale.
 
@@ -139,7 +147,7 @@ def test_the_whole_journey_template_upload_run_try_key_usage(page, tmp_path):
     open_page(page, "Templates")
     page.get_by_role("heading", name="faq-chatbot").wait_for()
     page.screenshot(path=str(IMG / "templates.png"))
-    page.get_by_role("button", name="Use this template").click()
+    use_template(page, "faq-chatbot")
     page.get_by_text("Opened the faq-chatbot template.").wait_for()
     canvas(page).locator(".react-flow__node[data-id='classifier']").wait_for()
 

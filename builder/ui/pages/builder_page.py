@@ -6,7 +6,7 @@ import streamlit as st
 
 from builder.spec import Kind
 from builder.ui import actions, canvas
-from builder.ui.common import aic, bump_canvas, current_draft, flash, goto, set_draft, setup, show_flash
+from builder.ui.common import aic, bump_canvas, current_draft, flash, goto, sample_table, set_draft, setup, show_flash
 from builder.ui.draft import (
     DraftError,
     add_block,
@@ -223,7 +223,7 @@ with right:
                 st.markdown("**Random sample of the data**")
                 seed = st.session_state.setdefault(f"seed-{selected}", 0)
                 try:
-                    st.dataframe(actions.preview(draft, selected, rows=5, seed=seed), hide_index=True)
+                    sample_table(actions.preview(draft, selected, rows=5, seed=seed))
                 except DraftError as exc:
                     st.warning(str(exc))
                 if st.button("Another sample", key=f"reseed-{selected}"):

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import func, select
 
-from builder.ui.common import aic, chain_or_none, db, setup
+from builder.ui.common import aic, chain_or_none, db, sample_table, setup
 from builder.ui.draft import palette
 
 setup("Marketplace", "marketplace")
@@ -124,7 +124,7 @@ if hasattr(block, "preview"):
         st.markdown(f"**Random sample** (from the {path.stem} template's data)")
         seed = st.session_state.setdefault("market-seed", 0)
         try:
-            st.dataframe(preview(sample_draft, node, rows=5, seed=seed), hide_index=True)
+            sample_table(preview(sample_draft, node, rows=5, seed=seed))
         except DraftError as exc:
             st.warning(str(exc))
         if st.button("Another sample", key="market-reseed"):

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import select
 
-from builder.ui.common import aic, chain_or_none, db, setup
+from builder.ui.common import aic, chain_or_none, db, sample_table, setup
 
 setup("Provide", "provide")
 st.caption(
@@ -72,7 +72,7 @@ with tab_publish:
                 st.success(f"Published {ds.name} as {ds.id} at {aic(ds.price_wei)} per run; {asset}.")
                 st.markdown(f"Checksum (SHA-256): `{ds.sha256}`")
                 st.markdown("**Random sample of the data**")
-                st.dataframe(preview(ds, rows=5), hide_index=True)
+                sample_table(preview(ds, rows=5))
             except DatasetError as exc:
                 error = str(exc)
             except Exception as exc:  # chain errors and the like: one sentence beside the form
@@ -122,7 +122,7 @@ with tab_mine:
             st.write(ds.description)
         st.markdown(f"Checksum (SHA-256): `{ds.sha256}` · file `{ds.path}`")
         try:
-            st.dataframe(preview(ds, rows=5), hide_index=True)
+            sample_table(preview(ds, rows=5))
         except DatasetError as exc:
             st.warning(str(exc))
 

@@ -70,11 +70,15 @@ def _progress(run_id: str) -> str:
             if len(group) > 1:
                 st.caption(f"{node} · {metric}")
                 st.line_chart(group.set_index("step")["value"], height=160)
-    metrics = summary["metrics"]
+    metrics = {k: v for k, v in summary["metrics"].items() if not isinstance(v, (list, dict))}
     if metrics:
         cols = st.columns(min(4, len(metrics)))
         for i, (name, value) in enumerate(sorted(metrics.items())):
             cols[i % len(cols)].metric(name, f"{value:.3f}" if isinstance(value, float) else str(value))
+    matrix = summary["metrics"].get("confusion_matrix")
+    if isinstance(matrix, list) and matrix:
+        st.caption("Confusion matrix on the evaluation split (rows: true class, columns: predicted)")
+        st.dataframe(pd.DataFrame(matrix), width="content")
     return status
 
 

@@ -1,0 +1,98 @@
+"""Serving-time predictor of `image-classifier` bundles: Pillow decoding + onnxruntime, no torch needed."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from runtime.bundle import BadItem, onnx_session, register_predictor
+
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+class ImageRequest(BaseModel):
+    image_base64: str = Field(..., min_length=1, description="A PNG or JPEG image, base64-encoded")
+
+
+class ImageBatchRequest(BaseModel):
+    images_base64: list[str] = Field(..., min_length=1, description="Images to classify, in order")
+
+
+class ImageResponse(BaseModel):
+    label: str = Field(description="The most likely class")
+    score: float = Field(description="Its probability, 0..1")
+
+
+def decode_image(data: bytes, size: tuple[int, int], bright_ink: bool) -> np.ndarray:
+    """Image bytes → greyscale (h, w) float32 in [0, 1] as the model was trained on; BadItem when not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise BadItem("the image is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise BadItem(f"the image is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES}")
+    try:
+        img = Image.open(io.BytesIO(data))
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise BadItem(f"the image is {img.width}×{img.height} pixels; the limit is {MAX_IMAGE_PIXELS} pixels")
+        img = img.convert("L").resize((size[1], size[0]), Image.BILINEAR)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, BadItem):
+            raise
+        raise BadItem("the data is not a PNG or JPEG image Pillow can read") from None
+    pixels = np.asarray(img, dtype=np.float32) / 255.0
+    if bright_ink and pixels.mean() > 0.5:  # dark ink on light paper: flip to the training data's polarity
+        pixels = 1.0 - pixels
+    return pixels
+
+
+@register_predictor("image-classifier")
+class ImageClassifierPredictor:
+    """One onnxruntime session per process; images are decoded and resized with Pillow."""
+
+    Request = ImageRequest
+    Response = ImageResponse
+    BatchRequest = ImageBatchRequest
+    accepts_file = True  # /v1/predict also takes a multipart upload in the field `file` (item {"file": bytes})
+
+    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+        self.manifest = manifest
+        self.labels: list[str] = manifest["labels"]
+        self.size = (int(manifest["input_size"][0]), int(manifest["input_size"][1]))
+        self.bright_ink = bool(manifest.get("bright_ink", False))
+        self.session = onnx_session(bundle_dir / manifest["model_file"], threads)
+
+    def items_from_batch(self, batch: BaseModel) -> list[dict[str, Any]]:
+        return [{"image_base64": b} for b in batch.images_base64]  # type: ignore[attr-defined]
+
+    def check_item(self, item: dict[str, Any]) -> str | None:
+        size = len(item["file"]) if "file" in item else len(item.get("image_base64") or "") * 3 // 4
+        return f"the image is about {size} bytes; the limit is {MAX_IMAGE_BYTES}" if size > MAX_IMAGE_BYTES else None
+
+    def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Decode the request's image into the model's input (BadItem, answered with 422, when it is not one)."""
+        if "pixels" in item:
+            return item
+        if "file" in item:
+            return {"pixels": decode_image(item["file"], self.size, self.bright_ink)}
+        try:
+            data = base64.b64decode(item["image_base64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise BadItem("image_base64 is not valid base64") from None
+        return {"pixels": decode_image(data, self.size, self.bright_ink)}
+
+    def predict_proba(self, items: list[dict[str, Any]]) -> np.ndarray:
+        """Probabilities (batch, n_labels) for the items' images."""
+        x = np.stack([self.prepare(i)["pixels"] for i in items]).astype(np.float32)[:, None, :, :]
+        return self.session.run(None, {"image": x})[0]
+
+    def predict(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        probs = self.predict_proba(items)
+        return [{"label": self.labels[int(r.argmax())], "score": round(float(r.max()), 6)} for r in probs]

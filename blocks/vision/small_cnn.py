@@ -1,0 +1,172 @@
+"""vision.small-cnn: a small convolutional image classifier; exports the whole classifier as one ONNX graph."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from blocks import MODEL_PROVIDER
+from blocks.vision.digits import ImageSet
+from builder.ports import Port, PortType
+from builder.registry import register_block
+from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
+from runtime.context import StepContext
+from runtime.store import atomic_write_bytes
+from runtime.training import accuracy, fit
+
+
+class SmallCnn(nn.Module):
+    """Two 3×3 convolutions, a 2×2 max-pool, then a linear layer over a 4×4 grid: any input size ≥ 8×8."""
+
+    def __init__(self, n_labels: int, channels: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d((4, 4)),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.25), nn.Linear(2 * channels * 16, n_labels))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(image))
+
+
+class WithSoftmax(nn.Module):
+    """The served graph: image batch (n, 1, h, w) in [0, 1] → label probabilities."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(image), dim=-1)
+
+
+@dataclass
+class ImageClassifierModel:
+    """A trained image classifier: weights, labels, the input size it was trained on, and its metrics."""
+
+    state: dict[str, np.ndarray]
+    channels: int
+    labels: list[str]
+    size: tuple[int, int]
+    metrics: dict[str, Any]
+    eval_images: np.ndarray = field(default_factory=lambda: np.zeros((0, 8, 8), np.float32))
+
+    def torch_module(self) -> WithSoftmax:
+        net = SmallCnn(len(self.labels), self.channels)
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
+        return WithSoftmax(net).eval()
+
+    def parity_inputs(self) -> list[Any]:
+        """Inputs on which the exported graph must agree with torch (the test images, already preprocessed)."""
+        return [{"pixels": img} for img in self.eval_images]
+
+    def reference_outputs(self, items: list[Any]) -> np.ndarray:
+        x = torch.from_numpy(np.stack([i["pixels"] for i in items]).astype(np.float32)).unsqueeze(1)
+        with torch.inference_mode():
+            return self.torch_module()(x).numpy()
+
+    def export(self, bundle_dir: Path) -> dict[str, Any]:
+        """Write model.onnx; return this model's manifest fields."""
+        h, w = self.size
+        buf = io.BytesIO()
+        torch.onnx.export(
+            self.torch_module(),
+            (torch.zeros((1, 1, h, w)),),
+            buf,
+            input_names=["image"],
+            output_names=["probabilities"],
+            dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        atomic_write_bytes(bundle_dir / "model.onnx", buf.getvalue())
+        return {
+            "type": "image-classifier",
+            "model_file": "model.onnx",
+            "labels": list(self.labels),
+            "input_size": [h, w],
+            # The digits are bright ink on a dark ground; a photo or scan of dark ink on paper is inverted.
+            "bright_ink": True,
+        }
+
+
+class SmallCnnParams(BlockParams):
+    epochs: int = Field(30, ge=1, le=1000, description="Passes over the training images")
+    lr: float = Field(0.003, gt=0.0, le=1.0, description="Learning rate of the Adam optimiser")
+    batch_size: int = Field(64, ge=1, le=4096, description="Images per optimisation step")
+    channels: int = Field(16, ge=1, le=256, description="Filters of the first convolution (the second has twice)")
+    seed: int = Field(0, ge=0, description="Random seed: the same seed and data give the same model")
+
+
+@register_block
+class SmallCnnClassifier(Block):
+    id = "vision.small-cnn"
+    version = "1.0.0"
+    kind = Kind.MODEL
+    domain = "vision"
+    inputs = (Port("images", PortType.IMAGE_SET, "labelled greyscale images with a test split"),)
+    outputs = (
+        Port("model", PortType.MODEL, "trained image classifier"),
+        Port("metrics", PortType.METRICS, "accuracy on the test split"),
+    )
+    Params = SmallCnnParams
+    price = Price(3 * 10**15, PriceUnit.RUN)  # 0.003 AIC per run
+    call_price = Price(3 * 10**14, PriceUnit.CALLS_1K)
+    provider = MODEL_PROVIDER
+    license = "Apache-2.0"
+    description = "Trains a small convolutional network to classify images (epochs, lr, channels, seed)."
+
+    def estimate_seconds(self, params: BlockParams) -> float:
+        assert isinstance(params, SmallCnnParams)
+        return 0.3 * params.epochs
+
+    def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        assert isinstance(params, SmallCnnParams)
+        data: ImageSet = inputs["images"]
+        device = ctx.device
+        x = torch.from_numpy(data.train_x).unsqueeze(1).to(device)
+        y = torch.from_numpy(data.train_y).to(device)
+        tx = torch.from_numpy(data.test_x).unsqueeze(1).to(device)
+        ty = torch.from_numpy(data.test_y).to(device)
+
+        torch.manual_seed(params.seed)
+        net = SmallCnn(len(data.labels), params.channels).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=params.lr)
+        loss_value = fit(
+            ctx, net, opt, (x, y, tx, ty), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
+        )
+        with torch.no_grad():
+            predicted = net(tx).argmax(dim=-1).cpu().numpy()
+        confusion = np.zeros((len(data.labels), len(data.labels)), dtype=int)
+        for truth, guess in zip(data.test_y, predicted, strict=True):
+            confusion[truth, guess] += 1
+        metrics = {
+            "accuracy": round(accuracy(net, tx, ty), 6),
+            "train_accuracy": round(accuracy(net, x, y), 6),
+            "loss": round(loss_value, 6) if loss_value == loss_value else None,
+            "eval_examples": len(ty),
+            "classes": len(data.labels),
+            "epochs": params.epochs,
+            "confusion_matrix": confusion.tolist(),
+        }
+        model = ImageClassifierModel(
+            state={k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},
+            channels=params.channels,
+            labels=list(data.labels),
+            size=data.size,
+            metrics=metrics,
+            eval_images=data.test_x,
+        )
+        return {"model": model, "metrics": metrics}
