@@ -94,10 +94,21 @@ def check_data_file(block: Any, params: dict[str, Any], base_dir: Path, only: st
     return [msg for name, msg in block().check(parsed, base_dir) if only is None or name == only]
 
 
-def check_upload(filename: str, data: bytes) -> str:
+def upload_types(block: Any) -> tuple[str, ...]:
+    """The file suffixes a data block reads (`upload_types` on the block; CSV and XLSX by default)."""
+    return tuple(getattr(block, "upload_types", None) or sorted(DATA_SUFFIXES))
+
+
+def kinds_text(suffixes: tuple[str, ...]) -> str:
+    """'.csv', '.xlsx' → 'CSV or XLSX'."""
+    names = [s.lstrip(".").upper() for s in suffixes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def check_upload(filename: str, data: bytes, suffixes: tuple[str, ...] = tuple(sorted(DATA_SUFFIXES))) -> str:
     """The safe file name for an upload; DatasetError when it is the wrong kind, empty or too large."""
-    if Path(filename).suffix.lower() not in DATA_SUFFIXES:
-        raise DatasetError(f"{filename} is not a CSV or XLSX file")
+    if Path(filename).suffix.lower() not in suffixes:
+        raise DatasetError(f"{filename} is not a {kinds_text(suffixes)} file")
     if not data:
         raise DatasetError(f"{filename} is empty")
     if len(data) > MAX_UPLOAD_BYTES:
@@ -199,13 +210,13 @@ def publish(
     """
     from web3 import Web3
 
-    safe = check_upload(filename, data)
+    cls = _data_block(block)
+    safe = check_upload(filename, data, upload_types(cls))
     if price_wei < 0:
         raise DatasetError("a price cannot be negative")
     if not Web3.is_address(owner):
         raise DatasetError(f"{owner!r} is not an Ethereum address")
     owner = Web3.to_checksum_address(owner)
-    cls = _data_block(block)
     param = data_param(cls)
     digest = sha256_bytes(data)
     dataset_id = f"ds-{digest[:16]}"
@@ -323,6 +334,8 @@ __all__ = [
     "DatasetError",
     "check_data_file",
     "check_upload",
+    "kinds_text",
+    "upload_types",
     "data_param",
     "dataset_of_file",
     "datasets_dir",

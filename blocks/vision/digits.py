@@ -29,6 +29,7 @@ class ImageSet:
     test_y: np.ndarray
     labels: list[str]
     source: dict[str, Any] = field(default_factory=dict)
+    bright_ink: bool = False  # bright strokes on a dark ground (digits): served images of dark ink are inverted
 
     @property
     def size(self) -> tuple[int, int]:
@@ -98,6 +99,7 @@ class Digits(Block):
             test_y=targets[test],
             labels=[str(d) for d in range(10)],
             source={"dataset": "sklearn.datasets.load_digits", "images": len(order)},
+            bright_ink=True,
         )
 
     def preview(self, params: DigitsParams, base_dir: Path, rows: int = 5, seed: int | None = None) -> list[dict]:

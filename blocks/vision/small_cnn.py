@@ -62,6 +62,7 @@ class ImageClassifierModel:
     size: tuple[int, int]
     metrics: dict[str, Any]
     eval_images: np.ndarray = field(default_factory=lambda: np.zeros((0, 8, 8), np.float32))
+    bright_ink: bool = False
 
     def torch_module(self) -> WithSoftmax:
         net = SmallCnn(len(self.labels), self.channels)
@@ -97,8 +98,8 @@ class ImageClassifierModel:
             "model_file": "model.onnx",
             "labels": list(self.labels),
             "input_size": [h, w],
-            # The digits are bright ink on a dark ground; a photo or scan of dark ink on paper is inverted.
-            "bright_ink": True,
+            # Trained on bright strokes on a dark ground (the digits): a photo of dark ink on paper is inverted.
+            "bright_ink": self.bright_ink,
         }
 
 
@@ -168,5 +169,6 @@ class SmallCnnClassifier(Block):
             size=data.size,
             metrics=metrics,
             eval_images=data.test_x,
+            bright_ink=data.bright_ink,
         )
         return {"model": model, "metrics": metrics}

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from builder.datasets import DATA_SUFFIXES, DatasetError, check_data_file, check_upload
+from builder.datasets import DATA_SUFFIXES, DatasetError, check_data_file, check_upload, upload_types
 from builder.errors import AibError
 from builder.pipeline import param_problems
 from builder.ui.draft import Draft, DraftError, block_of, from_yaml, to_yaml, validate
@@ -92,13 +92,13 @@ def store_upload(draft: Draft, node_id: str, param: str, filename: str, data: by
     DraftError (one sentence) when it is the wrong kind, empty, too large or fails the block's checks;
     then nothing is stored and the draft is unchanged.
     """
-    try:
-        safe = check_upload(filename, data)
-    except DatasetError as exc:
-        raise DraftError(str(exc)) from None
     block = block_of(draft, node_id)
     if block is None:
         raise DraftError(f"{node_id} has no known block")
+    try:
+        safe = check_upload(filename, data, upload_types(block))
+    except DatasetError as exc:
+        raise DraftError(str(exc)) from None
     rel = f"data/{safe}"
     params = dict(draft.blocks[node_id].get("params") or {})
     with tempfile.TemporaryDirectory(dir=draft.base_dir) as tmp:

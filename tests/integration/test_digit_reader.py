@@ -132,3 +132,46 @@ def test_the_workbench_shows_the_run_the_image_sample_and_reads_an_uploaded_imag
     services.file_uploader(key="try-file").set_value(("notes.png", b"not an image", "image/png"))
     services.button(key="FormSubmitter:try-it-Ask").click().run()
     assert any("not a PNG or JPEG image" in e.value for e in services.error)
+
+
+def test_a_users_image_zip_trains_through_augmentation_and_is_served(prefect_api, tmp_path):
+    import zipfile
+
+    from sklearn.datasets import load_digits
+
+    from runtime.db import session_factory
+    from runtime.keys import create_key
+    from runtime.serving import create_app
+
+    digits = load_digits()
+    with zipfile.ZipFile(tmp_path / "scans.zip", "w") as z:  # dark ink on white, as scanned, 40 per digit
+        for d in range(10):
+            for k, i in enumerate([i for i, t in enumerate(digits.target) if t == d][:40]):
+                z.writestr(f"scans/{d}/{k}.png", paper_png(digits.images[i], size=32))
+    (tmp_path / "pipeline.yaml").write_text(
+        """schema_version: 1
+name: my-scans
+blocks:
+  scans: {use: vision.image-folder@1.0.0, params: {path: scans.zip, size: 16}}
+  more: {use: vision.augment@1.0.0, params: {copies: 2}}
+  cnn: {use: vision.small-cnn@1.0.0, params: {epochs: 12}}
+  api: {use: service.api@1.0.0}
+edges: [scans.images -> more.images, more.images -> cnn.images, cnn.model -> api.model]
+compute: compute.local@1.0.0
+"""
+    )
+    summary = run_pipeline(tmp_path / "pipeline.yaml")
+    assert summary["status"] == "succeeded", summary["error"]
+    assert summary["metrics"]["accuracy"] >= 0.8, summary["metrics"]
+    with session_factory()() as s:
+        key, _ = create_key(s, summary["service_id"])
+    with ServerThread(create_app(summary["service_id"])) as server:
+        right = 0
+        for i in range(1700, 1740):  # images the pipeline never saw, in the same dark-on-white form
+            r = httpx.post(
+                f"{server.url}/v1/predict",
+                files={"file": ("d.png", paper_png(digits.images[i], size=32), "image/png")},
+                headers={"X-API-Key": key},
+            )
+            right += r.json()["label"] == str(digits.target[i])
+    assert right / 40 >= 0.75

@@ -119,3 +119,20 @@ def test_the_workbench_points_a_data_node_at_a_published_dataset(home):
     ] == str(ds.path)
     with pytest.raises(DraftError, match="is published for chat.faq-csv@1.0.0, not for encoder"):
         actions.use_dataset(draft, "encoder", ds.id)
+
+
+def test_an_image_zip_is_published_for_the_image_folder_block(home, tmp_path):
+    import zipfile
+
+    from tests.unit.test_vision_blocks import write_digit_folder
+
+    root = write_digit_folder(tmp_path / "photos")
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as z:
+        for p in sorted(root.rglob("*.png")):
+            z.write(p, p.relative_to(tmp_path).as_posix())
+    data = (tmp_path / "photos.zip").read_bytes()
+    with pytest.raises(DatasetError, match="is not a ZIP file"):
+        publish("photos.csv", FAQ, block="vision.image-folder", price_wei=1, owner=OWNER, register=False)
+    ds = publish("photos.zip", data, block="vision.image-folder", price_wei=5, owner=OWNER, register=False)
+    assert ds.block == "vision.image-folder@1.0.0" and ds.param == "path" and ds.path.read_bytes() == data
+    assert {r["label"] for r in datasets.preview(ds, rows=6, seed=0)} <= {"digit0", "digit1", "digit2"}

@@ -69,3 +69,66 @@ def test_served_images_are_resized_to_the_model_input_and_dark_ink_on_paper_is_f
 def test_bad_images_are_one_sentence(data, message):
     with pytest.raises(BadItem, match=message):
         decode_image(data, (8, 8), bright_ink=True)
+
+
+def write_digit_folder(root, per_class: int = 6, classes: int = 3):
+    """A folder of PNGs, one sub-folder per digit, as a user would prepare it."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for d in range(classes):
+        (root / f"digit{d}").mkdir(parents=True, exist_ok=True)
+        for k, i in enumerate([i for i, t in enumerate(digits.target) if t == d][:per_class]):
+            (root / f"digit{d}" / f"{k}.png").write_bytes(png(np.clip(digits.images[i] * 16, 0, 255)))
+    return root
+
+
+def test_an_image_folder_and_its_zip_give_the_same_split(tmp_path):
+    import zipfile
+
+    from blocks.vision.image_folder import ImageFolder, ImageFolderParams
+
+    root = write_digit_folder(tmp_path / "photos")
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as z:
+        for p in sorted(root.rglob("*.png")):
+            z.write(p, p.relative_to(tmp_path).as_posix())  # photos/digit0/0.png: the class is the parent folder
+    block = ImageFolder()
+    a = block.load(ImageFolderParams(path="photos", size=16), tmp_path)
+    b = block.load(ImageFolderParams(path="photos.zip", size=16), tmp_path)
+    assert a.labels == b.labels == ["digit0", "digit1", "digit2"] and a.size == (16, 16)
+    assert np.array_equal(a.train_y, b.train_y) and np.allclose(a.train_x, b.train_x)
+    assert len(a.train_y) + len(a.test_y) == 18 and set(a.test_y.tolist()) == {0, 1, 2}
+    assert block.check(ImageFolderParams(path="photos.zip"), tmp_path) == []
+    assert block.fingerprint(ImageFolderParams(path="photos"), tmp_path) != "missing"
+    rows = block.preview(ImageFolderParams(path="photos"), tmp_path, rows=2, seed=0)
+    assert [r["label"] in a.labels for r in rows] == [True, True] and rows[0]["image"].startswith("data:image/png")
+
+
+def test_image_folder_problems_name_the_files(tmp_path):
+    from blocks.vision.image_folder import ImageFolder, ImageFolderParams
+
+    block = ImageFolder()
+    root = write_digit_folder(tmp_path / "photos")
+    (root / "digit1" / "broken.png").write_bytes(b"\x89PNG not really")
+    assert block.check(ImageFolderParams(path="photos"), tmp_path) == [
+        ("path", "1 file(s) cannot be read as images: digit1/broken.png; remove or replace them")
+    ]
+    write_digit_folder(tmp_path / "one", classes=1)
+    assert "one class (digit0)" in block.check(ImageFolderParams(path="one"), tmp_path)[0][1]
+    (tmp_path / "empty").mkdir()
+    assert "holds no PNG or JPEG images" in block.check(ImageFolderParams(path="empty"), tmp_path)[0][1]
+    assert "neither a folder nor a .zip" in block.check(ImageFolderParams(path="nope"), tmp_path)[0][1]
+    (tmp_path / "bad.zip").write_bytes(b"PK not a zip")
+    assert "not a readable zip file" in block.check(ImageFolderParams(path="bad.zip"), tmp_path)[0][1]
+
+
+def test_augmentation_adds_seeded_copies_of_training_images_only():
+    from blocks.vision.augment import augment
+
+    images = np.random.default_rng(0).random((5, 8, 8)).astype(np.float32)
+    a = augment(images, copies=3, degrees=10, shift=0.1, noise=0.05, seed=1)
+    assert a.shape == (15, 8, 8) and a.dtype == np.float32 and 0.0 <= a.min() and a.max() <= 1.0
+    assert np.array_equal(a, augment(images, copies=3, degrees=10, shift=0.1, noise=0.05, seed=1))
+    assert not np.array_equal(a, augment(images, copies=3, degrees=10, shift=0.1, noise=0.05, seed=2))
+    same = augment(images, copies=1, degrees=0, shift=0, noise=0, seed=0)
+    assert np.allclose(same, images, atol=1e-5)  # no transformation: the images come back unchanged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from builder.datasets import kinds_text, upload_types
 from builder.spec import Kind
 from builder.ui import actions, canvas
 from builder.ui.common import aic, bump_canvas, current_draft, flash, goto, sample_table, set_draft, setup, show_flash
@@ -182,9 +183,12 @@ with right:
             st.caption(f"`{block.ref()}` · {block.description}")
             params = dict(draft.blocks[selected].get("params") or {})
             if block.kind == Kind.DATA:
+                kinds = upload_types(block)
                 for name in [n for n in block.Params.model_fields if n.endswith("path")]:
                     up = st.file_uploader(
-                        f"Replace {name} (CSV or XLSX)", type=["csv", "xlsx"], key=f"up-{selected}-{name}"
+                        f"Replace {name} ({kinds_text(kinds)})",
+                        type=[k.lstrip(".") for k in kinds],
+                        key=f"up-{selected}-{name}",
                     )
                     if up is not None and st.session_state.get(f"stored-{selected}-{name}") != up.file_id:
                         try:

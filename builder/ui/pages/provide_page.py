@@ -15,7 +15,7 @@ st.caption(
     "registered as an asset NFT. Whoever owns the asset is paid its price each time a run reads it."
 )
 
-from builder.datasets import DatasetError, list_datasets, preview, publish  # noqa: E402
+from builder.datasets import DatasetError, kinds_text, list_datasets, preview, publish, upload_types  # noqa: E402
 from builder.money import parse_amount  # noqa: E402
 from builder.registry import all_blocks  # noqa: E402
 from builder.spec import Kind  # noqa: E402
@@ -32,7 +32,10 @@ with tab_publish:
             "publish it again with a chain running (Wallet → Start the local chain)."
         )
     with st.form("publish", clear_on_submit=False):
-        upload = st.file_uploader("Data file (CSV or XLSX)", type=["csv", "xlsx"], key="provide-file")
+        kinds = tuple(sorted({k for b in data_blocks for k in upload_types(b)}))
+        upload = st.file_uploader(
+            f"Data file ({kinds_text(kinds)})", type=[k.lstrip(".") for k in kinds], key="provide-file"
+        )
         block_ref = st.selectbox(
             "For the data block",
             [b.ref() for b in data_blocks],

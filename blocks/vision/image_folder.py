@@ -1,0 +1,162 @@
+"""vision.image-folder: a user's images, one sub-folder per class, as a folder or a .zip file."""
+
+from __future__ import annotations
+
+import io
+import random
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from blocks import DATA_PROVIDER
+from blocks.vision.digits import ImageSet, png_data_uri
+from builder.errors import DataError
+from builder.ports import Port, PortType
+from builder.registry import register_block
+from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
+from runtime.context import StepContext
+from runtime.store import sha256_file, sha256_tree
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+MAX_IMAGES = 50_000
+
+
+def _entries(root: Path) -> list[tuple[str, str, Any]]:
+    """(class, file name, reader) of every image under `root` (a folder, or a .zip with the same layout)."""
+    found: list[tuple[str, str, Any]] = []
+    if root.is_file() and root.suffix.lower() == ".zip":
+        try:
+            archive = zipfile.ZipFile(root)
+        except zipfile.BadZipFile:
+            raise DataError(f"{root.name} is not a readable zip file") from None
+        for info in archive.infolist():
+            parts = PurePosixPath(info.filename).parts
+            if info.is_dir() or parts[-1].startswith(".") or "__MACOSX" in parts:
+                continue
+            if PurePosixPath(info.filename).suffix.lower() in IMAGE_SUFFIXES and len(parts) >= 2:
+                found.append((parts[-2], info.filename, lambda n=info.filename: archive.read(n)))
+        return found
+    if not root.is_dir():
+        raise DataError(f"{root} is neither a folder nor a .zip file")
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+            found.append((path.parent.name, str(path.relative_to(root)), path.read_bytes))
+    return found
+
+
+def read_images(root: Path, size: int) -> tuple[np.ndarray, list[str], list[str]]:
+    """Every image as greyscale size×size in [0, 1], its class and its name; DataError naming unreadable files."""
+    from PIL import Image, UnidentifiedImageError
+
+    entries = sorted(_entries(root), key=lambda e: e[1])
+    if not entries:
+        raise DataError(f"{root.name} holds no PNG or JPEG images in class sub-folders (e.g. cats/1.png)")
+    if len(entries) > MAX_IMAGES:
+        raise DataError(f"{root.name} holds {len(entries)} images; the limit is {MAX_IMAGES}")
+    pixels, classes, names, bad = [], [], [], []
+    for label, name, read in entries:
+        try:
+            with Image.open(io.BytesIO(read())) as img:
+                grey = img.convert("L").resize((size, size), Image.BILINEAR)
+            pixels.append(np.asarray(grey, dtype=np.float32) / 255.0)
+            classes.append(label)
+            names.append(name)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            bad.append(name)
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DataError(
+            f"{len(bad)} file(s) cannot be read as images: {', '.join(bad[:5])}{more}; remove or replace them"
+        )
+    counts = {c: classes.count(c) for c in sorted(set(classes))}
+    if len(counts) < 2:
+        raise DataError(f"{root.name} has one class ({next(iter(counts))}); give at least two class sub-folders")
+    few = [c for c, n in counts.items() if n < 2]
+    if few:
+        raise DataError(f"class {few[0]} has only one image; give at least 2 per class")
+    return np.stack(pixels), classes, names
+
+
+class ImageFolderParams(BlockParams):
+    path: str = Field(
+        ..., min_length=1, description="A folder, or a .zip file, with one sub-folder of images per class"
+    )
+    size: int = Field(28, ge=8, le=128, description="Images are converted to greyscale and resized to size×size")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of each class held out for testing")
+    seed: int = Field(0, ge=0, description="Random seed of the split")
+
+
+@register_block
+class ImageFolder(Block):
+    id = "vision.image-folder"
+    version = "1.0.0"
+    kind = Kind.DATA
+    domain = "vision"
+    inputs = ()
+    outputs = (Port("images", PortType.IMAGE_SET, "greyscale images by class with a stratified test split"),)
+    Params = ImageFolderParams
+    upload_types = (".zip",)  # the workbench uploads a folder as a zip
+    price = Price(10**15, PriceUnit.RUN)  # 0.001 AIC per run
+    provider = DATA_PROVIDER
+    license = "user data"
+    description = "Your images (PNG/JPEG), one sub-folder per class, as a folder or a .zip; unreadable files are named."
+
+    @staticmethod
+    def _root(params: ImageFolderParams, base_dir: Path) -> Path:
+        p = Path(params.path)
+        return p if p.is_absolute() else base_dir / p
+
+    def check(self, params: BlockParams, base_dir: Path) -> list[tuple[str, str]]:
+        assert isinstance(params, ImageFolderParams)
+        try:
+            read_images(self._root(params, base_dir), params.size)
+        except DataError as exc:
+            return [("path", str(exc))]
+        return []
+
+    def fingerprint(self, params: BlockParams, base_dir: Path) -> str:
+        assert isinstance(params, ImageFolderParams)
+        root = self._root(params, base_dir)
+        if root.is_file():
+            return sha256_file(root)
+        return sha256_tree(root) if root.is_dir() else "missing"
+
+    def load(self, params: ImageFolderParams, base_dir: Path) -> ImageSet:
+        """Read the images and split each class (the same seed gives the same split)."""
+        images, classes, names = read_images(self._root(params, base_dir), params.size)
+        labels = sorted(set(classes))
+        rng = random.Random(params.seed)
+        train, test = [], []
+        for label in labels:
+            members = [i for i, c in enumerate(classes) if c == label]
+            rng.shuffle(members)
+            cut = max(1, round(len(members) * params.test_fraction))
+            test += members[:cut]
+            train += members[cut:]
+        train.sort()
+        test.sort()
+        y = np.array([labels.index(c) for c in classes], dtype=np.int64)
+        return ImageSet(
+            train_x=images[train],
+            train_y=y[train],
+            test_x=images[test],
+            test_y=y[test],
+            labels=labels,
+            source={"path": str(self._root(params, base_dir)), "images": len(names)},
+        )
+
+    def preview(self, params: ImageFolderParams, base_dir: Path, rows: int = 5, seed: int | None = None) -> list[dict]:
+        """A random sample of images with their class (the image column holds PNG data URIs)."""
+        images, classes, _ = read_images(self._root(params, base_dir), params.size)
+        picks = random.Random(seed).sample(range(len(classes)), min(rows, len(classes)))
+        return [{"image": png_data_uri(images[i], scale=max(1, 64 // params.size)), "label": classes[i]} for i in picks]
+
+    def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        assert isinstance(params, ImageFolderParams)
+        data = self.load(params, ctx.base_dir)
+        ctx.log_metric("train_images", len(data.train_y))
+        ctx.log_metric("test_images", len(data.test_y))
+        return {"images": data}
