@@ -4,6 +4,7 @@ checkpoint after each epoch so a killed run resumes where it stopped (with the s
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -27,13 +28,17 @@ def fit(
     epochs: int,
     batch_size: int,
     seed: int,
+    loss_fn: nn.Module | None = None,
+    score: tuple[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] | None = None,
 ) -> float:
-    """Train `module` with cross-entropy on (train x, train y, eval x, eval y); the last epoch's mean loss.
+    """Train `module` on (train x, train y, eval x, eval y); the last epoch's mean loss.
 
-    Logs `loss`, `train_accuracy` and `accuracy` (on the eval split) per epoch and reports progress.
+    The loss is cross-entropy unless `loss_fn` is given; `score` (name, function) is measured on both
+    splits after every epoch (default: accuracy). Logs `loss`, `train_<name>` and `<name>` per epoch.
     """
     x, y, ex, ey = data
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    name, measure = score or ("accuracy", accuracy)
     ckpt_path = ctx.work_dir / "checkpoint.pt"
     start_epoch, loss_value = 0, float("nan")
     if ckpt_path.exists():  # resume where a killed run stopped
@@ -61,8 +66,8 @@ def fit(
         loss_value = total / len(y)
         module.eval()
         ctx.log_metric("loss", loss_value, epoch + 1)
-        ctx.log_metric("train_accuracy", accuracy(module, x, y), epoch + 1)
-        ctx.log_metric("accuracy", accuracy(module, ex, ey), epoch + 1)
+        ctx.log_metric(f"train_{name}", measure(module, x, y), epoch + 1)
+        ctx.log_metric(name, measure(module, ex, ey), epoch + 1)
         buf = io.BytesIO()
         torch.save(
             {"epoch": epoch + 1, "loss": loss_value, "module": module.state_dict(), "optimizer": opt.state_dict()}, buf

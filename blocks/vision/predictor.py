@@ -53,21 +53,15 @@ def decode_image(data: bytes, size: tuple[int, int], bright_ink: bool) -> np.nda
     return pixels
 
 
-@register_predictor("image-classifier")
-class ImageClassifierPredictor:
-    """One onnxruntime session per process; images are decoded and resized with Pillow."""
+class ImageInput:
+    """What every predictor taking one image shares: JSON base64 or an uploaded file, decoded with Pillow into
+    the greyscale `size` the model was trained on (`bright_ink`: invert dark-on-light pictures)."""
 
     Request = ImageRequest
-    Response = ImageResponse
     BatchRequest = ImageBatchRequest
     accepts_file = True  # /v1/predict also takes a multipart upload in the field `file` (item {"file": bytes})
-
-    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
-        self.manifest = manifest
-        self.labels: list[str] = manifest["labels"]
-        self.size = (int(manifest["input_size"][0]), int(manifest["input_size"][1]))
-        self.bright_ink = bool(manifest.get("bright_ink", False))
-        self.session = onnx_session(bundle_dir / manifest["model_file"], threads)
+    size: tuple[int, int]
+    bright_ink = False
 
     def items_from_batch(self, batch: BaseModel) -> list[dict[str, Any]]:
         return [{"image_base64": b} for b in batch.images_base64]  # type: ignore[attr-defined]
@@ -88,10 +82,27 @@ class ImageClassifierPredictor:
             raise BadItem("image_base64 is not valid base64") from None
         return {"pixels": decode_image(data, self.size, self.bright_ink)}
 
+    def pixels(self, items: list[dict[str, Any]]) -> np.ndarray:
+        """The items as one (n, 1, h, w) float32 batch."""
+        return np.stack([self.prepare(i)["pixels"] for i in items]).astype(np.float32)[:, None, :, :]
+
+
+@register_predictor("image-classifier")
+class ImageClassifierPredictor(ImageInput):
+    """One onnxruntime session per process; images are decoded and resized with Pillow."""
+
+    Response = ImageResponse
+
+    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+        self.manifest = manifest
+        self.labels: list[str] = manifest["labels"]
+        self.size = (int(manifest["input_size"][0]), int(manifest["input_size"][1]))
+        self.bright_ink = bool(manifest.get("bright_ink", False))
+        self.session = onnx_session(bundle_dir / manifest["model_file"], threads)
+
     def predict_proba(self, items: list[dict[str, Any]]) -> np.ndarray:
         """Probabilities (batch, n_labels) for the items' images."""
-        x = np.stack([self.prepare(i)["pixels"] for i in items]).astype(np.float32)[:, None, :, :]
-        return self.session.run(None, {"image": x})[0]
+        return self.session.run(None, {"image": self.pixels(items)})[0]
 
     def predict(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         probs = self.predict_proba(items)

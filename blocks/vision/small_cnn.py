@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,11 @@ from torch import nn
 
 from blocks import MODEL_PROVIDER
 from blocks.vision.digits import ImageSet
+from blocks.vision.graph import ImageGraphModel, image_tensors
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
 from runtime.context import StepContext
-from runtime.store import atomic_write_bytes
 from runtime.training import accuracy, fit
 
 
@@ -53,7 +52,7 @@ class WithSoftmax(nn.Module):
 
 
 @dataclass
-class ImageClassifierModel:
+class ImageClassifierModel(ImageGraphModel):
     """A trained image classifier: weights, labels, the input size it was trained on, and its metrics."""
 
     state: dict[str, np.ndarray]
@@ -61,7 +60,7 @@ class ImageClassifierModel:
     labels: list[str]
     size: tuple[int, int]
     metrics: dict[str, Any]
-    eval_images: np.ndarray = field(default_factory=lambda: np.zeros((0, 8, 8), np.float32))
+    eval_pixels: np.ndarray = field(default_factory=lambda: np.zeros((0, 8, 8), np.float32))
     bright_ink: bool = False
 
     def torch_module(self) -> WithSoftmax:
@@ -69,35 +68,13 @@ class ImageClassifierModel:
         net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
         return WithSoftmax(net).eval()
 
-    def parity_inputs(self) -> list[Any]:
-        """Inputs on which the exported graph must agree with torch (the test images, already preprocessed)."""
-        return [{"pixels": img} for img in self.eval_images]
-
-    def reference_outputs(self, items: list[Any]) -> np.ndarray:
-        x = torch.from_numpy(np.stack([i["pixels"] for i in items]).astype(np.float32)).unsqueeze(1)
-        with torch.inference_mode():
-            return self.torch_module()(x).numpy()
-
     def export(self, bundle_dir: Path) -> dict[str, Any]:
         """Write model.onnx; return this model's manifest fields."""
-        h, w = self.size
-        buf = io.BytesIO()
-        torch.onnx.export(
-            self.torch_module(),
-            (torch.zeros((1, 1, h, w)),),
-            buf,
-            input_names=["image"],
-            output_names=["probabilities"],
-            dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-        atomic_write_bytes(bundle_dir / "model.onnx", buf.getvalue())
         return {
             "type": "image-classifier",
-            "model_file": "model.onnx",
+            "model_file": self.write_onnx(bundle_dir, "probabilities"),
             "labels": list(self.labels),
-            "input_size": [h, w],
+            "input_size": list(self.size),
             # Trained on bright strokes on a dark ground (the digits): a photo of dark ink on paper is inverted.
             "bright_ink": self.bright_ink,
         }
@@ -136,14 +113,9 @@ class SmallCnnClassifier(Block):
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         assert isinstance(params, SmallCnnParams)
         data: ImageSet = inputs["images"]
-        device = ctx.device
-        x = torch.from_numpy(data.train_x).unsqueeze(1).to(device)
-        y = torch.from_numpy(data.train_y).to(device)
-        tx = torch.from_numpy(data.test_x).unsqueeze(1).to(device)
-        ty = torch.from_numpy(data.test_y).to(device)
-
+        x, y, tx, ty = image_tensors(data, ctx.device)
         torch.manual_seed(params.seed)
-        net = SmallCnn(len(data.labels), params.channels).to(device)
+        net = SmallCnn(len(data.labels), params.channels).to(ctx.device)
         opt = torch.optim.Adam(net.parameters(), lr=params.lr)
         loss_value = fit(
             ctx, net, opt, (x, y, tx, ty), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
@@ -168,7 +140,7 @@ class SmallCnnClassifier(Block):
             labels=list(data.labels),
             size=data.size,
             metrics=metrics,
-            eval_images=data.test_x,
+            eval_pixels=data.test_x,
             bright_ink=data.bright_ink,
         )
         return {"model": model, "metrics": metrics}
