@@ -63,18 +63,23 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 	@echo "installing Debian's chromium for the browser tests…"
 	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
 
+# Debian's espeak-ng: the speech blocks synthesise their training clips and speak with it.
+/usr/bin/espeak-ng:
+	@echo "installing Debian's espeak-ng for the speech blocks…"
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq espeak-ng >/dev/null
+
 ## make run: install, then start the workbench, train the FAQ chatbot template, serve it and print a ready curl line.
-run: install
+run: install /usr/bin/espeak-ng
 	$(AIB) quickstart
 
 ## make test: install test extras and run every test.
-test: install-test node_modules/.installed /usr/bin/chromium
+test: install-test node_modules/.installed /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) -m pytest
 
 lint: install-test
 	$(VENV)/bin/ruff check builder blocks runtime chain tests bench
 
-bench: install-test /usr/bin/chromium
+bench: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/serve.py
 	$(PY) bench/orchestration.py
 	$(PY) bench/settlement.py

@@ -13,7 +13,14 @@ from builder.spec import Block, check_block
 ENTRY_POINT_GROUP = "easy_ai_builder.blocks"
 # Modules of the blocks shipped with the product; loaded even when the distribution's entry points
 # are not installed (running from a source checkout).
-BUILTIN_MODULES = ("blocks.chat", "blocks.compute", "blocks.service", "blocks.vision", "blocks.driving")
+BUILTIN_MODULES = (
+    "blocks.chat",
+    "blocks.compute",
+    "blocks.service",
+    "blocks.vision",
+    "blocks.driving",
+    "blocks.speech",
+)
 
 _BLOCKS: dict[tuple[str, str], type[Block]] = {}
 _loaded = False

@@ -60,6 +60,7 @@ class ImageInput:
     Request = ImageRequest
     BatchRequest = ImageBatchRequest
     accepts_file = True  # /v1/predict also takes a multipart upload in the field `file` (item {"file": bytes})
+    upload = ("Image (PNG or JPEG)", ["png", "jpg", "jpeg"])  # what the workbench's Try it asks for
     size: tuple[int, int]
     bright_ink = False
 

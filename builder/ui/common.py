@@ -93,7 +93,14 @@ def batches_table(batches: list[tuple]) -> None:
 
 
 def sample_table(rows: list[dict[str, Any]]) -> None:
-    """A data sample as a table; columns of image data URIs are shown as images."""
+    """A data sample as a table; image data URIs are shown as images, audio ones as players."""
+    import base64
+
+    if rows and "audio" in rows[0]:
+        for row in rows:
+            st.caption(" · ".join(f"{k}: {v}" for k, v in row.items() if k != "audio"))
+            st.audio(base64.b64decode(row["audio"].split(",", 1)[1]), format="audio/wav")
+        return
     images = {k: st.column_config.ImageColumn(k) for k in (rows[0] if rows else {}) if k == "image"}
     st.dataframe(rows, hide_index=True, column_config=images or None, row_height=40 if images else None)
 

@@ -123,7 +123,7 @@ def test_the_workbench_shows_the_run_the_image_sample_and_reads_an_uploaded_imag
 
     services = page("services", selected_service=reader.summary["service_id"])
     services.button(key="FormSubmitter:try-it-Ask").click().run()
-    assert "Choose an image first." in [e.value for e in services.error]
+    assert "Choose a file first." in [e.value for e in services.error]
     digits = load_digits()
     services.file_uploader(key="try-file").set_value(("seven.png", paper_png(digits.images[7]), "image/png"))
     services.button(key="FormSubmitter:try-it-Ask").click().run()

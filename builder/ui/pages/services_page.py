@@ -68,19 +68,23 @@ with tab_try:
         with st.form("try-it"):
             values: dict = {}
             if getattr(predictor, "accepts_file", False):
-                upload = st.file_uploader("Image (PNG or JPEG)", type=["png", "jpg", "jpeg"], key="try-file")
+                what, types = getattr(predictor, "upload", ("Image (PNG or JPEG)", ["png", "jpg", "jpeg"]))
+                upload = st.file_uploader(what, type=types, key="try-file")
                 if upload is not None:
                     values["file"] = upload.getvalue()
                     try:
-                        st.image(upload.getvalue(), width=96)
-                    except Exception:  # not an image: the answer below says so in one sentence
+                        if "wav" in types:
+                            st.audio(upload.getvalue(), format="audio/wav")
+                        else:
+                            st.image(upload.getvalue(), width=96)
+                    except Exception:  # not what it claims to be: the answer below says so in one sentence
                         pass
             else:
                 for field_name, field in predictor.Request.model_fields.items():
                     values[field_name] = st.text_area(field_name, help=field.description, key=f"try-{field_name}")
             asked = st.form_submit_button("Ask", type="primary")
         if asked and getattr(predictor, "accepts_file", False) and "file" not in values:
-            st.error("Choose an image first.")
+            st.error("Choose a file first.")
         elif asked:
             try:
                 result = actions.try_service(predictor, service_id, values)

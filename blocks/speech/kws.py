@@ -1,0 +1,208 @@
+"""speech.kws-cnn: a small keyword-spotting CNN over log-mel features computed inside the model's own graph."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from blocks import MODEL_PROVIDER
+from blocks.speech.audio import SAMPLE_RATE, LogMel
+from blocks.speech.synth import AudioClips
+from builder.ports import Port, PortType
+from builder.registry import register_block
+from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
+from runtime.context import StepContext
+from runtime.store import atomic_write_bytes
+from runtime.training import accuracy, fit
+
+
+def _ds_block(channels: int) -> nn.Sequential:
+    """A depthwise-separable convolution (DS-CNN, Zhang et al. 2017): depthwise 3×3, then pointwise 1×1."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 3, padding=1, groups=channels),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(),
+        nn.Conv2d(channels, channels, 1),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(),
+    )
+
+
+class KwsNet(nn.Module):
+    """Waveform (batch, samples) → class logits: log-mel, normalisation, a strided conv, DS blocks, pooling."""
+
+    def __init__(self, n_labels: int, channels: int = 64, blocks: int = 4) -> None:
+        super().__init__()
+        self.features = LogMel()
+        self.norm = nn.BatchNorm2d(1)
+        self.body = nn.Sequential(
+            nn.Conv2d(1, channels, (10, 4), stride=(2, 2), padding=(5, 1)),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            *[_ds_block(channels) for _ in range(blocks)],
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(channels, n_labels),
+        )
+
+    def forward(self, wave_: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(wave_))
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.body(self.norm(feats))
+
+
+class OnFeatures(nn.Module):
+    """The trainable part of a KwsNet, fed precomputed log-mel features (they never change during training)."""
+
+    def __init__(self, net: KwsNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.net.classify(feats)
+
+
+def log_mel_batches(net: KwsNet, clips: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """The clips' log-mel features, computed once."""
+    with torch.no_grad():
+        return torch.cat([net.features(clips[i : i + batch]) for i in range(0, len(clips), batch)])
+
+
+class WithSoftmax(nn.Module):
+    """The served graph: 16 kHz waveform (batch, samples) → label probabilities."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, wave_: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(wave_), dim=-1)
+
+
+@dataclass
+class AudioClassifierModel:
+    """A trained keyword spotter: weights, labels, clip length and metrics."""
+
+    state: dict[str, np.ndarray]
+    channels: int
+    blocks: int
+    labels: list[str]
+    samples: int
+    metrics: dict[str, Any]
+    eval_clips: np.ndarray = field(default_factory=lambda: np.zeros((0, SAMPLE_RATE), np.float32))
+
+    def torch_module(self) -> WithSoftmax:
+        net = KwsNet(len(self.labels), self.channels, self.blocks)
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
+        return WithSoftmax(net).eval()
+
+    def parity_inputs(self) -> list[Any]:
+        return [{"samples": c} for c in self.eval_clips]
+
+    def reference_outputs(self, items: list[Any]) -> np.ndarray:
+        with torch.inference_mode():
+            return self.torch_module()(torch.from_numpy(np.stack([i["samples"] for i in items]))).numpy()
+
+    def export(self, bundle_dir: Path) -> dict[str, Any]:
+        """model.onnx takes the waveform itself: the features are part of the graph."""
+        buf = io.BytesIO()
+        torch.onnx.export(
+            self.torch_module(),
+            (torch.zeros((1, self.samples)),),
+            buf,
+            input_names=["waveform"],
+            output_names=["probabilities"],
+            dynamic_axes={"waveform": {0: "batch"}, "probabilities": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        atomic_write_bytes(bundle_dir / "model.onnx", buf.getvalue())
+        return {
+            "type": "audio-classifier",
+            "model_file": "model.onnx",
+            "labels": list(self.labels),
+            "sample_rate": SAMPLE_RATE,
+            "samples": self.samples,
+        }
+
+
+class KwsParams(BlockParams):
+    epochs: int = Field(20, ge=1, le=1000, description="Passes over the training clips")
+    lr: float = Field(0.003, gt=0.0, le=1.0, description="Learning rate of the Adam optimiser")
+    batch_size: int = Field(64, ge=1, le=4096, description="Clips per optimisation step")
+    channels: int = Field(64, ge=4, le=512, description="Channels of the convolutions")
+    blocks: int = Field(4, ge=1, le=12, description="Depthwise-separable blocks")
+    seed: int = Field(0, ge=0, description="Random seed: the same seed and data give the same model")
+
+
+@register_block
+class KwsCnn(Block):
+    id = "speech.kws-cnn"
+    version = "1.0.0"
+    kind = Kind.MODEL
+    domain = "speech"
+    inputs = (Port("clips", PortType.AUDIO_CLIPS, "labelled 16 kHz clips"),)
+    outputs = (
+        Port("model", PortType.MODEL, "trained keyword spotter (waveform in)"),
+        Port("metrics", PortType.METRICS, "accuracy on held-out voices, confusion matrix"),
+    )
+    Params = KwsParams
+    price = Price(3 * 10**15, PriceUnit.RUN)  # 0.003 AIC per run
+    call_price = Price(3 * 10**14, PriceUnit.CALLS_1K)
+    provider = MODEL_PROVIDER
+    license = "Apache-2.0"
+    description = "Trains a DS-CNN keyword spotter on log-mel features computed inside the exported model."
+
+    def estimate_seconds(self, params: BlockParams) -> float:
+        assert isinstance(params, KwsParams)
+        return 4.0 * params.epochs
+
+    def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        assert isinstance(params, KwsParams)
+        data: AudioClips = inputs["clips"]
+        d = ctx.device
+        torch.manual_seed(params.seed)
+        net = KwsNet(len(data.labels), params.channels, params.blocks).to(d)
+        x = log_mel_batches(net, torch.from_numpy(data.train_x).to(d))
+        tx = log_mel_batches(net, torch.from_numpy(data.test_x).to(d))
+        y, ty = torch.from_numpy(data.train_y).to(d), torch.from_numpy(data.test_y).to(d)
+        trainable = OnFeatures(net)
+        opt = torch.optim.Adam(net.parameters(), lr=params.lr)
+        loss_value = fit(
+            ctx, trainable, opt, (x, y, tx, ty), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
+        )
+        with torch.no_grad():
+            predicted = trainable(tx).argmax(dim=-1).cpu().numpy()
+        confusion = np.zeros((len(data.labels), len(data.labels)), dtype=int)
+        for truth, guess in zip(data.test_y, predicted, strict=True):
+            confusion[truth, guess] += 1
+        metrics = {
+            "accuracy": round(accuracy(trainable, tx, ty), 6),
+            "train_accuracy": round(accuracy(trainable, x, y), 6),
+            "loss": round(loss_value, 6) if loss_value == loss_value else None,
+            "eval_examples": len(ty),
+            "eval_split": "held-out voices",
+            "classes": len(data.labels),
+            "epochs": params.epochs,
+            "confusion_matrix": confusion.tolist(),
+        }
+        net = net.cpu()
+        model = AudioClassifierModel(
+            state={k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},
+            channels=params.channels,
+            blocks=params.blocks,
+            labels=list(data.labels),
+            samples=int(data.train_x.shape[1]),
+            metrics=metrics,
+            eval_clips=data.test_x,
+        )
+        return {"model": model, "metrics": metrics}

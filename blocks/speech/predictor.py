@@ -1,0 +1,74 @@
+"""Serving-time predictor of `audio-classifier` bundles: a WAV clip in, the spoken command out."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from blocks.speech.audio import MAX_SECONDS, decode_wav, fit_length
+from runtime.bundle import BadItem, onnx_session, register_predictor
+
+MAX_AUDIO_BYTES = 8 * 1024 * 1024
+
+
+class AudioRequest(BaseModel):
+    audio_base64: str = Field(..., min_length=1, description="A WAV file (PCM, any rate, mono or stereo), base64")
+
+
+class AudioBatchRequest(BaseModel):
+    audios_base64: list[str] = Field(..., min_length=1, description="WAV files to classify, in order")
+
+
+class AudioResponse(BaseModel):
+    label: str = Field(description="The recognised command, `_unknown_` or `_silence_`")
+    score: float = Field(description="Its probability, 0..1")
+
+
+@register_predictor("audio-classifier")
+class AudioClassifierPredictor:
+    """One onnxruntime session per process; the graph computes its own log-mel features from the waveform."""
+
+    Request = AudioRequest
+    Response = AudioResponse
+    BatchRequest = AudioBatchRequest
+    accepts_file = True
+    upload = ("Audio (WAV)", ["wav"])  # what the workbench's Try it asks for
+
+    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+        self.manifest = manifest
+        self.labels: list[str] = manifest["labels"]
+        self.samples = int(manifest["samples"])
+        self.session = onnx_session(bundle_dir / manifest["model_file"], threads)
+
+    def items_from_batch(self, batch: BaseModel) -> list[dict[str, Any]]:
+        return [{"audio_base64": b} for b in batch.audios_base64]  # type: ignore[attr-defined]
+
+    def check_item(self, item: dict[str, Any]) -> str | None:
+        size = len(item["file"]) if "file" in item else len(item.get("audio_base64") or "") * 3 // 4
+        return f"the audio is about {size} bytes; the limit is {MAX_AUDIO_BYTES}" if size > MAX_AUDIO_BYTES else None
+
+    def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Decode the request's WAV into the model's input (BadItem, answered with 422, when it is not one)."""
+        if "samples" in item:
+            return item
+        if "file" in item:
+            data = item["file"]
+        else:
+            try:
+                data = base64.b64decode(item["audio_base64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise BadItem("audio_base64 is not valid base64") from None
+        return {"samples": fit_length(decode_wav(data, MAX_SECONDS), self.samples)}
+
+    def predict_proba(self, items: list[dict[str, Any]]) -> np.ndarray:
+        x = np.stack([self.prepare(i)["samples"] for i in items]).astype(np.float32)
+        return self.session.run(None, {"waveform": x})[0]
+
+    def predict(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        probs = self.predict_proba(items)
+        return [{"label": self.labels[int(r.argmax())], "score": round(float(r.max()), 6)} for r in probs]

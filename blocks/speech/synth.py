@@ -1,0 +1,218 @@
+"""speech.synth-commands: labelled command words spoken by Debian's espeak-ng in many voices, speeds and pitches,
+with noise and room-reverb augmentation; generated once and cached."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from blocks import DATA_PROVIDER
+from blocks.speech.audio import SAMPLE_RATE, decode_wav, encode_wav, fit_length
+from builder.errors import DataError
+from builder.ports import Port, PortType
+from builder.registry import register_block
+from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
+from runtime.context import StepContext
+from runtime.store import atomic_write_bytes
+
+ESPEAK = "espeak-ng"
+COMMANDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+UNKNOWN_WORDS = ["cat", "house", "bird", "tree", "happy", "seven", "learn", "wow", "sheila", "marvin", "bed", "dog"]
+UNKNOWN, SILENCE = "_unknown_", "_silence_"
+ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029"]
+GENERATOR = "synth-commands-v1"
+
+
+@dataclass
+class AudioClips:
+    """Fixed-length 16 kHz mono clips (n, samples) with labels; the test clips are spoken by held-out voices."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    labels: list[str]
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def espeak_variants() -> list[str]:
+    """espeak-ng's voice variants (m1, f3, croak, …), sorted; DataError when espeak-ng is not installed."""
+    exe = shutil.which(ESPEAK)
+    if exe is None:
+        raise DataError("espeak-ng is not installed; `make run` or `make test` installs it (apt-get install espeak-ng)")
+    out = subprocess.run([exe, "--voices=variant"], capture_output=True, text=True, check=True).stdout
+    files = {t.removeprefix("!v/") for line in out.splitlines()[1:] for t in line.split() if t.startswith("!v/")}
+    return sorted(files)
+
+
+def speak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
+    """`text` spoken by espeak-ng, as 16 kHz mono float32."""
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run(
+            [ESPEAK, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, text],
+            check=True,
+            capture_output=True,
+        )
+        return decode_wav(Path(f.name).read_bytes())
+
+
+def _augment(clip: np.ndarray, rng: np.random.Generator, noise: float, reverb: float) -> np.ndarray:
+    """Random placement in the window, room reverb (an exponentially decaying noise impulse) and background noise."""
+    x = clip
+    if rng.random() < reverb:
+        length = int(SAMPLE_RATE * rng.uniform(0.05, 0.25))
+        ir = rng.normal(0, 1, length) * np.exp(-np.linspace(0, rng.uniform(4, 9), length))
+        ir[0] = 1.0
+        x = np.convolve(x, ir / np.abs(ir).sum() * 2)[: len(x)]
+    x = x / (np.abs(x).max() + 1e-6) * rng.uniform(0.3, 0.9)
+    x = x + rng.normal(0, noise * rng.uniform(0.2, 1.0), len(x))
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+class SynthParams(BlockParams):
+    words: list[str] = Field(default_factory=lambda: list(COMMANDS), min_length=2, description="The command words")
+    voices: int = Field(24, ge=4, le=200, description="Voices (accent × espeak variant) to speak them")
+    test_voices: float = Field(0.25, gt=0.0, lt=1.0, description="Share of the voices held out for testing")
+    speeds: list[int] = Field(default_factory=lambda: [120, 160, 200], min_length=1, description="Words per minute")
+    pitches: list[int] = Field(default_factory=lambda: [25, 50, 75], min_length=1, description="espeak pitch 0-99")
+    unknown: bool = Field(True, description="Add an `_unknown_` class of other words")
+    silence: bool = Field(True, description="Add a `_silence_` class of background noise only")
+    noise: float = Field(0.01, ge=0.0, le=0.2, description="Background noise level (standard deviation)")
+    reverb: float = Field(0.5, ge=0.0, le=1.0, description="Share of clips with room reverb")
+    seconds: float = Field(1.0, ge=0.5, le=3.0, description="Clip length")
+    seed: int = Field(0, ge=0, description="Random seed: voices chosen, split, augmentation")
+
+
+@register_block
+class SynthCommands(Block):
+    id = "speech.synth-commands"
+    version = "1.0.0"
+    kind = Kind.DATA
+    domain = "speech"
+    inputs = ()
+    outputs = (Port("clips", PortType.AUDIO_CLIPS, "16 kHz clips by word; test clips from held-out voices"),)
+    Params = SynthParams
+    price = Price(10**15, PriceUnit.RUN)  # 0.001 AIC per run
+    provider = DATA_PROVIDER
+    license = "GPL-3.0 (espeak-ng output, free to use)"
+    description = "Command words spoken by espeak-ng in many voices, speeds and pitches, with noise and reverb."
+
+    def fingerprint(self, params: BlockParams, base_dir: Path) -> str:
+        return GENERATOR
+
+    def estimate_seconds(self, params: BlockParams) -> float:
+        assert isinstance(params, SynthParams)
+        return 0.01 * params.voices * len(params.speeds) * len(params.pitches) * (len(params.words) + 2)
+
+    def check(self, params: BlockParams, base_dir: Path) -> list[tuple[str, str]]:
+        assert isinstance(params, SynthParams)
+        try:
+            variants = espeak_variants()
+        except DataError as exc:
+            return [("voices", str(exc))]
+        if params.voices > len(variants) * len(ACCENTS):
+            return [("voices", f"espeak-ng has {len(variants) * len(ACCENTS)} voices here; ask for at most that")]
+        bad = [w for w in params.words if not w.strip() or len(w) > 40]
+        return [("words", f"{bad[0]!r} is not a word to speak")] if bad else []
+
+    def voices(self, params: SynthParams) -> list[str]:
+        """The chosen voices, e.g. `en-gb+f3`: accents and variants mixed, the same for the same seed."""
+        pool = [f"{a}+{v}" for v in espeak_variants() for a in ACCENTS]
+        return random.Random(params.seed).sample(pool, params.voices)
+
+    def generate(self, params: SynthParams) -> AudioClips:
+        """Speak every (voice, speed, pitch, word), augment, and split by voice."""
+        voices = self.voices(params)
+        n_test = max(1, round(len(voices) * params.test_voices))
+        labels = (
+            sorted(set(params.words)) + ([UNKNOWN] if params.unknown else []) + ([SILENCE] if params.silence else [])
+        )
+        jobs = []
+        rng = random.Random(params.seed)
+        for vi, voice in enumerate(voices):
+            for speed in params.speeds:
+                for pitch in params.pitches:
+                    for word in params.words:
+                        jobs.append((vi, voice, speed, pitch, word, word))
+                    if params.unknown:
+                        jobs.append((vi, voice, speed, pitch, rng.choice(UNKNOWN_WORDS), UNKNOWN))
+        with ThreadPoolExecutor(max_workers=4) as pool:  # espeak-ng runs as separate processes
+            spoken = list(pool.map(lambda j: speak(j[4], j[1], j[2], j[3]), jobs))
+        samples = int(SAMPLE_RATE * params.seconds)
+        nrng = np.random.default_rng(params.seed)
+        xs, ys, test = [], [], []
+        for job, clip in zip(jobs, spoken, strict=True):
+            xs.append(_augment(fit_length(clip, samples), nrng, params.noise, params.reverb))
+            ys.append(labels.index(job[5]))
+            test.append(job[0] >= len(voices) - n_test)
+        if params.silence:
+            per_voice = len(params.speeds) * len(params.pitches)
+            for vi in range(len(voices)):
+                for _ in range(per_voice):
+                    xs.append(_augment(np.zeros(samples, np.float32), nrng, params.noise * 3, params.reverb))
+                    ys.append(labels.index(SILENCE))
+                    test.append(vi >= len(voices) - n_test)
+        x, y, t = np.stack(xs), np.asarray(ys, dtype=np.int64), np.asarray(test)
+        return AudioClips(
+            x[~t],
+            y[~t],
+            x[t],
+            y[t],
+            labels,
+            {"generator": GENERATOR, "voices": voices, "test_voices": voices[-n_test:]},
+        )
+
+    def load(self, params: SynthParams, cache_dir: Path) -> AudioClips:
+        """The clips for `params`, generated once and then read from `cache_dir` (checked against their hash)."""
+        key = hashlib.sha256(json.dumps([GENERATOR, params.model_dump(mode="json")], sort_keys=True).encode())
+        path = cache_dir / f"{key.hexdigest()[:24]}.npz"
+        digest = path.with_suffix(".sha256")
+        if path.exists() and digest.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == digest.read_text():
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                return AudioClips(z["train_x"], z["train_y"], z["test_x"], z["test_y"], meta["labels"], meta["source"])
+        data = self.generate(params)
+        buf = io.BytesIO()
+        meta = json.dumps({"labels": data.labels, "source": data.source})
+        np.savez(buf, train_x=data.train_x, train_y=data.train_y, test_x=data.test_x, test_y=data.test_y, meta=meta)
+        atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(digest, hashlib.sha256(buf.getvalue()).hexdigest().encode())
+        return data
+
+    def preview(self, params: SynthParams, base_dir: Path, rows: int = 5, seed: int | None = None) -> list[dict]:
+        """A few freshly spoken, augmented clips (the audio column holds WAV data URIs for players)."""
+        import base64
+
+        rng = random.Random(seed)
+        voices = self.voices(params)
+        nrng = np.random.default_rng(rng.randrange(2**32))
+        out = []
+        for _ in range(rows):
+            word, voice = rng.choice(params.words), rng.choice(voices)
+            speed, pitch = rng.choice(params.speeds), rng.choice(params.pitches)
+            clip = _augment(fit_length(speak(word, voice, speed, pitch), int(SAMPLE_RATE * params.seconds)), nrng,
+                            params.noise, params.reverb)  # fmt: skip
+            uri = "data:audio/wav;base64," + base64.b64encode(encode_wav(clip)).decode()
+            out.append({"audio": uri, "label": word, "voice": voice, "speed": speed, "pitch": pitch})
+        return out
+
+    def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        assert isinstance(params, SynthParams)
+        ctx.progress(0, 1, "speaking the words with espeak-ng (once; then cached)")
+        data = self.load(params, ctx.shared_cache_dir)
+        ctx.progress(1, 1, "clips ready")
+        ctx.log_metric("train_clips", len(data.train_y))
+        ctx.log_metric("test_clips", len(data.test_y))
+        return {"clips": data}

@@ -1,0 +1,92 @@
+"""The voice-commands template through the real path: espeak-ng clips → Prefect run → ONNX (features inside the
+graph) → an HTTP API taking WAV uploads."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import numpy as np
+
+from tests.integration.conftest import ServerThread, run_pipeline
+
+
+def test_a_reduced_voice_commands_run_recognises_held_out_voices_over_http(prefect_api, template_dir):
+    from blocks.speech.audio import encode_wav, resample
+    from blocks.speech.synth import speak
+    from runtime.db import session_factory
+    from runtime.keys import create_key
+    from runtime.serving import create_app
+
+    # Reduced for the suite (12 voices, 2 speeds, 2 pitches, 20 short epochs); the full template is in bench/RESULTS.md.
+    summary = run_pipeline(
+        template_dir / "voice-commands.yaml",
+        [
+            "speech.voices=12",
+            "speech.speeds=[140, 180]",
+            "speech.pitches=[40, 60]",
+            "kws.epochs=20",
+            "kws.batch_size=32",
+            "kws.channels=32",
+        ],
+    )
+    assert summary["status"] == "succeeded", summary["error"]
+    m = summary["metrics"]
+    assert m["accuracy"] >= 0.5 and m["eval_split"] == "held-out voices", m  # 12 classes: chance is 0.08
+    assert np.array(m["confusion_matrix"]).shape == (12, 12)
+    with session_factory()() as s:
+        key, _ = create_key(s, summary["service_id"])
+    headers = {"X-API-Key": key}
+    with ServerThread(create_app(summary["service_id"])) as server:
+        # A 44.1 kHz stereo recording of a voice the model never heard, as a phone might send it.
+        clip = speak("stop", "en-us+m3", 170, 55)
+        stereo = np.repeat(resample(clip, 16000, 44100)[:, None], 2, axis=1)
+        r = httpx.post(
+            f"{server.url}/v1/predict",
+            files={"file": ("stop.wav", wav_44k_stereo(stereo), "audio/wav")},
+            headers=headers,
+        )
+        assert r.status_code == 200 and r.json()["label"] in m_labels(summary), r.text
+        wav = encode_wav(clip)
+        as_file = httpx.post(
+            f"{server.url}/v1/predict", files={"file": ("stop.wav", wav, "audio/wav")}, headers=headers
+        )
+        as_json = httpx.post(
+            f"{server.url}/v1/predict", json={"audio_base64": base64.b64encode(wav).decode()}, headers=headers
+        )
+        assert as_file.json() == as_json.json()  # the same WAV, the same answer, however it is sent
+        bad = httpx.post(
+            f"{server.url}/v1/predict", files={"file": ("x.wav", b"not audio", "audio/wav")}, headers=headers
+        )
+        assert bad.status_code == 422 and bad.json()["error"] == "the data is not a PCM WAV file"
+        long_ = httpx.post(
+            f"{server.url}/v1/predict",
+            json={"audio_base64": base64.b64encode(encode_wav(np.zeros(8000 * 31, np.float32), 8000)).decode()},
+            headers=headers,
+        )
+        assert long_.status_code == 422 and "the limit is 30 s" in long_.json()["error"]
+
+
+def wav_44k_stereo(x: np.ndarray) -> bytes:
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def m_labels(summary) -> set[str]:
+    """The labels the trained service answers with."""
+    from pathlib import Path
+
+    from runtime.bundle import read_manifest
+    from runtime.db import Service, session_factory
+
+    with session_factory()() as s:
+        bundle = s.get(Service, summary["service_id"]).bundle_dir
+    return set(read_manifest(Path(bundle))["labels"])
