@@ -84,12 +84,14 @@ bench: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/orchestration.py
 	$(PY) bench/settlement.py
 	$(PY) bench/ui.py
+	$(PY) bench/templates.py
 
-bench-quick: install-test /usr/bin/chromium
+bench-quick: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/serve.py --quick
 	$(PY) bench/orchestration.py --quick
 	$(PY) bench/settlement.py --quick
 	$(PY) bench/ui.py --quick
+	$(PY) bench/templates.py --quick
 
 clean:
 	rm -rf $(VENV) $(AUDIT_VENV) .aib .pytest_cache

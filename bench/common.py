@@ -18,15 +18,17 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 TEMPLATE = ROOT / "templates" / "faq-chatbot.yaml"
 
 
-def train_template(overrides: list[str] | None = None, engine: str = "prefect") -> dict[str, Any]:
-    """Run the faq-chatbot template (cached steps are reused) and return the run summary."""
+def train_template(
+    overrides: list[str] | None = None, engine: str = "prefect", template: Path = TEMPLATE
+) -> dict[str, Any]:
+    """Run a template (the faq-chatbot by default; cached steps are reused) and return the run summary."""
     from builder.pipeline import load_pipeline
     from builder.plan import compile_plan
     from runtime.db import session_factory
     from runtime.runner import execute_run
     from runtime.runs import create_run, get_run, run_summary
 
-    pipeline = load_pipeline(TEMPLATE, overrides or [])
+    pipeline = load_pipeline(template, overrides or [])
     plan = compile_plan(pipeline)
     Session = session_factory()
     with Session() as s:

@@ -19,6 +19,27 @@ def accuracy(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((module(x).argmax(dim=-1) == y).float().mean()) if len(y) else 0.0
 
 
+def confusion_matrix(module: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int) -> list[list[int]]:
+    """Counts of (true class row, predicted class column) on (x, y)."""
+    with torch.no_grad():
+        predicted = module(x).argmax(dim=-1).cpu().tolist()
+    matrix = [[0] * classes for _ in range(classes)]
+    for truth, guess in zip(y.cpu().tolist(), predicted, strict=True):
+        matrix[truth][guess] += 1
+    return matrix
+
+
+class WithSoftmax(nn.Module):
+    """A classifier's served graph: the network's logits turned into probabilities."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=-1)
+
+
 def fit(
     ctx: StepContext,
     module: nn.Module,
@@ -78,4 +99,4 @@ def fit(
     return loss_value
 
 
-__all__ = ["accuracy", "fit"]
+__all__ = ["WithSoftmax", "accuracy", "confusion_matrix", "fit"]

@@ -20,7 +20,7 @@ from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
 from runtime.context import StepContext
 from runtime.store import atomic_write_bytes
-from runtime.training import accuracy, fit
+from runtime.training import WithSoftmax, accuracy, confusion_matrix, fit
 
 
 def _ds_block(channels: int) -> nn.Sequential:
@@ -75,17 +75,6 @@ def log_mel_batches(net: KwsNet, clips: torch.Tensor, batch: int = 256) -> torch
     """The clips' log-mel features, computed once."""
     with torch.no_grad():
         return torch.cat([net.features(clips[i : i + batch]) for i in range(0, len(clips), batch)])
-
-
-class WithSoftmax(nn.Module):
-    """The served graph: 16 kHz waveform (batch, samples) → label probabilities."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, wave_: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(wave_), dim=-1)
 
 
 @dataclass
@@ -180,11 +169,6 @@ class KwsCnn(Block):
         loss_value = fit(
             ctx, trainable, opt, (x, y, tx, ty), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
         )
-        with torch.no_grad():
-            predicted = trainable(tx).argmax(dim=-1).cpu().numpy()
-        confusion = np.zeros((len(data.labels), len(data.labels)), dtype=int)
-        for truth, guess in zip(data.test_y, predicted, strict=True):
-            confusion[truth, guess] += 1
         metrics = {
             "accuracy": round(accuracy(trainable, tx, ty), 6),
             "train_accuracy": round(accuracy(trainable, x, y), 6),
@@ -193,7 +177,7 @@ class KwsCnn(Block):
             "eval_split": "held-out voices",
             "classes": len(data.labels),
             "epochs": params.epochs,
-            "confusion_matrix": confusion.tolist(),
+            "confusion_matrix": confusion_matrix(trainable, tx, ty, len(data.labels)),
         }
         net = net.cpu()
         model = AudioClassifierModel(

@@ -22,6 +22,7 @@ from runtime.store import sha256_file, sha256_tree
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 MAX_IMAGES = 50_000
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # one image, unpacked
 
 
 def _entries(root: Path) -> list[tuple[str, str, Any]]:
@@ -37,6 +38,9 @@ def _entries(root: Path) -> list[tuple[str, str, Any]]:
             if info.is_dir() or parts[-1].startswith(".") or "__MACOSX" in parts:
                 continue
             if PurePosixPath(info.filename).suffix.lower() in IMAGE_SUFFIXES and len(parts) >= 2:
+                if info.file_size > MAX_IMAGE_BYTES:  # a zip bomb must not be inflated into memory
+                    size, limit = info.file_size, MAX_IMAGE_BYTES
+                    raise DataError(f"{info.filename} in {root.name} is {size} bytes unpacked; the limit is {limit}")
                 found.append((parts[-2], info.filename, lambda n=info.filename: archive.read(n)))
         return found
     if not root.is_dir():

@@ -18,7 +18,7 @@ from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
 from runtime.context import StepContext
-from runtime.training import accuracy, fit
+from runtime.training import WithSoftmax, accuracy, confusion_matrix, fit
 
 
 class SmallCnn(nn.Module):
@@ -38,17 +38,6 @@ class SmallCnn(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(image))
-
-
-class WithSoftmax(nn.Module):
-    """The served graph: image batch (n, 1, h, w) in [0, 1] → label probabilities."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(image), dim=-1)
 
 
 @dataclass
@@ -120,11 +109,6 @@ class SmallCnnClassifier(Block):
         loss_value = fit(
             ctx, net, opt, (x, y, tx, ty), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
         )
-        with torch.no_grad():
-            predicted = net(tx).argmax(dim=-1).cpu().numpy()
-        confusion = np.zeros((len(data.labels), len(data.labels)), dtype=int)
-        for truth, guess in zip(data.test_y, predicted, strict=True):
-            confusion[truth, guess] += 1
         metrics = {
             "accuracy": round(accuracy(net, tx, ty), 6),
             "train_accuracy": round(accuracy(net, x, y), 6),
@@ -132,7 +116,7 @@ class SmallCnnClassifier(Block):
             "eval_examples": len(ty),
             "classes": len(data.labels),
             "epochs": params.epochs,
-            "confusion_matrix": confusion.tolist(),
+            "confusion_matrix": confusion_matrix(net, tx, ty, len(data.labels)),
         }
         model = ImageClassifierModel(
             state={k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},

@@ -132,3 +132,16 @@ def test_augmentation_adds_seeded_copies_of_training_images_only():
     assert not np.array_equal(a, augment(images, copies=3, degrees=10, shift=0.1, noise=0.05, seed=2))
     same = augment(images, copies=1, degrees=0, shift=0, noise=0, seed=0)
     assert np.allclose(same, images, atol=1e-5)  # no transformation: the images come back unchanged
+
+
+def test_a_zip_member_too_large_unpacked_is_refused_before_it_is_inflated(tmp_path):
+    import zipfile
+
+    from blocks.vision.image_folder import MAX_IMAGE_BYTES, ImageFolder, ImageFolderParams
+
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a/huge.png", b"\0" * (MAX_IMAGE_BYTES + 1))
+        z.writestr("b/small.png", png(np.zeros((8, 8))))
+    assert tmp_path.joinpath("bomb.zip").stat().st_size < 100_000  # small on disk…
+    problems = ImageFolder().check(ImageFolderParams(path="bomb.zip"), tmp_path)
+    assert problems and "a/huge.png in bomb.zip is" in problems[0][1] and "unpacked; the limit is" in problems[0][1]
