@@ -278,7 +278,7 @@ def register_asset(ds: Dataset) -> Dataset:
 
     from chain.accounts import use_signer
     from chain.cli import rpc_url
-    from chain.client import address_book, connect, contract, send, write_address_book
+    from chain.client import address_book, connect, contract, record_asset, send
 
     w3 = connect(rpc_url())
     book = address_book()
@@ -295,9 +295,7 @@ def register_asset(ds: Dataset) -> Dataset:
         receipt = send(w3, call, use_signer(w3, book))
         asset_id = registry.events.AssetRegistered().process_receipt(receipt, errors=DISCARD)[0].args.assetId
         tx = receipt.transactionHash.to_0x_hex()
-    book = address_book()  # re-read: another writer may have added assets meanwhile
-    book.setdefault("assets", {})[ds.ref] = asset_id
-    write_address_book(book)
+    record_asset(ds.ref, asset_id)
     ds = replace(ds, asset_id=asset_id, register_tx=tx)
     _write_meta(datasets_dir() / ds.id, ds)
     return ds

@@ -93,6 +93,14 @@ def write_address_book(book: dict[str, Any]) -> None:
     atomic_write_bytes(address_book_path(), json.dumps(book, indent=2, sort_keys=True).encode())
 
 
+def record_asset(ref: str, asset_id: int) -> None:
+    """Name asset `asset_id` as `ref` (a block or dataset) in the address book, re-read first so that assets
+    added meanwhile by another writer are kept."""
+    book = address_book()
+    book.setdefault("assets", {})[ref] = asset_id
+    write_address_book(book)
+
+
 def contract(w3: Any, name: str, book: dict[str, Any]) -> Any:
     """The deployed contract `name` from the address book."""
     from chain.artifacts import load_artifact
@@ -100,4 +108,13 @@ def contract(w3: Any, name: str, book: dict[str, Any]) -> Any:
     return w3.eth.contract(address=book["contracts"][name], abi=load_artifact(name)["abi"])
 
 
-__all__ = ["address_book", "address_book_path", "connect", "contract", "node_errors", "send", "write_address_book"]
+__all__ = [
+    "address_book",
+    "address_book_path",
+    "connect",
+    "contract",
+    "node_errors",
+    "record_asset",
+    "send",
+    "write_address_book",
+]

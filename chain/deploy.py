@@ -99,16 +99,14 @@ def register_provided_block(block: Any, owner: str) -> tuple[int, str]:
     address book; (asset id, tx hash). From then on the block's revenue goes to that asset's owner."""
     from chain.accounts import use_signer
     from chain.cli import rpc_url
-    from chain.client import address_book, connect, contract, write_address_book
+    from chain.client import address_book, connect, contract, record_asset
 
     w3 = connect(rpc_url())
     book = address_book()
     asset_id, receipt = register_block_asset(
         w3, contract(w3, "AssetRegistry", book), block, owner, use_signer(w3, book)
     )
-    book = address_book()  # re-read: another writer may have added assets meanwhile
-    book.setdefault("assets", {})[block.ref()] = asset_id
-    write_address_book(book)
+    record_asset(block.ref(), asset_id)
     return asset_id, receipt.transactionHash.to_0x_hex()
 
 

@@ -20,6 +20,25 @@ class BadItem(ValueError):
     """An input a predictor cannot use (not an image, empty audio…); served as HTTP 422 with this sentence."""
 
 
+def item_bytes(item: dict[str, Any], field: str) -> bytes:
+    """The bytes of a request item: an uploaded file ({"file": bytes}) or base64 text in `field`."""
+    import base64
+    import binascii
+
+    if "file" in item:
+        return item["file"]
+    try:
+        return base64.b64decode(item[field], validate=True)
+    except (binascii.Error, ValueError):
+        raise BadItem(f"{field} is not valid base64") from None
+
+
+def item_too_large(item: dict[str, Any], field: str, limit: int, what: str) -> str | None:
+    """Why an item's file or base64 `field` is over `limit` bytes (checked before decoding), else None."""
+    size = len(item["file"]) if "file" in item else len(item.get(field) or "") * 3 // 4
+    return f"the {what} is about {size} bytes; the limit is {limit}" if size > limit else None
+
+
 class Predictor(Protocol):
     """What serving needs from a bundle type: request/response models and batched prediction."""
 
@@ -138,6 +157,8 @@ def onnx_providers() -> list[str]:
 __all__ = [
     "MANIFEST",
     "BadItem",
+    "item_bytes",
+    "item_too_large",
     "Predictor",
     "ServiceBundle",
     "load_bundle",

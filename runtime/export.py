@@ -37,6 +37,29 @@ def check_parity(model: Any, predictor: Any, tolerance: float = PARITY_MAX_ABS_D
     return {"parity_examples": len(items), "parity_max_abs_diff": diff, "parity_top1_agreement": agree}
 
 
+def write_onnx(module: Any, example: Any, input_name: str, output_name: str, bundle_dir: Path) -> str:
+    """Export a one-input torch graph (batch axis dynamic) to bundle_dir/model.onnx; the file name."""
+    import io
+
+    import torch
+
+    from runtime.store import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.onnx.export(
+        module,
+        (example,),
+        buf,
+        input_names=[input_name],
+        output_names=[output_name],
+        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    atomic_write_bytes(bundle_dir / "model.onnx", buf.getvalue())
+    return "model.onnx"
+
+
 def export_bundle(model: Any, bundles_dir: Path, manifest_extra: dict[str, Any]) -> tuple[ServiceBundle, dict]:
     """Export `model` to a staging folder, verify parity, then publish it content-addressed."""
     staging = bundles_dir / f".staging-{uuid.uuid4().hex}"
@@ -60,4 +83,4 @@ def export_bundle(model: Any, bundles_dir: Path, manifest_extra: dict[str, Any])
     return ServiceBundle(str(final), sha256_tree(final)), manifest
 
 
-__all__ = ["PARITY_MAX_ABS_DIFF", "check_parity", "export_bundle"]
+__all__ = ["PARITY_MAX_ABS_DIFF", "check_parity", "export_bundle", "write_onnx"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,6 +28,26 @@ def confusion_matrix(module: nn.Module, x: torch.Tensor, y: torch.Tensor, classe
     for truth, guess in zip(y.cpu().tolist(), predicted, strict=True):
         matrix[truth][guess] += 1
     return matrix
+
+
+def classifier_metrics(
+    module: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    classes: int,
+    loss: float,
+    epochs: int,
+) -> dict[str, Any]:
+    """A trained classifier's run metrics: accuracy on both splits, last loss, sizes and the confusion matrix."""
+    x, y, ex, ey = data
+    return {
+        "accuracy": round(accuracy(module, ex, ey), 6),
+        "train_accuracy": round(accuracy(module, x, y), 6),
+        "loss": round(loss, 6) if loss == loss else None,
+        "eval_examples": len(ey),
+        "classes": classes,
+        "epochs": epochs,
+        "confusion_matrix": confusion_matrix(module, ex, ey, classes),
+    }
 
 
 class WithSoftmax(nn.Module):
@@ -99,4 +120,4 @@ def fit(
     return loss_value
 
 
-__all__ = ["WithSoftmax", "accuracy", "confusion_matrix", "fit"]
+__all__ = ["WithSoftmax", "accuracy", "classifier_metrics", "confusion_matrix", "fit"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
 from runtime.context import StepContext
-from runtime.store import atomic_write_bytes
-from runtime.training import WithSoftmax, accuracy, confusion_matrix, fit
+from runtime.export import write_onnx
+from runtime.training import WithSoftmax, classifier_metrics, fit
 
 
 def _ds_block(channels: int) -> nn.Sequential:
@@ -103,21 +102,11 @@ class AudioClassifierModel:
 
     def export(self, bundle_dir: Path) -> dict[str, Any]:
         """model.onnx takes the waveform itself: the features are part of the graph."""
-        buf = io.BytesIO()
-        torch.onnx.export(
-            self.torch_module(),
-            (torch.zeros((1, self.samples)),),
-            buf,
-            input_names=["waveform"],
-            output_names=["probabilities"],
-            dynamic_axes={"waveform": {0: "batch"}, "probabilities": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-        atomic_write_bytes(bundle_dir / "model.onnx", buf.getvalue())
         return {
             "type": "audio-classifier",
-            "model_file": "model.onnx",
+            "model_file": write_onnx(
+                self.torch_module(), torch.zeros((1, self.samples)), "waveform", "probabilities", bundle_dir
+            ),
             "labels": list(self.labels),
             "sample_rate": SAMPLE_RATE,
             "samples": self.samples,
@@ -170,14 +159,8 @@ class KwsCnn(Block):
             ctx, trainable, opt, (x, y, tx, ty), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
         )
         metrics = {
-            "accuracy": round(accuracy(trainable, tx, ty), 6),
-            "train_accuracy": round(accuracy(trainable, x, y), 6),
-            "loss": round(loss_value, 6) if loss_value == loss_value else None,
-            "eval_examples": len(ty),
+            **classifier_metrics(trainable, (x, y, tx, ty), len(data.labels), loss_value, params.epochs),
             "eval_split": "held-out voices",
-            "classes": len(data.labels),
-            "epochs": params.epochs,
-            "confusion_matrix": confusion_matrix(trainable, tx, ty, len(data.labels)),
         }
         net = net.cpu()
         model = AudioClassifierModel(

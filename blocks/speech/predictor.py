@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from blocks.speech.audio import MAX_SECONDS, decode_wav, fit_length
-from runtime.bundle import BadItem, onnx_session, register_predictor
+from runtime.bundle import item_bytes, item_too_large, onnx_session, register_predictor
 
 MAX_AUDIO_BYTES = 8 * 1024 * 1024
 
@@ -49,21 +47,13 @@ class AudioClassifierPredictor:
         return [{"audio_base64": b} for b in batch.audios_base64]  # type: ignore[attr-defined]
 
     def check_item(self, item: dict[str, Any]) -> str | None:
-        size = len(item["file"]) if "file" in item else len(item.get("audio_base64") or "") * 3 // 4
-        return f"the audio is about {size} bytes; the limit is {MAX_AUDIO_BYTES}" if size > MAX_AUDIO_BYTES else None
+        return item_too_large(item, "audio_base64", MAX_AUDIO_BYTES, "audio")
 
     def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
         """Decode the request's WAV into the model's input (BadItem, answered with 422, when it is not one)."""
         if "samples" in item:
             return item
-        if "file" in item:
-            data = item["file"]
-        else:
-            try:
-                data = base64.b64decode(item["audio_base64"], validate=True)
-            except (binascii.Error, ValueError):
-                raise BadItem("audio_base64 is not valid base64") from None
-        return {"samples": fit_length(decode_wav(data, MAX_SECONDS), self.samples)}
+        return {"samples": fit_length(decode_wav(item_bytes(item, "audio_base64"), MAX_SECONDS), self.samples)}
 
     def predict_proba(self, items: list[dict[str, Any]]) -> np.ndarray:
         x = np.stack([self.prepare(i)["samples"] for i in items]).astype(np.float32)

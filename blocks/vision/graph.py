@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.store import atomic_write_bytes
+from runtime.export import write_onnx
 
 
 def image_tensors(data: Any, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -44,19 +43,7 @@ class ImageGraphModel:
     def write_onnx(self, bundle_dir: Path, output_name: str) -> str:
         """Export the served graph (input `image`: (batch, 1, h, w) in [0, 1]) to model.onnx; its file name."""
         h, w = self.size
-        buf = io.BytesIO()
-        torch.onnx.export(
-            self.torch_module(),
-            (torch.zeros((1, 1, h, w)),),
-            buf,
-            input_names=["image"],
-            output_names=[output_name],
-            dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-        atomic_write_bytes(bundle_dir / "model.onnx", buf.getvalue())
-        return "model.onnx"
+        return write_onnx(self.torch_module(), torch.zeros((1, 1, h, w)), "image", output_name, bundle_dir)
 
 
 __all__ = ["ImageGraphModel", "image_tensors"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 from pathlib import Path
 from typing import Any
@@ -11,7 +9,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from runtime.bundle import BadItem, onnx_session, register_predictor
+from runtime.bundle import BadItem, item_bytes, item_too_large, onnx_session, register_predictor
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -68,20 +66,13 @@ class ImageInput:
         return [{"image_base64": b} for b in batch.images_base64]  # type: ignore[attr-defined]
 
     def check_item(self, item: dict[str, Any]) -> str | None:
-        size = len(item["file"]) if "file" in item else len(item.get("image_base64") or "") * 3 // 4
-        return f"the image is about {size} bytes; the limit is {MAX_IMAGE_BYTES}" if size > MAX_IMAGE_BYTES else None
+        return item_too_large(item, "image_base64", MAX_IMAGE_BYTES, "image")
 
     def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
         """Decode the request's image into the model's input (BadItem, answered with 422, when it is not one)."""
         if "pixels" in item:
             return item
-        if "file" in item:
-            return {"pixels": decode_image(item["file"], self.size, self.bright_ink)}
-        try:
-            data = base64.b64decode(item["image_base64"], validate=True)
-        except (binascii.Error, ValueError):
-            raise BadItem("image_base64 is not valid base64") from None
-        return {"pixels": decode_image(data, self.size, self.bright_ink)}
+        return {"pixels": decode_image(item_bytes(item, "image_base64"), self.size, self.bright_ink)}
 
     def pixels(self, items: list[dict[str, Any]]) -> np.ndarray:
         """The items as one (n, 1, h, w) float32 batch."""

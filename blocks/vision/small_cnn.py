@@ -18,7 +18,7 @@ from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
 from runtime.context import StepContext
-from runtime.training import WithSoftmax, accuracy, confusion_matrix, fit
+from runtime.training import WithSoftmax, classifier_metrics, fit
 
 
 class SmallCnn(nn.Module):
@@ -109,15 +109,7 @@ class SmallCnnClassifier(Block):
         loss_value = fit(
             ctx, net, opt, (x, y, tx, ty), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
         )
-        metrics = {
-            "accuracy": round(accuracy(net, tx, ty), 6),
-            "train_accuracy": round(accuracy(net, x, y), 6),
-            "loss": round(loss_value, 6) if loss_value == loss_value else None,
-            "eval_examples": len(ty),
-            "classes": len(data.labels),
-            "epochs": params.epochs,
-            "confusion_matrix": confusion_matrix(net, tx, ty, len(data.labels)),
-        }
+        metrics = classifier_metrics(net, (x, y, tx, ty), len(data.labels), loss_value, params.epochs)
         model = ImageClassifierModel(
             state={k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},
             channels=params.channels,
