@@ -80,6 +80,12 @@ def _resend(draft: Draft, bad_nodes: set[str], after: int) -> None:
     st.session_state["flow"] = state
 
 
+def _signature(state: Any) -> tuple:
+    """What identifies one value the browser sent (the component returns its last value on every run)."""
+    nodes = sorted((n.id, n.data.get("version"), n.position["x"], n.position["y"]) for n in state.nodes)
+    return state.timestamp, state.selected_id, tuple(nodes), tuple(sorted((e.source, e.target) for e in state.edges))
+
+
 def show(draft: Draft, bad_nodes: set[str]) -> bool:
     """Draw the canvas and apply what the user did on it to `draft`; True when the page must run again
     (the draft changed, or the canvas showed an older draft and is being redrawn)."""
@@ -101,20 +107,25 @@ def show(draft: Draft, bad_nodes: set[str]) -> bool:
         enable_edge_menu=False,
         hide_watermark=True,
     )
-    if new is shown or new.timestamp < shown.timestamp:
-        # The browser has not drawn the state we just sent yet: what it returns predates our edit.
-        return False
+    if new is shown or _signature(new) == st.session_state.get("flow_seen"):
+        return False  # nothing sent yet, or this value was handled on an earlier run (it is returned on each)
+    st.session_state["flow_seen"] = _signature(new)
     # The browser stamps what it sends with its own clock, so a value about an older draft (its layout pass
     # finishing late, say) can carry a newer stamp than our latest state, and the browser would then ignore
     # that state. Each node carries the draft version it was drawn from; a value that is not wholly about
-    # the current draft changes nothing and the canvas is redrawn from the draft instead.
+    # the current draft changes nothing, and when it is stamped later than ours the canvas is redrawn.
     drawn_from_now = {n.id for n in new.nodes} == set(draft.blocks) and all(
         n.data.get("version") == version for n in new.nodes
     )
     if not drawn_from_now:
-        _resend(draft, bad_nodes, new.timestamp)
-        return True
-    st.session_state["flow"] = new
+        if new.timestamp >= shown.timestamp:
+            _resend(draft, bad_nodes, new.timestamp)
+            return True
+        return False
+    # A value about the current draft counts even when stamped earlier than our latest state (we redrew the
+    # canvas just as the user drew an edge): dropping it would lose the edge, and the redraw erases it.
+    if new.timestamp >= shown.timestamp:
+        st.session_state["flow"] = new
     for node in new.nodes:  # positions: kept in the YAML's layout, rounded so the file stays tidy
         pos = [round(node.position["x"]), round(node.position["y"])]
         if draft.layout.get(node.id) != pos:

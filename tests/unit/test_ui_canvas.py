@@ -103,3 +103,22 @@ def test_moves_and_selection_on_the_current_draft_are_kept(browser, tmp_path):
     browser.value = StreamlitFlowState([node], [], selected_id="faq-csv", timestamp=shown.timestamp + 1)
     assert canvas.show(d, set()) is False  # nothing structural changed
     assert d.layout["faq-csv"] == [123, -8] and st.session_state["selected_node"] == "faq-csv"
+
+
+def test_an_edge_drawn_just_before_a_redraw_reached_the_browser_is_still_connected(browser, tmp_path):
+    d = draft_with(tmp_path, "chat.faq-csv@1.0.0", "chat.minilm-encoder@1.0.0")
+    canvas.show(d, set())
+    current = st.session_state["flow"]
+    # A late value about an older draft makes us redraw the canvas (stamped later than anything the browser
+    # sent so far)…
+    browser.value = StreamlitFlowState([], [], timestamp=current.timestamp + 10)
+    assert canvas.show(d, set()) is True
+    assert st.session_state["flow"].timestamp > current.timestamp + 10
+    # …but the user had already drawn an edge on the current draft, stamped before the redraw.
+    drawn = StreamlitFlowEdge("faq-csv->minilm-encoder", "faq-csv", "minilm-encoder")
+    browser.value = StreamlitFlowState(current.nodes, [drawn], timestamp=current.timestamp + 5)
+    assert canvas.show(d, set()) is True
+    assert [(s, t) for _, s, t in node_edges(d)] == [("faq-csv", "minilm-encoder")]
+    # The same value, returned again on the next run, is not applied twice (no second message).
+    st.session_state["flash"] = None
+    assert canvas.show(d, set()) is False and st.session_state["flash"] is None
