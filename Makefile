@@ -85,6 +85,7 @@ bench: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/settlement.py
 	$(PY) bench/ui.py
 	$(PY) bench/templates.py
+	$(PY) bench/data_cache.py
 
 bench-quick: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/serve.py --quick
@@ -92,6 +93,7 @@ bench-quick: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/settlement.py --quick
 	$(PY) bench/ui.py --quick
 	$(PY) bench/templates.py --quick
+	$(PY) bench/data_cache.py --quick
 
 clean:
 	rm -rf $(VENV) $(AUDIT_VENV) .aib .pytest_cache

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runtime.config import Settings
+from runtime.shards import ShardStore
 
 
 class Reporter(Protocol):
@@ -63,6 +64,11 @@ class StepContext:
         path = self.settings.cache_dir / "shared"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def shards(self) -> ShardStore:
+        """The digitized-data cache shared by every run (preprocessed tensors by raw data and transform)."""
+        return ShardStore(self.settings.cache_dir / "shards")
 
     def progress(self, done: float, total: float, description: str = "") -> None:
         """Report that `done` of `total` units of this step's work are finished."""

@@ -62,6 +62,37 @@ def decode_wav(data: bytes, max_seconds: float = MAX_SECONDS) -> np.ndarray:
     return resample(x, rate)
 
 
+def decode_audio(data: bytes, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """WAV (PCM or float) or FLAC bytes, any rate, mono or stereo → 16 kHz mono float32 in [-1, 1].
+
+    BadItem (one sentence) when it is empty, not WAV or FLAC audio, or longer than `max_seconds`.
+    """
+    if not data:
+        raise BadItem("the audio is empty")
+    if data[:4] == b"RIFF":
+        try:
+            return decode_wav(data, max_seconds)
+        except BadItem as exc:
+            if "not a PCM WAV" not in str(exc):
+                raise
+    import soundfile  # libsndfile, bundled by the wheel: FLAC, float and extensible WAV
+
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as f:
+            rate, frames = f.samplerate, f.frames
+            too_long = rate > 0 and frames / rate > max_seconds
+            x = None if rate <= 0 or too_long else f.read(dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
+        raise BadItem("the data is not WAV or FLAC audio") from None
+    if too_long:
+        raise BadItem(f"the audio is {frames / rate:.1f} s long; the limit is {max_seconds:.0f} s")
+    if x is None:
+        raise BadItem("the data is not WAV or FLAC audio")
+    if len(x) == 0:
+        raise BadItem("the audio is empty")
+    return resample(x.mean(axis=1), rate)
+
+
 def encode_wav(x: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
     """Mono float32 in [-1, 1] → 16-bit PCM WAV bytes."""
     buf = io.BytesIO()
@@ -101,13 +132,25 @@ def mel_filterbank(n_mels: int, n_fft: int, rate: int = SAMPLE_RATE, fmin: float
     return fb
 
 
-class LogMel(nn.Module):
-    """Waveform (batch, samples) → log-mel (batch, 1, n_mels, frames), as a strided convolution with a
-    Hann-windowed DFT basis (exports to ONNX as plain Conv/MatMul, no STFT operator needed)."""
+def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Orthonormal DCT-II (n_out, n_in): MFCCs are its product with the log-mel energies."""
+    k = np.arange(n_out)[:, None]
+    n = np.arange(n_in)[None, :]
+    m = np.cos(np.pi * k * (2 * n + 1) / (2 * n_in)) * np.sqrt(2.0 / n_in)
+    m[0] /= np.sqrt(2.0)
+    return m
 
-    def __init__(self, n_mels: int = 40, n_fft: int = 512, win: int = 400, hop: int = 160) -> None:
+
+DEFAULT_FEATURES = {"n_mels": 40, "n_fft": 512, "win": 400, "hop": 160, "n_mfcc": 0}
+
+
+class LogMel(nn.Module):
+    """Waveform (batch, samples) → log-mel (batch, 1, n_mels, frames), or its first `n_mfcc` MFCCs, as a strided
+    convolution with a Hann-windowed DFT basis (exports to ONNX as plain Conv/MatMul, no STFT operator needed)."""
+
+    def __init__(self, n_mels: int = 40, n_fft: int = 512, win: int = 400, hop: int = 160, n_mfcc: int = 0) -> None:
         super().__init__()
-        self.n_fft, self.hop = n_fft, hop
+        self.n_fft, self.hop, self.n_mfcc = n_fft, hop, n_mfcc
         window = np.zeros(n_fft, dtype=np.float64)
         start = (n_fft - win) // 2
         window[start : start + win] = np.hanning(win + 1)[:-1]
@@ -116,6 +159,8 @@ class LogMel(nn.Module):
         basis = np.concatenate([np.cos(2 * np.pi * k * n / n_fft), -np.sin(2 * np.pi * k * n / n_fft)]) * window
         self.register_buffer("basis", torch.tensor(basis, dtype=torch.float32).unsqueeze(1))
         self.register_buffer("mel", torch.tensor(mel_filterbank(n_mels, n_fft)))
+        if n_mfcc:
+            self.register_buffer("dct", torch.tensor(dct_matrix(n_mfcc, n_mels), dtype=torch.float32))
 
     def forward(self, wave_: torch.Tensor) -> torch.Tensor:
         pad = self.n_fft // 2
@@ -123,18 +168,40 @@ class LogMel(nn.Module):
         spec = nn.functional.conv1d(x, self.basis, stride=self.hop)  # (batch, 2 * bins, frames)
         bins = spec.shape[1] // 2
         power = spec[:, :bins] ** 2 + spec[:, bins:] ** 2
-        return torch.log(torch.matmul(self.mel, power) + 1e-6).unsqueeze(1)
+        feats = torch.log(torch.matmul(self.mel, power) + 1e-6)
+        if self.n_mfcc:
+            feats = torch.matmul(self.dct, feats)
+        return feats.unsqueeze(1)
 
 
-def reference_log_mel(x: np.ndarray, n_mels: int = 40, n_fft: int = 512, win: int = 400, hop: int = 160) -> np.ndarray:
-    """The same features with numpy's FFT, frame by frame: what LogMel is checked against."""
+def reference_log_mel(
+    x: np.ndarray, n_mels: int = 40, n_fft: int = 512, win: int = 400, hop: int = 160, n_mfcc: int = 0
+) -> np.ndarray:
+    """The same features with numpy's FFT frame by frame (and scipy's DCT for MFCCs): what LogMel is checked
+    against."""
     window = np.zeros(n_fft)
     start = (n_fft - win) // 2
     window[start : start + win] = np.hanning(win + 1)[:-1]
     padded = np.pad(x.astype(np.float64), (n_fft // 2, n_fft // 2))
     frames = 1 + (len(padded) - n_fft) // hop
     spec = np.stack([np.abs(np.fft.rfft(padded[i * hop : i * hop + n_fft] * window)) ** 2 for i in range(frames)], 1)
-    return np.log(mel_filterbank(n_mels, n_fft).astype(np.float64) @ spec + 1e-6)
+    feats = np.log(mel_filterbank(n_mels, n_fft).astype(np.float64) @ spec + 1e-6)
+    if n_mfcc:
+        from scipy.fft import dct
+
+        feats = dct(feats, type=2, norm="ortho", axis=0)[:n_mfcc]
+    return feats
 
 
-__all__ = ["SAMPLE_RATE", "LogMel", "decode_wav", "encode_wav", "fit_length", "reference_log_mel", "resample"]
+__all__ = [
+    "DEFAULT_FEATURES",
+    "SAMPLE_RATE",
+    "LogMel",
+    "decode_audio",
+    "decode_wav",
+    "dct_matrix",
+    "encode_wav",
+    "fit_length",
+    "reference_log_mel",
+    "resample",
+]

@@ -12,7 +12,8 @@ from pydantic import Field
 from torch import nn
 
 from blocks import MODEL_PROVIDER
-from blocks.speech.audio import SAMPLE_RATE, LogMel
+from blocks.speech.audio import SAMPLE_RATE
+from blocks.speech.features import DEFAULT_SPEC, compute_features, log_mel_module
 from blocks.speech.synth import AudioClips
 from builder.ports import Port, PortType
 from builder.registry import register_block
@@ -37,9 +38,9 @@ def _ds_block(channels: int) -> nn.Sequential:
 class KwsNet(nn.Module):
     """Waveform (batch, samples) → class logits: log-mel, normalisation, a strided conv, DS blocks, pooling."""
 
-    def __init__(self, n_labels: int, channels: int = 64, blocks: int = 4) -> None:
+    def __init__(self, n_labels: int, channels: int = 64, blocks: int = 4, features: dict | None = None) -> None:
         super().__init__()
-        self.features = LogMel()
+        self.features = log_mel_module(features or DEFAULT_SPEC)
         self.norm = nn.BatchNorm2d(1)
         self.body = nn.Sequential(
             nn.Conv2d(1, channels, (10, 4), stride=(2, 2), padding=(5, 1)),
@@ -70,12 +71,6 @@ class OnFeatures(nn.Module):
         return self.net.classify(feats)
 
 
-def log_mel_batches(net: KwsNet, clips: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """The clips' log-mel features, computed once."""
-    with torch.no_grad():
-        return torch.cat([net.features(clips[i : i + batch]) for i in range(0, len(clips), batch)])
-
-
 @dataclass
 class AudioClassifierModel:
     """A trained keyword spotter: weights, labels, clip length and metrics."""
@@ -87,9 +82,11 @@ class AudioClassifierModel:
     samples: int
     metrics: dict[str, Any]
     eval_clips: np.ndarray = field(default_factory=lambda: np.zeros((0, SAMPLE_RATE), np.float32))
+    features: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPEC))
 
     def torch_module(self) -> WithSoftmax:
-        net = KwsNet(len(self.labels), self.channels, self.blocks)
+        # A model pickled in the step cache before feature settings existed used the defaults.
+        net = KwsNet(len(self.labels), self.channels, self.blocks, getattr(self, "features", DEFAULT_SPEC))
         net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
         return WithSoftmax(net).eval()
 
@@ -148,10 +145,12 @@ class KwsCnn(Block):
         assert isinstance(params, KwsParams)
         data: AudioClips = inputs["clips"]
         d = ctx.device
+        # Features from speech.log-mel when it precedes this block, else the default ones; either way they come
+        # from the digitized-data cache when these clips were seen before.
+        feats = data.features or compute_features(ctx.shards, data, DEFAULT_SPEC, d, ctx.progress)
         torch.manual_seed(params.seed)
-        net = KwsNet(len(data.labels), params.channels, params.blocks).to(d)
-        x = log_mel_batches(net, torch.from_numpy(data.train_x).to(d))
-        tx = log_mel_batches(net, torch.from_numpy(data.test_x).to(d))
+        net = KwsNet(len(data.labels), params.channels, params.blocks, feats.spec).to(d)
+        x, tx = torch.from_numpy(feats.train).to(d), torch.from_numpy(feats.test).to(d)
         y, ty = torch.from_numpy(data.train_y).to(d), torch.from_numpy(data.test_y).to(d)
         trainable = OnFeatures(net)
         opt = torch.optim.Adam(net.parameters(), lr=params.lr)
@@ -171,5 +170,6 @@ class KwsCnn(Block):
             samples=int(data.train_x.shape[1]),
             metrics=metrics,
             eval_clips=data.test_x,
+            features=dict(feats.spec),
         )
         return {"model": model, "metrics": metrics}

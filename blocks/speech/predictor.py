@@ -1,4 +1,4 @@
-"""Serving-time predictor of `audio-classifier` bundles: a WAV clip in, the spoken command out."""
+"""Serving-time predictor of `audio-classifier` bundles: a WAV or FLAC clip in, the spoken command out."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from blocks.speech.audio import MAX_SECONDS, decode_wav, fit_length
+from blocks.speech.audio import MAX_SECONDS, decode_audio, fit_length
 from runtime.bundle import item_bytes, item_too_large, onnx_session, register_predictor
 
 MAX_AUDIO_BYTES = 8 * 1024 * 1024
 
 
 class AudioRequest(BaseModel):
-    audio_base64: str = Field(..., min_length=1, description="A WAV file (PCM, any rate, mono or stereo), base64")
+    audio_base64: str = Field(..., min_length=1, description="A WAV or FLAC file (any rate, mono or stereo), base64")
 
 
 class AudioBatchRequest(BaseModel):
-    audios_base64: list[str] = Field(..., min_length=1, description="WAV files to classify, in order")
+    audios_base64: list[str] = Field(..., min_length=1, description="WAV or FLAC files, in order")
 
 
 class AudioResponse(BaseModel):
@@ -35,7 +35,7 @@ class AudioClassifierPredictor:
     Response = AudioResponse
     BatchRequest = AudioBatchRequest
     accepts_file = True
-    upload = ("Audio (WAV)", ["wav"])  # what the workbench's Try it asks for
+    upload = ("Audio (WAV or FLAC)", ["wav", "flac"])  # what the workbench's Try it asks for
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
         self.manifest = manifest
@@ -50,10 +50,10 @@ class AudioClassifierPredictor:
         return item_too_large(item, "audio_base64", MAX_AUDIO_BYTES, "audio")
 
     def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
-        """Decode the request's WAV into the model's input (BadItem, answered with 422, when it is not one)."""
+        """Decode the request's WAV or FLAC into the model's input (BadItem, answered with 422, when it is not one)."""
         if "samples" in item:
             return item
-        return {"samples": fit_length(decode_wav(item_bytes(item, "audio_base64"), MAX_SECONDS), self.samples)}
+        return {"samples": fit_length(decode_audio(item_bytes(item, "audio_base64"), MAX_SECONDS), self.samples)}
 
     def predict_proba(self, items: list[dict[str, Any]]) -> np.ndarray:
         x = np.stack([self.prepare(i)["samples"] for i in items]).astype(np.float32)

@@ -37,7 +37,9 @@ GENERATOR = "synth-commands-v1"
 
 @dataclass
 class AudioClips:
-    """Fixed-length 16 kHz mono clips (n, samples) with labels; the test clips are spoken by held-out voices."""
+    """Fixed-length 16 kHz mono clips (n, samples) with labels; the test clips are held out (other voices or
+    speakers where the data knows them). `features` (set by speech.log-mel) belong to these exact samples: a
+    transform that changes the samples must drop them."""
 
     train_x: np.ndarray
     train_y: np.ndarray
@@ -45,6 +47,7 @@ class AudioClips:
     test_y: np.ndarray
     labels: list[str]
     source: dict[str, Any] = field(default_factory=dict)
+    features: Any = None
 
 
 def espeak_variants() -> list[str]:

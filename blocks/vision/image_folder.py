@@ -4,58 +4,31 @@ from __future__ import annotations
 
 import io
 import random
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
 from blocks import DATA_PROVIDER
+from blocks.folders import check_labels, content_fingerprint, labelled_files, refuse_bad_files, stratified_split
 from blocks.vision.digits import ImageSet, png_data_uri
 from builder.errors import DataError
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
 from runtime.context import StepContext
-from runtime.store import sha256_file, sha256_tree
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 MAX_IMAGES = 50_000
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # one image, unpacked
 
 
-def _entries(root: Path) -> list[tuple[str, str, Any]]:
-    """(class, file name, reader) of every image under `root` (a folder, or a .zip with the same layout)."""
-    found: list[tuple[str, str, Any]] = []
-    if root.is_file() and root.suffix.lower() == ".zip":
-        try:
-            archive = zipfile.ZipFile(root)
-        except zipfile.BadZipFile:
-            raise DataError(f"{root.name} is not a readable zip file") from None
-        for info in archive.infolist():
-            parts = PurePosixPath(info.filename).parts
-            if info.is_dir() or parts[-1].startswith(".") or "__MACOSX" in parts:
-                continue
-            if PurePosixPath(info.filename).suffix.lower() in IMAGE_SUFFIXES and len(parts) >= 2:
-                if info.file_size > MAX_IMAGE_BYTES:  # a zip bomb must not be inflated into memory
-                    size, limit = info.file_size, MAX_IMAGE_BYTES
-                    raise DataError(f"{info.filename} in {root.name} is {size} bytes unpacked; the limit is {limit}")
-                found.append((parts[-2], info.filename, lambda n=info.filename: archive.read(n)))
-        return found
-    if not root.is_dir():
-        raise DataError(f"{root} is neither a folder nor a .zip file")
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
-            found.append((path.parent.name, str(path.relative_to(root)), path.read_bytes))
-    return found
-
-
 def read_images(root: Path, size: int) -> tuple[np.ndarray, list[str], list[str]]:
     """Every image as greyscale size×size in [0, 1], its class and its name; DataError naming unreadable files."""
     from PIL import Image, UnidentifiedImageError
 
-    entries = sorted(_entries(root), key=lambda e: e[1])
+    entries = labelled_files(root, IMAGE_SUFFIXES, MAX_IMAGE_BYTES)
     if not entries:
         raise DataError(f"{root.name} holds no PNG or JPEG images in class sub-folders (e.g. cats/1.png)")
     if len(entries) > MAX_IMAGES:
@@ -69,18 +42,9 @@ def read_images(root: Path, size: int) -> tuple[np.ndarray, list[str], list[str]
             classes.append(label)
             names.append(name)
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-            bad.append(name)
-    if bad:
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise DataError(
-            f"{len(bad)} file(s) cannot be read as images: {', '.join(bad[:5])}{more}; remove or replace them"
-        )
-    counts = {c: classes.count(c) for c in sorted(set(classes))}
-    if len(counts) < 2:
-        raise DataError(f"{root.name} has one class ({next(iter(counts))}); give at least two class sub-folders")
-    few = [c for c, n in counts.items() if n < 2]
-    if few:
-        raise DataError(f"class {few[0]} has only one image; give at least 2 per class")
+            bad.append((name, "not a PNG or JPEG image"))
+    refuse_bad_files(bad, "images")
+    check_labels(classes, root.name, "image")
     return np.stack(pixels), classes, names
 
 
@@ -123,25 +87,13 @@ class ImageFolder(Block):
 
     def fingerprint(self, params: BlockParams, base_dir: Path) -> str:
         assert isinstance(params, ImageFolderParams)
-        root = self._root(params, base_dir)
-        if root.is_file():
-            return sha256_file(root)
-        return sha256_tree(root) if root.is_dir() else "missing"
+        return content_fingerprint(self._root(params, base_dir))
 
     def load(self, params: ImageFolderParams, base_dir: Path) -> ImageSet:
         """Read the images and split each class (the same seed gives the same split)."""
         images, classes, names = read_images(self._root(params, base_dir), params.size)
         labels = sorted(set(classes))
-        rng = random.Random(params.seed)
-        train, test = [], []
-        for label in labels:
-            members = [i for i, c in enumerate(classes) if c == label]
-            rng.shuffle(members)
-            cut = max(1, round(len(members) * params.test_fraction))
-            test += members[:cut]
-            train += members[cut:]
-        train.sort()
-        test.sort()
+        train, test = stratified_split(classes, params.test_fraction, params.seed)
         y = np.array([labels.index(c) for c in classes], dtype=np.int64)
         return ImageSet(
             train_x=images[train],

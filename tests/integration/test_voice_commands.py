@@ -4,9 +4,11 @@ graph) → an HTTP API taking WAV uploads."""
 from __future__ import annotations
 
 import base64
+import io
 
 import httpx
 import numpy as np
+import soundfile
 
 from tests.integration.conftest import ServerThread, run_pipeline
 
@@ -19,21 +21,18 @@ def test_a_reduced_voice_commands_run_recognises_held_out_voices_over_http(prefe
     from runtime.serving import create_app
 
     # Reduced for the suite (12 voices, 2 speeds, 2 pitches, 20 short epochs); the full template is in bench/RESULTS.md.
+    reduced = ["speech.voices=12", "speech.speeds=[140, 180]", "speech.pitches=[40, 60]"]
     summary = run_pipeline(
-        template_dir / "voice-commands.yaml",
-        [
-            "speech.voices=12",
-            "speech.speeds=[140, 180]",
-            "speech.pitches=[40, 60]",
-            "kws.epochs=20",
-            "kws.batch_size=32",
-            "kws.channels=32",
-        ],
+        template_dir / "voice-commands.yaml", [*reduced, "kws.epochs=20", "kws.batch_size=32", "kws.channels=32"]
     )
     assert summary["status"] == "succeeded", summary["error"]
     m = summary["metrics"]
     assert m["accuracy"] >= 0.5 and m["eval_split"] == "held-out voices", m  # 12 classes: chance is 0.08
     assert np.array(m["confusion_matrix"]).shape == (12, 12)
+    # The features were computed once and stored: the same clips and settings read them back.
+    again = run_pipeline(template_dir / "voice-commands.yaml", [*reduced, "kws.epochs=1"])
+    assert again["status"] == "succeeded", again["error"]
+    assert steps_metric(again["run_id"], "features", "features_from_cache") == 1.0
     with session_factory()() as s:
         key, _ = create_key(s, summary["service_id"])
     headers = {"X-API-Key": key}
@@ -58,7 +57,13 @@ def test_a_reduced_voice_commands_run_recognises_held_out_voices_over_http(prefe
         bad = httpx.post(
             f"{server.url}/v1/predict", files={"file": ("x.wav", b"not audio", "audio/wav")}, headers=headers
         )
-        assert bad.status_code == 422 and bad.json()["error"] == "the data is not a PCM WAV file"
+        assert bad.status_code == 422 and bad.json()["error"] == "the data is not WAV or FLAC audio"
+        flac = io.BytesIO()
+        soundfile.write(flac, stereo, 44100, format="FLAC")
+        r_flac = httpx.post(
+            f"{server.url}/v1/predict", files={"file": ("stop.flac", flac.getvalue(), "audio/flac")}, headers=headers
+        )
+        assert r_flac.status_code == 200 and r_flac.json()["label"] == r.json()["label"], r_flac.text
         long_ = httpx.post(
             f"{server.url}/v1/predict",
             json={"audio_base64": base64.b64encode(encode_wav(np.zeros(8000 * 31, np.float32), 8000)).decode()},
@@ -90,3 +95,18 @@ def m_labels(summary) -> set[str]:
     with session_factory()() as s:
         bundle = s.get(Service, summary["service_id"]).bundle_dir
     return set(read_manifest(Path(bundle))["labels"])
+
+
+def steps_metric(run_id: str, node_id: str, name: str) -> float | None:
+    """The last value a step of the run logged for metric `name`."""
+    from sqlalchemy import select
+
+    from runtime.db import MetricPoint, session_factory
+
+    with session_factory()() as s:
+        rows = s.scalars(
+            select(MetricPoint.value).where(
+                MetricPoint.run_id == run_id, MetricPoint.node_id == node_id, MetricPoint.name == name
+            )
+        ).all()
+    return rows[-1] if rows else None

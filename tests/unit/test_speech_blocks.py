@@ -7,9 +7,18 @@ import wave
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 
-from blocks.speech.audio import SAMPLE_RATE, LogMel, decode_wav, encode_wav, fit_length, reference_log_mel
+from blocks.speech.audio import (
+    SAMPLE_RATE,
+    LogMel,
+    decode_audio,
+    decode_wav,
+    encode_wav,
+    fit_length,
+    reference_log_mel,
+)
 from runtime.bundle import BadItem
 
 
@@ -56,6 +65,23 @@ def test_any_pcm_wav_becomes_16k_mono(rate, width, channels):
 def test_bad_audio_is_one_sentence(data, message):
     with pytest.raises(BadItem, match=message):
         decode_wav(data)
+    with pytest.raises(BadItem, match="the audio is empty" if not data else "not WAV or FLAC audio"):
+        decode_audio(data)
+
+
+def test_flac_and_float_wav_of_any_rate_become_16k_mono():
+    t = np.arange(22050) / 44100
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    for fmt, subtype, rate in (("FLAC", "PCM_16", 44100), ("WAV", "FLOAT", 44100), ("FLAC", "PCM_24", 8000)):
+        buf = io.BytesIO()
+        soundfile.write(buf, np.stack([tone, tone], 1), rate, format=fmt, subtype=subtype)
+        x = decode_audio(buf.getvalue())
+        assert x.dtype == np.float32 and abs(len(x) - round(len(tone) * SAMPLE_RATE / rate)) <= 1
+        assert 0.4 < np.abs(x).max() < 0.6
+    buf = io.BytesIO()
+    soundfile.write(buf, np.zeros(8000 * 31, np.float32), 8000, format="FLAC")
+    with pytest.raises(BadItem, match="the limit is 30 s"):
+        decode_audio(buf.getvalue())
 
 
 def test_too_long_and_empty_wavs_are_refused():
@@ -78,6 +104,9 @@ def test_log_mel_in_torch_matches_numpy_fft_frame_by_frame():
     ref = reference_log_mel(x)
     assert ours.shape == ref.shape == (40, 101)
     assert np.abs(ours - ref).max() < 1e-3
+    mfcc = LogMel(n_mfcc=13)(torch.from_numpy(x)[None])[0, 0].numpy()
+    ref = reference_log_mel(x, n_mfcc=13)  # scipy's DCT-II of numpy's log-mel
+    assert mfcc.shape == ref.shape == (13, 101) and np.abs(mfcc - ref).max() < 1e-3
 
 
 def test_synthesised_clips_are_split_by_voice_and_cached(tmp_path):
@@ -97,3 +126,168 @@ def test_synthesised_clips_are_split_by_voice_and_cached(tmp_path):
     rows = block.preview(params, tmp_path, rows=2, seed=0)
     assert all(r["audio"].startswith("data:audio/wav;base64,") and r["label"] in ("yes", "no") for r in rows)
     assert block.check(SynthParams(words=["yes", " "]), tmp_path) == [("words", "' ' is not a word to speak")]
+
+
+def recordings(root, layout: dict[str, list[tuple[str, float, int, int]]]) -> None:
+    """Write label folders of tones: (file name, seconds, rate, channels); .flac names are written as FLAC."""
+    for label, files in layout.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for k, (name, seconds, rate, channels) in enumerate(files):
+            t = np.arange(int(rate * seconds)) / rate
+            x = (0.3 * np.sin(2 * np.pi * (300 + 200 * len(label) + 10 * k) * t)).astype(np.float32)
+            frames = np.repeat(x[:, None], channels, axis=1)
+            soundfile.write(root / label / name, frames, rate, format="FLAC" if name.endswith(".flac") else "WAV")
+
+
+def test_a_wav_folder_of_any_rates_and_formats_becomes_clips_split_per_label(tmp_path):
+    from blocks.speech.wav_folder import WavFolder, WavFolderParams
+
+    recordings(
+        tmp_path / "rec",
+        {
+            "yes": [
+                ("a.wav", 0.8, 8000, 1),
+                ("b.flac", 1.5, 44100, 2),
+                ("c.wav", 0.5, 48000, 2),
+                ("d.wav", 1, 16000, 1),
+            ],
+            "no": [("a.flac", 0.7, 22050, 1), ("b.wav", 1.2, 16000, 2), ("c.wav", 0.9, 11025, 1)],
+        },
+    )
+    block = WavFolder()
+    params = WavFolderParams(path="rec", seconds=1.0, test_fraction=0.3)
+    assert block.check(params, tmp_path) == []
+    data = block.load(params, tmp_path)
+    assert data.labels == ["no", "yes"]
+    assert data.train_x.shape[1] == SAMPLE_RATE and len(data.train_y) + len(data.test_y) == 7
+    assert set(data.test_y.tolist()) == {0, 1}  # every label is represented in the test split
+    rows = block.preview(params, tmp_path, rows=3, seed=1)
+    assert len(rows) == 3 and all(r["audio"].startswith("data:audio/wav;base64,") for r in rows)
+    assert block.fingerprint(params, tmp_path) != "missing"
+
+    import shutil
+
+    shutil.make_archive(str(tmp_path / "rec"), "zip", tmp_path / "rec")  # the same folder uploaded as a zip
+    zipped = block.load(WavFolderParams(path="rec.zip", seconds=1.0, test_fraction=0.3), tmp_path)
+    assert np.array_equal(zipped.train_x, data.train_x) and np.array_equal(zipped.test_y, data.test_y)
+
+
+def test_unusable_recordings_are_named_not_dropped(tmp_path):
+    from blocks.speech.wav_folder import WavFolder, WavFolderParams
+
+    recordings(tmp_path / "rec", {"yes": [("ok.wav", 1, 16000, 1), ("tiny.wav", 0.01, 16000, 1)],
+                                  "no": [("ok.wav", 1, 16000, 1), ("long.flac", 12, 16000, 1)]})  # fmt: skip
+    (tmp_path / "rec" / "no" / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
+    problems = WavFolder().check(WavFolderParams(path="rec"), tmp_path)
+    assert len(problems) == 1 and problems[0][0] == "path"
+    text = problems[0][1]
+    assert text.startswith("3 file(s) cannot be used as recordings:")
+    for name in ("no/broken.wav", "no/long.flac", "yes/tiny.wav"):
+        assert name in text
+    assert "(the data is not WAV or FLAC audio)" in text  # why, for the first one
+    (tmp_path / "empty").mkdir()
+    assert "holds no WAV or FLAC files" in WavFolder().check(WavFolderParams(path="empty"), tmp_path)[0][1]
+    recordings(tmp_path / "one", {"yes": [("a.wav", 1, 16000, 1), ("b.wav", 1, 16000, 1)]})
+    assert "one label (yes)" in WavFolder().check(WavFolderParams(path="one"), tmp_path)[0][1]
+    with pytest.raises(ValueError, match="min_seconds"):
+        WavFolderParams(path="x", min_seconds=5, max_seconds=2)
+
+
+def tiny_clips(n_train: int = 6, n_test: int = 3):
+    from blocks.speech.synth import AudioClips
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.1, (n_train + n_test, SAMPLE_RATE)).astype(np.float32)
+    y = np.arange(n_train + n_test) % 2
+    return AudioClips(x[:n_train], y[:n_train], x[n_train:], y[n_train:], ["a", "b"])
+
+
+def test_log_mel_features_are_computed_once_and_a_changed_setting_has_its_own_shards(tmp_path):
+    from blocks.speech.features import LogMelParams, compute_features, feature_spec
+    from runtime.shards import ShardStore
+
+    store, clips = ShardStore(tmp_path), tiny_clips()
+    spec = feature_spec(LogMelParams().settings())
+    first = compute_features(store, clips, spec)
+    again = compute_features(store, clips, spec)
+    assert not first.from_cache and again.from_cache
+    assert first.train.shape == (6, 1, 40, 101) and np.array_equal(first.train, again.train)
+    ref = reference_log_mel(clips.test_x[1])
+    assert np.abs(again.test[1, 0] - ref).max() < 1e-3
+    mfcc = compute_features(store, clips, feature_spec(LogMelParams(mfcc=13).settings()))
+    assert not mfcc.from_cache and mfcc.train.shape == (6, 1, 13, 101)
+    assert len(store.entries()) == 2 and compute_features(store, clips, spec).from_cache  # the first kept
+    with pytest.raises(ValueError, match="mfcc"):
+        LogMelParams(n_mels=20, mfcc=30)
+
+
+def test_the_served_graph_computes_the_features_the_model_was_trained_on(tmp_path):
+    """Parity: the LogMel module exported to ONNX (as inside every speech model) against the cached shards."""
+    from blocks.speech.features import LogMelParams, compute_features, feature_spec, log_mel_module
+    from runtime.bundle import onnx_session
+    from runtime.export import write_onnx
+    from runtime.shards import ShardStore
+
+    clips = tiny_clips()
+    for params in (LogMelParams(), LogMelParams(n_mels=32, window_ms=30, hop_ms=12.5, mfcc=20)):
+        spec = feature_spec(params.settings())
+        trained_on = compute_features(ShardStore(tmp_path / "shards"), clips, spec)
+        out = tmp_path / f"m{params.mfcc}"
+        out.mkdir()
+        name = write_onnx(log_mel_module(spec), torch.zeros((1, SAMPLE_RATE)), "waveform", "features", out)
+        served = onnx_session(out / name, 1).run(None, {"waveform": clips.test_x})[0]
+        assert served.shape == trained_on.test.shape
+        assert np.abs(served - trained_on.test).max() < 1e-3
+
+
+def test_the_kws_model_keeps_the_feature_settings_it_was_trained_with(tmp_path):
+    from blocks.speech.features import LogMelParams, compute_features, feature_spec
+    from blocks.speech.kws import AudioClassifierModel, KwsNet
+    from runtime.shards import ShardStore
+
+    spec = feature_spec(LogMelParams(mfcc=13).settings())
+    net = KwsNet(2, channels=8, blocks=1, features=spec)
+    model = AudioClassifierModel(
+        {k: v.numpy() for k, v in net.state_dict().items()}, 8, 1, ["a", "b"], SAMPLE_RATE, {}, features=spec
+    )
+    feats = compute_features(ShardStore(tmp_path), tiny_clips(), spec)
+    module = model.torch_module().eval()
+    with torch.no_grad():
+        on_wave = module(torch.from_numpy(tiny_clips().test_x))
+        on_feats = torch.softmax(module.net.classify(torch.from_numpy(feats.test)), -1)
+    assert torch.allclose(on_wave, on_feats, atol=1e-5)
+
+
+def test_asr_with_a_command_grammar_hears_espeak_commands(tmp_path):
+    from blocks.speech.asr import AsrParams, AsrPocketsphinx, command_grammar, decoder, transcribe
+    from blocks.speech.synth import speak
+
+    words = ["yes", "no", "stop", "go"]
+    dec = decoder(command_grammar(words))
+    heard = [transcribe(dec, speak(w, "en-us", 150, 50)) for w in words]
+    assert sum(h == w for h, w in zip(heard, words, strict=True)) >= 3, heard
+    block = AsrPocketsphinx()
+    assert block.check(AsrParams(commands=["lights on", "stop"]), tmp_path) == []
+    assert "does not know zzyzxq" in block.check(AsrParams(commands=["zzyzxq"]), tmp_path)[0][1]
+    assert block.check(AsrParams(commands=["rm -rf"]), tmp_path)[0][0] == "commands"
+    assert block.check(AsrParams(grammar="this is not jsgf"), tmp_path)[0][0] == "grammar"
+
+
+def test_tts_speaks_any_text_as_wav_and_refuses_unknown_voices(tmp_path):
+    import base64
+
+    from blocks.speech.tts import TtsEspeak, TtsParams, TtsPredictor
+
+    block = TtsEspeak()
+    assert block.check(TtsParams(voice="en-gb+f3"), tmp_path) == []
+    assert "no voice 'xx-klingon'" in block.check(TtsParams(voice="xx-klingon"), tmp_path)[0][1]
+    assert "no variant 'nobody'" in block.check(TtsParams(voice="en-us+nobody"), tmp_path)[0][1]
+    predictor = TtsPredictor(tmp_path, {"voice": "en-us", "speed": 160, "pitch": 50})
+    # A text that looks like an option is spoken, not obeyed (it goes in on stdin).
+    out = predictor.predict([{"text": "--version please"}, {"text": "Hello there."}])
+    for r in out:
+        x = decode_wav(base64.b64decode(r["audio_base64"]))
+        assert r["sample_rate"] == SAMPLE_RATE and r["seconds"] > 0.3 and np.abs(x).max() > 0.05
+    assert predictor.check_item({"text": "x" * 1001}).startswith("text is 1001 characters long")
+    with pytest.raises(BadItem, match="blank"):
+        predictor.predict([{"text": "   "}])

@@ -111,10 +111,13 @@ def test_image_folder_problems_name_the_files(tmp_path):
     root = write_digit_folder(tmp_path / "photos")
     (root / "digit1" / "broken.png").write_bytes(b"\x89PNG not really")
     assert block.check(ImageFolderParams(path="photos"), tmp_path) == [
-        ("path", "1 file(s) cannot be read as images: digit1/broken.png; remove or replace them")
+        (
+            "path",
+            "1 file(s) cannot be used as images: digit1/broken.png (not a PNG or JPEG image); remove or replace them",
+        )
     ]
     write_digit_folder(tmp_path / "one", classes=1)
-    assert "one class (digit0)" in block.check(ImageFolderParams(path="one"), tmp_path)[0][1]
+    assert "one label (digit0)" in block.check(ImageFolderParams(path="one"), tmp_path)[0][1]
     (tmp_path / "empty").mkdir()
     assert "holds no PNG or JPEG images" in block.check(ImageFolderParams(path="empty"), tmp_path)[0][1]
     assert "neither a folder nor a .zip" in block.check(ImageFolderParams(path="nope"), tmp_path)[0][1]

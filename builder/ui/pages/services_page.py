@@ -73,7 +73,7 @@ with tab_try:
                 if upload is not None:
                     values["file"] = upload.getvalue()
                     try:
-                        if "wav" in types:
+                        if "wav" in types or "flac" in types:
                             st.audio(upload.getvalue(), format="audio/wav")
                         else:
                             st.image(upload.getvalue(), width=96)
@@ -90,6 +90,12 @@ with tab_try:
                 result = actions.try_service(predictor, service_id, values)
                 if "answer" in result:
                     st.success(result["answer"])
+                if "text" in result and "audio_base64" not in result:
+                    st.success(result["text"] or "(nothing recognised)")
+                if "audio_base64" in result:
+                    import base64
+
+                    st.audio(base64.b64decode(result["audio_base64"]), format="audio/wav")
                 st.json(result)
                 st.caption("Billed as one call, like an API call.")
             except DraftError as exc:
