@@ -86,6 +86,8 @@ bench: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/ui.py
 	$(PY) bench/templates.py
 	$(PY) bench/data_cache.py
+	$(PY) bench/allocator.py
+	$(PY) bench/verification.py
 
 bench-quick: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/serve.py --quick
@@ -94,6 +96,8 @@ bench-quick: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/ui.py --quick
 	$(PY) bench/templates.py --quick
 	$(PY) bench/data_cache.py --quick
+	$(PY) bench/allocator.py --quick
+	$(PY) bench/verification.py --quick
 
 clean:
 	rm -rf $(VENV) $(AUDIT_VENV) .aib .pytest_cache
