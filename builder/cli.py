@@ -52,6 +52,11 @@ def run(
 
     pipeline = load_pipeline(file, set_ or [])
     plan = compile_plan(pipeline)
+    rented = pipeline.compute.block.id == "compute.rented"
+    if rented:
+        from runtime.distributed import api_url
+
+        api_url()  # a rented tier needs the distributed server: refused before anything is recorded or paid
     chain, deposit_wei = _payment_check(plan)
     with _session() as s:
         reap_stale_runs(s)
@@ -68,7 +73,9 @@ def run(
     signal.signal(signal.SIGTERM, _on_term)
     status = 0
     try:
-        if json_:
+        if rented:
+            status = _run_on_provider(run_id, pipeline, plan, quiet=json_)
+        elif json_:
             execute_run(run_id, pipeline, plan)
         else:
             steps = [(s.node_id, s.ref) for s in plan.steps]
@@ -87,6 +94,22 @@ def run(
     else:
         _print_run(summary)
     raise typer.Exit(status)
+
+
+def _run_on_provider(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
+    """Place the run with the Resource Allocator, hand it to the provider's worker and follow it; exit status."""
+    from runtime.distributed import place_run, submit_run, wait_for_run
+
+    assignment = place_run(run_id, pipeline, plan)
+    if not quiet:
+        out.print(f"placed on {assignment.reason}", highlight=False)
+    flow_run_id = submit_run(run_id, assignment.provider_id)
+
+    def on_change(node: str, status: str) -> None:
+        if not quiet:
+            out.print(f"  {node}: {status}", highlight=False)
+
+    return 0 if wait_for_run(run_id, flow_run_id, on_change) == "succeeded" else 1
 
 
 @app.command()
@@ -128,7 +151,7 @@ def ui(
 
 
 # Registered after validate/run/serve/ui so that `aib --help` lists those first.
-from builder import cli_catalog, cli_datasets, cli_quickstart  # noqa: E402, F401
+from builder import cli_catalog, cli_compute, cli_datasets, cli_quickstart  # noqa: E402, F401
 
 
 def main() -> None:

@@ -186,7 +186,10 @@ def _aic(wei: float) -> str:
 
 
 def _why(run: RunRequest, p: Provider, holds: bool, near: bool, compute: float, transfer: float, n: int) -> str:
-    where = "already holds the data" if holds else ("in the storage node's region" if near else "in another region")
+    if not run.datasets:
+        where = "no published data to move"
+    else:
+        where = "already holds the data" if holds else ("in the storage node's region" if near else "in another region")
     return (
         f"{p.id} ({p.tier}, {p.memory_gb:g} GB) of {n} eligible provider(s): lowest cost after reputation and load, "
         f"{_aic(compute + transfer)} ({_aic(compute)} compute + {_aic(transfer)} data transfer; {where}); "

@@ -89,6 +89,29 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    provider_id: Mapped[str | None] = mapped_column(String(40))  # rented compute: where the allocator placed it
+    allocation: Mapped[str | None] = mapped_column(Text)  # the allocator's reason, for the run page
+
+
+class ProviderRow(Base):
+    """A provider agent's compute offer: hardware, price, tier, and its last heartbeat."""
+
+    __tablename__ = "providers"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    tier: Mapped[str] = mapped_column(String(20))
+    price_wei_per_s: Mapped[int] = mapped_column(Wei)
+    memory_gb: Mapped[float] = mapped_column(Float)
+    slots: Mapped[int] = mapped_column(Integer)
+    region: Mapped[str] = mapped_column(String(40), default="")
+    hardware: Mapped[dict] = mapped_column(JSON, default=dict)
+    datasets: Mapped[list] = mapped_column(JSON, default=list)  # content hashes of data it holds (locality)
+    reputation: Mapped[float] = mapped_column(Float, default=1.0)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # online | stopped
+    pid: Mapped[int | None] = mapped_column(Integer)
+    asset_id: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Step(Base):
@@ -288,6 +311,7 @@ __all__ = [
     "Artifact",
     "Base",
     "MetricPoint",
+    "ProviderRow",
     "Run",
     "Service",
     "Step",

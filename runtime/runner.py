@@ -35,6 +35,7 @@ class _RunState:
     device: str
     reporter: Reporter
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    compute: dict[str, Any] | None = None  # the compute tier billed (a rented provider's own price and address)
 
 
 _ACTIVE: dict[str, _RunState] = {}
@@ -176,7 +177,7 @@ def _finish_step(
     error: str | None,
 ) -> None:
     """Step state change and the compute time it consumed, in one transaction."""
-    compute = state.plan.compute
+    compute = state.compute or asdict(state.plan.compute)
     with Session.begin() as s:
         row = s.scalar(select(Step).where(Step.run_id == run_id, Step.node_id == step.node_id))
         row.status, row.finished_at, row.seconds, row.error = status, utcnow(), seconds, error
@@ -184,7 +185,7 @@ def _finish_step(
         if status == "succeeded":
             row.progress = 1.0
         if not cached and seconds > 0:
-            add_compute_usage(s, run_id=run_id, node_id=step.node_id, compute=asdict(compute), seconds=seconds)
+            add_compute_usage(s, run_id=run_id, node_id=step.node_id, compute=compute, seconds=seconds)
         if error is not None:
             run = s.get(Run, run_id)
             run.status, run.error, run.finished_at = "failed", f"step {step.node_id!r} failed: {error}", utcnow()
@@ -281,19 +282,21 @@ def execute_run(
     """
     settings = get_settings()
     compute_params = pipeline.compute.params
-    assert isinstance(compute_params, LocalComputeParams)
     Session = session_factory()
     try:
-        device = resolve_device(compute_params)
+        if isinstance(compute_params, LocalComputeParams):
+            device = resolve_device(compute_params)
+        else:  # a rented provider's machine runs this: its GPU when it has one (its tier was checked at start)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
     except RunError as exc:
         with Session.begin() as s:
             run = s.get(Run, run_id)
             run.status, run.error, run.finished_at = "failed", str(exc), utcnow()
         raise
-    if compute_params.threads:
+    if getattr(compute_params, "threads", 0):
         torch.set_num_threads(compute_params.threads)
     db_reporter = DbReporter(run_id, reporter or NullReporter())
-    state = _RunState(pipeline, plan, settings, device, db_reporter)
+    state = _RunState(pipeline, plan, settings, device, db_reporter, compute=_billed_compute(run_id, plan))
     _ACTIVE[run_id] = state
     with Session.begin() as s:
         run = s.get(Run, run_id)
@@ -319,6 +322,21 @@ def execute_run(
     finally:
         db_reporter.flush()
         _ACTIVE.pop(run_id, None)
+
+
+def _billed_compute(run_id: str, plan: Plan) -> dict[str, Any] | None:
+    """For a run placed on a provider: the plan's compute tier at that provider's price, paid to it."""
+    from runtime.db import ProviderRow
+
+    with session_factory()() as s:
+        run = s.get(Run, run_id)
+        row = s.get(ProviderRow, run.provider_id) if run is not None and run.provider_id else None
+        if row is None:
+            return None
+        compute = asdict(plan.compute)
+        compute["provider"] = row.id
+        compute["price"] = {**compute["price"], "amount_wei": int(row.price_wei_per_s)}
+        return compute
 
 
 def _prefect_flow(run_id: str, plan: Plan) -> Any:

@@ -134,6 +134,8 @@ def run_summary(session: Session, run: Run) -> dict[str, Any]:
         "plan_hash": run.plan_hash,
         "metrics": run.metrics or {},
         "service_id": run.service_id,
+        "provider_id": run.provider_id,
+        "allocation": run.allocation,
         "cost": {"quote_wei": run.quote_wei, "total_wei": total, "total": format_aic(total)},
         "usage": usage,
         "steps": [

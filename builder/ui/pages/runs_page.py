@@ -56,6 +56,8 @@ def _progress(run_id: str) -> str:
     st.subheader(f"{summary['pipeline']} · {status}")
     if summary["error"]:
         st.error(f"The run failed: {summary['error']}")
+    if summary.get("allocation"):
+        st.info(f"Runs on rented compute — the Resource Allocator chose {summary['allocation']}")
     for step in steps:
         label = f"{step.node_id} ({step.block_id}) · {step.status}" + (" · cached" if step.cached else "")
         if step.seconds is not None:

@@ -1,0 +1,228 @@
+"""`aib server …`, `aib provider …` and `aib providers list`: the distributed mode and rented compute."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from builder.cli_base import JsonFlag, _fail, _print_json, _session, _table, app, err, out
+from builder.money import format_aic, parse_amount
+
+server_app = typer.Typer(no_args_is_help=True, help="The distributed mode: a real Prefect server with a pool per tier.")
+provider_app = typer.Typer(no_args_is_help=True, help="Offer this machine's GPU or CPU as rented compute.")
+providers_app = typer.Typer(no_args_is_help=True, help="Compute offers of provider agents.")
+app.add_typer(server_app, name="server")
+app.add_typer(provider_app, name="provider")
+app.add_typer(providers_app, name="providers")
+
+
+@server_app.command("start")
+def server_start(
+    port: Annotated[int, typer.Option(help="Loopback port of the Prefect API")] = 4200,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="PostgreSQL URL for Prefect's state (default: SQLite)")
+    ] = None,
+    json_: JsonFlag = False,
+) -> None:
+    """Start `prefect server`, create a work pool per compute tier and deploy the pipeline flow to each."""
+    from runtime.distributed import start_server
+
+    if database_url and not database_url.startswith(("postgresql://", "postgresql+asyncpg://")):
+        _fail("--database-url must be a PostgreSQL URL (postgresql://user:password@host/db); SQLite is the default")
+    info = start_server(port, database_url)
+    if json_:
+        _print_json(info)
+    else:
+        out.print(f"server running: Prefect API {info['api_url']} (pid {info['pid']}); work pools: cpu, gpu-small, "
+                  "gpu-medium, gpu-large. Stop it with `aib server stop`.", highlight=False)  # fmt: skip
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the distributed server."""
+    from runtime.distributed import stop_server
+
+    out.print("server stopped" if stop_server() else "no server was running")
+
+
+@server_app.command("status")
+def server_status(json_: JsonFlag = False) -> None:
+    """Whether the distributed server runs, and where."""
+    from runtime.distributed import server_info
+
+    info = server_info()
+    if json_:
+        _print_json(info or {"running": False})
+    elif info:
+        out.print(f"running: {info['api_url']} (pid {info['pid']}, {info['database']})", highlight=False)
+    else:
+        out.print("not running; `aib server start` starts it")
+
+
+def _price_per_second(price: str) -> int:
+    """'0.36 AIC' per device-hour → wei per device-second."""
+    try:
+        per_hour = parse_amount(price if any(c.isalpha() for c in price) else f"{price} AIC")
+    except ValueError as exc:
+        _fail(f"--price: {exc}")
+    if per_hour <= 0:
+        _fail("--price must be above 0 AIC per device-hour")
+    return max(1, round(per_hour / 3600))
+
+
+def _pid_file(provider_id: str) -> Path:
+    from runtime.config import get_settings
+
+    path = get_settings().home / "providers"
+    path.mkdir(parents=True, exist_ok=True)
+    return path / f"{provider_id}.pid"
+
+
+@provider_app.command("start")
+def provider_start(
+    tier: Annotated[str, typer.Option("--tier", help="cpu, gpu-small (≥ 8 GB), gpu-medium (≥ 24 GB), gpu-large")],
+    price: Annotated[str, typer.Option("--price", help="AIC per device-hour, e.g. '0.36' or '0.36 AIC'")],
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where this machine keeps data (reported for locality)")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A name for this offer (default: the host name)")] = None,
+    slots: Annotated[int, typer.Option("--slots", help="Runs this machine takes at once")] = 1,
+    region: Annotated[str, typer.Option("--region", help="Where the machine is (for data locality)")] = "",
+) -> None:
+    """Offer this machine: check its hardware against the tier, register the offer, run a Prefect worker for the
+    tier and send heartbeats until stopped (Ctrl-C, SIGTERM or `aib provider stop`)."""
+    import socket
+
+    from runtime.distributed import api_url
+    from runtime.providers import (
+        HEARTBEAT_SECONDS,
+        OfferError,
+        detect_hardware,
+        heartbeat,
+        held_datasets,
+        mark_stopped,
+        register_offer,
+    )
+
+    price_wei = _price_per_second(price)
+    if data_dir is not None and not data_dir.is_dir():
+        _fail(f"--data-dir {data_dir} is not a folder")
+    url = api_url()
+    hw = detect_hardware()
+    name = name or socket.gethostname()
+    try:
+        with _session() as s:
+            row = register_offer(
+                s, name=name, tier=tier, price_wei_per_s=price_wei, hardware=hw, slots=slots, region=region,
+                datasets=held_datasets(str(data_dir) if data_dir else None), pid=os.getpid(),
+            )  # fmt: skip
+            s.commit()
+            pid_ = row.id
+    except OfferError as exc:
+        _fail(str(exc))
+    _pid_file(pid_).write_text(str(os.getpid()))
+    env = {**os.environ, "PREFECT_API_URL": url, "AIB_PROVIDER_ID": pid_}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", tier, "--work-queue", pid_, "--name", pid_,
+         "--type", "process", "--limit", str(slots)],
+        env=env, start_new_session=True,
+    )  # fmt: skip
+    out.print(
+        f"provider {pid_} online: tier {tier}, {format_aic(price_wei * 3600)} per device-hour, {hw.summary}; "
+        f"worker pid {worker.pid}. Ctrl-C or `aib provider stop {pid_}` stops it.",
+        highlight=False,
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    code = 0
+    try:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            if worker.poll() is not None:
+                err.print(f"error: the Prefect worker exited with code {worker.returncode}", highlight=False)
+                code = 1
+                break
+            with _session() as s:
+                heartbeat(s, pid_, held_datasets(str(data_dir) if data_dir else None))
+                s.commit()
+    finally:
+        with _session() as s:
+            mark_stopped(s, pid_)
+            s.commit()
+        _pid_file(pid_).unlink(missing_ok=True)
+        from runtime.distributed import _kill
+
+        _kill(worker.pid)
+        out.print(f"provider {pid_} stopped")
+    raise typer.Exit(code)
+
+
+@provider_app.command("stop")
+def provider_stop(
+    provider_id: Annotated[str | None, typer.Argument(help="Which offer (default: every agent here)")] = None,
+) -> None:
+    """Stop a provider agent started on this machine (its worker stops with it)."""
+    from runtime.config import get_settings
+
+    folder = get_settings().home / "providers"
+    files = [folder / f"{provider_id}.pid"] if provider_id else sorted(folder.glob("*.pid"))
+    stopped = 0
+    for f in files:
+        try:
+            os.kill(int(f.read_text()), signal.SIGTERM)
+            stopped += 1
+        except (OSError, ValueError):
+            f.unlink(missing_ok=True)
+    if provider_id and not stopped:
+        _fail(f"no running provider agent {provider_id} on this machine; `aib providers list` shows the offers")
+    out.print(f"asked {stopped} provider agent(s) to stop")
+
+
+@providers_app.command("list")
+def providers_list(json_: JsonFlag = False) -> None:
+    """Every compute offer: tier, price, hardware, reputation, load and whether it is online."""
+    from runtime.db import ProviderRow
+    from runtime.providers import busy_runs, is_online
+
+    with _session() as s:
+        load = busy_runs(s)
+        rows = [
+            {
+                "id": r.id,
+                "name": r.name,
+                "tier": r.tier,
+                "price_per_hour_wei": int(r.price_wei_per_s) * 3600,
+                "memory_gb": r.memory_gb,
+                "slots": r.slots,
+                "load": load.get(r.id, 0),
+                "reputation": r.reputation,
+                "online": is_online(r),
+                "hardware": r.hardware,
+                "datasets": r.datasets,
+                "heartbeat_at": r.heartbeat_at.isoformat() if r.heartbeat_at else None,
+            }
+            for r in s.query(ProviderRow).order_by(ProviderRow.id)
+        ]
+    if json_:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no provider has offered compute yet; `aib provider start --tier cpu --price 0.36` offers this one")
+        return
+    _table(
+        ["id", "name", "tier", "price/h", "memory", "load", "reputation", "online"],
+        [{**r, "price/h": format_aic(r["price_per_hour_wei"]), "memory": f"{r['memory_gb']:g} GB",
+          "load": f"{r['load']}/{r['slots']}", "reputation": f"{r['reputation']:.2f}",
+          "online": "yes" if r["online"] else "no"} for r in rows],
+    )  # fmt: skip

@@ -1,0 +1,352 @@
+"""Distributed mode: a real `prefect server`, one work pool per compute tier, and runs placed on providers.
+
+`aib server start` runs `prefect server` (its own SQLite under AIB_HOME, or a PostgreSQL URL for scale),
+creates a process work pool per tier and deploys the pipeline flow to each. A provider agent runs a Prefect
+worker on its tier's pool, pulling only from its own work queue, so the run the allocator placed on it runs
+there and nowhere else. The embedded (ephemeral) mode of `make run` is untouched.
+
+The flow run executes in the worker's process on the provider's machine, against the same app database
+(shared file on loopback; PostgreSQL across machines).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from builder.errors import AibError
+from runtime.allocator import TIERS
+from runtime.config import get_settings
+from runtime.prefect_env import configure_prefect
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOW_NAME = "aib-pipeline"
+ENTRYPOINT = "runtime/distributed.py:pipeline_flow"
+
+
+class ServerError(AibError):
+    """The distributed server cannot be started, reached or used."""
+
+
+def _server_file() -> Path:
+    return get_settings().home / "server.json"
+
+
+def server_info() -> dict[str, Any] | None:
+    """The running server's address and process (None when none was started or it has stopped)."""
+    path = _server_file()
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        return None
+    return info
+
+
+def api_url() -> str:
+    """The Prefect API of the running server; ServerError telling how to start one otherwise."""
+    info = server_info()
+    if info is None:
+        raise ServerError("no distributed server is running; start one with `aib server start`")
+    return info["api_url"]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_server(port: int = 4200, database_url: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
+    """Start `prefect server` on loopback, then create the work pools and deployments; its info."""
+    running = server_info()
+    if running is not None:
+        return running
+    settings = get_settings()
+    home = settings.home / "prefect-server"
+    home.mkdir(parents=True, exist_ok=True)
+    db = database_url or f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+    if database_url and database_url.startswith("postgresql://"):
+        db = "postgresql+asyncpg://" + database_url.removeprefix("postgresql://")
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": db,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = open(settings.home / "prefect-server.log", "ab")  # noqa: SIM115 - the child writes to it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + timeout
+    while not _healthy(url):
+        if proc.poll() is not None:
+            raise ServerError(
+                f"prefect server exited with code {proc.returncode}; see {settings.home / 'prefect-server.log'}"
+            )
+        if time.monotonic() > deadline:
+            _kill(proc.pid)
+            raise ServerError(f"prefect server did not answer on port {port} within {timeout:.0f} s")
+        time.sleep(0.5)
+    info = {"api_url": url, "pid": proc.pid, "port": port, "database": "postgresql" if database_url else "sqlite"}
+    try:
+        prepare_pools(url)
+    except Exception as exc:
+        _kill(proc.pid)
+        raise ServerError(f"the server started but its work pools could not be created: {exc}") from exc
+    _server_file().write_text(json.dumps(info))
+    return info
+
+
+def _kill(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM a process group, then SIGKILL it if it has not exited within `grace` seconds."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def stop_server() -> bool:
+    """Stop the running server; False when none was running."""
+    info = server_info()
+    _server_file().unlink(missing_ok=True)
+    if info is None:
+        return False
+    _kill(int(info["pid"]))
+    return True
+
+
+@contextmanager
+def _talking_to(url: str) -> Iterator[None]:
+    """Prefect clients in this block use the distributed server (the process may have imported Prefect with
+    another API, or none, in its settings: changing the environment afterwards would not reach them)."""
+    configure_prefect()
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
+def prepare_pools(url: str) -> None:
+    """A process work pool per tier and a deployment of the pipeline flow on each (idempotent)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    async def setup() -> None:
+        async with get_client() as client:
+            flow_id = await client.create_flow_from_name(FLOW_NAME)
+            for tier in TIERS:
+                try:
+                    await client.create_work_pool(WorkPoolCreate(name=tier, type="process"))
+                except ObjectAlreadyExists:
+                    pass
+                await client.create_deployment(
+                    flow_id,
+                    name=tier,
+                    work_pool_name=tier,
+                    entrypoint=ENTRYPOINT,
+                    path=str(ROOT),
+                    pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}],
+                    parameter_openapi_schema={
+                        "type": "object",
+                        "properties": {"run_id": {"type": "string"}},
+                        "required": ["run_id"],
+                    },
+                )
+
+    with _talking_to(url):
+        asyncio.run(setup())
+
+
+def pipeline_flow_impl(run_id: str) -> None:
+    """Run a recorded run here (on the provider's machine): the pipeline and plan come from the database."""
+    from builder.pipeline import load_pipeline
+    from builder.plan import compile_plan
+    from runtime.db import Run, session_factory
+    from runtime.runner import execute_run
+
+    with session_factory()() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise ServerError(f"run {run_id} is not in this provider's database")
+        path, overrides = Path(run.pipeline_path or ""), list(run.overrides or [])
+    pipeline = load_pipeline(path, overrides)
+    plan = compile_plan(pipeline)
+    with session_factory()() as s:
+        run = s.get(Run, run_id)
+        if plan.plan_hash != run.plan_hash:
+            raise ServerError(f"run {run_id}: {path} changed since the run was submitted; submit it again")
+        run.pid = os.getpid()
+        s.commit()
+    execute_run(run_id, pipeline, plan)
+
+
+def place_run(run_id: str, pipeline: Any, plan: Any) -> Any:
+    """Choose a provider for a recorded run with the Resource Allocator and record the choice and its reason;
+    RunError (the run marked failed) when no online provider can take it."""
+    from builder.errors import RunError
+    from runtime.allocator import RunRequest, allocate
+    from runtime.db import Run, session_factory, utcnow
+    from runtime.providers import offers
+
+    params = pipeline.compute.params
+    datasets = frozenset(r["dataset"] for step in plan.steps for r in step.royalties)
+    max_price = round(params.max_price_per_hour * 10**18 / 3600) if params.max_price_per_hour else None
+    request = RunRequest(
+        id=run_id,
+        tier=params.tier,
+        memory_gb=params.memory_gb,
+        estimated_seconds=sum(st.estimated_seconds for st in plan.steps),
+        datasets=datasets,
+        max_price_wei_per_s=max_price,
+    )
+    Session = session_factory()
+    with Session.begin() as s:
+        [assignment] = allocate([request], offers(s))
+        run = s.get(Run, run_id)
+        run.provider_id, run.allocation = assignment.provider_id, assignment.reason
+        if assignment.provider_id is None:
+            run.status, run.error, run.finished_at = "failed", f"no provider: {assignment.reason}", utcnow()
+    if assignment.provider_id is None:
+        raise RunError(f"no provider: {assignment.reason}")
+    return assignment
+
+
+def submit_run(run_id: str, provider_id: str) -> str:
+    """Hand the run to the chosen provider's work queue (on its tier's pool); the Prefect flow run id."""
+    from runtime.db import ProviderRow, session_factory
+
+    url = api_url()
+    with session_factory()() as s:
+        tier = s.get(ProviderRow, provider_id).tier
+    configure_prefect()
+    from prefect.deployments import run_deployment
+
+    with _talking_to(url):
+        flow_run = run_deployment(
+            f"{FLOW_NAME}/{tier}",
+            parameters={"run_id": run_id},
+            work_queue_name=provider_id,
+            flow_run_name=run_id,
+            timeout=0,  # return once scheduled; the caller follows the run in the app database
+        )
+    return str(flow_run.id)
+
+
+def flow_run_state(flow_run_id: str) -> tuple[str, str]:
+    """(state type, message) of a flow run on the server, e.g. ("CRASHED", "…")."""
+    import asyncio
+    import uuid
+
+    from prefect.client.orchestration import get_client
+
+    async def read() -> tuple[str, str]:
+        async with get_client() as client:
+            fr = await client.read_flow_run(uuid.UUID(flow_run_id))
+            return (fr.state.type.value if fr.state else "UNKNOWN", (fr.state.message or "") if fr.state else "")
+
+    with _talking_to(api_url()):
+        return asyncio.run(read())
+
+
+def wait_for_run(run_id: str, flow_run_id: str, on_change: Any = None, poll: float = 1.0) -> str:
+    """Follow a submitted run until it ends; its final status. A flow run that crashes or fails before the
+    run records its own end (the worker could not start it, the provider vanished) fails the run with why."""
+    from runtime.db import ProviderRow, Run, Step, session_factory, utcnow
+    from runtime.providers import is_online
+
+    Session = session_factory()
+    seen: dict[str, str] = {}
+    while True:
+        with Session() as s:
+            run = s.get(Run, run_id)
+            steps = {st.node_id: st.status for st in s.query(Step).filter(Step.run_id == run_id)}
+            provider = s.get(ProviderRow, run.provider_id) if run.provider_id else None
+        if on_change is not None:
+            for node, status in steps.items():
+                if seen.get(node) != status:
+                    on_change(node, status)
+            seen = steps
+        if run.status in ("succeeded", "failed", "cancelled"):
+            return run.status
+        state, message = flow_run_state(flow_run_id)
+        lost = provider is not None and not is_online(provider)
+        if state in ("CRASHED", "FAILED", "CANCELLED") or lost:
+            why = (
+                f"provider {provider.id} stopped sending heartbeats"
+                if lost
+                else f"the provider's worker reported {state.lower()}: {message or 'no reason given'}"
+            )
+            with Session.begin() as s:
+                run = s.get(Run, run_id)
+                if run.status not in ("succeeded", "failed", "cancelled"):
+                    run.status, run.error, run.finished_at = "failed", why, utcnow()
+            continue
+        time.sleep(poll)
+
+
+def _flow() -> Any:
+    configure_prefect()
+    from prefect import flow
+
+    @flow(name=FLOW_NAME, persist_result=False, validate_parameters=False)
+    def pipeline_flow(run_id: str) -> None:
+        pipeline_flow_impl(run_id)
+
+    return pipeline_flow
+
+
+pipeline_flow = _flow()
+
+
+__all__ = [
+    "ServerError",
+    "api_url",
+    "pipeline_flow",
+    "place_run",
+    "server_info",
+    "start_server",
+    "stop_server",
+    "submit_run",
+    "wait_for_run",
+]
