@@ -96,20 +96,36 @@ def run(
     raise typer.Exit(status)
 
 
-def _run_on_provider(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
-    """Place the run with the Resource Allocator, hand it to the provider's worker and follow it; exit status."""
-    from runtime.distributed import place_run, submit_run, wait_for_run
+MAX_ATTEMPTS = 5  # a run preempted this many times in a row fails rather than chase providers forever
 
-    assignment = place_run(run_id, pipeline, plan)
-    if not quiet:
-        out.print(f"placed on {assignment.reason}", highlight=False)
-    flow_run_id = submit_run(run_id, assignment.provider_id)
+
+def _run_on_provider(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
+    """Place the run with the Resource Allocator, hand it to the provider's worker and follow it; a run its
+    provider preempts resumes from its last checkpoint on another provider. The exit status."""
+    from runtime.distributed import place_run, submit_run, wait_for_run
 
     def on_change(node: str, status: str) -> None:
         if not quiet:
             out.print(f"  {node}: {status}", highlight=False)
 
-    return 0 if wait_for_run(run_id, flow_run_id, on_change) == "succeeded" else 1
+    preempted_by: set[str] = set()
+    for _ in range(MAX_ATTEMPTS):
+        assignment = place_run(run_id, pipeline, plan, frozenset(preempted_by))
+        if not quiet:
+            out.print(f"placed on {assignment.reason}", highlight=False)
+        status = wait_for_run(run_id, submit_run(run_id, assignment.provider_id), on_change)
+        if status != "preempted":
+            return 0 if status == "succeeded" else 1
+        preempted_by.add(assignment.provider_id)
+        if not quiet:
+            out.print(f"preempted by {assignment.provider_id}; resuming from the last checkpoint elsewhere")
+    from runtime.db import Run, utcnow
+
+    with _session() as s:
+        run = s.get(Run, run_id)
+        run.status, run.error, run.finished_at = "failed", f"preempted {MAX_ATTEMPTS} times", utcnow()
+        s.commit()
+    return 1
 
 
 @app.command()

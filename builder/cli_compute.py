@@ -158,14 +158,50 @@ def provider_start(
                 s.commit()
     finally:
         with _session() as s:
-            mark_stopped(s, pid_)
+            mark_stopped(s, pid_)  # no new runs from now on
             s.commit()
+        preempted = preempt_runs(pid_)
         _pid_file(pid_).unlink(missing_ok=True)
         from runtime.distributed import _kill
 
         _kill(worker.pid)
-        out.print(f"provider {pid_} stopped")
+        out.print(f"provider {pid_} stopped" + (f"; preempted {preempted} run(s), which resume elsewhere" if preempted
+                                                 else ""))  # fmt: skip
     raise typer.Exit(code)
+
+
+def preempt_runs(pid_: str, timeout: float = 120.0) -> int:
+    """Ask every run in progress on this offer to stop at once (PREEMPT_SIGNAL to its flow-run process: the
+    running step keeps its last checkpoint) and wait until each has recorded its state; how many there were."""
+    import time
+
+    from runtime.db import Run
+    from runtime.distributed import PREEMPT_SIGNAL
+
+    with _session() as s:
+        running = [(r.id, r.pid) for r in s.query(Run).filter(Run.provider_id == pid_, Run.status == "running")]
+    for _, pid in running:
+        if pid:
+            try:
+                os.kill(pid, PREEMPT_SIGNAL)
+            except OSError:
+                pass
+    deadline = time.monotonic() + timeout
+    while running and time.monotonic() < deadline:
+        with _session() as s:
+            if all(s.get(Run, rid).status != "running" for rid, _ in running):
+                break
+        time.sleep(0.2)
+    return len(running)
+
+
+@provider_app.command("preempt")
+def provider_preempt(
+    provider_id: Annotated[str | None, typer.Argument(help="Which offer (default: every agent here)")] = None,
+) -> None:
+    """Take the machine back now (e.g. for mining): the running step checkpoints and stops, its run resumes on
+    another provider, and the agent goes offline. Start it again when the machine is free."""
+    provider_stop(provider_id)
 
 
 @provider_app.command("stop")
@@ -177,16 +213,38 @@ def provider_stop(
 
     folder = get_settings().home / "providers"
     files = [folder / f"{provider_id}.pid"] if provider_id else sorted(folder.glob("*.pid"))
-    stopped = 0
+    pids = []
     for f in files:
         try:
-            os.kill(int(f.read_text()), signal.SIGTERM)
-            stopped += 1
+            pid = int(f.read_text())
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
         except (OSError, ValueError):
             f.unlink(missing_ok=True)
-    if provider_id and not stopped:
+    if provider_id and not pids:
         _fail(f"no running provider agent {provider_id} on this machine; `aib providers list` shows the offers")
-    out.print(f"asked {stopped} provider agent(s) to stop")
+    # Wait until each agent has preempted its runs and exited: then the machine is really free.
+    import time
+
+    deadline = time.monotonic() + 180
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if _alive(p)]
+        time.sleep(0.2)
+    if pids:
+        _fail(f"provider agent(s) {', '.join(map(str, pids))} did not stop within 180 s", 1)
+    out.print(f"stopped {len(files)} provider agent(s)")
+
+
+def _alive(pid: int) -> bool:
+    """Running (an exited process its parent has not reaped yet, a zombie, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 @providers_app.command("list")

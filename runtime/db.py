@@ -91,6 +91,7 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     provider_id: Mapped[str | None] = mapped_column(String(40))  # rented compute: where the allocator placed it
     allocation: Mapped[str | None] = mapped_column(Text)  # the allocator's reason, for the run page
+    attempt: Mapped[int | None] = mapped_column(Integer)  # rented compute: 1 + times it was preempted and resumed
 
 
 class ProviderRow(Base):

@@ -31,6 +31,8 @@ from runtime.prefect_env import configure_prefect
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW_NAME = "aib-pipeline"
+LOST_AFTER_SECONDS = 15.0
+PREEMPT_SIGNAL = signal.SIGUSR1
 ENTRYPOINT = "runtime/distributed.py:pipeline_flow"
 
 
@@ -203,7 +205,7 @@ def pipeline_flow_impl(run_id: str) -> None:
     from builder.pipeline import load_pipeline
     from builder.plan import compile_plan
     from runtime.db import Run, session_factory
-    from runtime.runner import execute_run
+    from runtime.runner import Preempted, execute_run
 
     with session_factory()() as s:
         run = s.get(Run, run_id)
@@ -218,12 +220,26 @@ def pipeline_flow_impl(run_id: str) -> None:
             raise ServerError(f"run {run_id}: {path} changed since the run was submitted; submit it again")
         run.pid = os.getpid()
         s.commit()
-    execute_run(run_id, pipeline, plan)
+
+    def preempt(signum: int, frame: Any) -> None:
+        raise Preempted()
+
+    # The provider agent sends PREEMPT_SIGNAL when it takes its machine back: the running step stops here, its
+    # last checkpoint stays, the run is marked preempted and the submitter resumes it on another provider. (Not
+    # SIGTERM: Prefect turns that into its own termination of the task run while a task runs.)
+    previous = signal.signal(PREEMPT_SIGNAL, preempt)
+    try:
+        execute_run(run_id, pipeline, plan)
+    except Preempted:
+        return
+    finally:
+        signal.signal(PREEMPT_SIGNAL, previous)
 
 
-def place_run(run_id: str, pipeline: Any, plan: Any) -> Any:
-    """Choose a provider for a recorded run with the Resource Allocator and record the choice and its reason;
-    RunError (the run marked failed) when no online provider can take it."""
+def place_run(run_id: str, pipeline: Any, plan: Any, exclude: frozenset[str] = frozenset()) -> Any:
+    """Choose a provider for a recorded run with the Resource Allocator (never one in `exclude`: those that
+    preempted it) and record the choice, its reason and the attempt; RunError (the run marked failed) when no
+    online provider can take it."""
     from builder.errors import RunError
     from runtime.allocator import RunRequest, allocate
     from runtime.db import Run, session_factory, utcnow
@@ -242,9 +258,10 @@ def place_run(run_id: str, pipeline: Any, plan: Any) -> Any:
     )
     Session = session_factory()
     with Session.begin() as s:
-        [assignment] = allocate([request], offers(s))
+        [assignment] = allocate([request], [o for o in offers(s) if o.id not in exclude])
         run = s.get(Run, run_id)
         run.provider_id, run.allocation = assignment.provider_id, assignment.reason
+        run.attempt, run.status, run.error = (run.attempt or 0) + 1, "queued", None
         if assignment.provider_id is None:
             run.status, run.error, run.finished_at = "failed", f"no provider: {assignment.reason}", utcnow()
     if assignment.provider_id is None:
@@ -289,14 +306,35 @@ def flow_run_state(flow_run_id: str) -> tuple[str, str]:
         return asyncio.run(read())
 
 
+def cancel_flow_run(flow_run_id: str) -> None:
+    """Best effort: cancel a flow run on the server so that no worker starts it later."""
+    import asyncio
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    async def cancel() -> None:
+        async with get_client() as client:
+            await client.set_flow_run_state(uuid.UUID(flow_run_id), Cancelled(), force=True)
+
+    try:
+        with _talking_to(api_url()):
+            asyncio.run(cancel())
+    except Exception:  # the server may be gone too; the run is already marked
+        pass
+
+
 def wait_for_run(run_id: str, flow_run_id: str, on_change: Any = None, poll: float = 1.0) -> str:
-    """Follow a submitted run until it ends; its final status. A flow run that crashes or fails before the
-    run records its own end (the worker could not start it, the provider vanished) fails the run with why."""
+    """Follow a submitted run until this attempt ends; its status. A run whose provider went offline and stayed
+    silent is marked preempted (it resumes elsewhere); a flow run that crashes or fails before the run records
+    its own end (the worker could not start it) fails the run with why."""
     from runtime.db import ProviderRow, Run, Step, session_factory, utcnow
     from runtime.providers import is_online
 
     Session = session_factory()
     seen: dict[str, str] = {}
+    offline_since: float | None = None
     while True:
         with Session() as s:
             run = s.get(Run, run_id)
@@ -307,19 +345,28 @@ def wait_for_run(run_id: str, flow_run_id: str, on_change: Any = None, poll: flo
                 if seen.get(node) != status:
                     on_change(node, status)
             seen = steps
-        if run.status in ("succeeded", "failed", "cancelled"):
+        if run.status in ("succeeded", "failed", "cancelled", "preempted"):
             return run.status
         state, message = flow_run_state(flow_run_id)
-        lost = provider is not None and not is_online(provider)
-        if state in ("CRASHED", "FAILED", "CANCELLED") or lost:
-            why = (
-                f"provider {provider.id} stopped sending heartbeats"
-                if lost
-                else f"the provider's worker reported {state.lower()}: {message or 'no reason given'}"
-            )
+        gone = provider is not None and not is_online(provider)
+        offline_since = (offline_since or time.monotonic()) if gone else None
+        # A provider stopping on purpose records the run as preempted within a second or two; one that stays
+        # silent this long has vanished.
+        if offline_since is not None and time.monotonic() - offline_since > LOST_AFTER_SECONDS:
+            # The provider vanished (no heartbeat) or stopped without recording the run's end: the run resumes
+            # elsewhere from its last checkpoint; the vanished provider is paid nothing for the unfinished step.
             with Session.begin() as s:
                 run = s.get(Run, run_id)
                 if run.status not in ("succeeded", "failed", "cancelled"):
+                    run.status = "preempted"
+                    run.error = f"provider {provider.id} went offline during the run"
+            cancel_flow_run(flow_run_id)
+            continue
+        if state in ("CRASHED", "FAILED", "CANCELLED"):
+            why = f"the provider's worker reported {state.lower()}: {message or 'no reason given'}"
+            with Session.begin() as s:
+                run = s.get(Run, run_id)
+                if run.status not in ("succeeded", "failed", "cancelled", "preempted"):
                     run.status, run.error, run.finished_at = "failed", why, utcnow()
             continue
         time.sleep(poll)

@@ -54,12 +54,13 @@ def add_usage(
 
 
 def add_compute_usage(
-    session: Session, *, run_id: str, node_id: str, compute: Mapping[str, Any], seconds: float
+    session: Session, *, run_id: str, node_id: str, compute: Mapping[str, Any], seconds: float, attempt: int = 0
 ) -> Usage:
-    """Bill `seconds` of device time of step `node_id` to the plan's compute tier (`compute`: the Plan's step dict)."""
+    """Bill `seconds` of device time of step `node_id` to the plan's compute tier (`compute`: the Plan's step dict);
+    a run resumed after a preemption bills each attempt's time separately (each to its own provider)."""
     return add_usage(
         session,
-        bill_key=f"run:{run_id}:step:{node_id}:compute",
+        bill_key=f"run:{run_id}:step:{node_id}:compute" + (f":attempt-{attempt}" if attempt > 1 else ""),
         run_id=run_id,
         node_id=node_id,
         block_id=compute["block_id"],

@@ -36,6 +36,11 @@ class _RunState:
     reporter: Reporter
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     compute: dict[str, Any] | None = None  # the compute tier billed (a rented provider's own price and address)
+    attempt: int = 0  # rented compute: which attempt of the run this is (a preempted run resumes as the next)
+
+
+class Preempted(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt, not an error
+    """The provider takes its machine back: the running step stops at once, its last checkpoint is kept."""
 
 
 _ACTIVE: dict[str, _RunState] = {}
@@ -150,6 +155,13 @@ def execute_step(run_id: str, node_id: str) -> None:
                 raise RunError(f"block {node.block.ref()} did not produce output(s) {', '.join(missing)}")
             if node.block.cacheable:
                 cache.put(step.cache_key, outputs)
+    except Preempted:
+        seconds = time.monotonic() - started
+        _finish_step(Session, state, run_id, step, "preempted", seconds, False, {}, None)
+        with Session.begin() as s:
+            s.get(Run, run_id).status = "preempted"
+        state.reporter.step_finished(node_id, "preempted")
+        raise
     except BaseException as exc:
         seconds = time.monotonic() - started
         _log_failure(state.settings, run_id, node_id, exc)
@@ -185,7 +197,9 @@ def _finish_step(
         if status == "succeeded":
             row.progress = 1.0
         if not cached and seconds > 0:
-            add_compute_usage(s, run_id=run_id, node_id=step.node_id, compute=compute, seconds=seconds)
+            add_compute_usage(
+                s, run_id=run_id, node_id=step.node_id, compute=compute, seconds=seconds, attempt=state.attempt
+            )
         if error is not None:
             run = s.get(Run, run_id)
             run.status, run.error, run.finished_at = "failed", f"step {step.node_id!r} failed: {error}", utcnow()
@@ -296,7 +310,8 @@ def execute_run(
     if getattr(compute_params, "threads", 0):
         torch.set_num_threads(compute_params.threads)
     db_reporter = DbReporter(run_id, reporter or NullReporter())
-    state = _RunState(pipeline, plan, settings, device, db_reporter, compute=_billed_compute(run_id, plan))
+    compute, attempt = _billed_compute(run_id, plan)
+    state = _RunState(pipeline, plan, settings, device, db_reporter, compute=compute, attempt=attempt)
     _ACTIVE[run_id] = state
     with Session.begin() as s:
         run = s.get(Run, run_id)
@@ -312,9 +327,9 @@ def execute_run(
     except BaseException as exc:
         with Session.begin() as s:
             run = s.get(Run, run_id)
-            if run.status not in ("failed", "cancelled"):
+            if run.status not in ("failed", "cancelled", "preempted"):
                 run.status, run.error, run.finished_at = "failed", _reason(exc), utcnow()
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, Preempted)):
             raise
         with Session() as s:
             error = s.get(Run, run_id).error
@@ -324,19 +339,20 @@ def execute_run(
         _ACTIVE.pop(run_id, None)
 
 
-def _billed_compute(run_id: str, plan: Plan) -> dict[str, Any] | None:
-    """For a run placed on a provider: the plan's compute tier at that provider's price, paid to it."""
+def _billed_compute(run_id: str, plan: Plan) -> tuple[dict[str, Any] | None, int]:
+    """For a run placed on a provider: the plan's compute tier at that provider's price, paid to it, and the
+    attempt number; (None, 0) for a run on this machine."""
     from runtime.db import ProviderRow
 
     with session_factory()() as s:
         run = s.get(Run, run_id)
         row = s.get(ProviderRow, run.provider_id) if run is not None and run.provider_id else None
         if row is None:
-            return None
+            return None, 0
         compute = asdict(plan.compute)
         compute["provider"] = row.id
         compute["price"] = {**compute["price"], "amount_wei": int(row.price_wei_per_s)}
-        return compute
+        return compute, run.attempt or 1
 
 
 def _prefect_flow(run_id: str, plan: Plan) -> Any:

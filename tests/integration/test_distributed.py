@@ -46,7 +46,7 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def server():
     started = aib("server", "start", "--port", str(free_port()), "--json", timeout=240)
     assert started.returncode == 0, started.stderr
@@ -115,3 +115,136 @@ def test_a_run_goes_to_the_cheaper_provider_and_runs_in_its_worker(server, tmp_p
                 os.killpg(a.pid, signal.SIGKILL)
     listed = json.loads(aib("providers", "list", "--json").stdout)
     assert not [r for r in listed if r["name"] in ("cheap", "dear") and r["online"]]  # stopped agents are offline
+
+
+def rented_copy(tmp_path, tier: str = "cpu"):
+    src = shutil.copytree(TEMPLATES, tmp_path / "t", ignore=shutil.ignore_patterns("*.md"))
+    pipeline = yaml.safe_load((src / "faq-chatbot.yaml").read_text())
+    pipeline["compute"] = {"use": "compute.rented@1.0.0", "params": {"tier": tier}}
+    path = src / "faq-rented.yaml"
+    path.write_text(yaml.safe_dump(pipeline))
+    return path
+
+
+def checkpoint_epoch(path, overrides) -> int:
+    import torch
+
+    from builder.pipeline import load_pipeline
+    from builder.plan import compile_plan
+    from runtime.config import get_settings
+
+    key = compile_plan(load_pipeline(path, overrides)).step("classifier").cache_key
+    try:
+        return int(torch.load(get_settings().cache_dir / "work" / key / "checkpoint.pt", weights_only=True)["epoch"])
+    except Exception:
+        return 0
+
+
+def test_a_preempted_run_resumes_from_its_checkpoint_elsewhere_and_ends_as_if_never_stopped(server, tmp_path):
+    from sqlalchemy import select
+
+    from runtime.db import MetricPoint, Usage, session_factory
+
+    agents = {n: spawn("provider", "start", "--tier", "cpu", "--price", p, "--name", n)
+              for p, n in (("0.36", "miner-a"), ("0.72", "miner-b"))}  # fmt: skip
+    try:
+
+        def online():
+            rows = [r for r in json.loads(aib("providers", "list", "--json").stdout or "[]") if r["online"]]
+            named = {r["name"]: r for r in rows if r["name"] in agents}
+            return named if len(named) == 2 else None
+
+        offers = wait_for(online, 90, "two online providers")
+        time.sleep(3)
+        path = rented_copy(tmp_path)
+        # Slow enough to be stopped half-way; a seed of its own gives fresh cache keys (no earlier checkpoint).
+        overrides = ["classifier.epochs=150", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
+        sets = sum((["--set", o] for o in overrides), [])
+        run = spawn("run", str(path), "--json", *sets)
+        wait_for(lambda: checkpoint_epoch(path, overrides) >= 2, 240, "a checkpoint on the first provider")
+        stopped = aib("provider", "preempt", offers["miner-a"]["id"])  # the machine goes back to mining
+        assert stopped.returncode == 0, stopped.stderr
+        stopped_at = checkpoint_epoch(path, overrides)
+        out, _ = run.communicate(timeout=400)
+        assert run.returncode == 0, out
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["status"] == "succeeded" and summary["provider_id"] == offers["miner-b"]["id"]
+        assert summary["error"] is None
+        with session_factory()() as s:
+            resumed = s.scalar(
+                select(MetricPoint.value).where(
+                    MetricPoint.run_id == summary["run_id"], MetricPoint.name == "resumed_from_epoch"
+                )
+            )
+            billed = {u.provider for u in s.query(Usage).filter(Usage.run_id == summary["run_id"])
+                      if u.block_id == "compute.rented"}  # fmt: skip
+        assert resumed is not None and 2 <= resumed <= stopped_at < 150
+        assert billed == {offers["miner-a"]["id"], offers["miner-b"]["id"]}  # each for the time it worked
+    finally:
+        for a in agents.values():
+            if a.poll() is None:
+                os.killpg(a.pid, signal.SIGTERM)
+        for a in agents.values():
+            try:
+                a.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(a.pid, signal.SIGKILL)
+
+    # The same training never interrupted (this machine, a fresh data folder): the same result.
+    fresh = {**env(), "AIB_HOME": str(tmp_path / "fresh-home")}
+    local = yaml.safe_load(path.read_text())
+    local["compute"] = "compute.local@1.0.0"
+    (path.parent / "faq-local.yaml").write_text(yaml.safe_dump(local))
+    ref = subprocess.run([*AIB, "run", str(path.parent / "faq-local.yaml"), "--json", *sets], capture_output=True,
+                         text=True, timeout=400, env=fresh)  # fmt: skip
+    assert ref.returncode == 0, ref.stderr
+    expected = json.loads(ref.stdout.strip().splitlines()[-1])["metrics"]
+    for name in ("accuracy", "loss", "train_accuracy"):
+        if name in expected:
+            assert summary["metrics"][name] == pytest.approx(expected[name], abs=1e-6), name
+
+
+def test_a_provider_that_vanishes_is_dropped_and_its_run_resumes_elsewhere_unpaid_for_the_lost_step(server, tmp_path):
+    from runtime.db import Run, Usage, session_factory
+
+    agents = {n: spawn("provider", "start", "--tier", "cpu", "--price", p, "--name", n)
+              for p, n in (("0.30", "flaky"), ("0.90", "steady"))}  # fmt: skip
+    try:
+
+        def online():
+            rows = [r for r in json.loads(aib("providers", "list", "--json").stdout or "[]") if r["online"]]
+            named = {r["name"]: r for r in rows if r["name"] in agents}
+            return named if len(named) == 2 else None
+
+        offers = wait_for(online, 90, "two online providers")
+        time.sleep(3)
+        path = rented_copy(tmp_path)
+        overrides = ["classifier.epochs=150", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
+        run = spawn("run", str(path), "--json", *sum((["--set", o] for o in overrides), []))
+        wait_for(lambda: checkpoint_epoch(path, overrides) >= 2, 240, "a checkpoint on the first provider")
+        # The machine dies: the agent, its worker and the run's process, all at once (kill -9).
+        flaky = offers["flaky"]["id"]
+        with session_factory()() as s:
+            run_pid = s.query(Run).filter(Run.provider_id == flaky, Run.status == "running").one().pid
+        worker = subprocess.run(["pgrep", "-f", f"worker start .*--name {flaky}"], capture_output=True, text=True)
+        for pid in [run_pid, *map(int, worker.stdout.split())]:
+            os.kill(pid, signal.SIGKILL)
+        os.killpg(agents["flaky"].pid, signal.SIGKILL)
+        out, _ = run.communicate(timeout=400)
+        assert run.returncode == 0, out
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["status"] == "succeeded" and summary["provider_id"] == offers["steady"]["id"]
+        with session_factory()() as s:
+            billed = {u.provider for u in s.query(Usage).filter(Usage.run_id == summary["run_id"])
+                      if u.block_id == "compute.rented" and u.node_id == "classifier"}  # fmt: skip
+        # Steps the vanished provider finished are paid; the training step it never finished is not.
+        assert billed == {offers["steady"]["id"]}
+    finally:
+        for a in agents.values():
+            if a.poll() is None:
+                os.killpg(a.pid, signal.SIGTERM)
+        for a in agents.values():
+            try:
+                a.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(a.pid, signal.SIGKILL)

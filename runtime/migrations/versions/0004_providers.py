@@ -37,10 +37,12 @@ def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("provider_id", sa.String(length=40), nullable=True))
         batch.add_column(sa.Column("allocation", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("attempt", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("runs") as batch:
+        batch.drop_column("attempt")
         batch.drop_column("allocation")
         batch.drop_column("provider_id")
     op.drop_index("ix_providers_status", "providers")
