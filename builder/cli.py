@@ -96,6 +96,21 @@ def run(
     raise typer.Exit(status)
 
 
+def _verify_provider_work(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
+    """Replay a secret sample of the provider's committed training epochs here; 0 when it holds up."""
+    from runtime.distributed import verify_run
+
+    findings = verify_run(run_id, pipeline, plan)
+    for node, f in findings.items():
+        if not quiet:
+            if f.get("ok") is None:
+                out.print(f"  {node}: not verified ({f.get('reason')})", highlight=False)
+            else:
+                verdict = "holds up" if f["ok"] else f"FAILED: {f.get('reason')}"
+                out.print(f"  {node}: replayed epoch(s) {f['checked']} of {f['epochs']}: {verdict}", highlight=False)
+    return 1 if any(f.get("ok") is False for f in findings.values()) else 0
+
+
 MAX_ATTEMPTS = 5  # a run preempted this many times in a row fails rather than chase providers forever
 
 
@@ -114,8 +129,10 @@ def _run_on_provider(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
         if not quiet:
             out.print(f"placed on {assignment.reason}", highlight=False)
         status = wait_for_run(run_id, submit_run(run_id, assignment.provider_id), on_change)
+        if status == "succeeded":
+            return _verify_provider_work(run_id, pipeline, plan, quiet)
         if status != "preempted":
-            return 0 if status == "succeeded" else 1
+            return 1
         preempted_by.add(assignment.provider_id)
         if not quiet:
             out.print(f"preempted by {assignment.provider_id}; resuming from the last checkpoint elsewhere")

@@ -50,6 +50,12 @@ class StepContext:
     settings: Settings
     plan: dict[str, Any]
     reporter: Reporter = field(default_factory=NullReporter)
+    # Rented (untrusted) compute: keep every epoch's checkpoint and its sha256 (the work's commitments).
+    keep_segments: bool = False
+    # Verification replay on a trusted node: the epochs to replay from the provider's checkpoints; findings go
+    # to `verification`.
+    verify_epochs: list[int] | None = None
+    verification: dict[str, Any] = field(default_factory=dict)
 
     @property
     def work_dir(self) -> Path:
@@ -69,6 +75,11 @@ class StepContext:
     def shards(self) -> ShardStore:
         """The digitized-data cache shared by every run (preprocessed tensors by raw data and transform)."""
         return ShardStore(self.settings.cache_dir / "shards")
+
+    @property
+    def segments_dir(self) -> Path:
+        """Where a rented step's per-epoch checkpoints and commitments live (beside its resume checkpoint)."""
+        return self.settings.cache_dir / "work" / self.cache_key / "segments"
 
     def progress(self, done: float, total: float, description: str = "") -> None:
         """Report that `done` of `total` units of this step's work are finished."""

@@ -372,6 +372,54 @@ def wait_for_run(run_id: str, flow_run_id: str, on_change: Any = None, poll: flo
         time.sleep(poll)
 
 
+VERIFY_RATE = 0.1  # share of committed epochs replayed per training step (at least one)
+
+
+def verify_run(run_id: str, pipeline: Any, plan: Any, rate: float = VERIFY_RATE) -> dict[str, Any]:
+    """Spot-check the training a provider did for a finished run: replay a secret random sample of each training
+    step's committed epochs here and compare. A mismatch fails the run, withholds the provider's compute payment
+    for it and halves its reputation. The findings per step (also kept in the run's metrics)."""
+    import hashlib
+    import random
+
+    from runtime.db import ProviderRow, Run, Usage, session_factory, utcnow
+    from runtime.runner import verify_step
+    from runtime.verification import choose_segments
+
+    settings = get_settings()
+    secret = os.urandom(32)
+    findings: dict[str, Any] = {}
+    for step in plan.steps:
+        path = settings.cache_dir / "work" / step.cache_key / "segments" / "commitments.json"
+        try:
+            commitments = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        n = len(commitments) - 1
+        if n <= 0:
+            continue
+        root = hashlib.sha256("".join(commitments).encode()).hexdigest()
+        picked = [k + 1 for k in choose_segments(n, rate, root, secret)]
+        picked = picked or [random.Random(secret).randrange(n) + 1]
+        found = verify_step(run_id, pipeline, plan, step.node_id, picked)
+        findings[step.node_id] = found or {"ok": None, "reason": "its inputs are not in this machine's cache"}
+    bad = {node: f for node, f in findings.items() if f.get("ok") is False}
+    Session = session_factory()
+    with Session.begin() as s:
+        run = s.get(Run, run_id)
+        run.metrics = {**(run.metrics or {}), "verification": findings}
+        if bad:
+            node, f = next(iter(bad.items()))
+            run.status, run.finished_at = "failed", utcnow()
+            run.error = f"verification failed: step {node!r}: {f.get('reason')}; the provider is not paid for this run"
+            for u in s.query(Usage).filter(Usage.run_id == run_id, Usage.provider == run.provider_id):
+                u.amount_wei = 0  # withheld: the record of the claimed work stays, unpaid
+            provider = s.get(ProviderRow, run.provider_id) if run.provider_id else None
+            if provider is not None:
+                provider.reputation = round(provider.reputation * 0.5, 4)
+    return findings
+
+
 def _flow() -> Any:
     configure_prefect()
     from prefect import flow

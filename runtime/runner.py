@@ -148,6 +148,7 @@ def execute_step(run_id: str, node_id: str) -> None:
                 settings=state.settings,
                 plan=state.plan.to_dict(),
                 reporter=state.reporter,
+                keep_segments=state.compute is not None,  # a rented provider commits its work for verification
             )
             outputs = node.block().run(ctx, inputs, node.params)
             missing = [p.name for p in node.block.outputs if p.name not in outputs]
@@ -371,6 +372,35 @@ def _prefect_flow(run_id: str, plan: Plan) -> Any:
             )
 
     return pipeline_flow
+
+
+def verify_step(run_id: str, pipeline: Pipeline, plan: Plan, node_id: str, epochs: list[int]) -> dict[str, Any]:
+    """Replay `epochs` of a finished training step from the checkpoints its provider committed, here (a trusted
+    node), with the step's inputs from the step cache; the findings ({ok, checked, reason, …}) or {} when the
+    step has no committed work or its inputs are not in the cache."""
+    settings = get_settings()
+    step = plan.step(node_id)
+    node = pipeline.nodes[node_id]
+    cache = StepCache(settings.cache_dir / "steps")
+    inputs = {}
+    for port, src in step.inputs.items():
+        src_node, src_port = src.split(".", 1)
+        outputs = cache.get(plan.step(src_node).cache_key)
+        if outputs is None or src_port not in outputs:
+            return {}
+        inputs[port] = outputs[src_port]
+    ctx = StepContext(
+        run_id=run_id,
+        node_id=node_id,
+        cache_key=step.cache_key,
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        base_dir=pipeline.base_dir,
+        settings=settings,
+        plan=plan.to_dict(),
+        verify_epochs=epochs,
+    )
+    node.block().run(ctx, inputs, node.params)
+    return ctx.verification
 
 
 def run_dir(run_id: str) -> Path:

@@ -81,6 +81,8 @@ def fit(
     x, y, ex, ey = data
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     name, measure = score or ("accuracy", accuracy)
+    if ctx.verify_epochs is not None:
+        return _verify(ctx, module, opt, x, y, loss_fn, seed, batch_size)
     ckpt_path = ctx.work_dir / "checkpoint.pt"
     start_epoch, loss_value = 0, float("nan")
     if ckpt_path.exists():  # resume where a killed run stopped
@@ -90,34 +92,108 @@ def fit(
         start_epoch = int(state["epoch"])
         loss_value = float(state.get("loss", float("nan")))
         ctx.log_metric("resumed_from_epoch", start_epoch)
+        if ctx.keep_segments:  # recommit the state it resumes from (another provider may have written it)
+            _commit(ctx, start_epoch, ckpt_path.read_bytes())
+    elif ctx.keep_segments:
+        _commit(ctx, 0, _state_bytes(module, opt, 0, loss_value))
 
     for epoch in range(start_epoch, epochs):
-        module.train()
-        # Each epoch's order and dropout masks depend only on (seed, epoch): a resumed run repeats it exactly.
-        epoch_seed = seed * 100_003 + epoch
-        torch.manual_seed(epoch_seed)
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch_seed))
-        total = 0.0
-        for start in range(0, len(y), batch_size):
-            idx = order[start : start + batch_size].to(ctx.device)
-            opt.zero_grad()
-            loss = loss_fn(module(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        loss_value = total / len(y)
+        loss_value = _epoch(module, opt, x, y, loss_fn, seed, epoch, batch_size, ctx.device)
         module.eval()
         ctx.log_metric("loss", loss_value, epoch + 1)
         ctx.log_metric(f"train_{name}", measure(module, x, y), epoch + 1)
         ctx.log_metric(name, measure(module, ex, ey), epoch + 1)
-        buf = io.BytesIO()
-        torch.save(
-            {"epoch": epoch + 1, "loss": loss_value, "module": module.state_dict(), "optimizer": opt.state_dict()}, buf
-        )
-        atomic_write_bytes(ckpt_path, buf.getvalue())
+        state = _state_bytes(module, opt, epoch + 1, loss_value)
+        atomic_write_bytes(ckpt_path, state)
+        if ctx.keep_segments:
+            _commit(ctx, epoch + 1, state)
         ctx.progress(epoch + 1, epochs, f"epoch {epoch + 1}/{epochs}")
     module.eval()
     return loss_value
+
+
+def _epoch(module, opt, x, y, loss_fn, seed: int, epoch: int, batch_size: int, device: str) -> float:
+    """One training epoch; its mean loss. Its order and dropout masks depend only on (seed, epoch), so a
+    resumed run repeats it exactly and a verifier can replay it from the checkpoint before it."""
+    module.train()
+    epoch_seed = seed * 100_003 + epoch
+    torch.manual_seed(epoch_seed)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch_seed))
+    total = 0.0
+    for start in range(0, len(y), batch_size):
+        idx = order[start : start + batch_size].to(device)
+        opt.zero_grad()
+        loss = loss_fn(module(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+    return total / len(y)
+
+
+def _state_bytes(module: nn.Module, opt: torch.optim.Optimizer, epoch: int, loss: float) -> bytes:
+    buf = io.BytesIO()
+    torch.save({"epoch": epoch, "loss": loss, "module": module.state_dict(), "optimizer": opt.state_dict()}, buf)
+    return buf.getvalue()
+
+
+def _commit(ctx: StepContext, epoch: int, state: bytes) -> None:
+    """Keep the state after `epoch` (0: before training) and append its sha256 to the step's commitments."""
+    import hashlib
+    import json
+
+    folder = ctx.segments_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / f"epoch-{epoch}.pt", state)
+    path = folder / "commitments.json"
+    commitments = json.loads(path.read_text()) if path.exists() else []
+    del commitments[epoch:]  # a resumed step recommits from where it resumed
+    commitments += [""] * (epoch - len(commitments))  # an epoch lost to a crash cannot be verified
+    commitments.append(hashlib.sha256(state).hexdigest())
+    atomic_write_bytes(path, json.dumps(commitments).encode())
+
+
+def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size: int) -> float:
+    """Replay the epochs in ctx.verify_epochs from the provider's checkpoints and compare (runtime/verification);
+    the module ends with the provider's final weights. Findings go to ctx.verification."""
+    import hashlib
+    import json
+    import time
+
+    from runtime.verification import TOLERANCE, max_abs_diff
+
+    started = time.perf_counter()
+    folder = ctx.segments_dir
+    commitments = json.loads((folder / "commitments.json").read_text())
+    found: dict[str, Any] = {"epochs": len(commitments) - 1, "checked": sorted(ctx.verify_epochs), "ok": True}
+
+    def load(k: int) -> bytes:
+        data = (folder / f"epoch-{k}.pt").read_bytes()
+        if hashlib.sha256(data).hexdigest() != commitments[k]:
+            raise ValueError(f"the checkpoint after epoch {k} does not match its commitment")
+        return data
+
+    try:
+        for k in sorted(ctx.verify_epochs):
+            before = torch.load(io.BytesIO(load(k - 1)), map_location=ctx.device, weights_only=True)
+            module.load_state_dict(before["module"])
+            opt.load_state_dict(before["optimizer"])
+            _epoch(module, opt, x, y, loss_fn, seed, k - 1, batch_size, ctx.device)
+            diff = max_abs_diff(module, load(k))
+            found["max_abs_diff"] = max(found.get("max_abs_diff", 0.0), diff)
+            if not diff <= TOLERANCE:
+                found.update(ok=False, reason=f"epoch {k} replayed to weights {diff:.2e} away from the committed "
+                             f"ones (tolerance {TOLERANCE:.0e})")  # fmt: skip
+                break
+        final = torch.load(io.BytesIO(load(len(commitments) - 1)), map_location=ctx.device, weights_only=True)
+    except (OSError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+        found.update(ok=False, reason=str(exc))
+        final = None
+    if final is not None:
+        module.load_state_dict(final["module"])
+    found["seconds"] = round(time.perf_counter() - started, 3)
+    ctx.verification.update(found)
+    module.eval()
+    return float(final["loss"]) if final is not None else float("nan")
 
 
 __all__ = ["WithSoftmax", "accuracy", "classifier_metrics", "confusion_matrix", "fit"]

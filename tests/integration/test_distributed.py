@@ -96,6 +96,9 @@ def test_a_run_goes_to_the_cheaper_provider_and_runs_in_its_worker(server, tmp_p
             compute = [u for u in s.query(Usage).filter(Usage.run_id == run.id) if u.block_id == "compute.rented"]
         assert compute and {u.provider for u in compute} == {offers["cheap"]["id"]}  # billed at its own price
         assert run.pid is not None and run.pid not in (os.getpid(),)  # ran in the worker's flow-run process
+        checked = summary["metrics"]["verification"]["classifier"]
+        assert checked["ok"] is True and checked["epochs"] == 5 and checked["checked"]  # replayed here: holds up
+        assert checked["max_abs_diff"] == 0.0
 
         again = aib("run", str(path), "--set", "classifier.epochs=1", "--json", timeout=200)
         assert again.returncode == 0 and json.loads(again.stdout)["provider_id"] == offers["cheap"]["id"]  # free again
@@ -104,6 +107,7 @@ def test_a_run_goes_to_the_cheaper_provider_and_runs_in_its_worker(server, tmp_p
         refused = aib("run", str(src / "faq-big.yaml"), "--json", timeout=120)
         assert refused.returncode == 1
         assert json.loads(refused.stdout)["error"] == "no provider: no online provider offers tier gpu-large or above"
+        cheat_and_get_caught(path, summary["run_id"], offers["cheap"]["id"])
     finally:
         for a in agents:
             if a.poll() is None:
@@ -248,3 +252,42 @@ def test_a_provider_that_vanishes_is_dropped_and_its_run_resumes_elsewhere_unpai
                 a.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(a.pid, signal.SIGKILL)
+
+
+def cheat_and_get_caught(path, run_id: str, provider_id: str) -> None:
+    """A provider that reports work it did not do: the weights committed after epoch 3 are altered, and their
+    commitment with them (a cheater controls both). Replaying epoch 3 here catches it: the run fails, the
+    provider's compute for it is withheld and its reputation halves."""
+    import hashlib
+    import io
+
+    import torch
+
+    from builder.pipeline import load_pipeline
+    from builder.plan import compile_plan
+    from runtime.config import get_settings
+    from runtime.db import ProviderRow, Run, Usage, session_factory
+    from runtime.distributed import verify_run
+
+    pipeline = load_pipeline(path, ["classifier.epochs=5"])
+    plan = compile_plan(pipeline)
+    folder = get_settings().cache_dir / "work" / plan.step("classifier").cache_key / "segments"
+    state = torch.load(folder / "epoch-3.pt", weights_only=True)
+    state["module"] = {k: v + 1e-2 * torch.randn_like(v) if v.is_floating_point() else v
+                       for k, v in state["module"].items()}  # fmt: skip
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    (folder / "epoch-3.pt").write_bytes(buf.getvalue())
+    commitments = json.loads((folder / "commitments.json").read_text())
+    commitments[3] = hashlib.sha256(buf.getvalue()).hexdigest()
+    (folder / "commitments.json").write_text(json.dumps(commitments))
+
+    findings = verify_run(run_id, pipeline, plan, rate=1.0)
+    assert findings["classifier"]["ok"] is False
+    assert findings["classifier"]["reason"].startswith("epoch 3 replayed to weights")
+    with session_factory()() as s:
+        run = s.get(Run, run_id)
+        assert run.status == "failed" and run.error.startswith("verification failed: step 'classifier': epoch 3")
+        assert all(u.amount_wei == 0 for u in s.query(Usage).filter(Usage.run_id == run_id,
+                                                                     Usage.provider == provider_id))  # fmt: skip
+        assert s.get(ProviderRow, provider_id).reputation == 0.5

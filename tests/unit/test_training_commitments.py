@@ -1,0 +1,65 @@
+"""Training on rented compute commits every epoch; a trusted replay of sampled epochs checks them."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import torch
+from torch import nn
+
+from runtime.config import Settings
+from runtime.context import StepContext
+from runtime.training import fit
+
+
+def setup(tmp_path, **kw):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 5, generator=gen)
+    y = (x[:, 0] > 0).long()
+    net = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    ctx = StepContext(run_id="r", node_id="n", cache_key="k" * 64, device="cpu", base_dir=tmp_path,
+                      settings=Settings(tmp_path, f"sqlite:///{tmp_path}/x.db"), plan={}, **kw)  # fmt: skip
+    return ctx, net, opt, (x, y, x, y)
+
+
+def test_a_rented_step_commits_every_epoch_and_an_honest_one_replays_exactly(tmp_path):
+    ctx, net, opt, data = setup(tmp_path, keep_segments=True)
+    fit(ctx, net, opt, data, epochs=4, batch_size=8, seed=1)
+    commitments = json.loads((ctx.segments_dir / "commitments.json").read_text())
+    assert len(commitments) == 5  # before training, then after each epoch
+    for k, c in enumerate(commitments):
+        assert hashlib.sha256((ctx.segments_dir / f"epoch-{k}.pt").read_bytes()).hexdigest() == c
+    trained = {k: v.clone() for k, v in net.state_dict().items()}
+
+    vctx, vnet, vopt, vdata = setup(tmp_path, verify_epochs=[1, 3, 4])
+    fit(vctx, vnet, vopt, vdata, epochs=4, batch_size=8, seed=1)
+    assert vctx.verification["ok"] is True and vctx.verification["max_abs_diff"] == 0.0
+    assert all(torch.equal(v, trained[k]) for k, v in vnet.state_dict().items())  # ends at the provider's result
+
+
+def test_skipped_or_altered_work_is_caught_on_replay(tmp_path):
+    ctx, net, opt, data = setup(tmp_path, keep_segments=True)
+    fit(ctx, net, opt, data, epochs=4, batch_size=8, seed=1)
+    folder = ctx.segments_dir
+    commitments = json.loads((folder / "commitments.json").read_text())
+    # A cheater skips epoch 2: it reports the weights after epoch 1 again, with a matching commitment.
+    (folder / "epoch-2.pt").write_bytes((folder / "epoch-1.pt").read_bytes())
+    commitments[2] = commitments[1]
+    (folder / "commitments.json").write_text(json.dumps(commitments))
+    vctx, vnet, vopt, vdata = setup(tmp_path, verify_epochs=[2])
+    fit(vctx, vnet, vopt, vdata, epochs=4, batch_size=8, seed=1)
+    assert vctx.verification["ok"] is False and vctx.verification["reason"].startswith("epoch 2 replayed")
+    # A checkpoint swapped after committing does not match its commitment.
+    state = torch.load(io.BytesIO((folder / "epoch-3.pt").read_bytes()), weights_only=True)
+    state["loss"] = 0.0
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    (folder / "epoch-3.pt").write_bytes(buf.getvalue())
+    vctx, vnet, vopt, vdata = setup(tmp_path, verify_epochs=[4])
+    fit(vctx, vnet, vopt, vdata, epochs=4, batch_size=8, seed=1)
+    assert vctx.verification == {**vctx.verification, "ok": False,
+                                 "reason": "the checkpoint after epoch 3 does not match its commitment"}  # fmt: skip
