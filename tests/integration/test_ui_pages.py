@@ -184,3 +184,18 @@ def test_provide_publishes_a_dataset_refuses_bad_input_and_the_builder_offers_it
     assert at.session_state["draft"].blocks["faq"]["params"] == {"path": str(ds.path)}
     assert any(ds.id in s for s in texts(at.success))
     assert any(m.label == "Quoted price" for m in at.metric)  # still valid, now including the dataset
+
+
+def test_provide_lists_compute_offers_and_how_to_add_one():
+    from runtime.db import session_factory
+    from runtime.providers import Hardware, register_offer
+
+    with session_factory()() as s:
+        row = register_offer(s, name="ui-rig", tier="cpu", price_wei_per_s=10**14, hardware=Hardware((), 4, 8.0))
+        s.commit()
+    at = page("provide")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("aib provider start --tier gpu-small" in c.value for c in at.code)
+    offers = at.dataframe[-1].value
+    shown = offers[offers["id"] == row.id]
+    assert list(shown["tier"]) == ["cpu"] and list(shown["price / hour"]) == ["0.36 AIC"]

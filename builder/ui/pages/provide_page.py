@@ -24,7 +24,9 @@ from runtime.db import Usage  # noqa: E402
 chain = chain_or_none()
 data_blocks = [b for b in all_blocks() if b.kind == Kind.DATA]
 
-tab_publish, tab_mine, tab_blocks = st.tabs(["Publish a dataset", "Published datasets", "Register a block"])
+tab_publish, tab_mine, tab_blocks, tab_compute = st.tabs(
+    ["Publish a dataset", "Published datasets", "Register a block", "Offer compute"]
+)
 with tab_publish:
     if chain is None:
         st.info(
@@ -158,3 +160,45 @@ with tab_blocks:
                     st.success(f"{ref} is asset {asset_id}, owned by {who} (tx {tx}).")
                 except AibError as exc:
                     st.error(str(exc))
+
+with tab_compute:
+    import pandas as pd
+
+    from runtime.db import ProviderRow
+    from runtime.distributed import server_info
+    from runtime.providers import busy_runs, is_online
+
+    st.write(
+        "A GPU or CPU is offered by running the provider agent **on that machine** (it checks the hardware, runs "
+        "a worker for its tier and sends heartbeats); pipelines whose compute is `compute.rented` are then placed "
+        "on the cheapest fitting offer (docs/compute.md)."
+    )
+    st.code(
+        "aib server start    # once, on the coordinating machine\n"
+        "aib provider start --tier gpu-small --price 0.36    # on each offering machine",
+        language="bash",
+    )
+    info = server_info()
+    if info is None:
+        st.info("The distributed server is not running here: `aib server start` starts it.")
+    else:
+        st.success(f"Distributed server running at {info['api_url']}.")
+    with db() as s:
+        load = busy_runs(s)
+        offers = [
+            {
+                "id": r.id,
+                "name": r.name,
+                "tier": r.tier,
+                "price / hour": aic(int(r.price_wei_per_s) * 3600),
+                "memory": f"{r.memory_gb:g} GB",
+                "load": f"{load.get(r.id, 0)}/{r.slots}",
+                "reputation": round(r.reputation, 2),
+                "online": is_online(r),
+            }
+            for r in s.query(ProviderRow).order_by(ProviderRow.id)
+        ]
+    if offers:
+        st.dataframe(pd.DataFrame(offers), hide_index=True, width="stretch")
+    else:
+        st.caption("No machine has offered compute yet.")
