@@ -7,8 +7,10 @@ import random
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from builder.errors import DataError
+from builder.spec import Block, BlockParams
 from runtime.store import sha256_file, sha256_tree
 
 Entry = tuple[str, str, Callable[[], bytes]]  # (label, name inside the folder or zip, reader of its bytes)
@@ -83,4 +85,37 @@ def content_fingerprint(root: Path) -> str:
     return sha256_tree(root) if root.is_dir() else "missing"
 
 
-__all__ = ["check_labels", "content_fingerprint", "labelled_files", "refuse_bad_files", "stratified_split"]
+class LabelledFolderBlock(Block):
+    """A data block reading a user's folder or .zip of labelled files (its params have `path`): the folder is
+    resolved against the pipeline, checked by reading it, and fingerprinted by content."""
+
+    upload_types = (".zip",)  # the workbench uploads a folder as a zip
+
+    @staticmethod
+    def _root(params: Any, base_dir: Path) -> Path:
+        p = Path(params.path)
+        return p if p.is_absolute() else base_dir / p
+
+    def _read(self, params: Any, base_dir: Path) -> Any:
+        """Every item with its label and name; DataError naming what cannot be used."""
+        raise NotImplementedError
+
+    def check(self, params: BlockParams, base_dir: Path) -> list[tuple[str, str]]:
+        try:
+            self._read(params, base_dir)
+        except DataError as exc:
+            return [("path", str(exc))]
+        return []
+
+    def fingerprint(self, params: BlockParams, base_dir: Path) -> str:
+        return content_fingerprint(self._root(params, base_dir))
+
+
+__all__ = [
+    "LabelledFolderBlock",
+    "check_labels",
+    "content_fingerprint",
+    "labelled_files",
+    "refuse_bad_files",
+    "stratified_split",
+]

@@ -250,28 +250,10 @@ def _alive(pid: int) -> bool:
 @providers_app.command("list")
 def providers_list(json_: JsonFlag = False) -> None:
     """Every compute offer: tier, price, hardware, reputation, load and whether it is online."""
-    from runtime.db import ProviderRow
-    from runtime.providers import busy_runs, is_online
+    from runtime.providers import offer_rows
 
     with _session() as s:
-        load = busy_runs(s)
-        rows = [
-            {
-                "id": r.id,
-                "name": r.name,
-                "tier": r.tier,
-                "price_per_hour_wei": int(r.price_wei_per_s) * 3600,
-                "memory_gb": r.memory_gb,
-                "slots": r.slots,
-                "load": load.get(r.id, 0),
-                "reputation": r.reputation,
-                "online": is_online(r),
-                "hardware": r.hardware,
-                "datasets": r.datasets,
-                "heartbeat_at": r.heartbeat_at.isoformat() if r.heartbeat_at else None,
-            }
-            for r in s.query(ProviderRow).order_by(ProviderRow.id)
-        ]
+        rows = offer_rows(s)
     if json_:
         _print_json(rows)
         return

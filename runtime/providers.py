@@ -161,6 +161,28 @@ def offers(s: Session) -> list[Provider]:
     ]
 
 
+def offer_rows(s: Session) -> list[dict[str, Any]]:
+    """Every offer as plain data (what `aib providers list --json` prints and the Provide page shows)."""
+    load = busy_runs(s)
+    return [
+        {
+            "id": r.id,
+            "name": r.name,
+            "tier": r.tier,
+            "price_per_hour_wei": int(r.price_wei_per_s) * 3600,
+            "memory_gb": r.memory_gb,
+            "slots": r.slots,
+            "load": load.get(r.id, 0),
+            "reputation": r.reputation,
+            "online": is_online(r),
+            "hardware": r.hardware,
+            "datasets": r.datasets,
+            "heartbeat_at": r.heartbeat_at.isoformat() if r.heartbeat_at else None,
+        }
+        for r in s.scalars(select(ProviderRow).order_by(ProviderRow.id))
+    ]
+
+
 def held_datasets(data_dir: str | None) -> list[str]:
     """Content hashes of the data this machine holds: published datasets and digitized shards (locality)."""
     from pathlib import Path
@@ -188,6 +210,7 @@ __all__ = [
     "held_datasets",
     "is_online",
     "mark_stopped",
+    "offer_rows",
     "offers",
     "provider_id",
     "register_offer",

@@ -13,13 +13,13 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from blocks import MODEL_PROVIDER
-from blocks.speech.audio import MAX_SECONDS, SAMPLE_RATE, decode_audio
-from blocks.speech.predictor import MAX_AUDIO_BYTES, AudioBatchRequest, AudioRequest
+from blocks.speech.audio import SAMPLE_RATE
+from blocks.speech.predictor import AudioInput
 from blocks.speech.synth import SILENCE, UNKNOWN, AudioClips
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.bundle import item_bytes, item_too_large, register_predictor
+from runtime.bundle import register_predictor
 from runtime.context import StepContext
 
 WORD = re.compile(r"^[a-z][a-z']*$")
@@ -164,32 +164,16 @@ class TranscriptResponse(BaseModel):
 
 
 @register_predictor("asr-pocketsphinx")
-class AsrPredictor:
+class AsrPredictor(AudioInput):
     """The bundled en-US decoder with the bundle's grammar; one decoder per serving thread (they keep state)."""
 
-    Request = AudioRequest
     Response = TranscriptResponse
-    BatchRequest = AudioBatchRequest
-    accepts_file = True
-    upload = ("Audio (WAV or FLAC)", ["wav", "flac"])
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
         self.manifest = manifest
         self.grammar = manifest.get("grammar")
         self._local = threading.local()
         decoder(self.grammar)  # a bad grammar fails at load, not on the first call
-
-    def items_from_batch(self, batch: BaseModel) -> list[dict[str, Any]]:
-        return [{"audio_base64": b} for b in batch.audios_base64]  # type: ignore[attr-defined]
-
-    def check_item(self, item: dict[str, Any]) -> str | None:
-        return item_too_large(item, "audio_base64", MAX_AUDIO_BYTES, "audio")
-
-    def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
-        """Decode the request's audio (BadItem, answered with 422, when it is not WAV or FLAC)."""
-        if "samples" in item:
-            return item
-        return {"samples": decode_audio(item_bytes(item, "audio_base64"), MAX_SECONDS)}
 
     def predict_proba(self, items: list[dict[str, Any]]) -> np.ndarray:
         raise NotImplementedError("a speech recogniser gives text, not class probabilities")

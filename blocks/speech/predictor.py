@@ -27,21 +27,14 @@ class AudioResponse(BaseModel):
     score: float = Field(description="Its probability, 0..1")
 
 
-@register_predictor("audio-classifier")
-class AudioClassifierPredictor:
-    """One onnxruntime session per process; the graph computes its own log-mel features from the waveform."""
+class AudioInput:
+    """What every predictor taking audio shares: a WAV or FLAC upload (field `file`) or base64 JSON, size-checked
+    before decoding, decoded to 16 kHz mono in `prepare` (BadItem, answered with 422, when it is not audio)."""
 
     Request = AudioRequest
-    Response = AudioResponse
     BatchRequest = AudioBatchRequest
     accepts_file = True
     upload = ("Audio (WAV or FLAC)", ["wav", "flac"])  # what the workbench's Try it asks for
-
-    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
-        self.manifest = manifest
-        self.labels: list[str] = manifest["labels"]
-        self.samples = int(manifest["samples"])
-        self.session = onnx_session(bundle_dir / manifest["model_file"], threads)
 
     def items_from_batch(self, batch: BaseModel) -> list[dict[str, Any]]:
         return [{"audio_base64": b} for b in batch.audios_base64]  # type: ignore[attr-defined]
@@ -50,10 +43,28 @@ class AudioClassifierPredictor:
         return item_too_large(item, "audio_base64", MAX_AUDIO_BYTES, "audio")
 
     def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
-        """Decode the request's WAV or FLAC into the model's input (BadItem, answered with 422, when it is not one)."""
         if "samples" in item:
             return item
-        return {"samples": fit_length(decode_audio(item_bytes(item, "audio_base64"), MAX_SECONDS), self.samples)}
+        return {"samples": decode_audio(item_bytes(item, "audio_base64"), MAX_SECONDS)}
+
+
+@register_predictor("audio-classifier")
+class AudioClassifierPredictor(AudioInput):
+    """One onnxruntime session per process; the graph computes its own log-mel features from the waveform."""
+
+    Response = AudioResponse
+
+    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+        self.manifest = manifest
+        self.labels: list[str] = manifest["labels"]
+        self.samples = int(manifest["samples"])
+        self.session = onnx_session(bundle_dir / manifest["model_file"], threads)
+
+    def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
+        """The request's audio fitted to the model's clip length."""
+        if "samples" in item and len(item["samples"]) == self.samples:
+            return item
+        return {"samples": fit_length(super().prepare(item)["samples"], self.samples)}
 
     def predict_proba(self, items: list[dict[str, Any]]) -> np.ndarray:
         x = np.stack([self.prepare(i)["samples"] for i in items]).astype(np.float32)

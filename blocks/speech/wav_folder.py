@@ -12,13 +12,13 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from blocks import DATA_PROVIDER
-from blocks.folders import check_labels, content_fingerprint, labelled_files, refuse_bad_files, stratified_split
+from blocks.folders import LabelledFolderBlock, check_labels, labelled_files, refuse_bad_files, stratified_split
 from blocks.speech.audio import MAX_SECONDS, SAMPLE_RATE, decode_audio, encode_wav, fit_length
 from blocks.speech.synth import AudioClips
 from builder.errors import DataError
 from builder.ports import Port, PortType
 from builder.registry import register_block
-from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
+from builder.spec import BlockParams, Kind, Price, PriceUnit
 from runtime.bundle import BadItem
 from runtime.context import StepContext
 
@@ -74,7 +74,7 @@ class WavFolderParams(BlockParams):
 
 
 @register_block
-class WavFolder(Block):
+class WavFolder(LabelledFolderBlock):
     id = "speech.wav-folder"
     version = "1.0.0"
     kind = Kind.DATA
@@ -82,31 +82,13 @@ class WavFolder(Block):
     inputs = ()
     outputs = (Port("clips", PortType.AUDIO_CLIPS, "16 kHz clips by label with a stratified test split"),)
     Params = WavFolderParams
-    upload_types = (".zip",)  # the workbench uploads a folder as a zip
     price = Price(10**15, PriceUnit.RUN)  # 0.001 AIC per run
     provider = DATA_PROVIDER
     license = "user data"
     description = "Your recordings (WAV/FLAC, any rate), one sub-folder per label; unusable files are named."
 
-    @staticmethod
-    def _root(params: WavFolderParams, base_dir: Path) -> Path:
-        p = Path(params.path)
-        return p if p.is_absolute() else base_dir / p
-
     def _read(self, params: WavFolderParams, base_dir: Path) -> tuple[np.ndarray, list[str], list[str]]:
         return read_clips(self._root(params, base_dir), params.seconds, params.min_seconds, params.max_seconds)
-
-    def check(self, params: BlockParams, base_dir: Path) -> list[tuple[str, str]]:
-        assert isinstance(params, WavFolderParams)
-        try:
-            self._read(params, base_dir)
-        except DataError as exc:
-            return [("path", str(exc))]
-        return []
-
-    def fingerprint(self, params: BlockParams, base_dir: Path) -> str:
-        assert isinstance(params, WavFolderParams)
-        return content_fingerprint(self._root(params, base_dir))
 
     def load(self, params: WavFolderParams, base_dir: Path) -> AudioClips:
         """Read the recordings and split each label (the same seed gives the same split)."""

@@ -11,12 +11,12 @@ import numpy as np
 from pydantic import Field
 
 from blocks import DATA_PROVIDER
-from blocks.folders import check_labels, content_fingerprint, labelled_files, refuse_bad_files, stratified_split
+from blocks.folders import LabelledFolderBlock, check_labels, labelled_files, refuse_bad_files, stratified_split
 from blocks.vision.digits import ImageSet, png_data_uri
 from builder.errors import DataError
 from builder.ports import Port, PortType
 from builder.registry import register_block
-from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
+from builder.spec import BlockParams, Kind, Price, PriceUnit
 from runtime.context import StepContext
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -58,7 +58,7 @@ class ImageFolderParams(BlockParams):
 
 
 @register_block
-class ImageFolder(Block):
+class ImageFolder(LabelledFolderBlock):
     id = "vision.image-folder"
     version = "1.0.0"
     kind = Kind.DATA
@@ -66,32 +66,17 @@ class ImageFolder(Block):
     inputs = ()
     outputs = (Port("images", PortType.IMAGE_SET, "greyscale images by class with a stratified test split"),)
     Params = ImageFolderParams
-    upload_types = (".zip",)  # the workbench uploads a folder as a zip
     price = Price(10**15, PriceUnit.RUN)  # 0.001 AIC per run
     provider = DATA_PROVIDER
     license = "user data"
     description = "Your images (PNG/JPEG), one sub-folder per class, as a folder or a .zip; unreadable files are named."
 
-    @staticmethod
-    def _root(params: ImageFolderParams, base_dir: Path) -> Path:
-        p = Path(params.path)
-        return p if p.is_absolute() else base_dir / p
-
-    def check(self, params: BlockParams, base_dir: Path) -> list[tuple[str, str]]:
-        assert isinstance(params, ImageFolderParams)
-        try:
-            read_images(self._root(params, base_dir), params.size)
-        except DataError as exc:
-            return [("path", str(exc))]
-        return []
-
-    def fingerprint(self, params: BlockParams, base_dir: Path) -> str:
-        assert isinstance(params, ImageFolderParams)
-        return content_fingerprint(self._root(params, base_dir))
+    def _read(self, params: ImageFolderParams, base_dir: Path) -> tuple[np.ndarray, list[str], list[str]]:
+        return read_images(self._root(params, base_dir), params.size)
 
     def load(self, params: ImageFolderParams, base_dir: Path) -> ImageSet:
         """Read the images and split each class (the same seed gives the same split)."""
-        images, classes, names = read_images(self._root(params, base_dir), params.size)
+        images, classes, names = self._read(params, base_dir)
         labels = sorted(set(classes))
         train, test = stratified_split(classes, params.test_fraction, params.seed)
         y = np.array([labels.index(c) for c in classes], dtype=np.int64)
@@ -106,7 +91,7 @@ class ImageFolder(Block):
 
     def preview(self, params: ImageFolderParams, base_dir: Path, rows: int = 5, seed: int | None = None) -> list[dict]:
         """A random sample of images with their class (the image column holds PNG data URIs)."""
-        images, classes, _ = read_images(self._root(params, base_dir), params.size)
+        images, classes, _ = self._read(params, base_dir)
         picks = random.Random(seed).sample(range(len(classes)), min(rows, len(classes)))
         return [{"image": png_data_uri(images[i], scale=max(1, 64 // params.size)), "label": classes[i]} for i in picks]
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 import yaml
@@ -46,6 +47,31 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@contextmanager
+def agents_online(*offers: tuple[str, str]):
+    """Provider agents (name, price per hour) on this machine, yielded once all are online: {name: offer}."""
+    agents = {n: spawn("provider", "start", "--tier", "cpu", "--price", p, "--name", n) for n, p in offers}
+    try:
+
+        def online():
+            rows = [r for r in json.loads(aib("providers", "list", "--json").stdout or "[]") if r["online"]]
+            named = {r["name"]: r for r in rows if r["name"] in agents}
+            return named if len(named) == len(agents) else None
+
+        listed = wait_for(online, 90, f"{len(agents)} online providers")
+        time.sleep(3)  # the workers have polled their queues once
+        yield listed, agents
+    finally:
+        for a in agents.values():
+            if a.poll() is None:
+                os.killpg(a.pid, signal.SIGTERM)
+        for a in agents.values():
+            try:
+                a.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(a.pid, signal.SIGKILL)
+
+
 @pytest.fixture(scope="module")
 def server():
     started = aib("server", "start", "--port", str(free_port()), "--json", timeout=240)
@@ -68,23 +94,8 @@ def test_a_run_goes_to_the_cheaper_provider_and_runs_in_its_worker(server, tmp_p
     unknown = aib("provider", "start", "--tier", "tpu", "--price", "1")
     assert unknown.returncode == 2 and "unknown compute tier 'tpu'" in unknown.stderr
 
-    agents = [spawn("provider", "start", "--tier", "cpu", "--price", p, "--name", n)
-              for p, n in (("0.36", "cheap"), ("0.72", "dear"))]  # fmt: skip
-    try:
-
-        def online():
-            listed = aib("providers", "list", "--json")
-            rows = [r for r in json.loads(listed.stdout or "[]") if r["online"] and r["name"] in ("cheap", "dear")]
-            return {r["name"]: r for r in rows} if len(rows) == 2 else None
-
-        offers = wait_for(online, 90, "two online providers")
-        time.sleep(3)  # the workers have polled their queues once
-
-        src = shutil.copytree(TEMPLATES, tmp_path / "t", ignore=shutil.ignore_patterns("*.md"))
-        pipeline = yaml.safe_load((src / "faq-chatbot.yaml").read_text())
-        pipeline["compute"] = {"use": "compute.rented@1.0.0", "params": {"tier": "cpu"}}
-        path = src / "faq-rented.yaml"
-        path.write_text(yaml.safe_dump(pipeline))
+    with agents_online(("cheap", "0.36"), ("dear", "0.72")) as (offers, _):
+        path = rented_copy(tmp_path)
         done = aib("run", str(path), "--set", "classifier.epochs=5", "--json", timeout=400)
         assert done.returncode == 0, done.stdout + done.stderr
         summary = json.loads(done.stdout)
@@ -102,21 +113,13 @@ def test_a_run_goes_to_the_cheaper_provider_and_runs_in_its_worker(server, tmp_p
 
         again = aib("run", str(path), "--set", "classifier.epochs=1", "--json", timeout=200)
         assert again.returncode == 0 and json.loads(again.stdout)["provider_id"] == offers["cheap"]["id"]  # free again
-        big = dict(pipeline, compute={"use": "compute.rented@1.0.0", "params": {"tier": "gpu-large"}})
-        (src / "faq-big.yaml").write_text(yaml.safe_dump(big))
-        refused = aib("run", str(src / "faq-big.yaml"), "--json", timeout=120)
+        big = yaml.safe_load(path.read_text())
+        big["compute"]["params"]["tier"] = "gpu-large"
+        (path.parent / "faq-big.yaml").write_text(yaml.safe_dump(big))
+        refused = aib("run", str(path.parent / "faq-big.yaml"), "--json", timeout=120)
         assert refused.returncode == 1
         assert json.loads(refused.stdout)["error"] == "no provider: no online provider offers tier gpu-large or above"
         cheat_and_get_caught(path, summary["run_id"], offers["cheap"]["id"])
-    finally:
-        for a in agents:
-            if a.poll() is None:
-                os.killpg(a.pid, signal.SIGTERM)
-        for a in agents:
-            try:
-                a.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(a.pid, signal.SIGKILL)
     listed = json.loads(aib("providers", "list", "--json").stdout)
     assert not [r for r in listed if r["name"] in ("cheap", "dear") and r["online"]]  # stopped agents are offline
 
@@ -149,17 +152,7 @@ def test_a_preempted_run_resumes_from_its_checkpoint_elsewhere_and_ends_as_if_ne
 
     from runtime.db import MetricPoint, Usage, session_factory
 
-    agents = {n: spawn("provider", "start", "--tier", "cpu", "--price", p, "--name", n)
-              for p, n in (("0.36", "miner-a"), ("0.72", "miner-b"))}  # fmt: skip
-    try:
-
-        def online():
-            rows = [r for r in json.loads(aib("providers", "list", "--json").stdout or "[]") if r["online"]]
-            named = {r["name"]: r for r in rows if r["name"] in agents}
-            return named if len(named) == 2 else None
-
-        offers = wait_for(online, 90, "two online providers")
-        time.sleep(3)
+    with agents_online(("miner-a", "0.36"), ("miner-b", "0.72")) as (offers, _):
         path = rented_copy(tmp_path)
         # Slow enough to be stopped half-way; a seed of its own gives fresh cache keys (no earlier checkpoint).
         overrides = ["classifier.epochs=150", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
@@ -184,15 +177,6 @@ def test_a_preempted_run_resumes_from_its_checkpoint_elsewhere_and_ends_as_if_ne
                       if u.block_id == "compute.rented"}  # fmt: skip
         assert resumed is not None and 2 <= resumed <= stopped_at < 150
         assert billed == {offers["miner-a"]["id"], offers["miner-b"]["id"]}  # each for the time it worked
-    finally:
-        for a in agents.values():
-            if a.poll() is None:
-                os.killpg(a.pid, signal.SIGTERM)
-        for a in agents.values():
-            try:
-                a.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(a.pid, signal.SIGKILL)
 
     # The same training never interrupted (this machine, a fresh data folder): the same result.
     fresh = {**env(), "AIB_HOME": str(tmp_path / "fresh-home")}
@@ -211,17 +195,7 @@ def test_a_preempted_run_resumes_from_its_checkpoint_elsewhere_and_ends_as_if_ne
 def test_a_provider_that_vanishes_is_dropped_and_its_run_resumes_elsewhere_unpaid_for_the_lost_step(server, tmp_path):
     from runtime.db import Run, Usage, session_factory
 
-    agents = {n: spawn("provider", "start", "--tier", "cpu", "--price", p, "--name", n)
-              for p, n in (("0.30", "flaky"), ("0.90", "steady"))}  # fmt: skip
-    try:
-
-        def online():
-            rows = [r for r in json.loads(aib("providers", "list", "--json").stdout or "[]") if r["online"]]
-            named = {r["name"]: r for r in rows if r["name"] in agents}
-            return named if len(named) == 2 else None
-
-        offers = wait_for(online, 90, "two online providers")
-        time.sleep(3)
+    with agents_online(("flaky", "0.30"), ("steady", "0.90")) as (offers, agents):
         path = rented_copy(tmp_path)
         overrides = ["classifier.epochs=150", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
         run = spawn("run", str(path), "--json", *sum((["--set", o] for o in overrides), []))
@@ -243,15 +217,6 @@ def test_a_provider_that_vanishes_is_dropped_and_its_run_resumes_elsewhere_unpai
                       if u.block_id == "compute.rented" and u.node_id == "classifier"}  # fmt: skip
         # Steps the vanished provider finished are paid; the training step it never finished is not.
         assert billed == {offers["steady"]["id"]}
-    finally:
-        for a in agents.values():
-            if a.poll() is None:
-                os.killpg(a.pid, signal.SIGTERM)
-        for a in agents.values():
-            try:
-                a.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(a.pid, signal.SIGKILL)
 
 
 def cheat_and_get_caught(path, run_id: str, provider_id: str) -> None:

@@ -164,9 +164,8 @@ with tab_blocks:
 with tab_compute:
     import pandas as pd
 
-    from runtime.db import ProviderRow
     from runtime.distributed import server_info
-    from runtime.providers import busy_runs, is_online
+    from runtime.providers import offer_rows
 
     st.write(
         "A GPU or CPU is offered by running the provider agent **on that machine** (it checks the hardware, runs "
@@ -184,19 +183,18 @@ with tab_compute:
     else:
         st.success(f"Distributed server running at {info['api_url']}.")
     with db() as s:
-        load = busy_runs(s)
         offers = [
             {
-                "id": r.id,
-                "name": r.name,
-                "tier": r.tier,
-                "price / hour": aic(int(r.price_wei_per_s) * 3600),
-                "memory": f"{r.memory_gb:g} GB",
-                "load": f"{load.get(r.id, 0)}/{r.slots}",
-                "reputation": round(r.reputation, 2),
-                "online": is_online(r),
+                "id": r["id"],
+                "name": r["name"],
+                "tier": r["tier"],
+                "price / hour": aic(r["price_per_hour_wei"]),
+                "memory": f"{r['memory_gb']:g} GB",
+                "load": f"{r['load']}/{r['slots']}",
+                "reputation": round(r["reputation"], 2),
+                "online": r["online"],
             }
-            for r in s.query(ProviderRow).order_by(ProviderRow.id)
+            for r in offer_rows(s)
         ]
     if offers:
         st.dataframe(pd.DataFrame(offers), hide_index=True, width="stretch")
