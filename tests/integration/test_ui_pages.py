@@ -199,3 +199,24 @@ def test_provide_lists_compute_offers_and_how_to_add_one():
     offers = at.dataframe[-1].value
     shown = offers[offers["id"] == row.id]
     assert list(shown["tier"]) == ["cpu"] and list(shown["price / hour"]) == ["0.36 AIC"]
+
+
+def test_runs_page_shows_where_a_rented_run_ran_and_its_verification():
+    from runtime.db import Run, session_factory, utcnow
+
+    verification = {
+        "classifier": {"ok": True, "epochs": 20, "checked": [4, 17], "max_abs_diff": 0.0},
+        "kws": {"ok": False, "epochs": 20, "checked": [3], "reason": "epoch 3 replayed to weights 2.1e-02 away"},
+        "features": {"ok": None, "reason": "its inputs are not in this machine's cache"},
+    }
+    with session_factory()() as s:
+        s.add(Run(id="run-rented-ui", name="rented", status="failed", error="verification failed", pipeline_yaml="",
+                  pipeline_hash="h", overrides=[], plan={}, plan_hash="p", quote_wei=0, created_at=utcnow(),
+                  metrics={"accuracy": 0.9, "verification": verification}, provider_id="prov-x",
+                  allocation="prov-x (cpu, 8 GB) of 2 eligible provider(s): lowest cost"))  # fmt: skip
+        s.commit()
+    at = page("runs", selected_run="run-rented-ui")
+    assert any("the Resource Allocator chose prov-x (cpu, 8 GB)" in t for t in texts(at.info))
+    assert any(t.startswith("Verified classifier: epochs [4, 17] of 20") for t in texts(at.success))
+    assert any(t.startswith("Verification of kws failed: epoch 3 replayed") for t in texts(at.error))
+    assert any(t.startswith("features was not verified") for t in texts(at.warning))

@@ -77,6 +77,16 @@ def _progress(run_id: str) -> str:
         cols = st.columns(min(4, len(metrics)))
         for i, (name, value) in enumerate(sorted(metrics.items())):
             cols[i % len(cols)].metric(name, f"{value:.3f}" if isinstance(value, float) else str(value))
+    for node, found in (summary["metrics"].get("verification") or {}).items():
+        if found.get("ok") is True:
+            st.success(
+                f"Verified {node}: epochs {found.get('checked')} of {found.get('epochs')} replayed on this machine "
+                f"match the provider's committed weights (largest difference {found.get('max_abs_diff', 0):.1e})."
+            )
+        elif found.get("ok") is False:
+            st.error(f"Verification of {node} failed: {found.get('reason')}. The provider is not paid for this run.")
+        else:
+            st.warning(f"{node} was not verified: {found.get('reason')}.")
     matrix = summary["metrics"].get("confusion_matrix")
     if isinstance(matrix, list) and matrix:
         st.caption("Confusion matrix on the evaluation split (rows: true class, columns: predicted)")
