@@ -162,9 +162,9 @@ def provider_start(
             s.commit()
         preempted = preempt_runs(pid_)
         _pid_file(pid_).unlink(missing_ok=True)
-        from runtime.distributed import _kill
+        from runtime.processes import stop_process_group
 
-        _kill(worker.pid)
+        stop_process_group(worker.pid)
         out.print(f"provider {pid_} stopped" + (f"; preempted {preempted} run(s), which resume elsewhere" if preempted
                                                  else ""))  # fmt: skip
     raise typer.Exit(code)
@@ -226,25 +226,15 @@ def provider_stop(
     # Wait until each agent has preempted its runs and exited: then the machine is really free.
     import time
 
+    from runtime.processes import pid_alive
+
     deadline = time.monotonic() + 180
     while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if _alive(p)]
+        pids = [p for p in pids if pid_alive(p)]
         time.sleep(0.2)
     if pids:
         _fail(f"provider agent(s) {', '.join(map(str, pids))} did not stop within 180 s", 1)
     out.print(f"stopped {len(files)} provider agent(s)")
-
-
-def _alive(pid: int) -> bool:
-    """Running (an exited process its parent has not reaped yet, a zombie, counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 @providers_app.command("list")

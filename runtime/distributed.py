@@ -22,12 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from builder.errors import AibError
 from runtime.allocator import TIERS
 from runtime.config import get_settings
 from runtime.prefect_env import configure_prefect
+from runtime.processes import pid_alive, stop_process_group, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW_NAME = "aib-pipeline"
@@ -51,11 +50,7 @@ def server_info() -> dict[str, Any] | None:
         info = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(int(info["pid"]), 0)
-    except (OSError, KeyError, ValueError):
-        return None
-    return info
+    return info if isinstance(info, dict) and pid_alive(info.get("pid")) else None
 
 
 def api_url() -> str:
@@ -64,13 +59,6 @@ def api_url() -> str:
     if info is None:
         raise ServerError("no distributed server is running; start one with `aib server start`")
     return info["api_url"]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def start_server(port: int = 4200, database_url: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
@@ -102,47 +90,21 @@ def start_server(port: int = 4200, database_url: str | None = None, timeout: flo
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + timeout
-    while not _healthy(url):
+    if not wait_for_http(proc, f"{url}/health", timeout):
         if proc.poll() is not None:
             raise ServerError(
                 f"prefect server exited with code {proc.returncode}; see {settings.home / 'prefect-server.log'}"
             )
-        if time.monotonic() > deadline:
-            _kill(proc.pid)
-            raise ServerError(f"prefect server did not answer on port {port} within {timeout:.0f} s")
-        time.sleep(0.5)
+        stop_process_group(proc.pid)
+        raise ServerError(f"prefect server did not answer on port {port} within {timeout:.0f} s")
     info = {"api_url": url, "pid": proc.pid, "port": port, "database": "postgresql" if database_url else "sqlite"}
     try:
         prepare_pools(url)
     except Exception as exc:
-        _kill(proc.pid)
+        stop_process_group(proc.pid)
         raise ServerError(f"the server started but its work pools could not be created: {exc}") from exc
     _server_file().write_text(json.dumps(info))
     return info
-
-
-def _kill(pid: int, grace: float = 10.0) -> None:
-    """SIGTERM a process group, then SIGKILL it if it has not exited within `grace` seconds."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except OSError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def stop_server() -> bool:
@@ -151,7 +113,7 @@ def stop_server() -> bool:
     _server_file().unlink(missing_ok=True)
     if info is None:
         return False
-    _kill(int(info["pid"]))
+    stop_process_group(int(info["pid"]))
     return True
 
 

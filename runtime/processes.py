@@ -25,6 +25,25 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def stop_process_group(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group led by `pid` (a child started with start_new_session), then SIGKILL it if its
+    leader has not exited within `grace` seconds."""
+    import signal
+
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + grace
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if pid_alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def port_free(host: str, port: int) -> bool:
     """Whether `host:port` can be bound right now."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -61,4 +80,4 @@ def wait_for_http(proc: subprocess.Popen, url: str, timeout_s: float = 60.0) -> 
     return False
 
 
-__all__ = ["free_port", "pid_alive", "port_free", "wait_for_http"]
+__all__ = ["free_port", "pid_alive", "port_free", "stop_process_group", "wait_for_http"]
