@@ -19,11 +19,12 @@ import numpy as np
 from pydantic import Field
 
 from blocks import DATA_PROVIDER
-from blocks.speech.audio import SAMPLE_RATE, decode_wav, encode_wav, fit_length
+from blocks.speech.audio import MAX_SECONDS, SAMPLE_RATE, decode_wav, encode_wav, fit_length
 from builder.errors import DataError
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
+from runtime.bundle import BadItem
 from runtime.context import StepContext
 from runtime.store import atomic_write_bytes
 
@@ -50,25 +51,39 @@ class AudioClips:
     features: Any = None
 
 
-def espeak_variants() -> list[str]:
-    """espeak-ng's voice variants (m1, f3, croak, …), sorted; DataError when espeak-ng is not installed."""
+def _voices(listing: str) -> list[str]:
+    """The lines of an espeak-ng voice listing (`--voices`, `--voices=variant`) after its header; DataError when
+    espeak-ng is not installed."""
     exe = shutil.which(ESPEAK)
     if exe is None:
         raise DataError("espeak-ng is not installed; `make run` or `make test` installs it (apt-get install espeak-ng)")
-    out = subprocess.run([exe, "--voices=variant"], capture_output=True, text=True, check=True).stdout
-    files = {t.removeprefix("!v/") for line in out.splitlines()[1:] for t in line.split() if t.startswith("!v/")}
-    return sorted(files)
+    return subprocess.run([exe, listing], capture_output=True, text=True, check=True).stdout.splitlines()[1:]
 
 
-def speak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
-    """`text` spoken by espeak-ng, as 16 kHz mono float32."""
+def espeak_variants() -> list[str]:
+    """espeak-ng's voice variants (m1, f3, croak, …), sorted; DataError when espeak-ng is not installed."""
+    return sorted({t.removeprefix("!v/") for line in _voices("--voices=variant") for t in line.split()
+                   if t.startswith("!v/")})  # fmt: skip
+
+
+def espeak_languages() -> set[str]:
+    """The language voices espeak-ng has here (en-us, en-gb, de, …); DataError when it is not installed."""
+    return {line.split()[1] for line in _voices("--voices") if len(line.split()) > 1}
+
+
+def speak(text: str, voice: str, speed: int, pitch: int, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """`text` spoken by espeak-ng, as 16 kHz mono float32. The text goes in on stdin, never as an argument (a
+    word starting with "-" would be read as an option); BadItem when espeak-ng cannot speak it."""
     with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run(
-            [ESPEAK, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, text],
-            check=True,
+        done = subprocess.run(
+            [ESPEAK, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, "--stdin"],
+            input=text.encode("utf-8"),
             capture_output=True,
+            timeout=60,
         )
-        return decode_wav(Path(f.name).read_bytes())
+        if done.returncode != 0:
+            raise BadItem(f"espeak-ng could not speak the text: {done.stderr.decode(errors='replace').strip()}")
+        return decode_wav(Path(f.name).read_bytes(), max_seconds)
 
 
 def _augment(clip: np.ndarray, rng: np.random.Generator, noise: float, reverb: float) -> np.ndarray:

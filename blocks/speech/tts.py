@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +11,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from blocks import MODEL_PROVIDER
-from blocks.speech.audio import SAMPLE_RATE, decode_wav, encode_wav
-from blocks.speech.synth import ESPEAK, espeak_variants
+from blocks.speech.audio import SAMPLE_RATE, encode_wav
+from blocks.speech.synth import espeak_languages, espeak_variants, speak
 from builder.errors import DataError
 from builder.ports import Port, PortType
 from builder.registry import register_block
@@ -24,29 +21,6 @@ from runtime.bundle import BadItem, register_predictor
 from runtime.context import StepContext
 
 MAX_SPOKEN_SECONDS = 120.0
-
-
-def espeak_languages() -> set[str]:
-    """The language voices espeak-ng has here (en-us, en-gb, de, …); DataError when it is not installed."""
-    exe = shutil.which(ESPEAK)
-    if exe is None:
-        raise DataError("espeak-ng is not installed; `make run` or `make test` installs it (apt-get install espeak-ng)")
-    out = subprocess.run([exe, "--voices"], capture_output=True, text=True, check=True).stdout
-    return {line.split()[1] for line in out.splitlines()[1:] if len(line.split()) > 1}
-
-
-def say(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
-    """`text` spoken by espeak-ng as 16 kHz mono float32 (the text goes in on stdin, never as an argument)."""
-    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        done = subprocess.run(
-            [ESPEAK, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, "--stdin"],
-            input=text.encode("utf-8"),
-            capture_output=True,
-            timeout=60,
-        )
-        if done.returncode != 0:
-            raise BadItem(f"espeak-ng could not speak the text: {done.stderr.decode(errors='replace').strip()}")
-        return decode_wav(Path(f.name).read_bytes(), MAX_SPOKEN_SECONDS)
 
 
 @dataclass
@@ -105,7 +79,7 @@ class TtsEspeak(Block):
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         assert isinstance(params, TtsParams)
-        sample = say("Hello, this is your new voice.", params.voice, params.speed, params.pitch)
+        sample = speak("Hello, this is your new voice.", params.voice, params.speed, params.pitch, MAX_SPOKEN_SECONDS)
         ctx.log_metric("sample_seconds", len(sample) / SAMPLE_RATE)
         return {"model": TtsModel(params.voice, params.speed, params.pitch, {"voice": params.voice})}
 
@@ -156,7 +130,7 @@ class TtsPredictor:
     def predict(self, items: list[dict[str, str]]) -> list[dict[str, Any]]:
         out = []
         for item in items:
-            x = say(self.prepare(item)["text"], self.voice, self.speed, self.pitch)
+            x = speak(self.prepare(item)["text"], self.voice, self.speed, self.pitch, MAX_SPOKEN_SECONDS)
             out.append(
                 {
                     "audio_base64": base64.b64encode(encode_wav(x)).decode(),
