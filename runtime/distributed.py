@@ -341,12 +341,11 @@ def verify_run(run_id: str, pipeline: Any, plan: Any, rate: float = VERIFY_RATE)
     """Spot-check the training a provider did for a finished run: replay a secret random sample of each training
     step's committed epochs here and compare. A mismatch fails the run, withholds the provider's compute payment
     for it and halves its reputation. The findings per step (also kept in the run's metrics)."""
-    import hashlib
     import random
 
     from runtime.db import ProviderRow, Run, Usage, session_factory, utcnow
     from runtime.runner import verify_step
-    from runtime.verification import choose_segments
+    from runtime.verification import choose_segments, commitments_root
 
     settings = get_settings()
     secret = os.urandom(32)
@@ -360,8 +359,7 @@ def verify_run(run_id: str, pipeline: Any, plan: Any, rate: float = VERIFY_RATE)
         n = len(commitments) - 1
         if n <= 0:
             continue
-        root = hashlib.sha256("".join(commitments).encode()).hexdigest()
-        picked = [k + 1 for k in choose_segments(n, rate, root, secret)]
+        picked = [k + 1 for k in choose_segments(n, rate, commitments_root(commitments), secret)]
         picked = picked or [random.Random(secret).randrange(n) + 1]
         found = verify_step(run_id, pipeline, plan, step.node_id, picked)
         findings[step.node_id] = found or {"ok": None, "reason": "its inputs are not in this machine's cache"}

@@ -12,6 +12,7 @@ from torch import nn
 
 from runtime.context import StepContext
 from runtime.store import atomic_write_bytes
+from runtime.verification import checkpoint_hash, state_bytes
 
 
 def accuracy(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -95,7 +96,7 @@ def fit(
         if ctx.keep_segments:  # recommit the state it resumes from (another provider may have written it)
             _commit(ctx, start_epoch, ckpt_path.read_bytes())
     elif ctx.keep_segments:
-        _commit(ctx, 0, _state_bytes(module, opt, 0, loss_value))
+        _commit(ctx, 0, state_bytes(module, opt, epoch=0, loss=loss_value))
 
     for epoch in range(start_epoch, epochs):
         loss_value = _epoch(module, opt, x, y, loss_fn, seed, epoch, batch_size, ctx.device)
@@ -103,7 +104,7 @@ def fit(
         ctx.log_metric("loss", loss_value, epoch + 1)
         ctx.log_metric(f"train_{name}", measure(module, x, y), epoch + 1)
         ctx.log_metric(name, measure(module, ex, ey), epoch + 1)
-        state = _state_bytes(module, opt, epoch + 1, loss_value)
+        state = state_bytes(module, opt, epoch=epoch + 1, loss=loss_value)
         atomic_write_bytes(ckpt_path, state)
         if ctx.keep_segments:
             _commit(ctx, epoch + 1, state)
@@ -130,15 +131,8 @@ def _epoch(module, opt, x, y, loss_fn, seed: int, epoch: int, batch_size: int, d
     return total / len(y)
 
 
-def _state_bytes(module: nn.Module, opt: torch.optim.Optimizer, epoch: int, loss: float) -> bytes:
-    buf = io.BytesIO()
-    torch.save({"epoch": epoch, "loss": loss, "module": module.state_dict(), "optimizer": opt.state_dict()}, buf)
-    return buf.getvalue()
-
-
 def _commit(ctx: StepContext, epoch: int, state: bytes) -> None:
     """Keep the state after `epoch` (0: before training) and append its sha256 to the step's commitments."""
-    import hashlib
     import json
 
     folder = ctx.segments_dir
@@ -148,14 +142,13 @@ def _commit(ctx: StepContext, epoch: int, state: bytes) -> None:
     commitments = json.loads(path.read_text()) if path.exists() else []
     del commitments[epoch:]  # a resumed step recommits from where it resumed
     commitments += [""] * (epoch - len(commitments))  # an epoch lost to a crash cannot be verified
-    commitments.append(hashlib.sha256(state).hexdigest())
+    commitments.append(checkpoint_hash(state))
     atomic_write_bytes(path, json.dumps(commitments).encode())
 
 
 def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size: int) -> float:
     """Replay the epochs in ctx.verify_epochs from the provider's checkpoints and compare (runtime/verification);
     the module ends with the provider's final weights. Findings go to ctx.verification."""
-    import hashlib
     import json
     import time
 
@@ -168,7 +161,7 @@ def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size:
 
     def load(k: int) -> bytes:
         data = (folder / f"epoch-{k}.pt").read_bytes()
-        if hashlib.sha256(data).hexdigest() != commitments[k]:
+        if checkpoint_hash(data) != commitments[k]:
             raise ValueError(f"the checkpoint after epoch {k} does not match its commitment")
         return data
 

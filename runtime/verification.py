@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,10 +30,11 @@ from torch import nn
 TOLERANCE = 1e-4  # max abs difference of any weight: covers reduction-order noise, not real training drift
 
 
-def state_bytes(module: nn.Module, opt: torch.optim.Optimizer) -> bytes:
-    """The serialised training state (weights and optimiser state) at a segment boundary."""
+def state_bytes(module: nn.Module, opt: torch.optim.Optimizer, **extra: Any) -> bytes:
+    """The serialised training state (weights, optimiser state, and `extra` such as the epoch) at a segment
+    boundary: what a checkpoint holds and a commitment hashes."""
     buf = io.BytesIO()
-    torch.save({"module": module.state_dict(), "optimizer": opt.state_dict()}, buf)
+    torch.save({**extra, "module": module.state_dict(), "optimizer": opt.state_dict()}, buf)
     return buf.getvalue()
 
 
@@ -128,7 +130,12 @@ class WorkLog:
     @property
     def root(self) -> str:
         """One hash over all commitments (what a work receipt on chain records)."""
-        return hashlib.sha256("".join(self.commitments).encode()).hexdigest()
+        return commitments_root(self.commitments)
+
+
+def commitments_root(commitments: list[str]) -> str:
+    """One hash over a piece of work's commitments, in order."""
+    return hashlib.sha256("".join(commitments).encode()).hexdigest()
 
 
 def train_honestly(trainer: SegmentedTrainer, epochs: int) -> WorkLog:
@@ -225,8 +232,10 @@ __all__ = [
     "WorkLog",
     "checkpoint_hash",
     "choose_segments",
+    "commitments_root",
     "detection_probability",
     "max_abs_diff",
+    "state_bytes",
     "train_honestly",
     "verify",
     "weights_hash",
