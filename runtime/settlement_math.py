@@ -77,8 +77,12 @@ def plan_settlement(
             raise SettlementMathError(f"the ledger owes {total} wei plus fee but only {deposit_wei} wei was deposited")
         fixed = total - owed[overrun_block]
         # The largest payout p for the overrun block with fixed + p + fee(fixed + p) <= deposit.
+        # fixed + p + fee(fixed + p) grows with p; the estimate below is within a few wei of the answer (the fee
+        # is rounded down), on either side, so step up while the next wei still fits, then down while it does not.
         room = deposit_wei * BPS // (BPS + fee_bps) - fixed
-        while room > 0 and fixed + room + fee_on(fixed + room, fee_bps) > deposit_wei:
+        while fixed + room + 1 + fee_on(fixed + room + 1, fee_bps) <= deposit_wei:
+            room += 1
+        while room >= 0 and fixed + room + fee_on(fixed + room, fee_bps) > deposit_wei:
             room -= 1
         if room < 0:
             raise SettlementMathError(f"the per-run prices alone ({fixed} wei plus fee) exceed the deposit")
