@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,25 @@ class ShardEntry:
         return sum(s["bytes"] for a in self.manifest["arrays"].values() for s in a["shards"])
 
 
+def _manifest_for(path: Path, raw_hash: str, spec: dict[str, Any]) -> bool:
+    """Whether `path` holds a whole entry (its manifest is written last) for this raw data and transform."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("raw_hash") == raw_hash and manifest.get("spec") == spec
+
+
+def _discard(path: Path) -> None:
+    """Remove an entry: renamed aside first (atomic), so nobody sees half of it or deletes a newer one."""
+    trash = path.parent / f".trash-{uuid.uuid4().hex}"
+    try:
+        os.replace(path, trash)
+    except OSError:
+        return  # already gone (another reader or writer discarded it)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 class ShardStore:
     """Shards under `root/<raw hash>/<spec hash>/`, written atomically (a whole entry or nothing)."""
 
@@ -92,7 +112,7 @@ class ShardStore:
                 out[name] = array
             return out
         except (OSError, ValueError, KeyError, TypeError):
-            shutil.rmtree(path, ignore_errors=True)  # recompute rather than trust it
+            _discard(path)  # recompute rather than trust it
             return None
 
     def save(self, raw_hash: str, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
@@ -119,14 +139,21 @@ class ShardStore:
                     )  # fmt: skip
                 manifest["arrays"][name] = {"dtype": array.dtype.str, "shape": list(array.shape), "shards": shards}
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
-            if dest.exists():  # an earlier, possibly corrupt, entry: replaced whole
-                shutil.rmtree(dest, ignore_errors=True)
-            try:
-                os.replace(staging, dest)
-            except OSError:
-                if not (dest / MANIFEST).exists():
-                    raise
-                shutil.rmtree(staging, ignore_errors=True)  # another run stored the same entry first
+            # Another writer may store the same entry at the same moment: the content is the same (it is keyed
+            # by it), so whoever is first wins and the others discard their copy. An existing entry for other
+            # data (a corrupt or foreign manifest) is moved aside whole, never deleted in place under a reader.
+            for _ in range(10):
+                if _manifest_for(dest, raw_hash, spec):
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return dest
+                if dest.exists():
+                    _discard(dest)
+                try:
+                    os.replace(staging, dest)
+                    return dest
+                except OSError:  # a writer installed its copy between the check and the rename: look again
+                    continue
+            raise OSError(f"could not store shards at {dest}: other writers kept replacing it")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
