@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 BUILD_DIR = Path(__file__).resolve().parent / "build"
-CONTRACTS = ("AICToken", "AssetRegistry", "RunEscrow")
+CONTRACTS = ("AICToken", "AssetRegistry", "ContributionRewards", "RunEscrow")
 
 
 @functools.cache

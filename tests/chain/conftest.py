@@ -19,6 +19,9 @@ from chain.errors import decode_revert, revert_data
 ROOT = Path(__file__).resolve().parents[2]
 FEE_BPS = 250  # 2.5 %
 TIMEOUT = 3600
+CLAIM_WINDOW = 7 * 24 * 3600
+UNSTAKE_DELAY = 24 * 3600
+SLASH_BPS = 5_000
 
 
 def deploy(w3: Web3, artifact: dict, *args: Any, sender: str | None = None) -> Any:
@@ -98,7 +101,21 @@ def _deployed() -> SimpleNamespace:
         roles.admin,
         roles.settler,
     )
-    return SimpleNamespace(w3=w3, accounts=a, roles=roles, token=token, registry=registry, escrow=escrow)
+    rewards = deploy(
+        w3,
+        load_artifact("ContributionRewards"),
+        token.address,
+        registry.address,
+        roles.ecosystem,
+        CLAIM_WINDOW,
+        UNSTAKE_DELAY,
+        SLASH_BPS,
+        roles.admin,
+        roles.settler,
+    )
+    return SimpleNamespace(
+        w3=w3, accounts=a, roles=roles, token=token, registry=registry, escrow=escrow, rewards=rewards
+    )
 
 
 @pytest.fixture()

@@ -24,4 +24,4 @@ def test_artifacts_pin_the_compiler_and_evm_version():
         artifact = load_artifact(name)
         assert artifact["compiler"]["version"].startswith("0.8.37+")
         assert artifact["compiler"]["settings"]["evmVersion"] == "cancun"
-        assert artifact["bytecode"].startswith("0x60") and artifact["abi"]
+        assert artifact["bytecode"][:4] in ("0x60", "0x61") and artifact["abi"]  # PUSH1/PUSH2 of the free pointer
