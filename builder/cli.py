@@ -184,7 +184,7 @@ def ui(
 
 
 # Registered after validate/run/serve/ui so that `aib --help` lists those first.
-from builder import cli_catalog, cli_compute, cli_datasets, cli_quickstart  # noqa: E402, F401
+from builder import cli_catalog, cli_compute, cli_datasets, cli_quickstart, cli_rewards  # noqa: E402, F401
 
 
 def main() -> None:

@@ -15,6 +15,10 @@ from chain.client import connect, send, write_address_book
 FEE_BPS = 250  # 2.5 % protocol fee
 RECLAIM_TIMEOUT_S = 24 * 3600
 LOCAL_USER_FUNDS = 1_000 * 10**18  # AIC given to the local user account at first start
+CLAIM_WINDOW_S = 30 * 24 * 3600  # an epoch's rewards stay claimable for 30 days, then go back to the pool
+UNSTAKE_DELAY_S = 7 * 24 * 3600  # a provider's stake stays slashable for a week after it asks to withdraw
+SLASH_BPS = 5_000  # a proven cheat loses half its stake
+UNLIMITED = 2**256 - 1
 ASSET_KINDS = {"data": 0, "transform": 1, "model": 1, "compute": 2, "service": 3}
 
 
@@ -51,6 +55,9 @@ def ensure_deployed(url: str) -> dict[str, Any]:
         book = json.loads(book_path.read_text())
         escrow = book["contracts"]["RunEscrow"]
         if book.get("chain_id") == w3.eth.chain_id and w3.eth.get_code(escrow):
+            if "ContributionRewards" not in book["contracts"]:  # a chain deployed before rewards existed
+                book["contracts"]["ContributionRewards"] = deploy_rewards(w3, book["contracts"], book["roles"])
+                write_address_book(book)
             return book
     roles = local_roles(w3.eth.accounts)
     op = roles["operator"]
@@ -69,15 +76,39 @@ def ensure_deployed(url: str) -> dict[str, Any]:
     escrow = _deploy(w3, "RunEscrow", op, token, registry, roles["treasury"], FEE_BPS, RECLAIM_TIMEOUT_S, op, op)
     aic = w3.eth.contract(address=token, abi=load_artifact("AICToken")["abi"])
     send(w3, aic.functions.transfer(op, LOCAL_USER_FUNDS), roles["company"])
+    contracts = {"AICToken": token, "AssetRegistry": registry, "RunEscrow": escrow}
+    contracts["ContributionRewards"] = deploy_rewards(w3, contracts, roles)
     book = {
         "chain_id": w3.eth.chain_id,
         "rpc_url": url,
-        "contracts": {"AICToken": token, "AssetRegistry": registry, "RunEscrow": escrow},
+        "contracts": contracts,
         "roles": roles,
         "assets": register_catalog(w3, registry, op),
     }
     write_address_book(book)
     return book
+
+
+def deploy_rewards(w3: Any, contracts: dict[str, str], roles: dict[str, str]) -> str:
+    """Deploy ContributionRewards paying from the ecosystem-incentive pool, which approves it; its address."""
+    op = roles["operator"]
+    rewards = _deploy(
+        w3,
+        "ContributionRewards",
+        op,
+        contracts["AICToken"],
+        contracts["AssetRegistry"],
+        roles["ecosystem"],
+        CLAIM_WINDOW_S,
+        UNSTAKE_DELAY_S,
+        SLASH_BPS,
+        op,
+        op,
+    )
+    aic = w3.eth.contract(address=contracts["AICToken"], abi=load_artifact("AICToken")["abi"])
+    # The contract only pulls from the pool in closeEpoch, which only the operator may call, for the root's total.
+    send(w3, aic.functions.approve(rewards, UNLIMITED), roles["ecosystem"])
+    return rewards
 
 
 def register_block_asset(w3: Any, registry: Any, block: Any, owner: str, sender: str) -> tuple[int, Any]:
@@ -120,6 +151,7 @@ def register_catalog(w3: Any, registry: str, sender: str) -> dict[str, int]:
 
 __all__ = [
     "FEE_BPS",
+    "deploy_rewards",
     "ensure_deployed",
     "local_roles",
     "register_block_asset",

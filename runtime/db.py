@@ -110,7 +110,8 @@ class ProviderRow(Base):
     reputation: Mapped[float] = mapped_column(Float, default=1.0)
     status: Mapped[str] = mapped_column(String(20), index=True)  # online | stopped
     pid: Mapped[int | None] = mapped_column(Integer)
-    asset_id: Mapped[int | None] = mapped_column(Integer)
+    asset_id: Mapped[int | None] = mapped_column(Integer)  # its compute-offer asset, paid for its compute
+    wallet: Mapped[str | None] = mapped_column(String(42))  # owns the offer asset and signs its work receipts
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -225,6 +226,7 @@ class Settlement(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    reward_epoch_id: Mapped[int | None] = mapped_column(Integer, index=True)  # the rewards epoch that counted it
 
 
 class ServiceBatch(Base):
@@ -248,6 +250,27 @@ class ServiceBatch(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    reward_epoch_id: Mapped[int | None] = mapped_column(Integer, index=True)  # the rewards epoch that counted it
+
+
+class RewardEpoch(Base):
+    """A Proof-of-Value epoch: written (pending) with its report before closeEpoch is sent, so a crash is reconciled."""
+
+    __tablename__ = "reward_epochs"
+    __table_args__ = (UniqueConstraint("contract", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    number: Mapped[int] = mapped_column(Integer)  # the contract's epoch number
+    chain_id: Mapped[int] = mapped_column(Integer)
+    contract: Mapped[str] = mapped_column(String(42))
+    status: Mapped[str] = mapped_column(String(20), index=True)  # pending -> closed
+    root: Mapped[str] = mapped_column(String(66))
+    total_wei: Mapped[int] = mapped_column(Wei)
+    report: Mapped[dict] = mapped_column(JSON)  # paid leaves with proofs, exclusions with reasons, what it counted
+    report_hash: Mapped[str] = mapped_column(String(66))  # sha256 of the canonical report, stored on chain
+    close_tx: Mapped[str | None] = mapped_column(String(80))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 _engines: dict[str, Engine] = {}
@@ -313,6 +336,7 @@ __all__ = [
     "Base",
     "MetricPoint",
     "ProviderRow",
+    "RewardEpoch",
     "Run",
     "Service",
     "Step",

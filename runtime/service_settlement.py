@@ -16,13 +16,13 @@ from sqlalchemy.orm import Session
 
 from builder.errors import ChainError, NotFoundError
 from builder.money import format_aic
+from chain.deploy import UNLIMITED
 from runtime.db import Run, Service, ServiceBatch, Usage
 from runtime.settlement import ZERO_ADDRESS, Chain
 from runtime.settlement_math import call_royalties, fee_on
 
 # The escrow can only ever pull from msg.sender (in deposit and settleBatch), so one unlimited allowance
-# lets nobody but the payer spend the payer's AIC, and spares an approve transaction per batch.
-UNLIMITED = 2**256 - 1
+# (chain.deploy.UNLIMITED) lets nobody but the payer spend the payer's AIC, and spares an approve per batch.
 
 
 def open_batch(session: Session, chain: Chain, service: Service) -> ServiceBatch | None:

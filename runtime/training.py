@@ -31,6 +31,15 @@ def confusion_matrix(module: nn.Module, x: torch.Tensor, y: torch.Tensor, classe
     return matrix
 
 
+def baseline_accuracy(train_y: torch.Tensor, eval_y: torch.Tensor) -> float:
+    """Accuracy on `eval_y` of the trivial model that always answers the training set's most common class (what a
+    dataset's models must beat for its data to count as worth anything in Proof-of-Value rewards)."""
+    if len(eval_y) == 0 or len(train_y) == 0:
+        return 0.0
+    majority = int(torch.bincount(train_y.flatten().cpu()).argmax())
+    return round(float((eval_y.cpu() == majority).float().mean()), 6)
+
+
 def classifier_metrics(
     module: nn.Module,
     data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
@@ -38,10 +47,12 @@ def classifier_metrics(
     loss: float,
     epochs: int,
 ) -> dict[str, Any]:
-    """A trained classifier's run metrics: accuracy on both splits, last loss, sizes and the confusion matrix."""
+    """A trained classifier's run metrics: accuracy on both splits, the trivial baseline's, last loss, sizes and the
+    confusion matrix."""
     x, y, ex, ey = data
     return {
         "accuracy": round(accuracy(module, ex, ey), 6),
+        "baseline_accuracy": baseline_accuracy(y, ey),
         "train_accuracy": round(accuracy(module, x, y), 6),
         "loss": round(loss, 6) if loss == loss else None,
         "eval_examples": len(ey),
@@ -189,4 +200,4 @@ def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size:
     return float(final["loss"]) if final is not None else float("nan")
 
 
-__all__ = ["WithSoftmax", "accuracy", "classifier_metrics", "confusion_matrix", "fit"]
+__all__ = ["WithSoftmax", "accuracy", "baseline_accuracy", "classifier_metrics", "confusion_matrix", "fit"]

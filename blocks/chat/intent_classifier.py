@@ -21,7 +21,7 @@ from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
 from runtime.context import StepContext
 from runtime.store import atomic_write_bytes
-from runtime.training import accuracy, fit
+from runtime.training import accuracy, baseline_accuracy, fit
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
@@ -180,6 +180,7 @@ class IntentClassifier(Block):
         )
         metrics = {
             "accuracy": round(accuracy(head, ex, ey), 6),
+            "baseline_accuracy": baseline_accuracy(y, ey),
             "train_accuracy": round(accuracy(head, x, y), 6),
             "loss": round(loss_value, 6) if loss_value == loss_value else None,
             "eval_examples": len(ey),

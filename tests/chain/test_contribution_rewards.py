@@ -31,7 +31,9 @@ def approve_pool(chain, amount: int) -> None:
 
 def close(chain, epoch, tree, total=None, sender=None):
     total = sum(tree.amounts.values()) if total is None else total
-    return tx(chain.w3, chain.rewards.functions.closeEpoch(epoch, tree.root, total, REPORT), sender or chain.roles.settler)
+    return tx(
+        chain.w3, chain.rewards.functions.closeEpoch(epoch, tree.root, total, REPORT), sender or chain.roles.settler
+    )
 
 
 def claim(chain, tree, asset_id, amount=None, proof=None, sender=None):
@@ -290,7 +292,9 @@ def test_slashing_needs_the_verifier_the_signed_commitments_a_real_segment_and_a
     )
     assert reverts(lambda: slash(chain, rid, hashes, 0, other)) == f"RewardsBadSegment(runId=0x{rid.hex()}, segment=0)"
     assert reverts(lambda: slash(chain, rid, hashes, 6, other)) == f"RewardsBadSegment(runId=0x{rid.hex()}, segment=6)"
-    assert reverts(lambda: slash(chain, rid, hashes, 3, hashes[3])) == f"RewardsNotACheat(runId=0x{rid.hex()}, segment=3)"
+    assert (
+        reverts(lambda: slash(chain, rid, hashes, 3, hashes[3])) == f"RewardsNotACheat(runId=0x{rid.hex()}, segment=3)"
+    )
     unknown = run_id("never")
     assert reverts(lambda: slash(chain, unknown, hashes, 1, other)) == f"RewardsUnknownReceipt(runId=0x{unknown.hex()})"
     assert not chain.rewards.functions.excluded(offer).call()
