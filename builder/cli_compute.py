@@ -77,6 +77,52 @@ def _price_per_second(price: str) -> int:
     return max(1, round(per_hour / 3600))
 
 
+def _stake_wei(stake: str) -> int:
+    try:
+        wei = parse_amount(stake if any(c.isalpha() for c in stake) else f"{stake} AIC")
+    except ValueError as exc:
+        _fail(f"--stake: {exc}")
+    if wei <= 0:
+        _fail("--stake must be more than 0 AIC")
+    return wei
+
+
+def _offer_on_chain(provider_id: str, wallet: str | None, stake_wei: int) -> str:
+    """With the chain running: the offer's compute-offer asset (registered once, owned by `wallet`) and the stake;
+    a few words for the start line. Without a chain, --wallet and --stake are refused."""
+    from runtime.settlement import payments_enabled
+
+    if not payments_enabled():
+        if wallet or stake_wei:
+            _fail("--wallet and --stake need the chain: start it with `aib chain start` (or set AIB_RPC_URL)")
+        return ""
+    from chain.accounts import use_signer
+    from chain.cli import checked_address, rpc_url
+    from chain.client import address_book, connect, contract, node_errors
+    from runtime.db import ProviderRow
+    from runtime.work_receipts import ensure_offer_asset, offer_ref
+    from runtime.work_receipts import stake as stake_on
+
+    url = rpc_url()
+    with node_errors(url):
+        w3, book = connect(url), address_book()
+        known = book.get("assets", {}).get(offer_ref(provider_id))
+        owner = contract(w3, "AssetRegistry", book).functions.ownerOf(known).call() if known else None
+        wallet = checked_address(wallet) if wallet else owner or use_signer(w3, book)
+        if owner and owner != wallet:
+            _fail(f"the offer's asset #{known} is owned by {owner}; start with --wallet {owner} (its owner signs)")
+        with _session() as s:
+            row = s.get(ProviderRow, provider_id)
+            asset = ensure_offer_asset(row, wallet)
+            row.asset_id, row.wallet = asset, wallet
+            s.commit()
+        words = f"; offer asset #{asset} owned by {wallet}"
+        if stake_wei:
+            stake_on(asset, stake_wei, wallet)
+            words += f", {format_aic(stake_wei)} staked"
+    return words
+
+
 def _pid_file(provider_id: str) -> Path:
     from runtime.config import get_settings
 
@@ -95,9 +141,17 @@ def provider_start(
     name: Annotated[str | None, typer.Option("--name", help="A name for this offer (default: the host name)")] = None,
     slots: Annotated[int, typer.Option("--slots", help="Runs this machine takes at once")] = 1,
     region: Annotated[str, typer.Option("--region", help="Where the machine is (for data locality)")] = "",
+    wallet: Annotated[
+        str | None,
+        typer.Option("--wallet", help="Address that owns the offer asset, is paid and signs receipts (default: yours)"),
+    ] = None,
+    stake: Annotated[
+        str | None, typer.Option("--stake", help="AIC to stake on the offer (slashed if caught cheating), e.g. '100'")
+    ] = None,
 ) -> None:
-    """Offer this machine: check its hardware against the tier, register the offer, run a Prefect worker for the
-    tier and send heartbeats until stopped (Ctrl-C, SIGTERM or `aib provider stop`)."""
+    """Offer this machine: check its hardware against the tier, register the offer (and, with the chain running,
+    its compute-offer asset), run a Prefect worker for the tier and send heartbeats until stopped (Ctrl-C, SIGTERM
+    or `aib provider stop`)."""
     import socket
 
     from runtime.distributed import api_url
@@ -112,6 +166,7 @@ def provider_start(
     )
 
     price_wei = _price_per_second(price)
+    stake_wei = _stake_wei(stake) if stake is not None else 0
     if data_dir is not None and not data_dir.is_dir():
         _fail(f"--data-dir {data_dir} is not a folder")
     url = api_url()
@@ -121,12 +176,22 @@ def provider_start(
         with _session() as s:
             row = register_offer(
                 s, name=name, tier=tier, price_wei_per_s=price_wei, hardware=hw, slots=slots, region=region,
-                datasets=held_datasets(str(data_dir) if data_dir else None), pid=os.getpid(),
+                datasets=held_datasets(str(data_dir) if data_dir else None), pid=os.getpid(), status="starting",
             )  # fmt: skip
             s.commit()
             pid_ = row.id
     except OfferError as exc:
         _fail(str(exc))
+    try:
+        on_chain = _offer_on_chain(pid_, wallet, stake_wei)
+    except BaseException:
+        with _session() as s:
+            mark_stopped(s, pid_)  # never placed on: it did not come online
+            s.commit()
+        raise
+    with _session() as s:
+        heartbeat(s, pid_)  # online now that its asset (if paid) exists: runs may be placed on it
+        s.commit()
     _pid_file(pid_).write_text(str(os.getpid()))
     env = {**os.environ, "PREFECT_API_URL": url, "AIB_PROVIDER_ID": pid_}
     worker = subprocess.Popen(
@@ -135,7 +200,7 @@ def provider_start(
         env=env, start_new_session=True,
     )  # fmt: skip
     out.print(
-        f"provider {pid_} online: tier {tier}, {format_aic(price_wei * 3600)} per device-hour, {hw.summary}; "
+        f"provider {pid_} online: tier {tier}, {format_aic(price_wei * 3600)} per device-hour, {hw.summary}{on_chain}; "
         f"worker pid {worker.pid}. Ctrl-C or `aib provider stop {pid_}` stops it.",
         highlight=False,
     )

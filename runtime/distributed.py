@@ -189,6 +189,11 @@ def pipeline_flow_impl(run_id: str) -> None:
     # The provider agent sends PREEMPT_SIGNAL when it takes its machine back: the running step stops here, its
     # last checkpoint stays, the run is marked preempted and the submitter resumes it on another provider. (Not
     # SIGTERM: Prefect turns that into its own termination of the task run while a task runs.)
+    from runtime.work_receipts import committed, sign_attempt
+
+    before = {step.node_id: len(committed(step.cache_key)) for step in plan.steps}
+    with session_factory()() as s:
+        attempt = s.get(Run, run_id).attempt or 1
     previous = signal.signal(PREEMPT_SIGNAL, preempt)
     try:
         execute_run(run_id, pipeline, plan)
@@ -196,6 +201,7 @@ def pipeline_flow_impl(run_id: str) -> None:
         return
     finally:
         signal.signal(PREEMPT_SIGNAL, previous)
+        sign_attempt(run_id, plan, attempt, before)  # what this attempt trained, signed by the provider
 
 
 def place_run(run_id: str, pipeline: Any, plan: Any, exclude: frozenset[str] = frozenset()) -> Any:
@@ -364,6 +370,8 @@ def verify_run(run_id: str, pipeline: Any, plan: Any, rate: float = VERIFY_RATE)
         found = verify_step(run_id, pipeline, plan, step.node_id, picked)
         findings[step.node_id] = found or {"ok": None, "reason": "its inputs are not in this machine's cache"}
     bad = {node: f for node, f in findings.items() if f.get("ok") is False}
+    if bad:
+        _slash_on_chain(run_id, bad)
     Session = session_factory()
     with Session.begin() as s:
         run = s.get(Run, run_id)
@@ -378,6 +386,24 @@ def verify_run(run_id: str, pipeline: Any, plan: Any, rate: float = VERIFY_RATE)
             if provider is not None:
                 provider.reputation = round(provider.reputation * 0.5, 4)
     return findings
+
+
+def _slash_on_chain(run_id: str, bad: dict[str, dict[str, Any]]) -> None:
+    """For a paid run whose provider signed receipts: slash its stake with the first replay that proves a cheat."""
+    from runtime.db import Run, session_factory
+    from runtime.settlement import payments_enabled
+    from runtime.work_receipts import slash_cheat
+
+    with session_factory()() as s:
+        receipts = (s.get(Run, run_id).metrics or {}).get("receipts", [])
+    if not receipts or not payments_enabled():
+        return
+    for node, found in bad.items():
+        if found.get("replayed_hash") and found.get("epoch"):
+            found["slash"] = slash_cheat(
+                run_id, node, int(found["epoch"]), found["committed_hash"], found["replayed_hash"], receipts
+            )
+            return
 
 
 def _flow() -> Any:

@@ -95,8 +95,10 @@ def register_offer(
     region: str = "",
     datasets: list[str] | None = None,
     pid: int | None = None,
+    status: str = "online",
 ) -> ProviderRow:
-    """Record (or renew) an offer as online; OfferError for a tier the hardware cannot serve or a bad price."""
+    """Record (or renew) an offer as online (or `starting`: not placed on until a heartbeat marks it online);
+    OfferError for a tier the hardware cannot serve or a bad price."""
     memory = check_tier(tier, hardware)
     if price_wei_per_s <= 0:
         raise OfferError("the price must be above 0 AIC per device-hour")
@@ -106,7 +108,7 @@ def register_offer(
     row = s.get(ProviderRow, pid_) or ProviderRow(id=pid_, reputation=1.0)
     row.name, row.tier, row.price_wei_per_s, row.memory_gb, row.slots = name, tier, price_wei_per_s, memory, slots
     row.region, row.hardware, row.datasets = region, hardware.to_dict(), sorted(datasets or [])
-    row.status, row.pid, row.heartbeat_at = "online", pid, utcnow()
+    row.status, row.pid, row.heartbeat_at = status, pid, utcnow()
     s.add(row)
     return row
 

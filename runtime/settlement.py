@@ -142,6 +142,16 @@ def _record_settled(session: Session, chain: Chain, row: Settlement, tx_hash: An
     session.commit()  # the settlement and the ledger rows it pays, in one transaction
 
 
+def _offer_refs(session: Session, chain: Chain) -> dict[str, str]:
+    """Provider id → its compute-offer asset's ref, for the offers registered on this chain: the compute a run used
+    on a rented machine pays that asset's owner (the provider), not the compute block's."""
+    from runtime.db import ProviderRow
+    from runtime.work_receipts import offer_ref
+
+    ids = session.scalars(select(ProviderRow.id).where(ProviderRow.asset_id.is_not(None)))
+    return {pid: offer_ref(pid) for pid in ids if offer_ref(pid) in chain.asset_of}
+
+
 def settle_run(session: Session, chain: Chain, run_id: str) -> Settlement:
     """Settle a finished run from its usage records; idempotent, and safe to call again after any crash."""
     row = session.get(Settlement, run_id)
@@ -162,8 +172,9 @@ def settle_run(session: Session, chain: Chain, run_id: str) -> Settlement:
     if run is None or run.status not in FINISHED:
         raise ChainError(f"run {run_id!r} has not finished yet; settle it when it has")
     if row.status == "deposited":
+        offers = _offer_refs(session, chain)
         usage = [
-            (f"{u.block_id}@{u.version}", u.amount_wei)
+            (offers.get(u.provider) or f"{u.block_id}@{u.version}", u.amount_wei)
             for u in session.scalars(select(Usage).where(Usage.run_id == run_id))
         ]
         compute = run.plan["compute"]
@@ -173,7 +184,7 @@ def settle_run(session: Session, chain: Chain, run_id: str) -> Settlement:
                 chain.asset_of,
                 row.deposit_wei,
                 chain.escrow.functions.feeBps().call(),
-                overrun_block=f"{compute['block_id']}@{compute['version']}",
+                overrun_block=offers.get(run.provider_id or "") or f"{compute['block_id']}@{compute['version']}",
             )
         except SettlementMathError as exc:
             row.error = str(exc)

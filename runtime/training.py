@@ -181,12 +181,14 @@ def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size:
             before = torch.load(io.BytesIO(load(k - 1)), map_location=ctx.device, weights_only=True)
             module.load_state_dict(before["module"])
             opt.load_state_dict(before["optimizer"])
-            _epoch(module, opt, x, y, loss_fn, seed, k - 1, batch_size, ctx.device)
+            loss = _epoch(module, opt, x, y, loss_fn, seed, k - 1, batch_size, ctx.device)
             diff = max_abs_diff(module, load(k))
             found["max_abs_diff"] = max(found.get("max_abs_diff", 0.0), diff)
             if not diff <= TOLERANCE:
                 found.update(ok=False, reason=f"epoch {k} replayed to weights {diff:.2e} away from the committed "
-                             f"ones (tolerance {TOLERANCE:.0e})")  # fmt: skip
+                             f"ones (tolerance {TOLERANCE:.0e})", epoch=k, committed_hash=commitments[k],
+                             # The replay's own checkpoint hash: the evidence a slash sets against the commitment.
+                             replayed_hash=checkpoint_hash(state_bytes(module, opt, epoch=k, loss=loss)))  # fmt: skip
                 break
         final = torch.load(io.BytesIO(load(len(commitments) - 1)), map_location=ctx.device, weights_only=True)
     except (OSError, ValueError, KeyError, IndexError, RuntimeError) as exc:
