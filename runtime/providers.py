@@ -179,6 +179,8 @@ def offer_rows(s: Session) -> list[dict[str, Any]]:
             "online": is_online(r),
             "hardware": r.hardware,
             "datasets": r.datasets,
+            "asset_id": r.asset_id,  # its compute-offer asset on chain (None without a chain)
+            "wallet": r.wallet,
             "heartbeat_at": r.heartbeat_at.isoformat() if r.heartbeat_at else None,
         }
         for r in s.scalars(select(ProviderRow).order_by(ProviderRow.id))

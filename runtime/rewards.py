@@ -71,10 +71,11 @@ class RewardsChain:
 
         return send(self.w3, call, sender or self.operator)
 
-    def content_hashes(self) -> dict[int, bytes]:
-        """Every registered asset's content hash (the registry numbers assets 1..totalAssets)."""
+    def content_hashes(self) -> dict[int, tuple[bytes, str]]:
+        """Every registered asset's (content hash, metadata URI); the registry numbers assets 1..totalAssets."""
         n = self.registry.functions.totalAssets().call()
-        return {i: self.registry.functions.assetOf(i).call()[1] for i in range(1, n + 1)}
+        records = (self.registry.functions.assetOf(i).call() for i in range(1, n + 1))
+        return {i: (r[1], r[3]) for i, r in enumerate(records, start=1)}
 
     def excluded(self, asset_id: int) -> bool:
         return bool(self.rewards.functions.excluded(asset_id).call())

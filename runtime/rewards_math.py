@@ -3,7 +3,8 @@
 An epoch counts the verified, paid usage of each asset (what settled runs and service batches paid its owner; a
 provider caught cheating was paid 0 for the run, so it counts 0) and splits the epoch's pool pro rata to it.
 Junk is left out before the split, so its share goes to the assets that are really used:
-- an asset whose content hash equals an older asset's (a re-upload of somebody else's data or model);
+- an asset whose content hash equals an older asset's of another listing (a re-upload of somebody else's data
+  or model);
 - data whose models never beat the trivial baseline (majority class, or the mean for a regression);
 - a compute offer whose provider was caught cheating (a failed verification, or slashed on chain).
 """
@@ -37,16 +38,19 @@ def epoch_values(payouts: Iterable[Mapping[str, Any]]) -> dict[int, Candidate]:
     return {a: Candidate(a, refs[a], v) for a, v in sorted(values.items()) if v > 0}
 
 
-def duplicate_of(content_hashes: Mapping[int, bytes]) -> dict[int, int]:
-    """Asset id → the oldest asset with the same content hash, for every asset that is not that oldest one."""
-    first: dict[bytes, int] = {}
+def duplicate_of(assets: Mapping[int, tuple[bytes, str]]) -> dict[int, int]:
+    """Asset id → the oldest asset of *another listing* with the same content hash ((content hash, metadata URI)
+    per asset), for every asset that copies one. The same listing registered again (same URI: a block re-issued
+    to a new owner with `aib assets register`) is not a copy of itself."""
+    by_hash: dict[bytes, list[int]] = {}
+    for asset_id in sorted(assets):
+        by_hash.setdefault(assets[asset_id][0], []).append(asset_id)
     duplicates: dict[int, int] = {}
-    for asset_id in sorted(content_hashes):
-        h = content_hashes[asset_id]
-        if h in first:
-            duplicates[asset_id] = first[h]
-        else:
-            first[h] = asset_id
+    for ids in by_hash.values():
+        for i, asset_id in enumerate(ids):
+            older = next((o for o in ids[:i] if assets[o][1] != assets[asset_id][1]), None)
+            if older is not None:
+                duplicates[asset_id] = older
     return duplicates
 
 

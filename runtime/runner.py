@@ -221,7 +221,9 @@ def _finish_run(state: _RunState, run_id: str) -> None:
                 services.append((step, value))
     with Session.begin() as s:
         run = s.get(Run, run_id)
-        run.status, run.finished_at, run.metrics = "succeeded", utcnow(), metrics
+        # Work receipts signed by earlier attempts (on providers that were preempted) stay with the run.
+        kept = {k: v for k, v in (run.metrics or {}).items() if k == "receipts"}
+        run.status, run.finished_at, run.metrics = "succeeded", utcnow(), {**metrics, **kept}
         for step, bundle in services:
             service_id = (
                 f"svc-{run_id.removeprefix('run-')}" if len(services) == 1 else f"svc-{run_id[4:]}-{step.node_id}"

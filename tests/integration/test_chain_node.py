@@ -37,7 +37,7 @@ def balance(address: str) -> int:
 
 def test_start_deploys_contracts_and_funds_the_local_user(local_chain):
     assert local_chain["running"] and local_chain["chain_id"] == 31337
-    assert set(local_chain["contracts"]) == {"AICToken", "AssetRegistry", "RunEscrow"}
+    assert set(local_chain["contracts"]) == {"AICToken", "AssetRegistry", "ContributionRewards", "RunEscrow"}
     r = aib("wallet", "balance", "--json")
     assert json.loads(r.stdout)["balance_wei"] == 1_000 * 10**18
 
@@ -51,6 +51,26 @@ def test_balances_survive_a_restart_and_contracts_are_not_redeployed(local_chain
     restarted = json.loads(aib("chain", "start", "--port", local_chain["rpc_url"].rsplit(":", 1)[1], "--json").stdout)
     assert restarted["contracts"] == local_chain["contracts"]
     assert balance(PROVIDER) == before + 12_500_000_000_000_000_000
+
+
+def test_a_chain_saved_before_the_rewards_contract_gets_it_on_its_next_start(local_chain):
+    from chain.client import address_book, connect, contract, write_address_book
+    from chain.deploy import UNLIMITED
+
+    book = address_book()
+    old = book["contracts"].pop("ContributionRewards")
+    write_address_book(book)  # as a chain deployed before ContributionRewards existed left it
+    assert aib("chain", "stop").returncode == 0
+    restarted = json.loads(aib("chain", "start", "--port", local_chain["rpc_url"].rsplit(":", 1)[1], "--json").stdout)
+    rewards = restarted["contracts"]["ContributionRewards"]
+    assert rewards != old and {k: v for k, v in restarted["contracts"].items() if k != "ContributionRewards"} == {
+        k: v for k, v in local_chain["contracts"].items() if k != "ContributionRewards"
+    }
+    w3 = connect(restarted["rpc_url"])
+    book = address_book()
+    assert w3.eth.get_code(rewards)
+    token = contract(w3, "AICToken", book)
+    assert token.functions.allowance(book["roles"]["ecosystem"], rewards).call() == UNLIMITED  # the pool funds it
 
 
 def test_bad_wallet_input_is_one_sentence_with_exit_2(local_chain):

@@ -147,3 +147,25 @@ def test_a_crash_after_close_epoch_was_sent_is_reconciled_without_paying_twice(p
     assert done["epoch"] == number and done["status"] == "closed" and done["close_tx"].startswith("0x")
     assert _balance(rc, rc.pool) == paid_once  # reconciled from the chain: not pulled twice
     assert rc.rewards.functions.epochCount().call() == number
+
+
+def test_the_wallet_page_previews_closes_and_pays_an_epoch(paid_chain, tmp_path):
+    from tests.integration.test_ui_pages import click, page, texts
+
+    _run_on(tmp_path, str(TEMPLATES / "data" / "faq.csv"))  # settled usage for the next epoch
+    rc = _rc()
+    number = rc.rewards.functions.epochCount().call() + 1
+    at = page("wallet")
+    assert "Proof-of-Value rewards" in texts(at.subheader)
+    assert any(f"Next epoch ({number})" in m for m in texts(at.markdown))
+    preview = at.dataframe[-1].value
+    assert "chat.intent-classifier@1.0.0" in set(preview["block / dataset / offer"])
+    at.number_input(key="epoch-aic").set_value(500).run()
+    click(at, "close-epoch")
+    assert [m for m in texts(at.success) if m.startswith(f"Epoch {number} closed: ")], texts(at.error)
+    assert rc.rewards.functions.epochCount().call() == number
+    assert int(rc.rewards.functions.epochOf(number).call()[2]) <= 500 * AIC
+    click(at, "claim-epoch")
+    assert [m for m in texts(at.success) if m.startswith(f"Epoch {number}: paid ")], texts(at.error)
+    with_claims = json.loads(aib("rewards", "show", "--epoch", str(number), "--json").stdout)["claims"]
+    assert with_claims and all(c["claimed"] for c in with_claims)

@@ -31,10 +31,17 @@ def test_epoch_values_sum_payouts_per_asset_and_drop_unpaid_ones():
         epoch_values([{"asset_id": 1, "amount_wei": -1}])
 
 
-def test_the_oldest_asset_with_a_content_hash_is_the_original():
+def test_the_oldest_listing_with_a_content_hash_is_the_original():
     a, b = b"\x01" * 32, b"\x02" * 32
-    assert duplicate_of({5: a, 2: a, 3: b, 9: a, 4: b}) == {5: 2, 9: 2, 4: 3}
-    assert duplicate_of({1: a, 2: b}) == {}
+    assets = {5: (a, "aib://datasets/x"), 2: (a, "aib://datasets/y"), 3: (b, "u3"), 9: (a, "aib://datasets/z"),
+              4: (b, "u4")}  # fmt: skip
+    assert duplicate_of(assets) == {5: 2, 9: 2, 4: 3}
+    assert duplicate_of({1: (a, "u1"), 2: (b, "u2")}) == {}
+    # A block re-issued to a new owner (`aib assets register`) keeps its URI: not a copy of itself...
+    reissued = {1: (a, "aib://blocks/chat.faq-csv@1.0.0"), 7: (a, "aib://blocks/chat.faq-csv@1.0.0")}
+    assert duplicate_of(reissued) == {}
+    # ...but a copy of it under another listing is, even after the re-issue.
+    assert duplicate_of({**reissued, 8: (a, "aib://datasets/ds-1")}) == {8: 1}
 
 
 def test_baseline_verdicts():

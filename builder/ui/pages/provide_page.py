@@ -170,11 +170,13 @@ with tab_compute:
     st.write(
         "A GPU or CPU is offered by running the provider agent **on that machine** (it checks the hardware, runs "
         "a worker for its tier and sends heartbeats); pipelines whose compute is `compute.rented` are then placed "
-        "on the cheapest fitting offer (docs/compute.md)."
+        "on the cheapest fitting offer (docs/compute.md). With the chain running, the offer is an asset owned by "
+        "your wallet and paid for the compute runs use; a stake shows renters you stand behind your work (half of "
+        "it is lost if the verifier catches work you signed but did not do)."
     )
     st.code(
         "aib server start    # once, on the coordinating machine\n"
-        "aib provider start --tier gpu-small --price 0.36    # on each offering machine",
+        "aib provider start --tier gpu-small --price 0.36 --stake 100    # on each offering machine",
         language="bash",
     )
     info = server_info()
@@ -192,6 +194,7 @@ with tab_compute:
                 "memory": f"{r['memory_gb']:g} GB",
                 "load": f"{r['load']}/{r['slots']}",
                 "reputation": round(r["reputation"], 2),
+                "asset": r["asset_id"],
                 "online": r["online"],
             }
             for r in offer_rows(s)

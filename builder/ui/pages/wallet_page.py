@@ -80,3 +80,92 @@ if received:
     )
 else:
     st.caption("Nothing paid out yet.")
+
+st.subheader("Proof-of-Value rewards")
+st.caption(
+    "Each epoch, the ecosystem-incentive pool pays every asset its share of the verified, paid usage since the last "
+    "epoch. Copies of other assets, data whose models never beat a trivial baseline and providers caught cheating "
+    "are left out, and their share goes to the others."
+)
+from builder.errors import AibError  # noqa: E402
+from runtime import rewards as pov  # noqa: E402
+
+try:
+    rc = pov.RewardsChain.connect()
+except AibError as exc:
+    st.caption(str(exc))
+    st.stop()
+with db() as s:
+    closed = [pov.epoch_dict(r) for r in pov.epochs(s, rc)]
+    draft = pov.draft_epoch(s, rc)
+if closed:
+    st.dataframe(
+        pd.DataFrame(
+            [(e["epoch"], e["status"], aic(int(e["total_wei"])), e["paid"], e["excluded"], e["close_tx"])
+             for e in reversed(closed)],
+            columns=["epoch", "status", "paid out", "assets paid", "left out", "tx"],
+        ),
+        hide_index=True,
+    )  # fmt: skip
+st.markdown(f"**Next epoch ({draft.number})**, if closed now:")
+if not draft.candidates:
+    st.caption("No settled usage since the last epoch yet.")
+else:
+    rows = [(a, draft.candidates[a].ref, aic(draft.candidates[a].value_wei), aic(amount), "")
+            for a, amount in draft.shares.items()]  # fmt: skip
+    rows += [(a, draft.candidates[a].ref, aic(draft.candidates[a].value_wei), aic(0), reason)
+             for a, reason in sorted(draft.excluded.items())]  # fmt: skip
+    st.dataframe(
+        pd.DataFrame(rows, columns=["asset", "block / dataset / offer", "used (paid)", "reward", "left out because"]),
+        hide_index=True,
+    )
+
+
+def _close_epoch() -> None:
+    # A callback runs before the page is drawn again, so the tables above show the epoch it closed.
+    try:
+        with db() as s:
+            row = pov.close_epoch(s, rc, int(st.session_state["epoch-aic"]) * 10**18)
+        if isinstance(row, pov.EpochDraft):
+            st.session_state["rewards-msg"] = (
+                "info",
+                "Nothing to reward: every asset used since the last epoch is left out.",
+            )
+        else:
+            st.session_state["rewards-msg"] = (
+                "success",
+                f"Epoch {row.number} closed: {aic(row.total_wei)} to "
+                f"{len(row.report['paid'])} asset(s) (tx {row.close_tx}).",
+            )
+    except AibError as exc:
+        st.session_state["rewards-msg"] = ("error", str(exc))
+
+
+def _claim(number: int) -> None:
+    try:
+        with db() as s:
+            results = pov.claim(s, rc, number)
+        paid = [r for r in results if r["outcome"] == "paid"]
+        st.session_state["rewards-msg"] = (
+            "success",
+            f"Epoch {number}: paid {len(paid)} owner(s) "
+            f"{aic(sum(int(r['amount_wei']) for r in paid))}; {len(results) - len(paid)} "
+            "had been paid already or are excluded.",
+        )
+    except AibError as exc:
+        st.session_state["rewards-msg"] = ("error", str(exc))
+
+
+st.number_input("AIC the epoch pays out of the pool", min_value=1, value=10_000, step=1_000, key="epoch-aic")
+col1, col2 = st.columns(2)
+col1.button(f"Close epoch {draft.number} now", key="close-epoch", disabled=not draft.shares, on_click=_close_epoch)
+if closed:
+    col2.button(
+        f"Pay the owners of epoch {closed[-1]['epoch']}",
+        key="claim-epoch",
+        on_click=_claim,
+        args=(closed[-1]["epoch"],),
+    )
+message = st.session_state.pop("rewards-msg", None)
+if message:
+    {"success": st.success, "error": st.error, "info": st.info}[message[0]](message[1])
