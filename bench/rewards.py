@@ -83,7 +83,7 @@ def main() -> None:
     print_table(
         "Proof-of-Value epoch gas (in-process EVM, same run)",
         ["assets", "closeEpoch gas", "gas per claim", "push baseline gas", "operator ratio", "proof length"],
-        rows,
+        [[*r[:4], f"1/{round(1 / r[4])}", r[5]] for r in rows],
     )
     from chain.merkle import build_tree
 
