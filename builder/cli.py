@@ -97,7 +97,7 @@ def run(
 
 
 def _verify_provider_work(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
-    """Replay a secret sample of the provider's committed training epochs here; 0 when it holds up."""
+    """Replay a secret sample of the provider's committed training segments here; 0 when it holds up."""
     from runtime.distributed import verify_run
 
     findings = verify_run(run_id, pipeline, plan)
@@ -107,7 +107,9 @@ def _verify_provider_work(run_id: str, pipeline: Any, plan: Any, quiet: bool) ->
                 out.print(f"  {node}: not verified ({f.get('reason')})", highlight=False)
             else:
                 verdict = "holds up" if f["ok"] else f"FAILED: {f.get('reason')}"
-                out.print(f"  {node}: replayed epoch(s) {f['checked']} of {f['epochs']}: {verdict}", highlight=False)
+                total = f.get("segments", f["epochs"])
+                unit = "epoch(s)" if total == f["epochs"] else "segment(s)"
+                out.print(f"  {node}: replayed {unit} {f['checked']} of {total}: {verdict}", highlight=False)
     return 1 if any(f.get("ok") is False for f in findings.values()) else 0
 
 

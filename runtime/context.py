@@ -52,8 +52,10 @@ class StepContext:
     reporter: Reporter = field(default_factory=NullReporter)
     # Rented (untrusted) compute: keep every epoch's checkpoint and its sha256 (the work's commitments).
     keep_segments: bool = False
-    # Verification replay on a trusted node: the epochs to replay from the provider's checkpoints; findings go
-    # to `verification`.
+    # Optimiser steps per committed segment on rented compute; 0: one segment per epoch.
+    segment_batches: int = 0
+    # Verification replay on a trusted node: the segments (epochs unless segment_batches is set) to replay from
+    # the provider's checkpoints; findings go to `verification`.
     verify_epochs: list[int] | None = None
     verification: dict[str, Any] = field(default_factory=dict)
 
@@ -78,7 +80,7 @@ class StepContext:
 
     @property
     def segments_dir(self) -> Path:
-        """Where a rented step's per-epoch checkpoints and commitments live (beside its resume checkpoint)."""
+        """Where a rented step's per-segment checkpoints and commitments live (beside its resume checkpoint)."""
         return self.settings.cache_dir / "work" / self.cache_key / "segments"
 
     def progress(self, done: float, total: float, description: str = "") -> None:

@@ -399,9 +399,9 @@ def _slash_on_chain(run_id: str, bad: dict[str, dict[str, Any]]) -> None:
     if not receipts or not payments_enabled():
         return
     for node, found in bad.items():
-        if found.get("replayed_hash") and found.get("epoch"):
+        if found.get("replayed_hash") and found.get("segment"):
             found["slash"] = slash_cheat(
-                run_id, node, int(found["epoch"]), found["committed_hash"], found["replayed_hash"], receipts
+                run_id, node, int(found["segment"]), found["committed_hash"], found["replayed_hash"], receipts
             )
             return
 

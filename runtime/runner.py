@@ -149,6 +149,7 @@ def execute_step(run_id: str, node_id: str) -> None:
                 plan=state.plan.to_dict(),
                 reporter=state.reporter,
                 keep_segments=state.compute is not None,  # a rented provider commits its work for verification
+                segment_batches=_segment_batches(state.pipeline) if state.compute is not None else 0,
             )
             outputs = node.block().run(ctx, inputs, node.params)
             missing = [p.name for p in node.block.outputs if p.name not in outputs]
@@ -376,10 +377,16 @@ def _prefect_flow(run_id: str, plan: Plan) -> Any:
     return pipeline_flow
 
 
+def _segment_batches(pipeline: Pipeline) -> int:
+    """Optimiser steps per verified segment asked for by the pipeline's compute block (0: per epoch)."""
+    return int(getattr(pipeline.compute.params, "segment_batches", 0) or 0)
+
+
 def verify_step(run_id: str, pipeline: Pipeline, plan: Plan, node_id: str, epochs: list[int]) -> dict[str, Any]:
-    """Replay `epochs` of a finished training step from the checkpoints its provider committed, here (a trusted
-    node), with the step's inputs from the step cache; the findings ({ok, checked, reason, …}) or {} when the
-    step has no committed work or its inputs are not in the cache."""
+    """Replay segments `epochs` (epochs, unless the compute block sets segment_batches) of a finished training step
+    from the checkpoints its provider committed, here (a trusted node), with the step's inputs from the step
+    cache; the findings ({ok, checked, reason, …}) or {} when the step has no committed work or its inputs are
+    not in the cache."""
     settings = get_settings()
     step = plan.step(node_id)
     node = pipeline.nodes[node_id]
@@ -400,6 +407,7 @@ def verify_step(run_id: str, pipeline: Pipeline, plan: Plan, node_id: str, epoch
         settings=settings,
         plan=plan.to_dict(),
         verify_epochs=epochs,
+        segment_batches=_segment_batches(pipeline),
     )
     node.block().run(ctx, inputs, node.params)
     return ctx.verification

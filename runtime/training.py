@@ -4,6 +4,7 @@ checkpoint after each epoch so a killed run resumes where it stopped (with the s
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -89,28 +90,46 @@ def fit(
 
     The loss is cross-entropy unless `loss_fn` is given; `score` (name, function) is measured on both
     splits after every epoch (default: accuracy). Logs `loss`, `train_<name>` and `<name>` per epoch.
+    On rented compute every segment's state is committed (an epoch, or `ctx.segment_batches` optimiser steps).
     """
     x, y, ex, ey = data
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     name, measure = score or ("accuracy", accuracy)
+    per_epoch = segments_per_epoch(len(y), batch_size, ctx.segment_batches)
     if ctx.verify_epochs is not None:
-        return _verify(ctx, module, opt, x, y, loss_fn, seed, batch_size)
+        return _verify(ctx, module, opt, x, y, loss_fn, seed, batch_size, per_epoch)
     ckpt_path = ctx.work_dir / "checkpoint.pt"
-    start_epoch, loss_value = 0, float("nan")
-    if ckpt_path.exists():  # resume where a killed run stopped
+    start_epoch, start_chunk, loss_value, partial, rng = 0, 0, float("nan"), 0.0, None
+    if ckpt_path.exists():  # resume where a killed or preempted run stopped
         state = torch.load(ckpt_path, map_location=ctx.device, weights_only=True)
         module.load_state_dict(state["module"] if "module" in state else state["head"])
         opt.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
+        start_chunk = int(state.get("chunk", 0)) if per_epoch > 1 else 0
         loss_value = float(state.get("loss", float("nan")))
+        partial, rng = float(state.get("partial", 0.0)), state.get("rng")
         ctx.log_metric("resumed_from_epoch", start_epoch)
         if ctx.keep_segments:  # recommit the state it resumes from (another provider may have written it)
-            _commit(ctx, start_epoch, ckpt_path.read_bytes())
+            _commit(ctx, start_epoch * per_epoch + start_chunk, ckpt_path.read_bytes())
     elif ctx.keep_segments:
         _commit(ctx, 0, state_bytes(module, opt, epoch=0, loss=loss_value))
 
     for epoch in range(start_epoch, epochs):
-        loss_value = _epoch(module, opt, x, y, loss_fn, seed, epoch, batch_size, ctx.device)
+        if per_epoch == 1:
+            loss_value = _epoch(module, opt, x, y, loss_fn, seed, epoch, batch_size, ctx.device)
+        else:  # segments inside the epoch: each boundary's state (with the random state) is kept and committed
+            first = start_chunk if epoch == start_epoch else 0
+            total = partial if first else 0.0
+            order = _begin_epoch(module, y, seed, epoch, None if not first else rng)
+            for chunk in range(first, per_epoch):
+                lo, hi = _chunk_batches(len(y), batch_size, ctx.segment_batches, chunk)
+                total += _batches(module, opt, x, y, loss_fn, order, lo, hi, batch_size, ctx.device)
+                if chunk < per_epoch - 1:
+                    state = _mid_state(module, opt, epoch, chunk + 1, total)
+                    atomic_write_bytes(ckpt_path, state)
+                    if ctx.keep_segments:
+                        _commit(ctx, epoch * per_epoch + chunk + 1, state)
+            loss_value = total / len(y)
         module.eval()
         ctx.log_metric("loss", loss_value, epoch + 1)
         ctx.log_metric(f"train_{name}", measure(module, x, y), epoch + 1)
@@ -118,47 +137,78 @@ def fit(
         state = state_bytes(module, opt, epoch=epoch + 1, loss=loss_value)
         atomic_write_bytes(ckpt_path, state)
         if ctx.keep_segments:
-            _commit(ctx, epoch + 1, state)
+            _commit(ctx, (epoch + 1) * per_epoch, state)
         ctx.progress(epoch + 1, epochs, f"epoch {epoch + 1}/{epochs}")
     module.eval()
     return loss_value
 
 
-def _epoch(module, opt, x, y, loss_fn, seed: int, epoch: int, batch_size: int, device: str) -> float:
-    """One training epoch; its mean loss. Its order and dropout masks depend only on (seed, epoch), so a
-    resumed run repeats it exactly and a verifier can replay it from the checkpoint before it."""
+def segments_per_epoch(examples: int, batch_size: int, segment_batches: int) -> int:
+    """How many verified segments an epoch is cut into: 1, or one per `segment_batches` optimiser steps."""
+    batches = max(1, math.ceil(examples / batch_size))
+    return 1 if segment_batches <= 0 else math.ceil(batches / segment_batches)
+
+
+def _chunk_batches(examples: int, batch_size: int, segment_batches: int, chunk: int) -> tuple[int, int]:
+    """The batch range [lo, hi) of segment `chunk` of an epoch."""
+    batches = max(1, math.ceil(examples / batch_size))
+    return chunk * segment_batches, min((chunk + 1) * segment_batches, batches)
+
+
+def _begin_epoch(module: nn.Module, y: torch.Tensor, seed: int, epoch: int, rng: torch.Tensor | None):
+    """Set up an epoch (or its continuation): train mode, the random state, and the epoch's example order."""
     module.train()
     epoch_seed = seed * 100_003 + epoch
-    torch.manual_seed(epoch_seed)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch_seed))
+    if rng is None:
+        torch.manual_seed(epoch_seed)
+    else:  # mid-epoch: continue the random stream (dropout) exactly where the segment boundary left it
+        torch.set_rng_state(rng.cpu() if rng.device.type != "cpu" else rng)
+    return torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch_seed))
+
+
+def _batches(module, opt, x, y, loss_fn, order, lo: int, hi: int, batch_size: int, device: str) -> float:
+    """Train on batches lo..hi-1 of `order`; the sum of their losses weighted by batch size."""
     total = 0.0
-    for start in range(0, len(y), batch_size):
-        idx = order[start : start + batch_size].to(device)
+    for b in range(lo, hi):
+        idx = order[b * batch_size : (b + 1) * batch_size].to(device)
         opt.zero_grad()
         loss = loss_fn(module(x[idx]), y[idx])
         loss.backward()
         opt.step()
         total += loss.item() * len(idx)
-    return total / len(y)
+    return total
 
 
-def _commit(ctx: StepContext, epoch: int, state: bytes) -> None:
-    """Keep the state after `epoch` (0: before training) and append its sha256 to the step's commitments."""
+def _mid_state(module: nn.Module, opt: torch.optim.Optimizer, epoch: int, chunk: int, partial: float) -> bytes:
+    """The state at a boundary inside an epoch: what resuming or replaying the next segment needs."""
+    return state_bytes(module, opt, epoch=epoch, chunk=chunk, partial=partial, rng=torch.get_rng_state())
+
+
+def _epoch(module, opt, x, y, loss_fn, seed: int, epoch: int, batch_size: int, device: str) -> float:
+    """One training epoch; its mean loss. Its order and dropout masks depend only on (seed, epoch), so a
+    resumed run repeats it exactly and a verifier can replay it from the checkpoint before it."""
+    order = _begin_epoch(module, y, seed, epoch, None)
+    batches = max(1, math.ceil(len(y) / batch_size))
+    return _batches(module, opt, x, y, loss_fn, order, 0, batches, batch_size, device) / len(y)
+
+
+def _commit(ctx: StepContext, segment: int, state: bytes) -> None:
+    """Keep the state after `segment` (0: before training) and append its sha256 to the step's commitments."""
     import json
 
     folder = ctx.segments_dir
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / f"epoch-{epoch}.pt", state)
+    atomic_write_bytes(folder / f"epoch-{segment}.pt", state)
     path = folder / "commitments.json"
     commitments = json.loads(path.read_text()) if path.exists() else []
-    del commitments[epoch:]  # a resumed step recommits from where it resumed
-    commitments += [""] * (epoch - len(commitments))  # an epoch lost to a crash cannot be verified
+    del commitments[segment:]  # a resumed step recommits from where it resumed
+    commitments += [""] * (segment - len(commitments))  # a segment lost to a crash cannot be verified
     commitments.append(checkpoint_hash(state))
     atomic_write_bytes(path, json.dumps(commitments).encode())
 
 
-def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size: int) -> float:
-    """Replay the epochs in ctx.verify_epochs from the provider's checkpoints and compare (runtime/verification);
+def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size: int, per_epoch: int) -> float:
+    """Replay the segments in ctx.verify_epochs from the provider's checkpoints and compare (runtime/verification);
     the module ends with the provider's final weights. Findings go to ctx.verification."""
     import json
     import time
@@ -168,29 +218,46 @@ def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size:
     started = time.perf_counter()
     folder = ctx.segments_dir
     commitments = json.loads((folder / "commitments.json").read_text())
-    found: dict[str, Any] = {"epochs": len(commitments) - 1, "checked": sorted(ctx.verify_epochs), "ok": True}
+    n = len(commitments) - 1
+    found: dict[str, Any] = {"epochs": n // per_epoch, "segments": n, "checked": sorted(ctx.verify_epochs), "ok": True}
 
     def load(k: int) -> bytes:
         data = (folder / f"epoch-{k}.pt").read_bytes()
         if checkpoint_hash(data) != commitments[k]:
-            raise ValueError(f"the checkpoint after epoch {k} does not match its commitment")
+            raise ValueError(f"the checkpoint after {_segment_name(k, per_epoch)} does not match its commitment")
         return data
 
     try:
         for k in sorted(ctx.verify_epochs):
+            epoch, chunk = divmod(k - 1, per_epoch)
             before = torch.load(io.BytesIO(load(k - 1)), map_location=ctx.device, weights_only=True)
             module.load_state_dict(before["module"])
             opt.load_state_dict(before["optimizer"])
-            loss = _epoch(module, opt, x, y, loss_fn, seed, k - 1, batch_size, ctx.device)
+            if per_epoch == 1:
+                loss = _epoch(module, opt, x, y, loss_fn, seed, epoch, batch_size, ctx.device)
+                replayed = state_bytes(module, opt, epoch=k, loss=loss)
+            else:
+                order = _begin_epoch(module, y, seed, epoch, before["rng"] if chunk else None)
+                lo, hi = _chunk_batches(len(y), batch_size, ctx.segment_batches, chunk)
+                total = (float(before["partial"]) if chunk else 0.0) + _batches(
+                    module, opt, x, y, loss_fn, order, lo, hi, batch_size, ctx.device
+                )
+                last = chunk == per_epoch - 1
+                replayed = (
+                    state_bytes(module, opt, epoch=epoch + 1, loss=total / len(y))
+                    if last
+                    else _mid_state(module, opt, epoch, chunk + 1, total)
+                )
             diff = max_abs_diff(module, load(k))
             found["max_abs_diff"] = max(found.get("max_abs_diff", 0.0), diff)
             if not diff <= TOLERANCE:
-                found.update(ok=False, reason=f"epoch {k} replayed to weights {diff:.2e} away from the committed "
-                             f"ones (tolerance {TOLERANCE:.0e})", epoch=k, committed_hash=commitments[k],
+                found.update(ok=False, reason=f"{_segment_name(k, per_epoch)} replayed to weights {diff:.2e} away "
+                             f"from the committed ones (tolerance {TOLERANCE:.0e})", epoch=epoch + 1, segment=k,
+                             committed_hash=commitments[k],
                              # The replay's own checkpoint hash: the evidence a slash sets against the commitment.
-                             replayed_hash=checkpoint_hash(state_bytes(module, opt, epoch=k, loss=loss)))  # fmt: skip
+                             replayed_hash=checkpoint_hash(replayed))  # fmt: skip
                 break
-        final = torch.load(io.BytesIO(load(len(commitments) - 1)), map_location=ctx.device, weights_only=True)
+        final = torch.load(io.BytesIO(load(n)), map_location=ctx.device, weights_only=True)
     except (OSError, ValueError, KeyError, IndexError, RuntimeError) as exc:
         found.update(ok=False, reason=str(exc))
         final = None
@@ -200,6 +267,14 @@ def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size:
     ctx.verification.update(found)
     module.eval()
     return float(final["loss"]) if final is not None else float("nan")
+
+
+def _segment_name(k: int, per_epoch: int) -> str:
+    """How findings name segment k: `epoch k` when segments are epochs, else its epoch and part."""
+    if per_epoch == 1:
+        return f"epoch {k}"
+    epoch, chunk = divmod(k - 1, per_epoch)
+    return f"segment {k} (epoch {epoch + 1}, part {chunk + 1} of {per_epoch})"
 
 
 __all__ = ["WithSoftmax", "accuracy", "baseline_accuracy", "classifier_metrics", "confusion_matrix", "fit"]

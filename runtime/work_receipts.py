@@ -3,8 +3,9 @@ the slash when the verifier proves it cheated (ContributionRewards).
 
 A provider agent registers its offer as a ComputeOffer asset owned by its wallet; settlement pays the compute a
 run used on it to that asset's current owner. After each attempt of a paid run, the provider signs a receipt per
-training step: the checkpoint hash it resumed from and the hash after every epoch it trained. When the verifier's
-replay of an epoch lands elsewhere, the receipt covering that epoch is the evidence of the slash.
+training step: the checkpoint hash it resumed from and the hash after every segment (epoch) it trained. When the
+verifier's replay of a segment lands elsewhere, the receipt that signed that segment's hash is the evidence of the
+slash.
 """
 
 from __future__ import annotations
@@ -149,19 +150,19 @@ def sign_attempt(run_id: str, plan: Any, attempt: int, before: dict[str, int]) -
 
 
 def slash_cheat(
-    run_id: str, node_id: str, epoch: int, committed_hash: str, replayed_hash: str, receipts: list[dict]
+    run_id: str, node_id: str, segment: int, committed_hash: str, replayed_hash: str, receipts: list[dict]
 ) -> dict[str, Any]:
-    """Slash the provider that signed `committed_hash` for `epoch` of step `node_id` (the hash the verifier checked
-    and found wrong): the verifier's replay gave `replayed_hash`. What happened ({tx, amount_wei, offer_asset}) or
-    {error}."""
+    """Slash the provider that signed `committed_hash` for `segment` of step `node_id` (the hash the verifier
+    checked and found wrong): the verifier's replay gave `replayed_hash`. What happened ({tx, amount_wei,
+    offer_asset}) or {error}."""
     from web3.logs import DISCARD
 
     from chain.client import contract, send
 
     for r in receipts:
-        if r["node_id"] != node_id or not r["start"] < epoch <= r["start"] + len(r["commitments"]) - 1:
+        if r["node_id"] != node_id or not r["start"] < segment <= r["start"] + len(r["commitments"]) - 1:
             continue
-        if r["commitments"][epoch - r["start"]] != committed_hash:
+        if r["commitments"][segment - r["start"]] != committed_hash:
             continue  # another attempt's receipt: that provider did not sign the hash that failed
         w3, book = _chain()
         rewards = contract(w3, "ContributionRewards", book)
@@ -171,7 +172,7 @@ def slash_cheat(
         call = rewards.functions.slash(
             w3.keccak(text=r["key"]),
             [_as_bytes32(h) for h in r["commitments"]],
-            epoch - r["start"],
+            segment - r["start"],
             bytes.fromhex(replayed_hash),
         )
         try:
@@ -185,7 +186,7 @@ def slash_cheat(
             "offer_asset": event.offerAssetId,
             "provider_id": r["provider_id"],
         }
-    return {"error": f"no receipt signs the checked hash of epoch {epoch} of step {node_id!r}; nothing to slash"}
+    return {"error": f"no receipt signs the checked hash of segment {segment} of step {node_id!r}; nothing to slash"}
 
 
 __all__ = [

@@ -21,6 +21,12 @@ class RentedComputeParams(BlockParams):
         0.0, ge=0.0, description="Most AIC per device-hour you accept; 0: any price (the cheapest still wins)"
     )
     threads: int = Field(0, ge=0, le=256, description="CPU threads for torch on the provider; 0 keeps the default")
+    segment_batches: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Optimiser steps per verified segment (finer checks and resumes for long epochs); 0: per epoch",
+    )
 
 
 @register_block

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.conftest import free_port
 from tests.integration.test_distributed import rented_copy, wait_for
@@ -88,6 +89,9 @@ def test_a_staked_provider_is_paid_signs_its_work_and_is_slashed_when_it_signs_w
         assert tuple(rewards.functions.stakeOf(asset).call()[:2]) == (wallet, 100 * AIC)
 
         path = rented_copy(tmp_path)
+        pipeline_doc = yaml.safe_load(path.read_text())
+        pipeline_doc["compute"]["params"]["segment_batches"] = 2  # segments of 2 optimiser steps, not whole epochs
+        path.write_text(yaml.safe_dump(pipeline_doc))
         before = chain.token.functions.balanceOf(wallet).call()
         done = aib("run", str(path), "--set", "classifier.epochs=5", "--json", timeout=400)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -100,13 +104,15 @@ def test_a_staked_provider_is_paid_signs_its_work_and_is_slashed_when_it_signs_w
         assert not [p for p in settlement["payouts"] if p["block_ref"].startswith("compute.rented")]
         assert chain.token.functions.balanceOf(wallet).call() - before == compute[0]["amount_wei"] > 0
 
-        # The provider signed what it trained: the start and one checkpoint hash per epoch, from its own wallet.
+        # The provider signed what it trained: the start and one checkpoint hash per segment, from its own wallet.
         run_id = summary["run_id"]
         receipt = rewards.functions.receiptOf(chain.w3.keccak(text=receipt_key(run_id, "classifier", 1))).call()
-        assert receipt[0] == wallet and receipt[1] == 5 and receipt[3] == asset
+        checked = summary["metrics"]["verification"]["classifier"]
+        assert checked["ok"] is True and checked["epochs"] == 5 and checked["segments"] >= 10  # 2+ per epoch
+        assert receipt[0] == wallet and receipt[1] == checked["segments"] and receipt[3] == asset
         assert [r["key"] for r in summary["metrics"]["receipts"]] == [receipt_key(run_id, "classifier", 1)]
 
-        # A cheat: it hands in (and signs) weights for epoch 3 it never trained.
+        # A cheat: it hands in (and signs) weights for segment 3 (inside an epoch) it never trained.
         pipeline = load_pipeline(path, ["classifier.epochs=5"])
         plan = compile_plan(pipeline)
         folder = get_settings().cache_dir / "work" / plan.step("classifier").cache_key / "segments"
@@ -127,7 +133,11 @@ def test_a_staked_provider_is_paid_signs_its_work_and_is_slashed_when_it_signs_w
         pool = chain.token.functions.balanceOf(rewards.functions.pool().call()).call()
         findings = verify_run(run_id, pipeline, plan, rate=1.0)
         found = findings["classifier"]
-        assert found["ok"] is False and found["epoch"] == 3 and found["committed_hash"] == commitments[3]
+        per_epoch = checked["segments"] // 5
+        epoch, part = divmod(3 - 1, per_epoch)
+        assert found["ok"] is False and found["segment"] == 3 and found["epoch"] == epoch + 1
+        assert found["committed_hash"] == commitments[3]
+        assert found["reason"].startswith(f"segment 3 (epoch {epoch + 1}, part {part + 1} of {per_epoch}) replayed")
         slash = found["slash"]
         assert slash.get("tx", "").startswith("0x"), slash
         assert int(slash["amount_wei"]) == 50 * AIC and slash["offer_asset"] == asset  # half the stake

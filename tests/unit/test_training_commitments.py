@@ -63,3 +63,61 @@ def test_skipped_or_altered_work_is_caught_on_replay(tmp_path):
     fit(vctx, vnet, vopt, vdata, epochs=4, batch_size=8, seed=1)
     assert vctx.verification == {**vctx.verification, "ok": False,
                                  "reason": "the checkpoint after epoch 3 does not match its commitment"}  # fmt: skip
+
+
+def _weights(net) -> dict:
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def test_segments_finer_than_an_epoch_train_exactly_as_epochs_do_and_replay_exactly(tmp_path):
+    ref_ctx, ref_net, ref_opt, data = setup(tmp_path / "ref", keep_segments=True)
+    ref_loss = fit(ref_ctx, ref_net, ref_opt, data, epochs=3, batch_size=8, seed=1)  # 8 batches per epoch
+    ctx, net, opt, data = setup(tmp_path / "seg", keep_segments=True, segment_batches=3)
+    loss = fit(ctx, net, opt, data, epochs=3, batch_size=8, seed=1)
+    assert loss == ref_loss and all(torch.equal(v, _weights(ref_net)[k]) for k, v in net.state_dict().items())
+    commitments = json.loads((ctx.segments_dir / "commitments.json").read_text())
+    assert len(commitments) == 1 + 3 * 3  # the start, then 3 segments (3 + 3 + 2 batches) per epoch
+    # The end of each epoch is the same state either way (same bytes, same commitment).
+    ref = json.loads((ref_ctx.segments_dir / "commitments.json").read_text())
+    assert [commitments[3], commitments[6], commitments[9]] == ref[1:]
+
+    vctx, vnet, vopt, vdata = setup(tmp_path / "seg", verify_epochs=list(range(1, 10)), segment_batches=3)
+    fit(vctx, vnet, vopt, vdata, epochs=3, batch_size=8, seed=1)
+    found = vctx.verification
+    assert found["ok"] is True and found["max_abs_diff"] == 0.0 and (found["segments"], found["epochs"]) == (9, 3)
+
+
+def test_a_run_resumed_mid_epoch_ends_exactly_where_an_uninterrupted_one_does(tmp_path):
+    import shutil
+
+    ctx, net, opt, data = setup(tmp_path / "a", keep_segments=True, segment_batches=3)
+    fit(ctx, net, opt, data, epochs=3, batch_size=8, seed=1)
+    # Another machine resumes from the state after segment 5 (epoch 2, after 6 of its 8 batches).
+    rctx, rnet, ropt, rdata = setup(tmp_path / "b", keep_segments=True, segment_batches=3)
+    shutil.copy(ctx.segments_dir / "epoch-5.pt", rctx.work_dir / "checkpoint.pt")
+    fit(rctx, rnet, ropt, rdata, epochs=3, batch_size=8, seed=1)
+    assert all(torch.equal(v, _weights(net)[k]) for k, v in rnet.state_dict().items())
+    resumed = json.loads((rctx.segments_dir / "commitments.json").read_text())
+    original = json.loads((ctx.segments_dir / "commitments.json").read_text())
+    assert resumed[5:] == original[5:] and resumed[:5] == [""] * 5  # it commits from where it resumed
+
+
+def test_a_faked_segment_inside_an_epoch_is_caught_and_named(tmp_path):
+    ctx, net, opt, data = setup(tmp_path, keep_segments=True, segment_batches=3)
+    fit(ctx, net, opt, data, epochs=3, batch_size=8, seed=1)
+    folder = ctx.segments_dir
+    commitments = json.loads((folder / "commitments.json").read_text())
+    honest = commitments[5]
+    state = torch.load(folder / "epoch-5.pt", weights_only=True)
+    state["module"] = {k: v + 1e-2 if v.is_floating_point() else v for k, v in state["module"].items()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    (folder / "epoch-5.pt").write_bytes(buf.getvalue())
+    commitments[5] = hashlib.sha256(buf.getvalue()).hexdigest()
+    (folder / "commitments.json").write_text(json.dumps(commitments))
+    vctx, vnet, vopt, vdata = setup(tmp_path, verify_epochs=[4, 5], segment_batches=3)
+    fit(vctx, vnet, vopt, vdata, epochs=3, batch_size=8, seed=1)
+    found = vctx.verification
+    assert found["ok"] is False and found["reason"].startswith("segment 5 (epoch 2, part 2 of 3) replayed to weights")
+    assert (found["segment"], found["epoch"], found["committed_hash"]) == (5, 2, commitments[5])
+    assert found["replayed_hash"] == honest  # the replay is the honest work, bit for bit

@@ -79,8 +79,10 @@ def _progress(run_id: str) -> str:
             cols[i % len(cols)].metric(name, f"{value:.3f}" if isinstance(value, float) else str(value))
     for node, found in (summary["metrics"].get("verification") or {}).items():
         if found.get("ok") is True:
+            total = found.get("segments", found.get("epochs"))
             st.success(
-                f"Verified {node}: epochs {found.get('checked')} of {found.get('epochs')} replayed on this machine "
+                f"Verified {node}: {'epochs' if total == found.get('epochs') else 'segments'} "
+                f"{found.get('checked')} of {total} replayed on this machine "
                 f"match the provider's committed weights (largest difference {found.get('max_abs_diff', 0):.1e})."
             )
         elif found.get("ok") is False:
