@@ -66,25 +66,24 @@ def server_status(json_: JsonFlag = False) -> None:
         out.print("not running; `aib server start` starts it")
 
 
+def _aic(value: str, option: str) -> int:
+    """An AIC amount given on the command line ('0.36', '0.36 AIC', '1200 wei') in wei, above 0; exit 2 if not."""
+    try:
+        wei = parse_amount(value if any(c.isalpha() for c in value) else f"{value} AIC")
+    except ValueError as exc:
+        _fail(f"{option}: {exc}")
+    if wei <= 0:
+        _fail(f"{option} must be more than 0 AIC")
+    return wei
+
+
 def _price_per_second(price: str) -> int:
     """'0.36 AIC' per device-hour → wei per device-second."""
-    try:
-        per_hour = parse_amount(price if any(c.isalpha() for c in price) else f"{price} AIC")
-    except ValueError as exc:
-        _fail(f"--price: {exc}")
-    if per_hour <= 0:
-        _fail("--price must be above 0 AIC per device-hour")
-    return max(1, round(per_hour / 3600))
+    return max(1, round(_aic(price, "--price") / 3600))
 
 
 def _stake_wei(stake: str) -> int:
-    try:
-        wei = parse_amount(stake if any(c.isalpha() for c in stake) else f"{stake} AIC")
-    except ValueError as exc:
-        _fail(f"--stake: {exc}")
-    if wei <= 0:
-        _fail("--stake must be more than 0 AIC")
-    return wei
+    return _aic(stake, "--stake")
 
 
 def _offer_on_chain(provider_id: str, wallet: str | None, stake_wei: int) -> str:
@@ -258,6 +257,65 @@ def preempt_runs(pid_: str, timeout: float = 120.0) -> int:
                 break
         time.sleep(0.2)
     return len(running)
+
+
+def _offer_asset(provider_id: str) -> int:
+    from runtime.db import ProviderRow
+
+    with _session() as s:
+        row = s.get(ProviderRow, provider_id)
+    if row is None:
+        _fail(f"there is no provider {provider_id!r}; `aib providers list` shows them")
+    if row.asset_id is None:
+        _fail(f"provider {provider_id} has no offer asset on chain (it was started without a chain running)")
+    return int(row.asset_id)
+
+
+@provider_app.command("stake")
+def provider_stake(
+    provider_id: Annotated[str, typer.Argument(help="The offer (see `aib providers list`)")],
+    amount: Annotated[str, typer.Argument(help="AIC to add to its stake, e.g. '50'")],
+) -> None:
+    """Add to the stake on an offer, from the wallet that owns its asset (slashed if caught cheating)."""
+    from chain.cli import rpc_url
+    from chain.client import address_book, connect, contract, node_errors
+    from runtime.work_receipts import stake, stake_status
+
+    wei, asset = _stake_wei(amount), _offer_asset(provider_id)
+    with node_errors(rpc_url()):
+        owner = contract(connect(rpc_url()), "AssetRegistry", address_book()).functions.ownerOf(asset).call()
+        tx = stake(asset, wei, owner)
+        total = stake_status(asset)["amount_wei"]
+    out.print(f"staked {format_aic(wei)} on offer asset #{asset} (now {format_aic(total)}; tx {tx})", highlight=False)
+
+
+@provider_app.command("unstake")
+def provider_unstake(
+    provider_id: Annotated[str, typer.Argument(help="The offer (see `aib providers list`)")],
+    json_: JsonFlag = False,
+) -> None:
+    """Get an offer's stake back: the first call asks (it stays slashable for the unstake delay, 7 days), a call
+    after the delay withdraws it to the staker."""
+    from datetime import UTC, datetime
+
+    from chain.cli import rpc_url
+    from chain.client import node_errors
+    from runtime.work_receipts import unstake
+
+    asset = _offer_asset(provider_id)
+    with node_errors(rpc_url()):
+        result = unstake(asset)
+    if json_:
+        _print_json(result)
+        return
+    when = datetime.fromtimestamp(result["unstake_at"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if result["outcome"] == "withdrawn":
+        out.print(f"withdrew {format_aic(result['amount_wei'])} to {result['staker']} (tx {result['tx']})",
+                  highlight=False)  # fmt: skip
+    else:
+        verb = "asked to withdraw" if result["outcome"] == "requested" else "a withdrawal was asked for"
+        out.print(f"{verb}: {format_aic(result['amount_wei'])} can be withdrawn from {when} by running this "
+                  "command again; until then it can still be slashed", highlight=False)  # fmt: skip
 
 
 @provider_app.command("preempt")

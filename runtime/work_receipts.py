@@ -80,6 +80,34 @@ def stake(asset_id: int, amount_wei: int, wallet: str) -> str:
     return send(w3, rewards.functions.stake(asset_id, amount_wei), wallet).transactionHash.to_0x_hex()
 
 
+def stake_status(asset_id: int) -> dict[str, Any]:
+    """The stake on an offer: staker, amount, when it can be withdrawn (0: no withdrawal asked), now (chain time)."""
+    from chain.client import contract
+
+    w3, book = _chain()
+    staker, amount, unstake_at = contract(w3, "ContributionRewards", book).functions.stakeOf(asset_id).call()
+    return {"staker": staker, "amount_wei": int(amount), "unstake_at": int(unstake_at),
+            "now": int(w3.eth.get_block("latest").timestamp)}  # fmt: skip
+
+
+def unstake(asset_id: int) -> dict[str, Any]:
+    """Ask to withdraw the stake on an offer, or withdraw it once the delay has passed; what happened."""
+    from chain.client import contract, send
+
+    w3, book = _chain()
+    rewards = contract(w3, "ContributionRewards", book)
+    status = stake_status(asset_id)
+    if status["amount_wei"] == 0:
+        raise ChainError(f"nothing is staked on offer asset #{asset_id}")
+    if status["unstake_at"] == 0:
+        tx = send(w3, rewards.functions.requestUnstake(asset_id), status["staker"]).transactionHash.to_0x_hex()
+        return {**stake_status(asset_id), "outcome": "requested", "tx": tx}
+    if status["now"] < status["unstake_at"]:
+        return {**status, "outcome": "waiting"}
+    tx = send(w3, rewards.functions.withdrawStake(asset_id), status["staker"]).transactionHash.to_0x_hex()
+    return {**status, "outcome": "withdrawn", "tx": tx}
+
+
 def receipt_key(run_id: str, node_id: str, attempt: int) -> str:
     """The off-chain id of a provider's receipt for one step of one attempt (keccak256 of it is the on-chain id)."""
     return f"{run_id}/{node_id}/attempt-{attempt}"
@@ -197,5 +225,7 @@ __all__ = [
     "sign_attempt",
     "slash_cheat",
     "stake",
+    "stake_status",
     "submit_receipts",
+    "unstake",
 ]

@@ -219,15 +219,30 @@ def test_a_provider_that_vanishes_is_dropped_and_its_run_resumes_elsewhere_unpai
         assert billed == {offers["steady"]["id"]}
 
 
-def cheat_and_get_caught(path, run_id: str, provider_id: str) -> None:
-    """A provider that reports work it did not do: the weights committed after epoch 3 are altered, and their
-    commitment with them (a cheater controls both). Replaying epoch 3 here catches it: the run fails, the
-    provider's compute for it is withheld and its reputation halves."""
+def forge_segment(folder, k: int) -> list[str]:
+    """What a cheater hands in for segment `k` it never trained: altered weights, and a commitment to match (it
+    controls both); the commitments as they are now."""
     import hashlib
     import io
 
     import torch
 
+    state = torch.load(folder / f"epoch-{k}.pt", weights_only=True)
+    state["module"] = {n: v + 1e-2 * torch.randn_like(v) if v.is_floating_point() else v
+                       for n, v in state["module"].items()}  # fmt: skip
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    (folder / f"epoch-{k}.pt").write_bytes(buf.getvalue())
+    commitments = json.loads((folder / "commitments.json").read_text())
+    commitments[k] = hashlib.sha256(buf.getvalue()).hexdigest()
+    (folder / "commitments.json").write_text(json.dumps(commitments))
+    return commitments
+
+
+def cheat_and_get_caught(path, run_id: str, provider_id: str) -> None:
+    """A provider that reports work it did not do: the weights committed after epoch 3 are altered, and their
+    commitment with them (a cheater controls both). Replaying epoch 3 here catches it: the run fails, the
+    provider's compute for it is withheld and its reputation halves."""
     from builder.pipeline import load_pipeline
     from builder.plan import compile_plan
     from runtime.config import get_settings
@@ -236,16 +251,7 @@ def cheat_and_get_caught(path, run_id: str, provider_id: str) -> None:
 
     pipeline = load_pipeline(path, ["classifier.epochs=5"])
     plan = compile_plan(pipeline)
-    folder = get_settings().cache_dir / "work" / plan.step("classifier").cache_key / "segments"
-    state = torch.load(folder / "epoch-3.pt", weights_only=True)
-    state["module"] = {k: v + 1e-2 * torch.randn_like(v) if v.is_floating_point() else v
-                       for k, v in state["module"].items()}  # fmt: skip
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    (folder / "epoch-3.pt").write_bytes(buf.getvalue())
-    commitments = json.loads((folder / "commitments.json").read_text())
-    commitments[3] = hashlib.sha256(buf.getvalue()).hexdigest()
-    (folder / "commitments.json").write_text(json.dumps(commitments))
+    forge_segment(get_settings().cache_dir / "work" / plan.step("classifier").cache_key / "segments", 3)
 
     findings = verify_run(run_id, pipeline, plan, rate=1.0)
     assert findings["classifier"]["ok"] is False

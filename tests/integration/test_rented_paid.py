@@ -4,8 +4,6 @@ it did not do, the verifier's replay slashes its stake and the epoch's rewards l
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import signal
@@ -16,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
-from tests.integration.test_distributed import rented_copy, wait_for
+from tests.integration.test_distributed import forge_segment, rented_copy, wait_for
 
 AIB = [sys.executable, "-m", "builder.cli"]
 AIC = 10**18
@@ -49,7 +47,6 @@ def chain_and_server():
 def test_a_staked_provider_is_paid_signs_its_work_and_is_slashed_when_it_signs_work_it_did_not_do(
     chain_and_server, tmp_path
 ):
-    import torch
 
     from builder.pipeline import load_pipeline
     from builder.plan import compile_plan
@@ -116,15 +113,7 @@ def test_a_staked_provider_is_paid_signs_its_work_and_is_slashed_when_it_signs_w
         pipeline = load_pipeline(path, ["classifier.epochs=5"])
         plan = compile_plan(pipeline)
         folder = get_settings().cache_dir / "work" / plan.step("classifier").cache_key / "segments"
-        state = torch.load(folder / "epoch-3.pt", weights_only=True)
-        state["module"] = {k: v + 1e-2 * torch.randn_like(v) if v.is_floating_point() else v
-                           for k, v in state["module"].items()}  # fmt: skip
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        (folder / "epoch-3.pt").write_bytes(buf.getvalue())
-        commitments = json.loads((folder / "commitments.json").read_text())
-        commitments[3] = hashlib.sha256(buf.getvalue()).hexdigest()
-        (folder / "commitments.json").write_text(json.dumps(commitments))
+        commitments = forge_segment(folder, 3)
         with session_factory()() as s:
             provider = s.get(ProviderRow, offer["id"])
         signed = submit_receipts(run_id, plan, provider, 2, {})
@@ -144,6 +133,22 @@ def test_a_staked_provider_is_paid_signs_its_work_and_is_slashed_when_it_signs_w
         assert rewards.functions.stakeOf(asset).call()[1] == 50 * AIC
         assert rewards.functions.excluded(asset).call()
         assert chain.token.functions.balanceOf(rewards.functions.pool().call()).call() - pool == 50 * AIC
+
+        # The provider adds to its stake, then takes what is left back: asked first, withdrawn after the delay.
+        more = aib("provider", "stake", offer["id"], "10")
+        assert more.returncode == 0 and "staked 10 AIC" in more.stdout and "now 60 AIC" in more.stdout, more.stderr
+        asked = aib("provider", "unstake", offer["id"], "--json")
+        assert asked.returncode == 0 and json.loads(asked.stdout)["outcome"] == "requested", asked.stderr
+        early = aib("provider", "unstake", offer["id"])
+        assert early.returncode == 0 and "60 AIC can be withdrawn from" in early.stdout, early.stdout
+        chain.w3.provider.make_request("evm_increaseTime", [7 * 24 * 3600 + 5])
+        chain.w3.provider.make_request("evm_mine", [])
+        held = chain.token.functions.balanceOf(wallet).call()
+        done = aib("provider", "unstake", offer["id"], "--json")
+        assert done.returncode == 0 and json.loads(done.stdout)["outcome"] == "withdrawn", done.stderr
+        assert chain.token.functions.balanceOf(wallet).call() - held == 60 * AIC
+        unknown = aib("provider", "unstake", "p-nope")
+        assert unknown.returncode == 2 and "there is no provider 'p-nope'" in unknown.stderr
 
         # The next epoch leaves the cheat's offer out; the honest assets of the same run are still rewarded.
         with session_factory()() as s:
