@@ -370,8 +370,6 @@ def verify_run(run_id: str, pipeline: Any, plan: Any, rate: float = VERIFY_RATE)
         found = verify_step(run_id, pipeline, plan, step.node_id, picked)
         findings[step.node_id] = found or {"ok": None, "reason": "its inputs are not in this machine's cache"}
     bad = {node: f for node, f in findings.items() if f.get("ok") is False}
-    if bad:
-        _slash_on_chain(run_id, bad)
     Session = session_factory()
     with Session.begin() as s:
         run = s.get(Run, run_id)
@@ -385,6 +383,11 @@ def verify_run(run_id: str, pipeline: Any, plan: Any, rate: float = VERIFY_RATE)
             provider = s.get(ProviderRow, run.provider_id) if run.provider_id else None
             if provider is not None:
                 provider.reputation = round(provider.reputation * 0.5, 4)
+    if bad:  # after the payment is withheld: a chain that does not answer must not undo that
+        _slash_on_chain(run_id, bad)
+        with Session.begin() as s:
+            run = s.get(Run, run_id)
+            run.metrics = {**(run.metrics or {}), "verification": findings}
     return findings
 
 
@@ -398,11 +401,16 @@ def _slash_on_chain(run_id: str, bad: dict[str, dict[str, Any]]) -> None:
         receipts = (s.get(Run, run_id).metrics or {}).get("receipts", [])
     if not receipts or not payments_enabled():
         return
+    from builder.errors import AibError
+
     for node, found in bad.items():
         if found.get("replayed_hash") and found.get("segment"):
-            found["slash"] = slash_cheat(
-                run_id, node, int(found["segment"]), found["committed_hash"], found["replayed_hash"], receipts
-            )
+            try:
+                found["slash"] = slash_cheat(
+                    run_id, node, int(found["segment"]), found["committed_hash"], found["replayed_hash"], receipts
+                )
+            except AibError as exc:  # the node is down: the finding says so; the receipt stays slashable later
+                found["slash"] = {"error": str(exc)}
             return
 
 

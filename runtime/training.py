@@ -95,9 +95,10 @@ def fit(
     x, y, ex, ey = data
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     name, measure = score or ("accuracy", accuracy)
-    per_epoch = segments_per_epoch(len(y), batch_size, ctx.segment_batches)
-    if ctx.verify_epochs is not None:
-        return _verify(ctx, module, opt, x, y, loss_fn, seed, batch_size, per_epoch)
+    if ctx.verify_epochs is not None:  # the segments are those the provider committed, whatever is asked now
+        seg = _recorded_layout(ctx) or 0
+        return _verify(ctx, module, opt, x, y, loss_fn, seed, batch_size, seg)
+    seg = ctx.segment_batches if ctx.keep_segments else 0
     ckpt_path = ctx.work_dir / "checkpoint.pt"
     start_epoch, start_chunk, loss_value, partial, rng = 0, 0, float("nan"), 0.0, None
     if ckpt_path.exists():  # resume where a killed or preempted run stopped
@@ -105,14 +106,21 @@ def fit(
         module.load_state_dict(state["module"] if "module" in state else state["head"])
         opt.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
-        start_chunk = int(state.get("chunk", 0)) if per_epoch > 1 else 0
+        start_chunk = int(state.get("chunk", 0))
         loss_value = float(state.get("loss", float("nan")))
         partial, rng = float(state.get("partial", 0.0)), state.get("rng")
         ctx.log_metric("resumed_from_epoch", start_epoch)
+        recorded = _recorded_layout(ctx) if ctx.keep_segments else None
+        # Work goes on cut as it was begun: mid-epoch, that epoch's segments; else the layout already committed.
+        seg = int(state["segment_batches"]) if start_chunk else (recorded if recorded is not None else seg)
+        per_epoch = segments_per_epoch(len(y), batch_size, seg)
         if ctx.keep_segments:  # recommit the state it resumes from (another provider may have written it)
+            _write_layout(ctx, seg)
             _commit(ctx, start_epoch * per_epoch + start_chunk, ckpt_path.read_bytes())
     elif ctx.keep_segments:
+        _write_layout(ctx, seg)
         _commit(ctx, 0, state_bytes(module, opt, epoch=0, loss=loss_value))
+    per_epoch = segments_per_epoch(len(y), batch_size, seg)
 
     for epoch in range(start_epoch, epochs):
         if per_epoch == 1:
@@ -122,10 +130,10 @@ def fit(
             total = partial if first else 0.0
             order = _begin_epoch(module, y, seed, epoch, None if not first else rng)
             for chunk in range(first, per_epoch):
-                lo, hi = _chunk_batches(len(y), batch_size, ctx.segment_batches, chunk)
+                lo, hi = _chunk_batches(len(y), batch_size, seg, chunk)
                 total += _batches(module, opt, x, y, loss_fn, order, lo, hi, batch_size, ctx.device)
                 if chunk < per_epoch - 1:
-                    state = _mid_state(module, opt, epoch, chunk + 1, total)
+                    state = _mid_state(module, opt, epoch, chunk + 1, total, seg)
                     atomic_write_bytes(ckpt_path, state)
                     if ctx.keep_segments:
                         _commit(ctx, epoch * per_epoch + chunk + 1, state)
@@ -179,9 +187,31 @@ def _batches(module, opt, x, y, loss_fn, order, lo: int, hi: int, batch_size: in
     return total
 
 
-def _mid_state(module: nn.Module, opt: torch.optim.Optimizer, epoch: int, chunk: int, partial: float) -> bytes:
+def _mid_state(
+    module: nn.Module, opt: torch.optim.Optimizer, epoch: int, chunk: int, partial: float, segment_batches: int
+) -> bytes:
     """The state at a boundary inside an epoch: what resuming or replaying the next segment needs."""
-    return state_bytes(module, opt, epoch=epoch, chunk=chunk, partial=partial, rng=torch.get_rng_state())
+    return state_bytes(module, opt, epoch=epoch, chunk=chunk, partial=partial, rng=torch.get_rng_state(),
+                       segment_batches=segment_batches)  # fmt: skip
+
+
+def _recorded_layout(ctx: StepContext) -> int | None:
+    """The segment size a step's committed work was cut into: from its layout file, 0 for work committed per
+    epoch before layouts were recorded, None when nothing was committed."""
+    import json
+
+    folder = ctx.segments_dir
+    try:
+        return int(json.loads((folder / "layout.json").read_text())["segment_batches"])
+    except (OSError, ValueError, KeyError):
+        return 0 if (folder / "commitments.json").exists() else None
+
+
+def _write_layout(ctx: StepContext, segment_batches: int) -> None:
+    import json
+
+    ctx.segments_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(ctx.segments_dir / "layout.json", json.dumps({"segment_batches": segment_batches}).encode())
 
 
 def _epoch(module, opt, x, y, loss_fn, seed: int, epoch: int, batch_size: int, device: str) -> float:
@@ -207,7 +237,7 @@ def _commit(ctx: StepContext, segment: int, state: bytes) -> None:
     atomic_write_bytes(path, json.dumps(commitments).encode())
 
 
-def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size: int, per_epoch: int) -> float:
+def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size: int, seg: int) -> float:
     """Replay the segments in ctx.verify_epochs from the provider's checkpoints and compare (runtime/verification);
     the module ends with the provider's final weights. Findings go to ctx.verification."""
     import json
@@ -216,6 +246,7 @@ def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size:
     from runtime.verification import TOLERANCE, max_abs_diff
 
     started = time.perf_counter()
+    per_epoch = segments_per_epoch(len(y), batch_size, seg)
     folder = ctx.segments_dir
     commitments = json.loads((folder / "commitments.json").read_text())
     n = len(commitments) - 1
@@ -238,7 +269,7 @@ def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size:
                 replayed = state_bytes(module, opt, epoch=k, loss=loss)
             else:
                 order = _begin_epoch(module, y, seed, epoch, before["rng"] if chunk else None)
-                lo, hi = _chunk_batches(len(y), batch_size, ctx.segment_batches, chunk)
+                lo, hi = _chunk_batches(len(y), batch_size, seg, chunk)
                 total = (float(before["partial"]) if chunk else 0.0) + _batches(
                     module, opt, x, y, loss_fn, order, lo, hi, batch_size, ctx.device
                 )
@@ -246,7 +277,7 @@ def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size:
                 replayed = (
                     state_bytes(module, opt, epoch=epoch + 1, loss=total / len(y))
                     if last
-                    else _mid_state(module, opt, epoch, chunk + 1, total)
+                    else _mid_state(module, opt, epoch, chunk + 1, total, seg)
                 )
             diff = max_abs_diff(module, load(k))
             found["max_abs_diff"] = max(found.get("max_abs_diff", 0.0), diff)

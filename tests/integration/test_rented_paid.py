@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -90,7 +91,9 @@ def test_a_staked_provider_is_paid_signs_its_work_and_is_slashed_when_it_signs_w
         pipeline_doc["compute"]["params"]["segment_batches"] = 2  # segments of 2 optimiser steps, not whole epochs
         path.write_text(yaml.safe_dump(pipeline_doc))
         before = chain.token.functions.balanceOf(wallet).call()
-        done = aib("run", str(path), "--set", "classifier.epochs=5", "--json", timeout=400)
+        # A seed of its own: other tests trained this pipeline on other providers (and the step would be cached).
+        sets = ["classifier.epochs=5", f"classifier.seed={time.time_ns() % 10**6}"]
+        done = aib("run", str(path), "--set", sets[0], "--set", sets[1], "--json", timeout=400)
         assert done.returncode == 0, done.stdout + done.stderr
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert summary["status"] == "succeeded" and summary["provider_id"] == offer["id"]
@@ -110,7 +113,7 @@ def test_a_staked_provider_is_paid_signs_its_work_and_is_slashed_when_it_signs_w
         assert [r["key"] for r in summary["metrics"]["receipts"]] == [receipt_key(run_id, "classifier", 1)]
 
         # A cheat: it hands in (and signs) weights for segment 3 (inside an epoch) it never trained.
-        pipeline = load_pipeline(path, ["classifier.epochs=5"])
+        pipeline = load_pipeline(path, sets)
         plan = compile_plan(pipeline)
         folder = get_settings().cache_dir / "work" / plan.step("classifier").cache_key / "segments"
         commitments = forge_segment(folder, 3)

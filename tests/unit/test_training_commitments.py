@@ -121,3 +121,20 @@ def test_a_faked_segment_inside_an_epoch_is_caught_and_named(tmp_path):
     assert found["ok"] is False and found["reason"].startswith("segment 5 (epoch 2, part 2 of 3) replayed to weights")
     assert (found["segment"], found["epoch"], found["committed_hash"]) == (5, 2, commitments[5])
     assert found["replayed_hash"] == honest  # the replay is the honest work, bit for bit
+
+
+def test_work_is_checked_and_continued_as_it_was_cut_whatever_is_asked_later(tmp_path):
+    # Committed per epoch (e.g. a cached step from an earlier run); a later run asks for segments of 2 steps.
+    ctx, net, opt, data = setup(tmp_path, keep_segments=True)
+    fit(ctx, net, opt, data, epochs=2, batch_size=8, seed=1)
+    vctx, vnet, vopt, vdata = setup(tmp_path, verify_epochs=[1, 2], segment_batches=2)
+    fit(vctx, vnet, vopt, vdata, epochs=2, batch_size=8, seed=1)
+    found = vctx.verification
+    assert found["ok"] is True and (found["segments"], found["epochs"]) == (2, 2)
+    # Training two more epochs under the new request keeps cutting per epoch (the commitments stay consistent).
+    rctx, rnet, ropt, rdata = setup(tmp_path, keep_segments=True, segment_batches=2)
+    fit(rctx, rnet, ropt, rdata, epochs=4, batch_size=8, seed=1)
+    assert len(json.loads((ctx.segments_dir / "commitments.json").read_text())) == 5
+    wctx, wnet, wopt, wdata = setup(tmp_path, verify_epochs=[3, 4])
+    fit(wctx, wnet, wopt, wdata, epochs=4, batch_size=8, seed=1)
+    assert wctx.verification["ok"] is True
