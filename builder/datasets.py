@@ -278,18 +278,14 @@ def register_asset(ds: Dataset) -> Dataset:
 
     from chain.accounts import use_signer
     from chain.cli import rpc_url
-    from chain.client import address_book, connect, contract, record_asset, send
+    from chain.client import address_book, connect, contract, record_asset, registered_asset, send
 
     w3 = connect(rpc_url())
     book = address_book()
     registry = contract(w3, "AssetRegistry", book)
     uri = f"aib://datasets/{ds.id}"
     content = bytes.fromhex(ds.sha256)
-    asset_id, tx = None, None
-    for event in registry.events.AssetRegistered().get_logs(from_block=0):
-        if event.args.contentHash == content and event.args.metadataURI == uri:
-            asset_id, tx = event.args.assetId, event.transactionHash.to_0x_hex()
-            break
+    asset_id, tx = registered_asset(registry, uri, content) or (None, None)
     if asset_id is None:
         call = registry.functions.register(ds.owner, ASSET_KIND_DATASET, content, uri, ds.price_wei)
         receipt = send(w3, call, use_signer(w3, book))

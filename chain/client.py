@@ -101,6 +101,15 @@ def record_asset(ref: str, asset_id: int) -> None:
     write_address_book(book)
 
 
+def registered_asset(registry: Any, uri: str, content: bytes | None = None) -> tuple[int, str] | None:
+    """(asset id, tx hash) of the first asset registered under `uri` (and `content`, when given), from the
+    registry's events: a registration that died after minting is adopted rather than minted twice."""
+    for event in registry.events.AssetRegistered().get_logs(from_block=0):
+        if event.args.metadataURI == uri and (content is None or event.args.contentHash == content):
+            return event.args.assetId, event.transactionHash.to_0x_hex()
+    return None
+
+
 def contract(w3: Any, name: str, book: dict[str, Any]) -> Any:
     """The deployed contract `name` from the address book."""
     from chain.artifacts import load_artifact
@@ -115,6 +124,7 @@ __all__ = [
     "contract",
     "node_errors",
     "record_asset",
+    "registered_asset",
     "send",
     "write_address_book",
 ]

@@ -36,7 +36,7 @@ def _chain() -> tuple[Any, dict[str, Any]]:
 
 def ensure_offer_asset(row: Any, wallet: str) -> int:
     """The offer's asset id, registering it (owned by `wallet`) the first time; kept across restarts of the agent."""
-    from chain.client import contract, record_asset, send
+    from chain.client import contract, record_asset, registered_asset, send
     from chain.deploy import ASSET_KINDS
 
     w3, book = _chain()
@@ -44,6 +44,10 @@ def ensure_offer_asset(row: Any, wallet: str) -> int:
     if known is not None:
         return int(known)
     registry = contract(w3, "AssetRegistry", book)
+    minted = registered_asset(registry, f"aib://offers/{row.id}")
+    if minted is not None:  # minted by an agent that died before recording it
+        record_asset(offer_ref(row.id), minted[0])
+        return int(minted[0])
     content = json.dumps(
         {"offer": row.id, "name": row.name, "tier": row.tier, "hardware": row.hardware}, sort_keys=True
     )

@@ -85,6 +85,18 @@ def test_a_staked_provider_is_paid_signs_its_work_and_is_slashed_when_it_signs_w
         assert registry.functions.ownerOf(asset).call() == wallet
         assert registry.functions.assetOf(asset).call()[0] == 2  # ComputeOffer
         assert tuple(rewards.functions.stakeOf(asset).call()[:2]) == (wallet, 100 * AIC)
+        # An agent that died between minting the offer and recording it adopts that asset instead of minting again.
+        from chain.client import write_address_book
+        from runtime.work_receipts import ensure_offer_asset
+
+        book = address_book()
+        del book["assets"][offer_ref(offer["id"])]
+        write_address_book(book)
+        minted = registry.functions.totalAssets().call()
+        with session_factory()() as s:
+            assert ensure_offer_asset(s.get(ProviderRow, offer["id"]), wallet) == asset
+        assert registry.functions.totalAssets().call() == minted
+        assert address_book()["assets"][offer_ref(offer["id"])] == asset
 
         path = rented_copy(tmp_path)
         pipeline_doc = yaml.safe_load(path.read_text())
