@@ -70,7 +70,10 @@ def test_an_epoch_rewards_used_assets_in_one_transaction_leaves_a_duplicate_out_
     assert shown.returncode == 0, shown.stderr
     preview = json.loads(shown.stdout)["next"]
     excluded = {e["asset_id"]: e["reason"] for e in preview["excluded"]}
-    assert excluded == {ds["asset_id"]: f"a duplicate of asset {original} (the same content hash)"}
+    assert excluded[ds["asset_id"]] == f"a duplicate of asset {original} (the same content hash)"
+    # Nothing this run used honestly is left out (other tests' settled usage, e.g. a caught provider, may be).
+    used = {p["asset_id"] for p in summary["settlement"]["payouts"]}
+    assert set(excluded) & used == {ds["asset_id"]}
 
     pool_before = _balance(rc, rc.pool)
     count_before = rc.rewards.functions.epochCount().call()
@@ -105,7 +108,8 @@ def test_an_epoch_rewards_used_assets_in_one_transaction_leaves_a_duplicate_out_
     assert {o: _balance(rc, o) - before[o] for o in before} == gained  # nothing paid twice
 
     shown = json.loads(aib("rewards", "show", "--epoch", str(number), "--json").stdout)
-    assert all(c["claimed"] for c in shown["claims"]) and shown["report"]["excluded"][0]["asset_id"] == ds["asset_id"]
+    assert all(c["claimed"] for c in shown["claims"])
+    assert ds["asset_id"] in {e["asset_id"] for e in shown["report"]["excluded"]}
     nothing = aib("rewards", "close-epoch")
     assert nothing.returncode == 0 and "nothing to reward" in nothing.stdout, nothing.stdout + nothing.stderr
     assert rc.rewards.functions.epochCount().call() == number
