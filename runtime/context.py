@@ -54,8 +54,8 @@ class StepContext:
     keep_segments: bool = False
     # Optimiser steps per committed segment on rented compute; 0: one segment per epoch.
     segment_batches: int = 0
-    # Verification replay on a trusted node: the segments (epochs unless segment_batches is set) to replay from
-    # the provider's checkpoints; findings go to `verification`.
+    # Verification replay on a trusted node: the segments to replay from the provider's checkpoints (cut as the
+    # provider's work was, recorded beside them); findings go to `verification`.
     verify_epochs: list[int] | None = None
     verification: dict[str, Any] = field(default_factory=dict)
 

@@ -383,10 +383,10 @@ def _segment_batches(pipeline: Pipeline) -> int:
 
 
 def verify_step(run_id: str, pipeline: Pipeline, plan: Plan, node_id: str, epochs: list[int]) -> dict[str, Any]:
-    """Replay segments `epochs` (epochs, unless the compute block sets segment_batches) of a finished training step
-    from the checkpoints its provider committed, here (a trusted node), with the step's inputs from the step
-    cache; the findings ({ok, checked, reason, …}) or {} when the step has no committed work or its inputs are
-    not in the cache."""
+    """Replay segments `epochs` of a finished training step (cut as its provider's work was: epochs, or
+    segment_batches steps) from the checkpoints the provider committed, here (a trusted node), with the step's
+    inputs from the step cache; the findings ({ok, checked, reason, …}) or {} when the step has no committed work
+    or its inputs are not in the cache."""
     settings = get_settings()
     step = plan.step(node_id)
     node = pipeline.nodes[node_id]
@@ -407,7 +407,6 @@ def verify_step(run_id: str, pipeline: Pipeline, plan: Plan, node_id: str, epoch
         settings=settings,
         plan=plan.to_dict(),
         verify_epochs=epochs,
-        segment_batches=_segment_batches(pipeline),
     )
     node.block().run(ctx, inputs, node.params)
     return ctx.verification
