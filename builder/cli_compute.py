@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from builder.cli_base import JsonFlag, _aic_option, _fail, _print_json, _session, _table, app, err, out
-from builder.money import format_aic
+from builder.cli_base import JsonFlag, _fail, _print_json, _session, _table, app, err, out
+from builder.money import format_aic, parse_amount
 
 server_app = typer.Typer(no_args_is_help=True, help="The distributed mode: a real Prefect server with a pool per tier.")
 provider_app = typer.Typer(no_args_is_help=True, help="Offer this machine's GPU or CPU as rented compute.")
@@ -66,9 +66,24 @@ def server_status(json_: JsonFlag = False) -> None:
         out.print("not running; `aib server start` starts it")
 
 
+def _aic(value: str, option: str) -> int:
+    """An AIC amount given on the command line ('0.36', '0.36 AIC', '1200 wei') in wei, above 0; exit 2 if not."""
+    try:
+        wei = parse_amount(value if any(c.isalpha() for c in value) else f"{value} AIC")
+    except ValueError as exc:
+        _fail(f"{option}: {exc}")
+    if wei <= 0:
+        _fail(f"{option} must be more than 0 AIC")
+    return wei
+
+
 def _price_per_second(price: str) -> int:
     """'0.36 AIC' per device-hour → wei per device-second."""
-    return max(1, round(_aic_option(price, "--price") / 3600))
+    return max(1, round(_aic(price, "--price") / 3600))
+
+
+def _stake_wei(stake: str) -> int:
+    return _aic(stake, "--stake")
 
 
 def _offer_on_chain(provider_id: str, wallet: str | None, stake_wei: int) -> str:
@@ -150,7 +165,7 @@ def provider_start(
     )
 
     price_wei = _price_per_second(price)
-    stake_wei = _aic_option(stake, "--stake") if stake is not None else 0
+    stake_wei = _stake_wei(stake) if stake is not None else 0
     if data_dir is not None and not data_dir.is_dir():
         _fail(f"--data-dir {data_dir} is not a folder")
     url = api_url()
@@ -266,7 +281,7 @@ def provider_stake(
     from chain.client import address_book, connect, contract, node_errors
     from runtime.work_receipts import stake, stake_status
 
-    wei, asset = _aic_option(amount, "--stake"), _offer_asset(provider_id)
+    wei, asset = _stake_wei(amount), _offer_asset(provider_id)
     with node_errors(rpc_url()):
         owner = contract(connect(rpc_url()), "AssetRegistry", address_book()).functions.ownerOf(asset).call()
         tx = stake(asset, wei, owner)

@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
-from builder.cli_base import JsonFlag, _aic_option, _print_json, _session, _table, app, out
-from builder.money import format_aic
+from builder.cli_base import JsonFlag, _print_json, _session, _table, app, out
+from builder.errors import ChainError
+from builder.money import format_aic, parse_amount
 
 rewards_app = typer.Typer(
     no_args_is_help=True, help="Proof-of-Value rewards: the incentive pool paid per epoch to the assets really used."
@@ -18,7 +19,15 @@ app.add_typer(rewards_app, name="rewards")
 def _pool_amount(amount: str | None) -> int:
     from runtime.rewards import DEFAULT_EPOCH_POOL_WEI
 
-    return DEFAULT_EPOCH_POOL_WEI if amount is None else _aic_option(amount, "--amount")
+    if amount is None:
+        return DEFAULT_EPOCH_POOL_WEI
+    try:
+        wei = parse_amount(amount if any(c.isalpha() for c in amount) else f"{amount} AIC")
+    except ValueError as exc:
+        raise ChainError(f"--amount: {exc}") from None
+    if wei <= 0:
+        raise ChainError("--amount must be more than 0 AIC")
+    return wei
 
 
 def _chain() -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from builder.errors import ChainError
@@ -116,18 +117,20 @@ def receipt_key(run_id: str, node_id: str, attempt: int) -> str:
     return f"{run_id}/{node_id}/attempt-{attempt}"
 
 
+def _commitments_path(cache_key: str) -> Path:
+    return get_settings().cache_dir / "work" / cache_key / "segments" / "commitments.json"
+
+
 def committed(cache_key: str) -> list[str]:
     """The checkpoint hashes a training step has committed so far (empty when none)."""
-    from runtime.context import segments_dir
-
     try:
-        return list(json.loads((segments_dir(get_settings(), cache_key) / "commitments.json").read_text()))
+        return list(json.loads(_commitments_path(cache_key).read_text()))
     except (OSError, ValueError):
         return []
 
 
 def _as_bytes32(h: str) -> bytes:
-    return bytes.fromhex(h) if h else ZERO32  # a segment lost to a crash was never committed
+    return bytes.fromhex(h) if h else ZERO32  # an epoch lost to a crash was never committed
 
 
 def submit_receipts(run_id: str, plan: Any, provider: Any, attempt: int, before: dict[str, int]) -> list[dict]:
