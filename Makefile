@@ -72,12 +72,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: install /usr/bin/espeak-ng
 	$(AIB) quickstart
 
-## make test: install test extras and run every test.
+## make test: install test extras, check the floor plan (layers in pyproject.toml), run every test.
 test: install-test node_modules/.installed /usr/bin/chromium /usr/bin/espeak-ng
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 	$(PY) -m pytest
 
 lint: install-test
 	$(VENV)/bin/ruff check builder blocks runtime chain tests bench
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 
 bench: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/serve.py

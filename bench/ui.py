@@ -38,7 +38,7 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from builder.ui.launch import CHROMIUM, CHROMIUM_FLAGS, start_ui, stop_ui
+    from builder.cli.launch import CHROMIUM, CHROMIUM_FLAGS, start_ui, stop_ui
     from runtime.processes import free_port
 
     train_template()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,13 @@ def topological_order(pipeline: Pipeline) -> list[str]:
     return order
 
 
-def _step(node: Node, inputs: dict[str, str], upstream_keys: dict[str, str], pipeline: Pipeline) -> PlanStep:
+def _step(
+    node: Node,
+    inputs: dict[str, str],
+    upstream_keys: dict[str, str],
+    pipeline: Pipeline,
+    royalties: Mapping[str, Sequence[dict[str, Any]]],
+) -> PlanStep:
     block = node.block()
     params = node.params.model_dump(mode="json")
     key_material = {
@@ -119,26 +126,20 @@ def _step(node: Node, inputs: dict[str, str], upstream_keys: dict[str, str], pip
         call_price=node.block.call_price.to_dict() if node.block.call_price else None,
         provider=node.block.provider,
         estimated_seconds=float(block.estimate_seconds(node.params)),
-        royalties=_royalties(node, pipeline),
+        royalties=tuple(r for name in params for r in royalties.get(f"blocks.{node.node_id}.params.{name}", ())),
     )
 
 
-def _royalties(node: Node, pipeline: Pipeline) -> tuple[dict[str, Any], ...]:
-    """What the node's data files owe the published datasets among them (see builder.datasets)."""
-    from builder.datasets import DatasetError, royalties_for
-
-    owed: list[dict[str, Any]] = []
-    for name, value in node.params.model_dump(mode="json").items():
-        if not (name.endswith("path") and isinstance(value, str) and value):
-            continue
-        path = Path(value) if Path(value).is_absolute() else pipeline.base_dir / value
-        try:
-            owed += royalties_for([path])
-        except DatasetError as exc:
-            raise ValidationError(
-                [Problem(f"blocks.{node.node_id}.params.{name}", str(exc))], pipeline.source
-            ) from None
-    return tuple(owed)
+def data_files(pipeline: Pipeline) -> dict[str, Path]:
+    """Every data file the pipeline's blocks read (params ending in `path`), by YAML path, resolved against the
+    pipeline's folder: what a caller looks up to price published datasets (see runtime/datasets.py)."""
+    found: dict[str, Path] = {}
+    for node in pipeline.nodes.values():
+        for name, value in node.params.model_dump(mode="json").items():
+            if name.endswith("path") and isinstance(value, str) and value:
+                path = Path(value) if Path(value).is_absolute() else pipeline.base_dir / value
+                found[f"blocks.{node.node_id}.params.{name}"] = path
+    return found
 
 
 def compute_quote(steps: tuple[PlanStep, ...], compute: PlanStep) -> int:
@@ -154,8 +155,13 @@ def quote(steps: tuple[PlanStep, ...], compute: PlanStep) -> int:
     return total + compute_quote(steps, compute)
 
 
-def compile_plan(pipeline: Pipeline) -> Plan:
-    """Compile `pipeline` into a Plan; pure and deterministic for the same file, params and data."""
+def compile_plan(pipeline: Pipeline, royalties: Mapping[str, Sequence[dict[str, Any]]] | None = None) -> Plan:
+    """Compile `pipeline` into a Plan; pure and deterministic for the same file, params and data.
+
+    `royalties`: what published datasets among the data files are owed per run, by the YAML path of the parameter
+    that reads them (`data_files` names them); resolved by the caller, since the core touches no catalog.
+    """
+    royalties = royalties or {}
     order = topological_order(pipeline)
     feeds: dict[str, dict[str, str]] = {n: {} for n in pipeline.nodes}
     for e in pipeline.edges:
@@ -164,10 +170,10 @@ def compile_plan(pipeline: Pipeline) -> Plan:
     steps: list[PlanStep] = []
     for node_id in order:
         upstream = {f"{s.node_id}.{p}": f"{s.cache_key}:{p}" for s in steps for p in _out_ports(pipeline, s)}
-        step = _step(pipeline.nodes[node_id], feeds[node_id], upstream, pipeline)
+        step = _step(pipeline.nodes[node_id], feeds[node_id], upstream, pipeline, royalties)
         keys[node_id] = step.cache_key
         steps.append(step)
-    compute = _step(pipeline.compute, {}, {}, pipeline)
+    compute = _step(pipeline.compute, {}, {}, pipeline, royalties)
     frozen = tuple(steps)
     quoted = quote(frozen, compute)
     if pipeline.budget_wei is not None and quoted > pipeline.budget_wei:
@@ -210,6 +216,7 @@ __all__ = [
     "canonical_json",
     "compile_plan",
     "compute_quote",
+    "data_files",
     "quote",
     "sha256_hex",
     "topological_order",

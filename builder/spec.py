@@ -100,6 +100,10 @@ class Block:
         """Planned device seconds for this step, used to quote compute before a run."""
         return 0.0
 
+    def device_request(self, params: BlockParams) -> str:
+        """Compute blocks: the device the steps ask for, "auto" (a GPU when present), "cpu" or "cuda"."""
+        return "auto"
+
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         """Execute the step: read `inputs` (port name → value) and return outputs (port name → value)."""
         raise NotImplementedError(f"block {self.ref()} does not implement run()")

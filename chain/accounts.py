@@ -83,16 +83,6 @@ def create_keystore(path: Path, password: str) -> str:
     return account.address
 
 
-def current_wallet() -> tuple[str, str]:
-    """(address, where it comes from) of the wallet that pays and signs: AIB_KEYSTORE, else the local user's."""
-    path = keystore_path()
-    if path is not None:
-        return load_account(path).address, f"keystore {path}"
-    from chain.client import address_book
-
-    return address_book()["roles"]["operator"], "local chain dev account"
-
-
 def use_signer(w3: Any, book: dict[str, Any]) -> str:
     """The address transactions are sent from: the AIB_KEYSTORE account (signed locally) or the local operator."""
     path = keystore_path()

@@ -1,12 +1,9 @@
-"""web3.py access to a chain: connect, send a transaction and await its receipt, read the address book."""
+"""web3.py access to a chain by URL: connect, send a transaction and await its receipt, JSON-RPC calls."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from builder.errors import ChainError
@@ -63,44 +60,6 @@ def node_errors(url: str) -> Iterator[None]:
         ) from None
 
 
-def address_book_path() -> Path:
-    """AIB_ADDRESS_BOOK (the deployment on another network) or the embedded chain's address book."""
-    override = os.environ.get("AIB_ADDRESS_BOOK")
-    if override:
-        return Path(override).expanduser()
-    from chain.node import chain_paths
-
-    return chain_paths().book
-
-
-def address_book() -> dict[str, Any]:
-    """The contracts, roles and block assets of the chain in use; ChainError when there is none."""
-    path = address_book_path()
-    if not path.exists():
-        if os.environ.get("AIB_ADDRESS_BOOK"):
-            raise ChainError(f"there is no address book at {path} (AIB_ADDRESS_BOOK)")
-        raise ChainError("the local chain has not been started; run `aib chain start`")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise ChainError(f"the address book {path} is not readable JSON") from None
-
-
-def write_address_book(book: dict[str, Any]) -> None:
-    """Replace the address book atomically."""
-    from runtime.store import atomic_write_bytes
-
-    atomic_write_bytes(address_book_path(), json.dumps(book, indent=2, sort_keys=True).encode())
-
-
-def record_asset(ref: str, asset_id: int) -> None:
-    """Name asset `asset_id` as `ref` (a block or dataset) in the address book, re-read first so that assets
-    added meanwhile by another writer are kept."""
-    book = address_book()
-    book.setdefault("assets", {})[ref] = asset_id
-    write_address_book(book)
-
-
 def registered_asset(registry: Any, uri: str, content: bytes | None = None) -> tuple[int, str] | None:
     """(asset id, tx hash) of the first asset registered under `uri` (and `content`, when given), from the
     registry's events: a registration that died after minting is adopted rather than minted twice."""
@@ -108,6 +67,29 @@ def registered_asset(registry: Any, uri: str, content: bytes | None = None) -> t
         if event.args.metadataURI == uri and (content is None or event.args.contentHash == content):
             return event.args.assetId, event.transactionHash.to_0x_hex()
     return None
+
+
+def rpc_call(url: str, method: str, params: list | None = None, timeout: float = 2.0) -> Any:
+    """One JSON-RPC call; ChainError with the URL when the node cannot be reached or answers an error."""
+    import httpx
+
+    try:
+        r = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}, timeout=timeout)
+        body = r.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ChainError(f"no Ethereum node answers at {url} ({type(exc).__name__})") from None
+    if "error" in body:
+        raise ChainError(f"the node at {url} refused {method}: {body['error'].get('message', body['error'])}")
+    return body["result"]
+
+
+def checked_address(value: str) -> str:
+    """The checksummed form of `value`; ChainError with one sentence when it is not an address."""
+    from eth_utils import is_address, to_checksum_address
+
+    if not is_address(value):
+        raise ChainError(f"{value!r} is not an Ethereum address (0x followed by 40 hex digits)")
+    return to_checksum_address(value)
 
 
 def contract(w3: Any, name: str, book: dict[str, Any]) -> Any:
@@ -118,13 +100,11 @@ def contract(w3: Any, name: str, book: dict[str, Any]) -> Any:
 
 
 __all__ = [
-    "address_book",
-    "address_book_path",
+    "checked_address",
     "connect",
     "contract",
     "node_errors",
-    "record_asset",
     "registered_asset",
+    "rpc_call",
     "send",
-    "write_address_book",
 ]

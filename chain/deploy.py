@@ -1,4 +1,4 @@
-"""Deploy the contracts on the embedded chain and keep an address book next to its state."""
+"""Deploy the contracts on a chain and register blocks as assets; the caller keeps the address book."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from web3.logs import DISCARD
 
 from builder.errors import ChainError
 from chain.artifacts import load_artifact
-from chain.client import connect, send, write_address_book
+from chain.client import send
 
 FEE_BPS = 250  # 2.5 % protocol fee
 RECLAIM_TIMEOUT_S = 24 * 3600
@@ -45,20 +45,9 @@ def local_roles(accounts: list[str]) -> dict[str, str]:
     }
 
 
-def ensure_deployed(url: str) -> dict[str, Any]:
-    """Deploy once per chain state: reuse the address book while its contracts still have code."""
-    from chain.node import chain_paths
-
-    w3 = connect(url)
-    book_path = chain_paths().book
-    if book_path.exists():
-        book = json.loads(book_path.read_text())
-        escrow = book["contracts"]["RunEscrow"]
-        if book.get("chain_id") == w3.eth.chain_id and w3.eth.get_code(escrow):
-            if "ContributionRewards" not in book["contracts"]:  # a chain deployed before rewards existed
-                book["contracts"]["ContributionRewards"] = deploy_rewards(w3, book["contracts"], book["roles"])
-                write_address_book(book)
-            return book
+def deploy_contracts(w3: Any, url: str) -> dict[str, Any]:
+    """Deploy AICToken, AssetRegistry, RunEscrow and ContributionRewards with the node's development accounts in
+    their roles; the address book without its assets (the caller registers the catalog and keeps the book)."""
     roles = local_roles(w3.eth.accounts)
     op = roles["operator"]
     token = _deploy(
@@ -78,15 +67,7 @@ def ensure_deployed(url: str) -> dict[str, Any]:
     send(w3, aic.functions.transfer(op, LOCAL_USER_FUNDS), roles["company"])
     contracts = {"AICToken": token, "AssetRegistry": registry, "RunEscrow": escrow}
     contracts["ContributionRewards"] = deploy_rewards(w3, contracts, roles)
-    book = {
-        "chain_id": w3.eth.chain_id,
-        "rpc_url": url,
-        "contracts": contracts,
-        "roles": roles,
-        "assets": register_catalog(w3, registry, op),
-    }
-    write_address_book(book)
-    return book
+    return {"chain_id": w3.eth.chain_id, "rpc_url": url, "contracts": contracts, "roles": roles, "assets": {}}
 
 
 def deploy_rewards(w3: Any, contracts: dict[str, str], roles: dict[str, str]) -> str:
@@ -125,36 +106,17 @@ def register_block_asset(w3: Any, registry: Any, block: Any, owner: str, sender:
     return registry.events.AssetRegistered().process_receipt(receipt, errors=DISCARD)[0].args.assetId, receipt
 
 
-def register_provided_block(block: Any, owner: str) -> tuple[int, str]:
-    """Register an installed `block` as a new asset owned by `owner` on the chain in use and name it in the
-    address book; (asset id, tx hash). From then on the block's revenue goes to that asset's owner."""
-    from chain.accounts import use_signer
-    from chain.cli import rpc_url
-    from chain.client import address_book, connect, contract, record_asset
-
-    w3 = connect(rpc_url())
-    book = address_book()
-    asset_id, receipt = register_block_asset(
-        w3, contract(w3, "AssetRegistry", book), block, owner, use_signer(w3, book)
-    )
-    record_asset(block.ref(), asset_id)
-    return asset_id, receipt.transactionHash.to_0x_hex()
-
-
-def register_catalog(w3: Any, registry: str, sender: str) -> dict[str, int]:
-    """Register every block of the catalog as an asset owned by its provider; block ref → asset id."""
-    from builder.registry import all_blocks
-
+def register_catalog(w3: Any, registry: str, sender: str, blocks: list[Any]) -> dict[str, int]:
+    """Register each of `blocks` as an asset owned by its provider; block ref → asset id."""
     reg = w3.eth.contract(address=registry, abi=load_artifact("AssetRegistry")["abi"])
-    return {block.ref(): register_block_asset(w3, reg, block, block.provider, sender)[0] for block in all_blocks()}
+    return {block.ref(): register_block_asset(w3, reg, block, block.provider, sender)[0] for block in blocks}
 
 
 __all__ = [
     "FEE_BPS",
     "deploy_rewards",
-    "ensure_deployed",
+    "deploy_contracts",
     "local_roles",
     "register_block_asset",
     "register_catalog",
-    "register_provided_block",
 ]

@@ -38,6 +38,11 @@ class NullReporter:
         pass
 
 
+def segments_dir(settings: Settings, cache_key: str) -> Path:
+    """Where a rented step's per-segment checkpoints, commitments and layout live (beside its resume checkpoint)."""
+    return settings.cache_dir / "work" / cache_key / "segments"
+
+
 @dataclass
 class StepContext:
     """Everything a block's `run` may use besides its inputs and params."""
@@ -80,8 +85,8 @@ class StepContext:
 
     @property
     def segments_dir(self) -> Path:
-        """Where a rented step's per-segment checkpoints and commitments live (beside its resume checkpoint)."""
-        return self.settings.cache_dir / "work" / self.cache_key / "segments"
+        """Where this step's per-segment checkpoints and commitments live (see `segments_dir`)."""
+        return segments_dir(self.settings, self.cache_key)
 
     def progress(self, done: float, total: float, description: str = "") -> None:
         """Report that `done` of `total` units of this step's work are finished."""
@@ -92,4 +97,4 @@ class StepContext:
         self.reporter.metric(self.node_id, name, float(value), step)
 
 
-__all__ = ["NullReporter", "Reporter", "StepContext"]
+__all__ = ["NullReporter", "Reporter", "StepContext", "segments_dir"]

@@ -165,7 +165,7 @@ def prepare_pools(url: str) -> None:
 def pipeline_flow_impl(run_id: str) -> None:
     """Run a recorded run here (on the provider's machine): the pipeline and plan come from the database."""
     from builder.pipeline import load_pipeline
-    from builder.plan import compile_plan
+    from runtime.datasets import compile_with_datasets
     from runtime.db import Run, session_factory
     from runtime.runner import Preempted, execute_run
 
@@ -175,7 +175,7 @@ def pipeline_flow_impl(run_id: str) -> None:
             raise ServerError(f"run {run_id} is not in this provider's database")
         path, overrides = Path(run.pipeline_path or ""), list(run.overrides or [])
     pipeline = load_pipeline(path, overrides)
-    plan = compile_plan(pipeline)
+    plan = compile_with_datasets(pipeline)
     with session_factory()() as s:
         run = s.get(Run, run_id)
         if plan.plan_hash != run.plan_hash:
@@ -352,16 +352,12 @@ def verify_run(run_id: str, pipeline: Any, plan: Any, rate: float = VERIFY_RATE)
     from runtime.db import ProviderRow, Run, Usage, session_factory, utcnow
     from runtime.runner import verify_step
     from runtime.verification import choose_segments, commitments_root
+    from runtime.work_receipts import committed
 
-    settings = get_settings()
     secret = os.urandom(32)
     findings: dict[str, Any] = {}
     for step in plan.steps:
-        path = settings.cache_dir / "work" / step.cache_key / "segments" / "commitments.json"
-        try:
-            commitments = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+        commitments = committed(step.cache_key)
         n = len(commitments) - 1
         if n <= 0:
             continue
@@ -393,8 +389,8 @@ def verify_run(run_id: str, pipeline: Any, plan: Any, rate: float = VERIFY_RATE)
 
 def _slash_on_chain(run_id: str, bad: dict[str, dict[str, Any]]) -> None:
     """For a paid run whose provider signed receipts: slash its stake with the first replay that proves a cheat."""
+    from runtime.chain_node import payments_enabled
     from runtime.db import Run, session_factory
-    from runtime.settlement import payments_enabled
     from runtime.work_receipts import slash_cheat
 
     with session_factory()() as s:

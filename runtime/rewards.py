@@ -44,8 +44,8 @@ class RewardsChain:
     @classmethod
     def connect(cls) -> RewardsChain:
         from chain.accounts import use_signer
-        from chain.cli import rpc_url
-        from chain.client import address_book, connect, contract
+        from chain.client import connect, contract
+        from runtime.chain_node import address_book, rpc_url
 
         w3 = connect(rpc_url())
         book = address_book()

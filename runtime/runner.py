@@ -12,7 +12,6 @@ from typing import Any, Literal
 import torch
 from sqlalchemy import select
 
-from blocks.compute.local import LocalComputeParams, resolve_device
 from builder.errors import AibError, RunError
 from builder.pipeline import Pipeline
 from builder.plan import Plan, PlanStep
@@ -287,6 +286,15 @@ def _finish_run(state: _RunState, run_id: str) -> None:
                 )
 
 
+def resolve_device(requested: str) -> str:
+    """The torch device for a compute block's request; refuses `cuda` on a machine without a GPU."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RunError("the pipeline asks for device 'cuda' but this machine has no usable GPU; use 'auto' or 'cpu'")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
 def execute_run(
     run_id: str,
     pipeline: Pipeline,
@@ -302,10 +310,8 @@ def execute_run(
     compute_params = pipeline.compute.params
     Session = session_factory()
     try:
-        if isinstance(compute_params, LocalComputeParams):
-            device = resolve_device(compute_params)
-        else:  # a rented provider's machine runs this: its GPU when it has one (its tier was checked at start)
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        # A rented provider's machine asks "auto": its GPU when it has one (its tier was checked at start).
+        device = resolve_device(pipeline.compute.block().device_request(compute_params))
     except RunError as exc:
         with Session.begin() as s:
             run = s.get(Run, run_id)

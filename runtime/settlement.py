@@ -7,7 +7,6 @@ itself refuses a second settle of the same run).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,17 +23,6 @@ FINISHED = ("succeeded", "failed", "cancelled")
 ZERO_ADDRESS = "0x" + "0" * 40
 
 
-def payments_enabled() -> bool:
-    """Runs are paid on chain unless AIB_PAYMENTS=off, when AIB_RPC_URL is set or the local chain runs."""
-    if os.environ.get("AIB_PAYMENTS", "auto").lower() == "off":
-        return False
-    if os.environ.get("AIB_RPC_URL"):
-        return True
-    from chain.node import local_status
-
-    return bool(local_status()["running"])
-
-
 @dataclass
 class Chain:
     """The contracts a settlement talks to, and the wallet that pays."""
@@ -49,8 +37,8 @@ class Chain:
     @classmethod
     def connect(cls) -> Chain:
         from chain.accounts import use_signer
-        from chain.cli import rpc_url
-        from chain.client import address_book, connect, contract
+        from chain.client import connect, contract
+        from runtime.chain_node import address_book, rpc_url
 
         w3 = connect(rpc_url())
         book = address_book()
@@ -249,7 +237,6 @@ __all__ = [
     "check_funds",
     "deposit",
     "deposit_amount",
-    "payments_enabled",
     "settle_pending",
     "settle_run",
     "settlement_dict",

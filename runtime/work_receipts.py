@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from builder.errors import ChainError
@@ -28,16 +27,17 @@ def offer_ref(provider_id: str) -> str:
 
 
 def _chain() -> tuple[Any, dict[str, Any]]:
-    from chain.cli import rpc_url
-    from chain.client import address_book, connect
+    from chain.client import connect
+    from runtime.chain_node import address_book, rpc_url
 
     return connect(rpc_url()), address_book()
 
 
 def ensure_offer_asset(row: Any, wallet: str) -> int:
     """The offer's asset id, registering it (owned by `wallet`) the first time; kept across restarts of the agent."""
-    from chain.client import contract, record_asset, registered_asset, send
+    from chain.client import contract, registered_asset, send
     from chain.deploy import ASSET_KINDS
+    from runtime.chain_node import record_asset
 
     w3, book = _chain()
     known = book.get("assets", {}).get(offer_ref(row.id))
@@ -117,20 +117,18 @@ def receipt_key(run_id: str, node_id: str, attempt: int) -> str:
     return f"{run_id}/{node_id}/attempt-{attempt}"
 
 
-def _commitments_path(cache_key: str) -> Path:
-    return get_settings().cache_dir / "work" / cache_key / "segments" / "commitments.json"
-
-
 def committed(cache_key: str) -> list[str]:
     """The checkpoint hashes a training step has committed so far (empty when none)."""
+    from runtime.context import segments_dir
+
     try:
-        return list(json.loads(_commitments_path(cache_key).read_text()))
+        return list(json.loads((segments_dir(get_settings(), cache_key) / "commitments.json").read_text()))
     except (OSError, ValueError):
         return []
 
 
 def _as_bytes32(h: str) -> bytes:
-    return bytes.fromhex(h) if h else ZERO32  # an epoch lost to a crash was never committed
+    return bytes.fromhex(h) if h else ZERO32  # a segment lost to a crash was never committed
 
 
 def submit_receipts(run_id: str, plan: Any, provider: Any, attempt: int, before: dict[str, int]) -> list[dict]:
@@ -165,8 +163,8 @@ def sign_attempt(run_id: str, plan: Any, attempt: int, before: dict[str, int]) -
     a failure is reported, never fatal (the run's result stands; unsigned work just cannot be slashed or proven)."""
     import os
 
+    from runtime.chain_node import payments_enabled
     from runtime.db import ProviderRow, session_factory
-    from runtime.settlement import payments_enabled
 
     provider_id = os.environ.get("AIB_PROVIDER_ID")
     if not provider_id or not payments_enabled():

@@ -124,7 +124,7 @@ def store_upload(draft: Draft, node_id: str, param: str, filename: str, data: by
 
 def use_dataset(draft: Draft, node_id: str, dataset_id: str) -> str:
     """Point the node's data parameter at a published dataset (paid per run to its owner); a note for the user."""
-    from builder.datasets import load
+    from runtime.datasets import load
 
     block = block_of(draft, node_id)
     try:
@@ -160,12 +160,12 @@ def preview(draft: Draft, node_id: str, rows: int = 5, seed: int | None = None) 
 def quote(draft: Draft) -> int | None:
     """The pipeline's quoted price in wei, or None while it does not validate."""
     from builder.pipeline import parse_pipeline
-    from builder.plan import compile_plan
+    from runtime.datasets import compile_with_datasets
 
     problems, _ = validate(draft)
     if problems:
         return None
-    return compile_plan(parse_pipeline(to_yaml(draft), draft.base_dir)).quote_wei
+    return compile_with_datasets(parse_pipeline(to_yaml(draft), draft.base_dir)).quote_wei
 
 
 def start_run(draft: Draft) -> str:

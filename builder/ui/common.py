@@ -119,7 +119,8 @@ def goto(page: str) -> None:
 def chain_or_none() -> Any:
     """The connected chain when payments are on (local node running or AIB_RPC_URL), else None."""
     from builder.errors import AibError
-    from runtime.settlement import Chain, payments_enabled
+    from runtime.chain_node import payments_enabled
+    from runtime.settlement import Chain
 
     if not payments_enabled():
         return None

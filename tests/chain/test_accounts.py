@@ -108,7 +108,7 @@ def test_wallet_create_and_address_from_the_cli_never_print_the_key(tmp_path):
 
 
 def test_the_address_book_of_another_network_comes_from_aib_address_book(tmp_path, monkeypatch):
-    from chain.client import address_book, write_address_book
+    from runtime.chain_node import address_book, write_address_book
 
     path = tmp_path / "sepolia.json"
     monkeypatch.setenv("AIB_ADDRESS_BOOK", str(path))

@@ -54,8 +54,9 @@ def test_balances_survive_a_restart_and_contracts_are_not_redeployed(local_chain
 
 
 def test_a_chain_saved_before_the_rewards_contract_gets_it_on_its_next_start(local_chain):
-    from chain.client import address_book, connect, contract, write_address_book
+    from chain.client import connect, contract
     from chain.deploy import UNLIMITED
+    from runtime.chain_node import address_book, write_address_book
 
     book = address_book()
     old = book["contracts"].pop("ContributionRewards")

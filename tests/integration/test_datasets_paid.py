@@ -7,7 +7,7 @@ import json
 
 import yaml
 
-from builder.datasets import publish, register_asset
+from runtime.datasets import publish, register_asset
 from tests.conftest import TEMPLATES
 from tests.integration.conftest import aib
 
@@ -16,7 +16,8 @@ PRICE = 3 * 10**15
 
 
 def test_a_run_reading_a_published_dataset_pays_its_owner_through_the_escrow(paid_chain, tmp_path):
-    from chain.client import address_book, contract
+    from chain.client import contract
+    from runtime.chain_node import address_book
 
     registry = contract(paid_chain.w3, "AssetRegistry", address_book())
     owner = paid_chain.w3.to_checksum_address("0x00000000000000000000000000000000da7a5e11")  # only this dataset pays it
@@ -64,7 +65,8 @@ def test_a_provider_registers_an_installed_block_without_an_asset_on_the_provide
 
     from streamlit.testing.v1 import AppTest
 
-    from chain.client import address_book, contract, write_address_book
+    from chain.client import contract
+    from runtime.chain_node import address_book, write_address_book
 
     book = address_book()
     ref = "service.api@1.0.0"

@@ -78,7 +78,8 @@ def test_a_staked_provider_is_paid_signs_its_work_and_is_slashed_when_it_signs_w
             row = s.get(ProviderRow, offer["id"])
             asset, signer = row.asset_id, row.wallet
         assert asset is not None and signer == wallet
-        from chain.client import address_book, contract
+        from chain.client import contract
+        from runtime.chain_node import address_book
 
         registry = contract(chain.w3, "AssetRegistry", address_book())
         rewards = contract(chain.w3, "ContributionRewards", address_book())
@@ -86,7 +87,7 @@ def test_a_staked_provider_is_paid_signs_its_work_and_is_slashed_when_it_signs_w
         assert registry.functions.assetOf(asset).call()[0] == 2  # ComputeOffer
         assert tuple(rewards.functions.stakeOf(asset).call()[:2]) == (wallet, 100 * AIC)
         # An agent that died between minting the offer and recording it adopts that asset instead of minting again.
-        from chain.client import write_address_book
+        from runtime.chain_node import write_address_book
         from runtime.work_receipts import ensure_offer_asset
 
         book = address_book()

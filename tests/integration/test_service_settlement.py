@@ -26,7 +26,8 @@ def call(served, n: int) -> None:
 
 
 def owners(chain, payouts) -> dict[int, str]:
-    from chain.client import address_book, contract
+    from chain.client import contract
+    from runtime.chain_node import address_book
 
     registry = contract(chain.w3, "AssetRegistry", address_book())
     return {p["asset_id"]: registry.functions.ownerOf(p["asset_id"]).call() for p in payouts}

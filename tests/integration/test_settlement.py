@@ -17,7 +17,8 @@ WATCHED = ("chat.faq-csv@1.0.0", "compute.local@1.0.0")
 
 def payees(chain) -> dict[str, str]:
     """The current owner of each watched block's asset: who must be paid (other tests may have sold one)."""
-    from chain.client import address_book, contract
+    from chain.client import contract
+    from runtime.chain_node import address_book
 
     registry = contract(chain.w3, "AssetRegistry", address_book())
     return {ref: registry.functions.ownerOf(chain.asset_of[ref]).call() for ref in WATCHED}

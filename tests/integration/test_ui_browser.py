@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from builder.ui.launch import CHROMIUM, CHROMIUM_FLAGS
+from builder.cli.launch import CHROMIUM, CHROMIUM_FLAGS
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ if (window === window.top) {
 
 @pytest.fixture(scope="module")
 def ui_url(prefect_api):
-    from builder.ui.launch import start_ui, stop_ui
+    from builder.cli.launch import start_ui, stop_ui
 
     proc, url = start_ui("127.0.0.1", free_port())
     yield url

@@ -173,7 +173,7 @@ def test_provide_publishes_a_dataset_refuses_bad_input_and_the_builder_offers_it
     assert published and "0.002 AIC per run" in published[0]
     assert any("Checksum (SHA-256)" in m for m in texts(at.markdown))
 
-    from builder.datasets import list_datasets
+    from runtime.datasets import list_datasets
 
     ds = next(d for d in list_datasets() if d.name == "Shop FAQ")
     at = page("templates")

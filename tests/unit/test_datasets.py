@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 import yaml
 
-from builder import datasets
-from builder.datasets import DatasetError, list_datasets, publish
+from builder.datasets import MAX_UPLOAD_BYTES, DatasetError
 from builder.errors import ValidationError
 from builder.pipeline import load_pipeline, parse_pipeline
-from builder.plan import compile_plan
+from runtime import datasets
+from runtime.datasets import compile_with_datasets as compile_plan
+from runtime.datasets import list_datasets, publish
 from tests.conftest import TEMPLATES
 
 OWNER = "0x000000000000000000000000000000000000bEEF"
@@ -31,7 +33,7 @@ def stored(home: Path) -> list[str]:
 
 def test_a_published_dataset_is_stored_by_checksum_with_its_terms(home):
     ds = publish("shop faq.csv", FAQ, block="chat.faq-csv", price_wei=10**16, owner=OWNER.lower(), name="Shop FAQ")
-    assert ds.id == f"ds-{datasets.sha256_bytes(FAQ)[:16]}" and ds.filename == "shop_faq.csv"
+    assert ds.id == f"ds-{hashlib.sha256(FAQ).hexdigest()[:16]}" and ds.filename == "shop_faq.csv"
     assert ds.path.read_bytes() == FAQ and ds.block == "chat.faq-csv@1.0.0" and ds.param == "path"
     assert ds.owner == OWNER and ds.asset_id is None  # checksummed; no chain in unit tests
     assert ds.ref == f"dataset:{ds.id}@1" and list_datasets() == [ds]
@@ -48,7 +50,7 @@ def test_a_published_dataset_is_stored_by_checksum_with_its_terms(home):
     [
         ("notes.txt", b"hello", "not a CSV or XLSX file"),
         ("empty.csv", b"", "is empty"),
-        ("big.csv", b"x" * (datasets.MAX_UPLOAD_BYTES + 1), "the limit is 20 MB"),
+        ("big.csv", b"x" * (MAX_UPLOAD_BYTES + 1), "the limit is 20 MB"),
         ("wrong.csv", b"foo,bar\n1,2\n", "wrong.csv: "),
     ],
 )

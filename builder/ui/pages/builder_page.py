@@ -199,7 +199,7 @@ with right:
                             st.rerun()
                         except DraftError as exc:
                             st.error(str(exc))
-                from builder.datasets import list_datasets
+                from runtime.datasets import list_datasets
 
                 offered = [d for d in list_datasets() if d.block.split("@")[0] == block.id]
                 if offered:

@@ -32,11 +32,10 @@ with db() as s:
 chain = chain_or_none()
 owners: dict[str, tuple[int, str]] = {}
 if chain is not None:
-    from chain.client import address_book, contract
+    from runtime.wallet import asset_owners
 
-    registry = contract(chain.w3, "AssetRegistry", address_book())
-    for ref, asset_id in chain.asset_of.items():
-        owners[ref] = (asset_id, registry.functions.ownerOf(asset_id).call())
+    found = asset_owners(list(chain.asset_of.values()))
+    owners = {ref: (asset_id, found[asset_id]) for ref, asset_id in chain.asset_of.items()}
 
 rows = []
 for domain, blocks in palette(query).items():
@@ -55,7 +54,7 @@ for domain, blocks in palette(query).items():
                 "owner (payee)": asset[1] if asset else b.provider,
             }
         )
-from builder.datasets import list_datasets  # noqa: E402
+from runtime.datasets import list_datasets  # noqa: E402
 
 q = query.strip().lower()
 datasets = [d for d in list_datasets() if not q or q in f"{d.name} {d.id} {d.block} {d.description}".lower()]

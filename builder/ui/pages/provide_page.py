@@ -15,10 +15,11 @@ st.caption(
     "registered as an asset NFT. Whoever owns the asset is paid its price each time a run reads it."
 )
 
-from builder.datasets import DatasetError, kinds_text, list_datasets, preview, publish, upload_types  # noqa: E402
+from builder.datasets import DatasetError, kinds_text, upload_types  # noqa: E402
 from builder.money import parse_amount  # noqa: E402
 from builder.registry import all_blocks  # noqa: E402
 from builder.spec import Kind  # noqa: E402
+from runtime.datasets import list_datasets, preview, publish  # noqa: E402
 from runtime.db import Usage  # noqa: E402
 
 chain = chain_or_none()
@@ -150,8 +151,8 @@ with tab_blocks:
                 register_clicked = st.form_submit_button("Register", type="primary")
             if register_clicked:
                 from builder.errors import AibError
-                from chain.cli import checked_address
-                from chain.deploy import register_provided_block
+                from runtime.chain_node import register_provided_block
+                from runtime.wallet import checked_address
 
                 cls = next(b for b in unregistered if b.ref() == ref)
                 try:

@@ -17,7 +17,7 @@ if chain is None:
     st.info("No chain is running, so runs are not paid on chain. Start the local chain to pay providers in AIC.")
     if st.button("Start the local chain", key="start-chain", type="primary"):
         from builder.errors import AibError
-        from chain.node import start_local
+        from runtime.chain_node import start_local
         from runtime.processes import free_port, port_free
 
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from builder.cli_base import _aib, _session, err, out
+from builder.cli.base import _aib, _session, err, out
 from builder.errors import AibError
 from builder.money import format_aic
 
@@ -13,8 +13,9 @@ from builder.money import format_aic
 def _payment_check(plan: Any) -> tuple[Any, int]:
     """When runs are paid on chain: the chain and the deposit, refused (before any work) if unaffordable."""
     from runtime import settlement as pay
+    from runtime.chain_node import payments_enabled
 
-    if not pay.payments_enabled():
+    if not payments_enabled():
         return None, 0
     chain = pay.Chain.connect()
     amount = pay.deposit_amount(chain, plan)
@@ -26,7 +27,7 @@ def _start_local_chain_for_payments() -> bool:
     """Start the local chain runs are paid on (unless AIB_PAYMENTS=off); True when this call started it."""
     if os.environ.get("AIB_PAYMENTS", "auto").lower() == "off" or os.environ.get("AIB_RPC_URL"):
         return False
-    from chain.node import local_status, start_local
+    from runtime.chain_node import local_status, start_local
 
     if local_status()["running"]:
         return False

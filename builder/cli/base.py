@@ -13,8 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from builder.money import format_aic
-from chain import cli as chain_cli
+from builder.money import format_aic, parse_amount
 
 app = typer.Typer(
     add_completion=False,
@@ -32,11 +31,6 @@ app.add_typer(blocks_app, name="blocks")
 app.add_typer(templates_app, name="templates")
 app.add_typer(runs_app, name="runs")
 app.add_typer(services_app, name="services")
-app.add_typer(chain_cli.chain_app, name="chain")
-app.add_typer(chain_cli.wallet_app, name="wallet")
-app.add_typer(chain_cli.assets_app, name="assets")
-app.command("settle")(chain_cli.settle_command)
-app.command("payouts")(chain_cli.payouts_command)
 
 out = Console()
 err = Console(stderr=True)
@@ -47,6 +41,17 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _aic_option(value: str, option: str) -> int:
+    """An AIC amount given on the command line ('0.36', '0.36 AIC', '1200 wei') in wei, above 0; exit 2 if not."""
+    try:
+        wei = parse_amount(value if any(c.isalpha() for c in value) else f"{value} AIC")
+    except ValueError as exc:
+        _fail(f"{option}: {exc}")
+    if wei <= 0:
+        _fail(f"{option} must be more than 0 AIC")
+    return wei
 
 
 def _print_json(value: Any) -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from builder.datasets import MAX_UPLOAD_BYTES
 from builder.errors import ServeError
+from runtime.processes import wait_for_http
+from runtime.serving import ensure_port_free
 
-APP = Path(__file__).resolve().parent / "app.py"
+APP = Path(__file__).resolve().parent.parent / "ui" / "app.py"  # a file Streamlit runs, never imported here
 # Debian's chromium (installed by `make test`), as the browser tests and bench/ui.py launch it headless.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -24,9 +26,6 @@ CHROMIUM_FLAGS = [
 
 def start_ui(host: str = "127.0.0.1", port: int = 8501, script: Path = APP) -> tuple[subprocess.Popen, str]:
     """Start the Streamlit app (or another Streamlit `script`) on host:port, wait until it answers; (process, URL)."""
-    from runtime.processes import wait_for_http
-    from runtime.serving import ensure_port_free
-
     ensure_port_free(host, port)
     proc = subprocess.Popen(
         [

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from builder.cli_base import (
+from builder.cli.base import (
     JsonFlag,
     _fail,
     _print_json,

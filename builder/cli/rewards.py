@@ -6,9 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from builder.cli_base import JsonFlag, _print_json, _session, _table, app, out
-from builder.errors import ChainError
-from builder.money import format_aic, parse_amount
+from builder.cli.base import JsonFlag, _aic_option, _print_json, _session, _table, app, out
+from builder.money import format_aic
 
 rewards_app = typer.Typer(
     no_args_is_help=True, help="Proof-of-Value rewards: the incentive pool paid per epoch to the assets really used."
@@ -19,15 +18,7 @@ app.add_typer(rewards_app, name="rewards")
 def _pool_amount(amount: str | None) -> int:
     from runtime.rewards import DEFAULT_EPOCH_POOL_WEI
 
-    if amount is None:
-        return DEFAULT_EPOCH_POOL_WEI
-    try:
-        wei = parse_amount(amount if any(c.isalpha() for c in amount) else f"{amount} AIC")
-    except ValueError as exc:
-        raise ChainError(f"--amount: {exc}") from None
-    if wei <= 0:
-        raise ChainError("--amount must be more than 0 AIC")
-    return wei
+    return DEFAULT_EPOCH_POOL_WEI if amount is None else _aic_option(amount, "--amount")
 
 
 def _chain() -> Any:
@@ -59,10 +50,10 @@ def close_epoch_command(
 ) -> None:
     """Close the next epoch: pay the pool pro rata to each asset's verified, paid usage since the last epoch, junk
     left out, in one transaction (a Merkle root). Finishes an epoch a crash left pending; never pays one twice."""
-    from chain.cli import rpc_url
-    from chain.client import node_errors
+    from runtime.chain_node import rpc_url
     from runtime.db import RewardEpoch
     from runtime.rewards import close_epoch, epoch_dict
+    from runtime.wallet import node_errors
 
     pool = _pool_amount(amount)
     rc = _chain()
@@ -101,9 +92,9 @@ def show_command(
     json_: JsonFlag = False,
 ) -> None:
     """The closed epochs and what the next one would pay now, or (--epoch N) one epoch in full with its claims."""
-    from chain.cli import rpc_url
-    from chain.client import node_errors
+    from runtime.chain_node import rpc_url
     from runtime.rewards import draft_epoch, epoch_claims, epoch_dict, epochs, get_epoch
+    from runtime.wallet import node_errors
 
     rc = _chain()
     with _session() as s, node_errors(rpc_url()):
@@ -165,9 +156,9 @@ def claim_command(
     json_: JsonFlag = False,
 ) -> None:
     """Pay an epoch's rewards to the current owners of its assets (anyone may send a claim; the owner is paid)."""
-    from chain.cli import rpc_url
-    from chain.client import node_errors
+    from runtime.chain_node import rpc_url
     from runtime.rewards import claim
+    from runtime.wallet import node_errors
 
     rc = _chain()
     with _session() as s, node_errors(rpc_url()):

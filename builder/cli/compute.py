@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from builder.cli_base import JsonFlag, _fail, _print_json, _session, _table, app, err, out
-from builder.money import format_aic, parse_amount
+from builder.cli.base import JsonFlag, _aic_option, _fail, _print_json, _session, _table, app, err, out
+from builder.money import format_aic
 
 server_app = typer.Typer(no_args_is_help=True, help="The distributed mode: a real Prefect server with a pool per tier.")
 provider_app = typer.Typer(no_args_is_help=True, help="Offer this machine's GPU or CPU as rented compute.")
@@ -66,48 +66,31 @@ def server_status(json_: JsonFlag = False) -> None:
         out.print("not running; `aib server start` starts it")
 
 
-def _aic(value: str, option: str) -> int:
-    """An AIC amount given on the command line ('0.36', '0.36 AIC', '1200 wei') in wei, above 0; exit 2 if not."""
-    try:
-        wei = parse_amount(value if any(c.isalpha() for c in value) else f"{value} AIC")
-    except ValueError as exc:
-        _fail(f"{option}: {exc}")
-    if wei <= 0:
-        _fail(f"{option} must be more than 0 AIC")
-    return wei
-
-
 def _price_per_second(price: str) -> int:
     """'0.36 AIC' per device-hour → wei per device-second."""
-    return max(1, round(_aic(price, "--price") / 3600))
-
-
-def _stake_wei(stake: str) -> int:
-    return _aic(stake, "--stake")
+    return max(1, round(_aic_option(price, "--price") / 3600))
 
 
 def _offer_on_chain(provider_id: str, wallet: str | None, stake_wei: int) -> str:
     """With the chain running: the offer's compute-offer asset (registered once, owned by `wallet`) and the stake;
     a few words for the start line. Without a chain, --wallet and --stake are refused."""
-    from runtime.settlement import payments_enabled
+    from runtime.chain_node import payments_enabled
 
     if not payments_enabled():
         if wallet or stake_wei:
             _fail("--wallet and --stake need the chain: start it with `aib chain start` (or set AIB_RPC_URL)")
         return ""
-    from chain.accounts import use_signer
-    from chain.cli import checked_address, rpc_url
-    from chain.client import address_book, connect, contract, node_errors
+    from runtime.chain_node import address_book, rpc_url
     from runtime.db import ProviderRow
+    from runtime.wallet import asset_owners, checked_address, node_errors, signer_address
     from runtime.work_receipts import ensure_offer_asset, offer_ref
     from runtime.work_receipts import stake as stake_on
 
     url = rpc_url()
     with node_errors(url):
-        w3, book = connect(url), address_book()
-        known = book.get("assets", {}).get(offer_ref(provider_id))
-        owner = contract(w3, "AssetRegistry", book).functions.ownerOf(known).call() if known else None
-        wallet = checked_address(wallet) if wallet else owner or use_signer(w3, book)
+        known = address_book().get("assets", {}).get(offer_ref(provider_id))
+        owner = asset_owners([known])[known] if known else None
+        wallet = checked_address(wallet) if wallet else owner or signer_address()
         if owner and owner != wallet:
             _fail(f"the offer's asset #{known} is owned by {owner}; start with --wallet {owner} (its owner signs)")
         with _session() as s:
@@ -165,7 +148,7 @@ def provider_start(
     )
 
     price_wei = _price_per_second(price)
-    stake_wei = _stake_wei(stake) if stake is not None else 0
+    stake_wei = _aic_option(stake, "--stake") if stake is not None else 0
     if data_dir is not None and not data_dir.is_dir():
         _fail(f"--data-dir {data_dir} is not a folder")
     url = api_url()
@@ -277,13 +260,13 @@ def provider_stake(
     amount: Annotated[str, typer.Argument(help="AIC to add to its stake, e.g. '50'")],
 ) -> None:
     """Add to the stake on an offer, from the wallet that owns its asset (slashed if caught cheating)."""
-    from chain.cli import rpc_url
-    from chain.client import address_book, connect, contract, node_errors
+    from runtime.chain_node import rpc_url
+    from runtime.wallet import asset_owners, node_errors
     from runtime.work_receipts import stake, stake_status
 
-    wei, asset = _stake_wei(amount), _offer_asset(provider_id)
+    wei, asset = _aic_option(amount, "--stake"), _offer_asset(provider_id)
     with node_errors(rpc_url()):
-        owner = contract(connect(rpc_url()), "AssetRegistry", address_book()).functions.ownerOf(asset).call()
+        owner = asset_owners([asset])[asset]
         tx = stake(asset, wei, owner)
         total = stake_status(asset)["amount_wei"]
     out.print(f"staked {format_aic(wei)} on offer asset #{asset} (now {format_aic(total)}; tx {tx})", highlight=False)
@@ -298,8 +281,8 @@ def provider_unstake(
     after the delay withdraws it to the staker."""
     from datetime import UTC, datetime
 
-    from chain.cli import rpc_url
-    from chain.client import node_errors
+    from runtime.chain_node import rpc_url
+    from runtime.wallet import node_errors
     from runtime.work_receipts import unstake
 
     asset = _offer_asset(provider_id)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from builder.cli_base import JsonFlag, _fail, _print_json, _table, app, out
+from builder.cli.base import JsonFlag, _fail, _print_json, _table, app, out
 from builder.money import format_aic, parse_amount
 
 datasets_app = typer.Typer(no_args_is_help=True, help="Publish data files as Dataset assets, paid per run.")
@@ -18,7 +18,7 @@ app.add_typer(datasets_app, name="datasets")
 def _default_owner() -> str | None:
     """The wallet in use (AIB_KEYSTORE, else the local chain's user), when there is one."""
     from builder.errors import AibError
-    from chain.accounts import current_wallet
+    from runtime.chain_node import current_wallet
 
     try:
         return current_wallet()[0]
@@ -39,7 +39,7 @@ def datasets_publish(
     json_: JsonFlag = False,
 ) -> None:
     """Check FILE with the block, store it by checksum and register it as a Dataset asset NFT."""
-    from builder.datasets import publish
+    from runtime.datasets import publish
 
     if not file.is_file():
         _fail(f"{file} is not a file")
@@ -68,7 +68,7 @@ def datasets_publish(
 @datasets_app.command("list")
 def datasets_list(json_: JsonFlag = False) -> None:
     """Published datasets: id, name, block, price per run, owner and asset id."""
-    from builder.datasets import list_datasets
+    from runtime.datasets import list_datasets
 
     rows = [{**asdict(d), "ref": d.ref, "path": str(d.path)} for d in list_datasets()]
     if json_:

@@ -1,4 +1,5 @@
-"""The embedded chain: a local Anvil node under AIB_HOME (state survives restarts) and its address book."""
+"""The chain in use: the embedded Anvil node under AIB_HOME (state survives restarts), its address book, the RPC URL
+and the wallet that signs. The runtime owns the processes it starts; `chain/` only talks to a node by URL."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import ChainError
+from builder.registry import all_blocks
+from chain.accounts import keystore_path, load_account, use_signer
+from chain.client import connect, contract, rpc_call
+from chain.deploy import deploy_contracts, deploy_rewards, register_block_asset, register_catalog
 from runtime.config import get_settings
 from runtime.processes import pid_alive, port_free
+from runtime.store import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8545
@@ -58,20 +64,6 @@ def anvil_binary() -> Path:
     if not path.exists():
         raise ChainError(f"Anvil is not installed ({path} is missing); run `make install` (it runs `npm ci`)")
     return path
-
-
-def rpc_call(url: str, method: str, params: list | None = None, timeout: float = 2.0) -> Any:
-    """One JSON-RPC call; ChainError with the URL when the node cannot be reached or answers an error."""
-    import httpx
-
-    try:
-        r = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}, timeout=timeout)
-        body = r.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        raise ChainError(f"no Ethereum node answers at {url} ({type(exc).__name__})") from None
-    if "error" in body:
-        raise ChainError(f"the node at {url} refused {method}: {body['error'].get('message', body['error'])}")
-    return body["result"]
 
 
 def _read_pid(paths: ChainPaths) -> int | None:
@@ -145,8 +137,6 @@ def start_local(port: int = DEFAULT_PORT, timeout: float = 30.0) -> dict[str, An
                 proc.kill()
                 raise ChainError(f"Anvil did not answer at {url} within {timeout:.0f} s; see {paths.log}") from None
             time.sleep(0.1)
-    from chain.deploy import ensure_deployed
-
     ensure_deployed(url)
     return local_status()
 
@@ -168,13 +158,113 @@ def stop_local(timeout: float = 20.0) -> bool:
     return True
 
 
+def rpc_url() -> str:
+    """AIB_RPC_URL when set (any EVM node), else the embedded node's URL."""
+    url = os.environ.get("AIB_RPC_URL")
+    if url:
+        return url
+    status = local_status()
+    if not status["running"]:
+        raise ChainError("the local chain is not running; start it with `aib chain start`")
+    return status["rpc_url"]
+
+
+def address_book_path() -> Path:
+    """AIB_ADDRESS_BOOK (the deployment on another network) or the embedded chain's address book."""
+    override = os.environ.get("AIB_ADDRESS_BOOK")
+    if override:
+        return Path(override).expanduser()
+    return chain_paths().book
+
+
+def address_book() -> dict[str, Any]:
+    """The contracts, roles and block assets of the chain in use; ChainError when there is none."""
+    path = address_book_path()
+    if not path.exists():
+        if os.environ.get("AIB_ADDRESS_BOOK"):
+            raise ChainError(f"there is no address book at {path} (AIB_ADDRESS_BOOK)")
+        raise ChainError("the local chain has not been started; run `aib chain start`")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ChainError(f"the address book {path} is not readable JSON") from None
+
+
+def write_address_book(book: dict[str, Any]) -> None:
+    """Replace the address book atomically."""
+    atomic_write_bytes(address_book_path(), json.dumps(book, indent=2, sort_keys=True).encode())
+
+
+def record_asset(ref: str, asset_id: int) -> None:
+    """Name asset `asset_id` as `ref` (a block or dataset) in the address book, re-read first so that assets
+    added meanwhile by another writer are kept."""
+    book = address_book()
+    book.setdefault("assets", {})[ref] = asset_id
+    write_address_book(book)
+
+
+def payments_enabled() -> bool:
+    """Runs are paid on chain unless AIB_PAYMENTS=off, when AIB_RPC_URL is set or the local chain runs."""
+    if os.environ.get("AIB_PAYMENTS", "auto").lower() == "off":
+        return False
+    if os.environ.get("AIB_RPC_URL"):
+        return True
+    return bool(local_status()["running"])
+
+
+def current_wallet() -> tuple[str, str]:
+    """(address, where it comes from) of the wallet that pays and signs: AIB_KEYSTORE, else the local user's."""
+    path = keystore_path()
+    if path is not None:
+        return load_account(path).address, f"keystore {path}"
+    return address_book()["roles"]["operator"], "local chain dev account"
+
+
+def ensure_deployed(url: str) -> dict[str, Any]:
+    """Deploy once per chain state: reuse the address book while its contracts still have code."""
+    w3 = connect(url)
+    book_path = chain_paths().book
+    if book_path.exists():
+        book = json.loads(book_path.read_text())
+        escrow = book["contracts"]["RunEscrow"]
+        if book.get("chain_id") == w3.eth.chain_id and w3.eth.get_code(escrow):
+            if "ContributionRewards" not in book["contracts"]:  # a chain deployed before rewards existed
+                book["contracts"]["ContributionRewards"] = deploy_rewards(w3, book["contracts"], book["roles"])
+                write_address_book(book)
+            return book
+    book = deploy_contracts(w3, url)
+    book["assets"] = register_catalog(w3, book["contracts"]["AssetRegistry"], book["roles"]["operator"], all_blocks())
+    write_address_book(book)
+    return book
+
+
+def register_provided_block(block: Any, owner: str) -> tuple[int, str]:
+    """Register an installed `block` as a new asset owned by `owner` on the chain in use and name it in the
+    address book; (asset id, tx hash). From then on the block's revenue goes to that asset's owner."""
+    w3 = connect(rpc_url())
+    book = address_book()
+    asset_id, receipt = register_block_asset(
+        w3, contract(w3, "AssetRegistry", book), block, owner, use_signer(w3, book)
+    )
+    record_asset(block.ref(), asset_id)
+    return asset_id, receipt.transactionHash.to_0x_hex()
+
+
 __all__ = [
     "CHAIN_ID",
     "ChainPaths",
+    "address_book",
+    "address_book_path",
     "anvil_binary",
     "chain_paths",
+    "current_wallet",
+    "ensure_deployed",
     "local_status",
-    "rpc_call",
+    "payments_enabled",
+    "record_asset",
+    "register_provided_block",
+    "rpc_url",
     "start_local",
     "stop_local",
+    "write_address_book",
 ]

@@ -1,48 +1,25 @@
-"""`aib chain …` and `aib wallet …`: the embedded Anvil node and AIC balances."""
+"""`aib chain …`, `aib wallet …`, `aib assets …`, `aib settle` and `aib payouts`: the chain, AIC and payments."""
 
 from __future__ import annotations
 
-import json
 import os
-import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from builder.cli.base import JsonFlag, _print_json, app, out
 from builder.errors import ChainError
 from builder.money import format_aic, parse_amount
+from runtime import wallet
+from runtime.chain_node import rpc_url
 
 chain_app = typer.Typer(no_args_is_help=True, help="The local chain (Anvil) the embedded mode pays through.")
 wallet_app = typer.Typer(no_args_is_help=True, help="AIC balances; funding on the local chain.")
-out = Console()
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")]
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, default=str) + "\n")
-
-
-def rpc_url() -> str:
-    """AIB_RPC_URL when set (any EVM node), else the embedded node's URL."""
-    url = os.environ.get("AIB_RPC_URL")
-    if url:
-        return url
-    from chain.node import local_status
-
-    status = local_status()
-    if not status["running"]:
-        raise ChainError("the local chain is not running; start it with `aib chain start`")
-    return status["rpc_url"]
-
-
-def checked_address(value: str) -> str:
-    """The checksummed form of `value`; ChainError with one sentence when it is not an address."""
-    from eth_utils import is_address, to_checksum_address
-
-    if not is_address(value):
-        raise ChainError(f"{value!r} is not an Ethereum address (0x followed by 40 hex digits)")
-    return to_checksum_address(value)
+assets_app = typer.Typer(no_args_is_help=True, help="Asset NFTs: datasets, models, compute offers, services.")
+app.add_typer(chain_app, name="chain")
+app.add_typer(wallet_app, name="wallet")
+app.add_typer(assets_app, name="assets")
 
 
 @chain_app.command("start")
@@ -50,7 +27,7 @@ def chain_start(port: Annotated[int, typer.Option(help="Loopback port")] = 8545,
     """Start the local Anvil node (state kept under AIB_HOME) and deploy the contracts on first start."""
     if os.environ.get("AIB_RPC_URL"):
         raise ChainError(f"AIB_RPC_URL points at {os.environ['AIB_RPC_URL']}; there is no local node to start")
-    from chain.node import start_local
+    from runtime.chain_node import start_local
 
     status = start_local(port)
     if json_:
@@ -64,7 +41,7 @@ def chain_start(port: Annotated[int, typer.Option(help="Loopback port")] = 8545,
 @chain_app.command("stop")
 def chain_stop() -> None:
     """Stop the local node; its state is saved and reloaded by the next start."""
-    from chain.node import stop_local
+    from runtime.chain_node import stop_local
 
     out.print("stopped" if stop_local() else "the local chain was not running")
 
@@ -72,7 +49,7 @@ def chain_stop() -> None:
 @chain_app.command("status")
 def chain_status(json_: JsonFlag = False) -> None:
     """Whether the chain runs, its URL, block height and contract addresses."""
-    from chain.node import local_status
+    from runtime.chain_node import local_status
 
     status = local_status()
     if os.environ.get("AIB_RPC_URL"):
@@ -96,13 +73,8 @@ def wallet_balance(
     json_: JsonFlag = False,
 ) -> None:
     """AIC balance of an address."""
-    from chain.accounts import use_signer
-    from chain.client import address_book, connect, contract
-
-    w3 = connect(rpc_url())  # first: an unreachable node is the one thing to report
-    book = address_book()
-    who = checked_address(address) if address else use_signer(w3, book)
-    wei = contract(w3, "AICToken", book).functions.balanceOf(who).call()
+    found = wallet.balance(address)
+    who, wei = found["address"], found["balance_wei"]
     if json_:
         _print_json({"address": who, "balance_wei": wei, "balance": format_aic(wei)})
         return
@@ -117,18 +89,12 @@ def wallet_fund(
     """Send AIC from the company allocation to an address (local chain only)."""
     if os.environ.get("AIB_RPC_URL"):
         raise ChainError("`aib wallet fund` works on the local chain only; on a real network, buy or transfer AIC")
-    from chain.client import address_book, connect, contract, send
-
-    who = checked_address(address)
     try:
         wei = parse_amount(amount)
     except ValueError as exc:
         raise ChainError(str(exc)) from None
-    book = address_book()
-    w3 = connect(rpc_url())
-    token = contract(w3, "AICToken", book)
-    receipt = send(w3, token.functions.transfer(who, wei), book["roles"]["company"])
-    out.print(f"sent {format_aic(wei)} to {who} (tx {receipt.transactionHash.to_0x_hex()})")
+    tx = wallet.fund(address, wei)
+    out.print(f"sent {format_aic(wei)} to {wallet.checked_address(address)} (tx {tx})")
 
 
 @wallet_app.command("create")
@@ -136,19 +102,14 @@ def wallet_create(
     path: Annotated[str, typer.Argument(help="Where to write the encrypted keystore file (never overwritten)")],
 ) -> None:
     """Create a new account in an encrypted keystore file (for real networks: point AIB_KEYSTORE at it)."""
-    from pathlib import Path
-
-    from chain.accounts import create_keystore, read_password
-
-    password = read_password("a password for the new keystore", confirm=True)
-    address = create_keystore(Path(path).expanduser(), password)
+    address = wallet.create_wallet(Path(path))
     out.print(f"created {address} in {path}; use it with AIB_KEYSTORE={path}", highlight=False, soft_wrap=True)
 
 
 @wallet_app.command("address")
 def wallet_address(json_: JsonFlag = False) -> None:
     """The address that pays and signs: the AIB_KEYSTORE account, or the local user's wallet."""
-    from chain.accounts import current_wallet
+    from runtime.chain_node import current_wallet
 
     address, source = current_wallet()
     if json_:
@@ -157,33 +118,10 @@ def wallet_address(json_: JsonFlag = False) -> None:
     out.print(f"{address} ({source})", highlight=False, soft_wrap=True)
 
 
-assets_app = typer.Typer(no_args_is_help=True, help="Asset NFTs: datasets, models, compute offers, services.")
-
-
-def _assets_context() -> tuple[Any, dict[str, Any], Any]:
-    from chain.client import address_book, connect, contract
-
-    w3 = connect(rpc_url())
-    book = address_book()
-    return w3, book, contract(w3, "AssetRegistry", book)
-
-
 @assets_app.command("list")
 def assets_list(json_: JsonFlag = False) -> None:
     """Every block's asset: id, current owner (the payee) and price."""
-    _, book, registry = _assets_context()
-    rows = []
-    for ref, asset_id in sorted(book.get("assets", {}).items()):
-        record = registry.functions.assetOf(asset_id).call()
-        rows.append(
-            {
-                "block": ref,
-                "asset_id": asset_id,
-                "owner": registry.functions.ownerOf(asset_id).call(),
-                "price_wei": record[2],
-                "content_hash": "0x" + record[1].hex(),
-            }
-        )
+    rows = wallet.asset_rows()
     if json_:
         _print_json(rows)
         return
@@ -197,10 +135,10 @@ def assets_register(
     owner: Annotated[str, typer.Option("--owner", help="Address that owns the asset and receives its revenue")],
 ) -> None:
     """Register a block as a new asset NFT owned by --owner; the block's revenue goes to that asset from now on."""
-    from chain.deploy import register_provided_block
+    from runtime.chain_node import register_provided_block
 
     cls = _resolve_block(block)
-    who = checked_address(owner)
+    who = wallet.checked_address(owner)
     asset_id, tx = register_provided_block(cls, who)
     out.print(f"asset {asset_id}: {cls.ref()} owned by {who} (tx {tx})")
 
@@ -211,20 +149,8 @@ def assets_transfer(
     to: Annotated[str, typer.Argument(help="New owner: receives the asset's future revenue")],
 ) -> None:
     """Transfer (sell) an asset NFT; its future revenue goes to the new owner."""
-    from chain.accounts import keystore_path, use_signer
-    from chain.client import send
-
-    who = checked_address(to)
-    w3, book, registry = _assets_context()
-    try:
-        current = registry.functions.ownerOf(asset_id).call()
-    except Exception:
-        raise ChainError(f"there is no asset {asset_id}; `aib assets list` shows them") from None
-    signer = use_signer(w3, book) if keystore_path() else None
-    if current != signer and current not in w3.eth.accounts:
-        raise ChainError(f"asset {asset_id} belongs to {current}, whose key is neither in AIB_KEYSTORE nor on the node")
-    receipt = send(w3, registry.functions.transferFrom(current, who, asset_id), current)
-    out.print(f"asset {asset_id} now belongs to {who} (tx {receipt.transactionHash.to_0x_hex()})")
+    tx = wallet.transfer_asset(asset_id, to)
+    out.print(f"asset {asset_id} now belongs to {wallet.checked_address(to)} (tx {tx})")
 
 
 def _resolve_block(ref: str) -> Any:
@@ -243,6 +169,7 @@ def _resolve_block(ref: str) -> Any:
         raise ChainError(str(exc)) from None
 
 
+@app.command("settle")
 def settle_command(
     run_id: Annotated[
         str | None, typer.Argument(help="Run to settle, or `services` to pay the calls of served APIs")
@@ -266,11 +193,10 @@ def settle_command(
         raise ChainError("--service goes with `aib settle services`")
     if (run_id is None) == (not pending):
         raise ChainError("give a RUN_ID, `services` or --pending (one of them)")
-    from chain.client import node_errors
     from runtime.runs import reap_stale_runs
 
     chain = pay.Chain.connect()
-    with session_factory()() as s, node_errors(rpc_url()):
+    with session_factory()() as s, wallet.node_errors(rpc_url()):
         reap_stale_runs(s)  # a killed run is finished (failed): it pays only the compute it consumed
         if pending:
             outcomes = pay.settle_pending(s, chain)
@@ -290,13 +216,12 @@ def settle_command(
 
 
 def _settle_services(service_id: str | None, json_: bool) -> None:
-    from chain.client import node_errors
     from runtime.db import session_factory
     from runtime.service_settlement import batch_dict, settle_services
     from runtime.settlement import Chain
 
     chain = Chain.connect()
-    with session_factory()() as s, node_errors(rpc_url()):
+    with session_factory()() as s, wallet.node_errors(rpc_url()):
         batches, errors = settle_services(s, chain, service_id)
         data = [batch_dict(b) for b in batches]
     if json_:
@@ -314,6 +239,7 @@ def _settle_services(service_id: str | None, json_: bool) -> None:
         raise ChainError("; ".join(errors))
 
 
+@app.command("payouts")
 def payouts_command(
     run_id: Annotated[str, typer.Argument(help="Run id, or a service batch id from `aib settle services`")],
     json_: JsonFlag = False,

@@ -1,4 +1,4 @@
-"""The `aib` command line: validate, run, serve, ui; the other commands live in builder/cli_*.py."""
+"""The `aib` command line: validate, run, serve, ui; the other command groups live beside this module."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from builder.cli_base import JsonFlag, _print_json, _print_run, _session, app, err, out
-from builder.cli_payments import _pay_deposit, _payment_check, _settle_after_run
+from builder.cli.base import JsonFlag, _print_json, _print_run, _session, app, err, out
+from builder.cli.payments import _pay_deposit, _payment_check, _settle_after_run
 from builder.errors import AibError, ValidationError
 from builder.money import format_aic
 
@@ -23,10 +23,10 @@ def validate(
 ) -> None:
     """Check a pipeline file; prints `valid` or every problem with its YAML path and line."""
     from builder.pipeline import load_pipeline
-    from builder.plan import compile_plan
+    from runtime.datasets import compile_with_datasets
 
     try:
-        compile_plan(load_pipeline(file, set_ or []))
+        compile_with_datasets(load_pipeline(file, set_ or []))
     except ValidationError as exc:
         for problem in exc.problems:
             err.print(str(problem), highlight=False, soft_wrap=True, markup=False)
@@ -44,14 +44,14 @@ def run(
     run_id: Annotated[str | None, typer.Option("--run-id", help="Use this run id (the UI passes one)")] = None,
 ) -> None:
     """Train a pipeline: validate, compile, run every step as a Prefect flow, export the service."""
+    from builder.cli.progress import RichReporter
     from builder.pipeline import load_pipeline
-    from builder.plan import compile_plan
-    from builder.progress import RichReporter
+    from runtime.datasets import compile_with_datasets
     from runtime.runner import execute_run
     from runtime.runs import create_run, get_run, reap_stale_runs, run_summary
 
     pipeline = load_pipeline(file, set_ or [])
-    plan = compile_plan(pipeline)
+    plan = compile_with_datasets(pipeline)
     rented = pipeline.compute.block.id == "compute.rented"
     if rented:
         from runtime.distributed import api_url
@@ -175,7 +175,7 @@ def ui(
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8501,
 ) -> None:
     """Start the browser workbench (build, run, serve, pay) and print its URL; Ctrl-C stops it."""
-    from builder.ui.launch import start_ui, stop_ui
+    from builder.cli.launch import start_ui, stop_ui
 
     proc, url = start_ui(host, port)
     out.print(f"[bold green]Easy AI Builder workbench:[/] {url}   (Ctrl-C stops it)")
@@ -186,7 +186,8 @@ def ui(
 
 
 # Registered after validate/run/serve/ui so that `aib --help` lists those first.
-from builder import cli_catalog, cli_compute, cli_datasets, cli_quickstart, cli_rewards  # noqa: E402, F401
+from builder.cli import catalog, compute, datasets, quickstart, rewards  # noqa: E402, F401
+from builder.cli import chain as chain_commands  # noqa: E402, F401
 
 
 def main() -> None:
@@ -222,5 +223,3 @@ def _fail_plain(message: str) -> None:
     sys.exit(2)
 
 
-if __name__ == "__main__":
-    main()

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from builder.cli_base import _aib, _fail, _print_run, _session, app, out
-from builder.cli_payments import _pay_deposit, _payment_check, _settle_after_run, _start_local_chain_for_payments
+from builder.cli.base import _aib, _fail, _print_run, _session, app, out
+from builder.cli.payments import _pay_deposit, _payment_check, _settle_after_run, _start_local_chain_for_payments
 
 
 @app.command()
@@ -35,27 +35,27 @@ def quickstart(
     ui_proc, ui_url = None, None
     try:
         if ui_port:
-            from builder.ui.launch import start_ui
+            from builder.cli.launch import start_ui
 
             ui_proc, ui_url = start_ui(host, ui_port)
             out.print(f"[bold green]Workbench (open it in your browser):[/] {ui_url}")
         _quickstart(template, path, host, port, ui_url)
     finally:  # Ctrl-C stops everything `make run` started; balances stay in the chain's state file
         if ui_proc is not None:
-            from builder.ui.launch import stop_ui
+            from builder.cli.launch import stop_ui
 
             stop_ui(ui_proc)
         if started_chain:
-            from chain.node import stop_local
+            from runtime.chain_node import stop_local
 
             stop_local()
 
 
 def _quickstart(template: str, path: Path, host: str, port: int, ui_url: str | None = None) -> None:
     """Train `template` (paid when a chain is available), create a demo key, print a curl line, serve."""
+    from builder.cli.progress import RichReporter
     from builder.pipeline import load_pipeline
-    from builder.plan import compile_plan
-    from builder.progress import RichReporter
+    from runtime.datasets import compile_with_datasets
     from runtime.keys import create_key
     from runtime.runner import execute_run
     from runtime.runs import create_run, reap_stale_runs
@@ -63,7 +63,7 @@ def _quickstart(template: str, path: Path, host: str, port: int, ui_url: str | N
 
     out.print(f"training template [bold]{template}[/] (first run also starts Prefect and loads MiniLM)…")
     pipeline = load_pipeline(path)
-    plan = compile_plan(pipeline)
+    plan = compile_with_datasets(pipeline)
     chain, deposit_wei = _payment_check(plan)
     with _session() as s:
         reap_stale_runs(s)

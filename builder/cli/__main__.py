@@ -1,0 +1,5 @@
+"""`python -m builder.cli …` is `aib …`."""
+
+from builder.cli.main import main
+
+main()
