@@ -10,8 +10,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from builder.errors import DataError
+from builder.files import sha256_file, sha256_tree
 from builder.spec import Block, BlockParams
-from runtime.store import sha256_file, sha256_tree
 
 Entry = tuple[str, str, Callable[[], bytes]]  # (label, name inside the folder or zip, reader of its bytes)
 

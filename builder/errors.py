@@ -65,8 +65,13 @@ class ExportError(AibError):
     """A trained model could not be exported, or the export fails the parity check."""
 
 
+class BadItem(ValueError):
+    """An input a predictor cannot use (not an image, empty audio…); served as HTTP 422 with this sentence."""
+
+
 __all__ = [
     "AibError",
+    "BadItem",
     "BlockError",
     "ChainError",
     "DataError",

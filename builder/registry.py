@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import threading
+from collections.abc import Callable
 from importlib.metadata import entry_points
 
 from builder.errors import BlockError
@@ -108,12 +109,33 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
 
 
+_PREDICTORS: dict[str, type] = {}
+
+
+def register_predictor(type_name: str) -> Callable[[type], type]:
+    """Class decorator: the predictor that serves bundles whose manifest says `type: type_name`."""
+
+    def wrap(cls: type) -> type:
+        _PREDICTORS[type_name] = cls
+        return cls
+
+    return wrap
+
+
+def predictor_class(type_name: str) -> type | None:
+    """The predictor registered for bundles of `type_name` (block packages are loaded first), or None."""
+    load_blocks()
+    return _PREDICTORS.get(type_name)
+
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "all_blocks",
     "get_block",
     "load_blocks",
+    "predictor_class",
     "register_block",
+    "register_predictor",
     "unknown_block_message",
     "versions_of",
 ]

@@ -9,15 +9,12 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
-from builder.errors import ServeError
-from runtime.store import sha256_file, sha256_tree
+from builder.errors import BadItem, ServeError
+from builder.files import sha256_file, sha256_tree
+from builder.registry import predictor_class
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = 1
-
-
-class BadItem(ValueError):
-    """An input a predictor cannot use (not an image, empty audio…); served as HTTP 422 with this sentence."""
 
 
 def item_bytes(item: dict[str, Any], field: str) -> bytes:
@@ -57,19 +54,6 @@ class Predictor(Protocol):
     def predict(self, items: list[Any]) -> list[dict[str, Any]]: ...
 
     def predict_proba(self, items: list[Any]) -> Any: ...
-
-
-_PREDICTORS: dict[str, type] = {}
-
-
-def register_predictor(type_name: str):
-    """Class decorator: the predictor used for bundles whose manifest says `type: type_name`."""
-
-    def wrap(cls: type) -> type:
-        _PREDICTORS[type_name] = cls
-        return cls
-
-    return wrap
 
 
 @dataclass(frozen=True)
@@ -117,16 +101,13 @@ def verify_bundle(bundle_dir: Path, manifest: dict[str, Any]) -> None:
 
 def load_bundle(bundle_dir: str | Path, threads: int | None = None, verify: bool = True) -> Predictor:
     """Rebuild the predictor of a bundle exactly as exported (checksums verified)."""
-    from builder.registry import load_blocks
-
-    load_blocks()  # predictors are registered by the block packages
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     if manifest.get("format") != BUNDLE_FORMAT:
         raise ServeError(f"{bundle_dir}: bundle format {manifest.get('format')!r} is not supported")
     if verify:
         verify_bundle(bundle_dir, manifest)
-    cls = _PREDICTORS.get(manifest.get("type", ""))
+    cls = predictor_class(manifest.get("type", ""))
     if cls is None:
         raise ServeError(f"{bundle_dir}: no predictor for bundle type {manifest.get('type')!r}")
     return cls(bundle_dir, manifest, threads=threads)
@@ -156,7 +137,6 @@ def onnx_providers() -> list[str]:
 
 __all__ = [
     "MANIFEST",
-    "BadItem",
     "item_bytes",
     "item_too_large",
     "Predictor",
@@ -165,7 +145,6 @@ __all__ = [
     "onnx_providers",
     "onnx_session",
     "read_manifest",
-    "register_predictor",
     "sha256_tree",
     "verify_bundle",
     "write_manifest",

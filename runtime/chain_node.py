@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import ChainError
+from builder.files import atomic_write_bytes
 from builder.registry import all_blocks
 from chain.accounts import keystore_path, load_account, use_signer
 from chain.client import connect, contract, rpc_call
 from chain.deploy import deploy_contracts, deploy_rewards, register_block_asset, register_catalog
 from runtime.config import get_settings
 from runtime.processes import pid_alive, port_free
-from runtime.store import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8545

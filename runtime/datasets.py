@@ -22,6 +22,7 @@ from typing import Any
 
 from builder.datasets import DatasetError, check_data_file, check_upload, data_param, upload_types
 from builder.errors import AibError, BlockError, Problem, ValidationError
+from builder.files import atomic_write_bytes, sha256_file
 from builder.pipeline import Pipeline
 from builder.plan import Plan, compile_plan, data_files
 from builder.registry import get_block, versions_of
@@ -30,7 +31,6 @@ from chain.accounts import use_signer
 from chain.client import connect, contract, registered_asset, send
 from runtime.chain_node import address_book, payments_enabled, record_asset, rpc_url
 from runtime.config import get_settings
-from runtime.store import atomic_write_bytes, sha256_file
 
 META = "dataset.json"
 VERSION = "1"  # a dataset's content never changes: a new file is a new dataset

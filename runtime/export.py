@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from builder.errors import ExportError
+from builder.files import sha256_tree
 from runtime.bundle import ServiceBundle, load_bundle, write_manifest
-from runtime.store import publish_dir, sha256_tree
+from runtime.store import publish_dir
 
 PARITY_MAX_ABS_DIFF = 1e-4
 
@@ -43,7 +44,7 @@ def write_onnx(module: Any, example: Any, input_name: str, output_name: str, bun
 
     import torch
 
-    from runtime.store import atomic_write_bytes
+    from builder.files import atomic_write_bytes
 
     buf = io.BytesIO()
     torch.onnx.export(

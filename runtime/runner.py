@@ -13,6 +13,7 @@ import torch
 from sqlalchemy import select
 
 from builder.errors import AibError, RunError
+from builder.files import sha256_file
 from builder.pipeline import Pipeline
 from builder.plan import Plan, PlanStep
 from builder.ports import PortType
@@ -23,7 +24,7 @@ from runtime.db import Artifact, MetricPoint, Run, Service, Step, session_factor
 from runtime.ledger import add_compute_usage, add_usage
 from runtime.prefect_env import configure_prefect
 from runtime.settlement_math import call_price_per_1k
-from runtime.store import StepCache, sha256_file
+from runtime.store import StepCache
 
 
 @dataclass

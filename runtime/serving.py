@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from builder.errors import ServeError
-from runtime.bundle import BadItem, load_bundle
+from builder.errors import BadItem, ServeError
+from runtime.bundle import load_bundle
 from runtime.db import get_engine, session_factory
 from runtime.keys import find_active_key
 from runtime.metering import ServiceBilling, UsageWriter

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from builder.files import atomic_write_bytes
 from runtime.context import StepContext
-from runtime.store import atomic_write_bytes
 from runtime.verification import checkpoint_hash, state_bytes
 
 

@@ -6,18 +6,20 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pydantic import Field
 
 from blocks import DATA_PROVIDER
 from builder.errors import DataError
+from builder.files import sha256_file
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.context import StepContext
-from runtime.store import sha256_file
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
 
 TEXT_COLUMNS = ("question", "example", "text")
 MAX_FILE_BYTES = 50 * 1024 * 1024

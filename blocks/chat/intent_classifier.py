@@ -7,7 +7,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,12 +16,13 @@ from torch import nn
 
 from blocks import MODEL_PROVIDER
 from blocks.chat.minilm_encoder import EMBED_DIM, SentenceEncoder, TextFeatures, encoder_dir, load_transformer
+from builder.files import atomic_write_bytes
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.context import StepContext
-from runtime.store import atomic_write_bytes
-from runtime.training import accuracy, baseline_accuracy, fit
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
@@ -162,6 +163,7 @@ class IntentClassifier(Block):
         return 0.02 * params.epochs
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        from runtime.training import accuracy, baseline_accuracy, fit
         assert isinstance(params, IntentClassifierParams)
         feats: TextFeatures = inputs["features"]
         labels = sorted(feats.answers)

@@ -8,7 +8,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,11 +17,13 @@ from torch import nn
 
 from blocks import MODEL_PROVIDER
 from blocks.chat.faq_csv import FaqData
+from builder.files import atomic_write_bytes
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.context import StepContext
-from runtime.store import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
 
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBED_DIM = 384

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from runtime.bundle import onnx_session, register_predictor
+from builder.registry import register_predictor
 
 
 class TextRequest(BaseModel):
@@ -36,6 +36,8 @@ class TextClassifierPredictor:
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
         from tokenizers import Tokenizer
+
+        from runtime.bundle import onnx_session
 
         self.manifest = manifest
         self.labels: list[str] = manifest["labels"]

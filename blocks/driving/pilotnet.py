@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,8 +17,9 @@ from blocks.vision.graph import ImageGraphModel, image_tensors
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.context import StepContext
-from runtime.training import fit
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
 
 
 class PilotNet(nn.Module):
@@ -123,6 +124,7 @@ class PilotNetRegressor(Block):
         return 2.0 * params.epochs
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        from runtime.training import fit
         assert isinstance(params, PilotNetParams)
         data: DrivingFrames = inputs["frames"]
         x, y, tx, ty = image_tensors(data, ctx.device)

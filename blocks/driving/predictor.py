@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from blocks.vision.predictor import ImageInput
-from runtime.bundle import onnx_session, register_predictor
+from builder.registry import register_predictor
 
 
 class SteeringResponse(BaseModel):
@@ -23,6 +23,7 @@ class SteeringPredictor(ImageInput):
     Response = SteeringResponse
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+        from runtime.bundle import onnx_session
         self.manifest = manifest
         self.size = (int(manifest["input_size"][0]), int(manifest["input_size"][1]))
         self.session = onnx_session(bundle_dir / manifest["model_file"], threads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -15,7 +15,9 @@ from blocks.vision.digits import png_data_uri
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.context import StepContext
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -10,8 +10,9 @@ from blocks import SERVICE_PROVIDER
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.context import StepContext
-from runtime.export import export_bundle
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
 
 
 class ServiceApiParams(BlockParams):
@@ -46,6 +47,7 @@ class ServiceApi(Block):
         return 5.0
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        from runtime.export import export_bundle
         assert isinstance(params, ServiceApiParams)
         model = inputs["model"]
         ctx.progress(0, 2, "exporting to ONNX")

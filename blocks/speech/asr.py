@@ -7,7 +7,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -17,10 +17,11 @@ from blocks.speech.audio import SAMPLE_RATE
 from blocks.speech.predictor import AudioInput
 from blocks.speech.synth import SILENCE, UNKNOWN, AudioClips
 from builder.ports import Port, PortType
-from builder.registry import register_block
+from builder.registry import register_block, register_predictor
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.bundle import register_predictor
-from runtime.context import StepContext
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
 
 WORD = re.compile(r"^[a-z][a-z']*$")
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.bundle import BadItem
+from builder.errors import BadItem
 
 SAMPLE_RATE = 16_000
 MAX_SECONDS = 30.0

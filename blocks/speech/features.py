@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,8 +22,10 @@ from blocks.speech.synth import AudioClips
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.context import StepContext
-from runtime.shards import ShardStore, arrays_hash
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
+    from runtime.shards import ShardStore
 
 TRANSFORM = "speech.log-mel"
 TRANSFORM_VERSION = 1  # raise when the computation changes: every stored shard then misses
@@ -51,6 +53,7 @@ def log_mel_module(spec: dict[str, Any]) -> LogMel:
 
 def clips_hash(clips: AudioClips) -> str:
     """The raw data hash of a set of clips: their samples, train then test (about 1 s per GB)."""
+    from runtime.shards import arrays_hash
     return arrays_hash(clips.train_x, clips.test_x)
 
 

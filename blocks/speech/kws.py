@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,9 +18,10 @@ from blocks.speech.synth import AudioClips
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.context import StepContext
-from runtime.export import write_onnx
-from runtime.training import WithSoftmax, classifier_metrics, fit
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
+    from runtime.training import WithSoftmax
 
 
 def _ds_block(channels: int) -> nn.Sequential:
@@ -86,6 +87,7 @@ class AudioClassifierModel:
 
     def torch_module(self) -> WithSoftmax:
         # A model pickled in the step cache before feature settings existed used the defaults.
+        from runtime.training import WithSoftmax
         net = KwsNet(len(self.labels), self.channels, self.blocks, getattr(self, "features", DEFAULT_SPEC))
         net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
         return WithSoftmax(net).eval()
@@ -99,6 +101,7 @@ class AudioClassifierModel:
 
     def export(self, bundle_dir: Path) -> dict[str, Any]:
         """model.onnx takes the waveform itself: the features are part of the graph."""
+        from runtime.export import write_onnx
         return {
             "type": "audio-classifier",
             "model_file": write_onnx(
@@ -142,6 +145,7 @@ class KwsCnn(Block):
         return 4.0 * params.epochs
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        from runtime.training import classifier_metrics, fit
         assert isinstance(params, KwsParams)
         data: AudioClips = inputs["clips"]
         d = ctx.device

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from blocks.speech.audio import MAX_SECONDS, decode_audio, fit_length
-from runtime.bundle import item_bytes, item_too_large, onnx_session, register_predictor
+from builder.registry import register_predictor
 
 MAX_AUDIO_BYTES = 8 * 1024 * 1024
 
@@ -40,9 +40,11 @@ class AudioInput:
         return [{"audio_base64": b} for b in batch.audios_base64]  # type: ignore[attr-defined]
 
     def check_item(self, item: dict[str, Any]) -> str | None:
+        from runtime.bundle import item_too_large
         return item_too_large(item, "audio_base64", MAX_AUDIO_BYTES, "audio")
 
     def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
+        from runtime.bundle import item_bytes
         if "samples" in item:
             return item
         return {"samples": decode_audio(item_bytes(item, "audio_base64"), MAX_SECONDS)}
@@ -55,6 +57,7 @@ class AudioClassifierPredictor(AudioInput):
     Response = AudioResponse
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+        from runtime.bundle import onnx_session
         self.manifest = manifest
         self.labels: list[str] = manifest["labels"]
         self.samples = int(manifest["samples"])

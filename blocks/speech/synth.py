@@ -13,20 +13,21 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
 
 from blocks import DATA_PROVIDER
 from blocks.speech.audio import MAX_SECONDS, SAMPLE_RATE, decode_wav, encode_wav, fit_length
-from builder.errors import DataError
+from builder.errors import BadItem, DataError
+from builder.files import atomic_write_bytes
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.bundle import BadItem
-from runtime.context import StepContext
-from runtime.store import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
 
 ESPEAK = "espeak-ng"
 COMMANDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -13,12 +13,13 @@ from pydantic import BaseModel, Field
 from blocks import MODEL_PROVIDER
 from blocks.speech.audio import SAMPLE_RATE, encode_wav
 from blocks.speech.synth import espeak_languages, espeak_variants, speak
-from builder.errors import DataError
+from builder.errors import BadItem, DataError
 from builder.ports import Port, PortType
-from builder.registry import register_block
+from builder.registry import register_block, register_predictor
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.bundle import BadItem, register_predictor
-from runtime.context import StepContext
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
 
 MAX_SPOKEN_SECONDS = 120.0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -15,12 +15,13 @@ from blocks import DATA_PROVIDER
 from blocks.folders import LabelledFolderBlock, check_labels, labelled_files, refuse_bad_files, stratified_split
 from blocks.speech.audio import MAX_SECONDS, SAMPLE_RATE, decode_audio, encode_wav, fit_length
 from blocks.speech.synth import AudioClips
-from builder.errors import DataError
+from builder.errors import BadItem, DataError
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import BlockParams, Kind, Price, PriceUnit
-from runtime.bundle import BadItem
-from runtime.context import StepContext
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
 
 AUDIO_SUFFIXES = {".wav", ".flac"}
 MAX_FILES = 50_000

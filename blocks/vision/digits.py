@@ -7,7 +7,7 @@ import io
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -16,7 +16,9 @@ from blocks import DATA_PROVIDER
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.context import StepContext
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
 
 
 @dataclass

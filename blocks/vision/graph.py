@@ -9,8 +9,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.export import write_onnx
-
 
 def image_tensors(data: Any, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train x, train y, test x, test y) on `device`; images gain their channel axis: (n, 1, h, w)."""
@@ -42,6 +40,7 @@ class ImageGraphModel:
 
     def write_onnx(self, bundle_dir: Path, output_name: str) -> str:
         """Export the served graph (input `image`: (batch, 1, h, w) in [0, 1]) to model.onnx; its file name."""
+        from runtime.export import write_onnx
         h, w = self.size
         return write_onnx(self.torch_module(), torch.zeros((1, 1, h, w)), "image", output_name, bundle_dir)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -17,7 +17,9 @@ from builder.errors import DataError
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import BlockParams, Kind, Price, PriceUnit
-from runtime.context import StepContext
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 MAX_IMAGES = 50_000

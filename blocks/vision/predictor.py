@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from runtime.bundle import BadItem, item_bytes, item_too_large, onnx_session, register_predictor
+from builder.errors import BadItem
+from builder.registry import register_predictor
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -66,10 +67,12 @@ class ImageInput:
         return [{"image_base64": b} for b in batch.images_base64]  # type: ignore[attr-defined]
 
     def check_item(self, item: dict[str, Any]) -> str | None:
+        from runtime.bundle import item_too_large
         return item_too_large(item, "image_base64", MAX_IMAGE_BYTES, "image")
 
     def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
         """Decode the request's image into the model's input (BadItem, answered with 422, when it is not one)."""
+        from runtime.bundle import item_bytes
         if "pixels" in item:
             return item
         return {"pixels": decode_image(item_bytes(item, "image_base64"), self.size, self.bright_ink)}
@@ -86,6 +89,7 @@ class ImageClassifierPredictor(ImageInput):
     Response = ImageResponse
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+        from runtime.bundle import onnx_session
         self.manifest = manifest
         self.labels: list[str] = manifest["labels"]
         self.size = (int(manifest["input_size"][0]), int(manifest["input_size"][1]))

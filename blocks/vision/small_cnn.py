@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,8 +17,10 @@ from blocks.vision.graph import ImageGraphModel, image_tensors
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
-from runtime.context import StepContext
-from runtime.training import WithSoftmax, classifier_metrics, fit
+
+if TYPE_CHECKING:
+    from runtime.context import StepContext
+    from runtime.training import WithSoftmax
 
 
 class SmallCnn(nn.Module):
@@ -53,6 +55,7 @@ class ImageClassifierModel(ImageGraphModel):
     bright_ink: bool = False
 
     def torch_module(self) -> WithSoftmax:
+        from runtime.training import WithSoftmax
         net = SmallCnn(len(self.labels), self.channels)
         net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
         return WithSoftmax(net).eval()
@@ -100,6 +103,7 @@ class SmallCnnClassifier(Block):
         return 0.3 * params.epochs
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        from runtime.training import classifier_metrics, fit
         assert isinstance(params, SmallCnnParams)
         data: ImageSet = inputs["images"]
         x, y, tx, ty = image_tensors(data, ctx.device)

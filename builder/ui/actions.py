@@ -77,7 +77,7 @@ def open_yaml(text: str) -> Draft:
 
 def save(draft: Draft) -> Path:
     """Write the draft to its workspace's pipeline.yaml (atomically); returns the path."""
-    from runtime.store import atomic_write_bytes
+    from builder.files import atomic_write_bytes
 
     path = draft.base_dir / "pipeline.yaml"
     atomic_write_bytes(path, to_yaml(draft).encode("utf-8"))
@@ -322,7 +322,7 @@ def try_service(predictor: Any, service_id: str, values: dict[str, Any]) -> dict
 
     from pydantic import ValidationError as PydanticValidationError
 
-    from runtime.bundle import BadItem
+    from builder.errors import BadItem
     from runtime.db import Service, session_factory
     from runtime.ledger import add_usage, per_call_amount
 

@@ -19,7 +19,7 @@ from blocks.speech.audio import (
     fit_length,
     reference_log_mel,
 )
-from runtime.bundle import BadItem
+from builder.errors import BadItem
 
 
 def wav_bytes(x: np.ndarray, rate: int, width: int = 2, channels: int = 1) -> bytes:

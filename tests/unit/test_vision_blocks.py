@@ -10,7 +10,7 @@ from PIL import Image
 
 from blocks.vision.digits import Digits, DigitsParams
 from blocks.vision.predictor import MAX_IMAGE_BYTES, decode_image
-from runtime.bundle import BadItem
+from builder.errors import BadItem
 
 
 def png(pixels: np.ndarray) -> bytes:
