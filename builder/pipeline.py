@@ -14,7 +14,7 @@ from builder.errors import BlockError, Problem, ValidationError
 from builder.money import parse_amount
 from builder.registry import get_block, load_blocks
 from builder.spec import Block, BlockParams, Kind
-from builder.yamlsrc import YamlSource
+from builder.yamlsrc import YamlSource, safe_yaml
 
 CURRENT_SCHEMA_VERSION = 1
 # `layout` holds the canvas positions of the nodes (the UI's); it never changes what runs.
@@ -163,8 +163,8 @@ def _apply_overrides(data: dict, overrides: list[str], problems: list[Problem]) 
             problems.append(Problem(f"--set {item}", f"no block node {node_id!r} in this pipeline"))
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = safe_yaml(raw) if raw.strip() else ""
+        except (yaml.YAMLError, ValidationError):
             value = raw
         params = blocks[node_id].setdefault("params", {}) or {}
         blocks[node_id]["params"] = params

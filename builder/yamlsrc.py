@@ -9,6 +9,25 @@ import yaml
 from builder.errors import Problem, ValidationError
 
 
+def refuse_aliases(text: str, source: str | None) -> None:
+    """Pipeline files have no use for anchors and aliases, and a few hundred bytes of nested aliases expand
+    without bound ("billion laughs"): refuse the first one, reading the events once, before anything expands."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            line = event.start_mark.line + 1
+            raise ValidationError(
+                [
+                    Problem(
+                        source or "",
+                        f"YAML anchors and aliases (& and *) are not allowed in pipeline files (line {line}); "
+                        "write the value out in full",
+                        line,
+                    )
+                ],
+                source,
+            )
+
+
 class YamlSource:
     """Parsed YAML data plus a map from dotted paths (`blocks.train.params.epochs`, `edges[2]`) to lines."""
 
@@ -16,6 +35,7 @@ class YamlSource:
         self.text = text
         self.source = source
         try:
+            refuse_aliases(text, source)
             node = yaml.compose(text, Loader=yaml.SafeLoader)
             self.data: Any = yaml.safe_load(text)
         except yaml.MarkedYAMLError as exc:
@@ -60,4 +80,10 @@ class YamlSource:
         return Problem(path, message, self.line_of(path))
 
 
-__all__ = ["YamlSource"]
+def safe_yaml(text: str, source: str | None = None) -> Any:
+    """yaml.safe_load for text a user wrote: anchors and aliases refused first (ValidationError naming the line)."""
+    refuse_aliases(text, source)
+    return yaml.safe_load(text)
+
+
+__all__ = ["YamlSource", "refuse_aliases", "safe_yaml"]

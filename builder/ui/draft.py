@@ -19,6 +19,7 @@ from builder.errors import Problem, ValidationError
 from builder.pipeline import CURRENT_SCHEMA_VERSION, EDGE, parse_pipeline
 from builder.registry import all_blocks, get_block, load_blocks
 from builder.spec import Block, Kind
+from builder.yamlsrc import safe_yaml
 
 KEY_ORDER = ("schema_version", "name", "description", "blocks", "edges", "compute", "budget", "layout")
 GRID_X, GRID_Y = 260, 140
@@ -68,7 +69,9 @@ def new_draft(name: str, base_dir: Path) -> Draft:
 def from_yaml(text: str, base_dir: Path) -> Draft:
     """Read pipeline YAML for editing; DraftError only when it is not a YAML mapping at all."""
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml(text)
+    except ValidationError as exc:
+        raise DraftError(exc.problems[0].message) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -8,8 +8,10 @@ import streamlit as st
 import yaml
 from pydantic import ValidationError as PydanticValidationError
 
+from builder.errors import ValidationError
 from builder.pipeline import param_problems
 from builder.spec import Block
+from builder.yamlsrc import safe_yaml
 
 
 def _schema_type(prop: dict[str, Any]) -> tuple[str, bool]:
@@ -75,8 +77,8 @@ def _value(prop: dict[str, Any], raw: Any) -> Any:
     text = "" if raw is None else str(raw)
     if kind in ("array", "object"):
         try:
-            return yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
+            return safe_yaml(text) if text.strip() else None
+        except (yaml.YAMLError, ValidationError):
             return text  # the model's validation reports it beside the form
     if nullable and not text.strip():
         return None
