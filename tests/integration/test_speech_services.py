@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import httpx
 import numpy as np
@@ -11,6 +12,7 @@ import soundfile
 import yaml
 
 from tests.integration.conftest import ServerThread, run_pipeline
+from tests.security.test_uploads import wav_claiming
 
 
 def serve(summary):
@@ -93,3 +95,14 @@ def test_speech_to_text_with_a_command_grammar_measured_on_clips_and_served(pref
             f"{server.url}/v1/predict", files={"file": ("x.wav", np.ones(10).tobytes(), "audio/wav")}, headers=headers
         )
         assert bad.status_code == 422 and bad.json()["error"] == "the data is not WAV or FLAC audio"
+        # A header claiming 4 GHz: refused before any resampling, however big the body (the old resampler spent
+        # minutes of CPU on such an item).
+        started = time.monotonic()
+        claimed = httpx.post(
+            f"{server.url}/v1/predict",
+            files={"file": ("x.wav", wav_claiming(4_000_000_000, seconds_of_body=30), "audio/wav")},
+            headers=headers,
+            timeout=30,
+        )
+        assert claimed.status_code == 422 and "4,000,000,000 Hz" in claimed.json()["error"], claimed.text
+        assert time.monotonic() - started < 1.0
