@@ -3,7 +3,9 @@
 # No `from __future__ import annotations` here: FastAPI must see the per-bundle request models
 # (closure variables) as real types, not strings.
 
+import json
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -23,6 +25,8 @@ from runtime.processes import port_free
 from runtime.runs import get_service
 
 MAX_BODY_BYTES = 1_000_000
+OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+KEY_HEADERS = [(b"www-authenticate", b"X-API-Key")]
 KEY_CACHE_SECONDS = 2.0  # a revoked key stops working within this time
 KEY_CACHE_MAX = 10_000
 
@@ -51,6 +55,62 @@ def _validation_message(exc: RequestValidationError) -> str:
             continue
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts) or "invalid request"
+
+
+async def _refuse(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    start_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Gate:
+    """The outermost ASGI layer of a service: a request to a keyed route is refused (401) before one byte of its
+    body is read, and no body is read past MAX_BODY_BYTES (413), whatever its Content-Length or chunking claims.
+    The routes then get the body from memory, so neither JSON parsing nor a multipart spool sees more."""
+
+    def __init__(self, app: Any, key_ok: Callable[[str], Awaitable[bool]], limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.key_ok, self.limit = app, key_ok, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        key = headers.get("x-api-key")
+        if not key:
+            await _refuse(send, 401, "missing API key: send it in the X-API-Key header", KEY_HEADERS)
+            return
+        if not await self.key_ok(key):
+            await _refuse(send, 401, "invalid or revoked API key", KEY_HEADERS)
+            return
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.limit:
+            await _refuse(send, 413, f"the request body is {int(length)} bytes; the limit is {self.limit}")
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _refuse(send, 413, f"the request body is over {self.limit} bytes; the limit is {self.limit}")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def create_app(service_id: str, threads: int | None = None) -> FastAPI:
@@ -93,16 +153,6 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
             status_code=exc.status_code, content={"error": str(exc.detail)}, headers=getattr(exc, "headers", None)
         )
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse(
-                status_code=413,
-                content={"error": f"the request body is {int(length)} bytes; the limit is {MAX_BODY_BYTES}"},
-            )
-        return await call_next(request)
-
     def _cached_key(key: str) -> bool | None:
         hit = key_cache.get(key)
         return hit[0] if hit and hit[1] > time.monotonic() else None
@@ -116,15 +166,20 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
         key_cache[key] = (ok, now + KEY_CACHE_SECONDS)
         return ok
 
+    async def key_ok(key: str) -> bool:
+        ok = _cached_key(key)
+        if ok is None:  # only a cache miss pays for a database read (off the event loop)
+            ok = await run_in_threadpool(_check_key, key)
+        return ok
+
+    app.add_middleware(Gate, key_ok=key_ok)
+
     async def require_key(x_api_key: Annotated[str | None, Header(description="Your API key")] = None) -> str:
         if not x_api_key:
             raise HTTPException(
                 401, "missing API key: send it in the X-API-Key header", headers={"WWW-Authenticate": "X-API-Key"}
             )
-        ok = _cached_key(x_api_key)
-        if ok is None:  # only a cache miss pays for a database read (off the event loop)
-            ok = await run_in_threadpool(_check_key, x_api_key)
-        if not ok:
+        if not await key_ok(x_api_key):  # the Gate checked it already: a cache hit (it documents the header too)
             raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "X-API-Key"})
         return x_api_key
 
@@ -306,4 +361,4 @@ def _quiet_server_class() -> type:
     return QuietServer
 
 
-__all__ = ["create_app", "ensure_port_free", "serve"]
+__all__ = ["Gate", "create_app", "ensure_port_free", "serve"]

@@ -1,0 +1,74 @@
+"""Attacks on a served API from a stranger with a socket: what an unauthenticated or oversized body costs us.
+
+Raw sockets, so the test controls exactly how much is sent and when: a server that reads the body before
+checking the key, or that reads a chunked body to its end, shows it here as bytes accepted and time taken.
+"""
+
+from __future__ import annotations
+
+import resource
+import socket
+import time
+
+CHUNK = b"x" * 65_536
+TOTAL = 64 * 1024 * 1024
+
+
+def _chunked_post(served, key: str | None) -> tuple[int, bytes, int, float]:
+    """POST a 64 MB chunked body until the server answers; (status, body, bytes sent, seconds to the answer)."""
+    host, port = "127.0.0.1", served.port
+    head = f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    head += "Transfer-Encoding: chunked\r\n"
+    if key:
+        head += f"X-API-Key: {key}\r\n"
+    sent, started = 0, time.monotonic()
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall((head + "\r\n").encode())
+        sock.setblocking(False)
+        answer = b""
+        while sent < TOTAL:
+            try:
+                answer += sock.recv(65_536)
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                break
+            if b"\r\n\r\n" in answer:
+                break
+            try:
+                sock.sendall(f"{len(CHUNK):x}\r\n".encode() + CHUNK + b"\r\n")
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                time.sleep(0.001)
+                continue
+            sent += len(CHUNK)
+        sock.setblocking(True)
+        while b"\r\n\r\n" not in answer:
+            more = sock.recv(65_536)
+            if not more:
+                break
+            answer += more
+        elapsed = time.monotonic() - started
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1") else 0
+    return status, answer.split(b"\r\n\r\n", 1)[-1], sent, elapsed
+
+
+def test_a_chunked_64_mb_body_without_a_key_is_refused_401_before_it_is_read(served):
+    status, body, sent, elapsed = _chunked_post(served, key=None)
+    assert status == 401 and b"missing API key" in body
+    # Answered at once: what was sent meanwhile sits in loopback socket buffers (a few MB), far from 64 MB.
+    assert sent <= TOTAL // 4 and elapsed < 2.0
+
+
+def test_a_chunked_64_mb_body_with_a_key_is_refused_413_after_the_limit_with_bounded_memory(served):
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB; the server runs in this process
+    status, body, sent, elapsed = _chunked_post(served, key=served.key)
+    assert status == 413 and b"the limit is 1000000" in body
+    assert sent <= TOTAL // 4 and elapsed < 5.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 64 * 1024
+
+
+def test_invalid_json_without_a_key_is_401_not_422(served):
+    import httpx
+
+    r = httpx.post(f"{served.url}/v1/predict", content=b'{"text":', headers={"Content-Type": "application/json"})
+    assert (r.status_code, r.json()) == (401, {"error": "missing API key: send it in the X-API-Key header"})
