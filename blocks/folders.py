@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import random
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from builder.errors import DataError
+from builder.errors import BadItem, DataError
 from builder.files import sha256_file, sha256_tree
 from builder.spec import Block, BlockParams
 
@@ -33,7 +34,7 @@ def labelled_files(root: Path, suffixes: set[str], max_bytes: int) -> list[Entry
                 if info.file_size > max_bytes:  # a zip bomb must not be inflated into memory
                     size, name = info.file_size, info.filename
                     raise DataError(f"{name} in {root.name} is {size} bytes unpacked; the limit is {max_bytes}")
-                found.append((parts[-2], info.filename, lambda n=info.filename: archive.read(n)))
+                found.append((parts[-2], info.filename, _member_reader(archive, info.filename, root.name)))
         return sorted(found, key=lambda e: e[1])
     if not root.is_dir():
         raise DataError(f"{root} is neither a folder nor a .zip file")
@@ -43,6 +44,19 @@ def labelled_files(root: Path, suffixes: set[str], max_bytes: int) -> list[Entry
                 raise DataError(f"{path.relative_to(root)} is {path.stat().st_size} bytes; the limit is {max_bytes}")
             found.append((path.parent.name, str(path.relative_to(root)), path.read_bytes))
     return sorted(found, key=lambda e: e[1])
+
+
+def _member_reader(archive: zipfile.ZipFile, name: str, zip_name: str) -> Callable[[], bytes]:
+    """A reader of one zip member that turns a damaged member (bad CRC, truncated, unsupported compression or
+    encrypted) into BadItem, so the file is named among the unusable ones instead of ending the step."""
+
+    def read() -> bytes:
+        try:
+            return archive.read(name)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError):
+            raise BadItem(f"it cannot be unpacked from {zip_name} (damaged, encrypted or unsupported)") from None
+
+    return read
 
 
 def refuse_bad_files(bad: list[tuple[str, str]], what: str) -> None:

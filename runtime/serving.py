@@ -230,10 +230,17 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
                 raise HTTPException(422, str(exc) if len(items) == 1 else f"item {i}: {exc}") from None
         return out
 
+    async def _predict(items: list[Any]) -> list[Any]:
+        """The model's answers; an input it cannot serve (BadItem, raised while predicting) is a 422, not a 500."""
+        try:
+            return await run_in_threadpool(lambda: predictor.predict(_prepare(items)))
+        except BadItem as exc:
+            raise HTTPException(422, str(exc)) from None
+
     async def _answer(item: dict[str, Any], response: Response) -> Any:
         _too_large([item])
         t0 = time.perf_counter()
-        result = (await run_in_threadpool(lambda: predictor.predict(_prepare([item]))))[0]
+        result = (await _predict([item]))[0]
         t1 = time.perf_counter()
         await _bill(1)
         response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())
@@ -297,7 +304,7 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
             raise HTTPException(413, f"the batch has {len(items)} items; this service accepts at most {max_batch}")
         _too_large(items)
         t0 = time.perf_counter()
-        results = await run_in_threadpool(lambda: predictor.predict(_prepare(items)))
+        results = await _predict(items)
         t1 = time.perf_counter()
         await _bill(len(items))
         response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())

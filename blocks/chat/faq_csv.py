@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 TEXT_COLUMNS = ("question", "example", "text")
 MAX_FILE_BYTES = 50 * 1024 * 1024
+# An .xlsx is a zip: what it unpacks to, not its packed size, is what openpyxl holds in memory.
+MAX_UNPACKED_BYTES = 100 * 10**6
 
 
 @dataclass
@@ -47,6 +50,19 @@ def _slug(text: str) -> str:
     return slug[:40].rstrip("-") or "intent"
 
 
+def _check_unpacked(path: Path) -> None:
+    """DataError when a spreadsheet is not a zip, or unpacks to more than MAX_UNPACKED_BYTES (a zip bomb)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile:
+        raise DataError(f"{path.name} is not a readable .xlsx file (it is not a zip archive)") from None
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise DataError(
+            f"{path.name} unpacks to {unpacked / 1e6:.0f} MB; the limit is {MAX_UNPACKED_BYTES // 10**6} MB"
+        )
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """Read a CSV (UTF-8) or XLSX file into a frame of strings; raises DataError with one sentence."""
     if not path.exists():
@@ -61,6 +77,7 @@ def read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".xlsx", ".xlsm"):
+            _check_unpacked(path)
             frame = pd.read_excel(path, dtype=str, keep_default_na=False)
         elif suffix in (".csv", ".txt", ""):
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", skip_blank_lines=True)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import random
 import shutil
 import subprocess
 import tempfile
+import wave
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from runtime.context import StepContext
 
 ESPEAK = "espeak-ng"
+log = logging.getLogger(__name__)
 COMMANDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 UNKNOWN_WORDS = ["cat", "house", "bird", "tree", "happy", "seven", "learn", "wow", "sheila", "marvin", "bed", "dog"]
 UNKNOWN, SILENCE = "_unknown_", "_silence_"
@@ -76,15 +79,25 @@ def speak(text: str, voice: str, speed: int, pitch: int, max_seconds: float = MA
     """`text` spoken by espeak-ng, as 16 kHz mono float32. The text goes in on stdin, never as an argument (a
     word starting with "-" would be read as an option); BadItem when espeak-ng cannot speak it."""
     with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        done = subprocess.run(
-            [ESPEAK, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, "--stdin"],
-            input=text.encode("utf-8"),
-            capture_output=True,
-            timeout=60,
-        )
+        try:
+            done = subprocess.run(
+                [ESPEAK, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, "--stdin"],
+                input=text.encode("utf-8"),
+                capture_output=True,
+                timeout=60,
+            )
+        except subprocess.TimeoutExpired:
+            raise BadItem("the text takes too long to speak; send a shorter one") from None
         if done.returncode != 0:
-            raise BadItem(f"espeak-ng could not speak the text: {done.stderr.decode(errors='replace').strip()}")
-        return decode_wav(Path(f.name).read_bytes(), max_seconds)
+            # The tool's own words go to our log, never to whoever sent the text.
+            log.warning("espeak-ng failed (exit %s): %s", done.returncode, done.stderr.decode(errors="replace").strip())
+            raise BadItem("this text cannot be spoken by the voice; check its characters and language")
+        data = Path(f.name).read_bytes()
+    with wave.open(io.BytesIO(data)) as w:
+        seconds = w.getnframes() / max(1, w.getframerate())
+    if seconds > max_seconds:
+        raise BadItem(f"the text takes {seconds:.0f} s to speak; the limit is {max_seconds:.0f} s")
+    return decode_wav(data, max_seconds)
 
 
 def _augment(clip: np.ndarray, rng: np.random.Generator, noise: float, reverb: float) -> np.ndarray:

@@ -13,7 +13,7 @@ from pydantic import Field
 from blocks import DATA_PROVIDER
 from blocks.folders import LabelledFolderBlock, check_labels, labelled_files, refuse_bad_files, stratified_split
 from blocks.vision.digits import ImageSet, png_data_uri
-from builder.errors import DataError
+from builder.errors import BadItem, DataError
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import BlockParams, Kind, Price, PriceUnit
@@ -38,7 +38,12 @@ def read_images(root: Path, size: int) -> tuple[np.ndarray, list[str], list[str]
     pixels, classes, names, bad = [], [], [], []
     for label, name, read in entries:
         try:
-            with Image.open(io.BytesIO(read())) as img:
+            data = read()
+        except BadItem as exc:
+            bad.append((name, str(exc)))
+            continue
+        try:
+            with Image.open(io.BytesIO(data)) as img:
                 grey = img.convert("L").resize((size, size), Image.BILINEAR)
             pixels.append(np.asarray(grey, dtype=np.float32) / 255.0)
             classes.append(label)

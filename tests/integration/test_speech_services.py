@@ -41,6 +41,11 @@ def test_text_to_speech_template_answers_text_with_a_wav_file(prefect_api, templ
         assert too_long.status_code == 413 and "at most 2000" in too_long.json()["error"]
         blank = httpx.post(f"{server.url}/v1/predict", json={"text": "  "}, headers=headers)
         assert blank.status_code == 422 and blank.json()["error"] == "the text is blank"
+        # Within the character limit but too long to speak: refused inside predict, a 4xx with one sentence
+        # (the previous code answered a bare 500).
+        endless = httpx.post(f"{server.url}/v1/predict", json={"text": "1 " * 1000}, headers=headers, timeout=120)
+        assert endless.status_code == 422, endless.text
+        assert endless.json() == {"error": endless.json()["error"]} and "the limit is 120 s" in endless.json()["error"]
 
 
 def test_speech_to_text_with_a_command_grammar_measured_on_clips_and_served(prefect_api, tmp_path):

@@ -40,3 +40,78 @@ def test_rates_outside_telephone_to_studio_are_refused(rate):
 def test_rates_from_telephone_to_studio_are_resampled_to_16k(rate):
     x = decode_wav(wav_claiming(rate, seconds_of_body=0.5, real_rate=rate))
     assert x.dtype == np.float32 and abs(len(x) - 8_000) <= 1
+
+
+def test_a_spreadsheet_that_unpacks_to_100_mb_is_refused_before_it_is_inflated(tmp_path):
+    import zipfile
+
+    import pandas as pd
+
+    from blocks.chat.faq_csv import read_table
+    from builder.errors import DataError
+
+    real = tmp_path / "real.xlsx"
+    pd.DataFrame({"question": ["Do you deliver?", "Can you deliver?"], "answer": ["Yes.", "Yes."]}).to_excel(
+        real, index=False
+    )
+    bomb = tmp_path / "faq.xlsx"
+    with zipfile.ZipFile(real) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":  # a valid sheet, padded with 110 MiB of blanks
+                data = data.replace(b"<sheetData>", b"<sheetData>" + b" " * (110 * 1024 * 1024))
+            z.writestr(info.filename, data)
+    assert bomb.stat().st_size < 1_000_000
+    started = time.monotonic()
+    with pytest.raises(DataError, match=r"faq.xlsx unpacks to 115 MB; the limit is 100 MB"):
+        read_table(bomb)
+    assert time.monotonic() - started < 1.0
+
+
+def _zip_with_a_damaged_member(tmp_path, good: dict[str, bytes], damaged: str):
+    """A zip of `good` files plus `damaged`, whose stored bytes are altered after writing (its CRC fails on read)."""
+    import zipfile
+
+    path = tmp_path / "upload.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, data in good.items():
+            z.writestr(name, data)
+        z.writestr(damaged, b"\x89PNG" + b"\x00" * 400)
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(damaged)
+    body = info.header_offset + 30 + len(damaged.encode()) + 10  # inside the member's data
+    raw[body] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_an_image_zip_with_a_damaged_member_names_it_instead_of_crashing(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from blocks.vision.image_folder import read_images
+    from builder.errors import DataError
+
+    def png(shade: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("L", (8, 8), shade).save(buf, format="PNG")
+        return buf.getvalue()
+
+    good = {f"{c}/{i}.png": png(40 * i) for c in ("cats", "dogs") for i in range(3)}
+    path = _zip_with_a_damaged_member(tmp_path, good, "dogs/broken.png")
+    with pytest.raises(DataError, match=r"dogs/broken.png \(it cannot be unpacked from upload.zip"):
+        read_images(path, 8)
+
+
+def test_an_audio_zip_with_a_damaged_member_names_it_instead_of_crashing(tmp_path):
+    from blocks.speech.audio import encode_wav
+    from blocks.speech.wav_folder import read_clips
+    from builder.errors import DataError
+
+    tone = (0.3 * np.sin(np.arange(16_000) / 10)).astype(np.float32)
+    good = {f"{w}/{i}.wav": encode_wav(tone) for w in ("yes", "no") for i in range(3)}
+    path = _zip_with_a_damaged_member(tmp_path, good, "no/broken.wav")
+    with pytest.raises(DataError, match=r"no/broken.wav \(it cannot be unpacked from upload.zip"):
+        read_clips(path, 1.0, 0.1, 30.0)
