@@ -1,8 +1,13 @@
-"""Per-call metering: one writer thread commits usage records in groups; a call is answered once billed."""
+"""Per-call metering: one writer thread commits usage records in groups; a call is answered once billed.
+
+A call is answered only after its record is committed (on SQLite with synchronous=FULL, so a power cut cannot roll
+back a call already answered); a client's retry carrying the same Idempotency-Key is never billed twice; when the
+writer thread has died, calls fail at once (503) instead of waiting; stopping writes everything queued first."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import queue
 import threading
 import uuid
@@ -10,10 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from runtime.db import Usage, utcnow
 from runtime.ledger import per_call_amount
+
+WATCH_S = 0.5  # how often a waiting call checks that the writer is still alive
+
+
+class WriterDown(RuntimeError):
+    """The usage writer thread is not running: calls cannot be billed, so they are refused (503)."""
 
 
 @dataclass(frozen=True)
@@ -51,17 +63,31 @@ class UsageWriter:
             self._thread.join(timeout=30)
             self._thread = None
 
-    async def record(self, quantity: int = 1) -> None:
-        """Bill `quantity` calls; returns once the record is committed (raises if it could not be)."""
+    def alive(self) -> bool:
+        """Whether the writer thread runs (a call cannot be billed, so must not be served, without it)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    async def record(self, quantity: int = 1, idempotency: str | None = None) -> None:
+        """Bill `quantity` calls; returns once the record is committed. Raises at once when the writer is not
+        running, and as soon as it dies while this record waits; `idempotency` (a hash naming the client's
+        request) bills a retried request once."""
+        if not self.alive():
+            raise WriterDown("the usage writer is not running")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._queue.put((quantity, fut, loop))
-        await fut
+        self._queue.put((quantity, fut, loop, idempotency))
+        while True:
+            done, _ = await asyncio.wait({fut}, timeout=WATCH_S)
+            if done:
+                return fut.result()
+            if not self.alive():
+                raise WriterDown("the usage writer stopped before this call was billed")
 
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
             if first is self._stop:
+                self._drain()
                 return
             group = [first]
             stop_after = False
@@ -76,14 +102,28 @@ class UsageWriter:
                 group.append(item)
             self._write(group)
             if stop_after:
+                self._drain()
                 return
+
+    def _drain(self) -> None:
+        """On stop: write whatever was queued after the stop was asked for, so no answered call goes unbilled."""
+        rest = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not self._stop:
+                rest.append(item)
+        for start in range(0, len(rest), self.max_group):
+            self._write(rest[start : start + self.max_group])
 
     def _write(self, group: list[Any]) -> None:
         b = self.billing
         error: BaseException | None = None
         rows = [
             {
-                "bill_key": f"call:{uuid.uuid4().hex}",
+                "bill_key": f"call:{b.service_id}:idem:{idem}" if idem else f"call:{uuid.uuid4().hex}",
                 "service_id": b.service_id,
                 "block_id": b.block_id,
                 "version": b.version,
@@ -93,17 +133,41 @@ class UsageWriter:
                 "amount_wei": per_call_amount(b.call_price_wei, quantity),
                 "created_at": utcnow(),
             }
-            for quantity, _fut, _loop in group
+            for quantity, _fut, _loop, idem in group
         ]
         try:
-            # A Core insert: the ORM's unit of work costs ~0.5 ms more per commit, paid by every call.
-            with self.engine.begin() as conn:
-                conn.execute(insert(Usage), rows)
+            # A Core insert: the ORM's unit of work costs ~0.5 ms more per commit, paid by every call. A retried
+            # request's bill key exists already: it is skipped, the others in the group are written.
+            with self.engine.connect() as conn:
+                full = conn.dialect.name == "sqlite"
+                if full:  # fsync at every commit of usage (the rest of the app keeps NORMAL)
+                    conn.exec_driver_sql("PRAGMA synchronous=FULL")
+                    conn.commit()
+                try:
+                    with conn.begin():
+                        conn.execute(_insert_once(conn.dialect.name), rows)
+                finally:
+                    if full:
+                        conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+                        conn.commit()
             self.written += len(group)
         except BaseException as exc:  # the callers answer 503: nothing was served unbilled
             error = exc
-        for _q, fut, loop in group:
+        for _q, fut, loop, _idem in group:
             loop.call_soon_threadsafe(_resolve, fut, error)
+
+
+def _insert_once(dialect: str) -> Any:
+    """INSERT … ON CONFLICT (bill_key) DO NOTHING on SQLite and PostgreSQL."""
+    module = {"sqlite": sqlite, "postgresql": postgresql}.get(dialect)
+    if module is None:
+        return insert(Usage)
+    return module.insert(Usage).on_conflict_do_nothing(index_elements=["bill_key"])
+
+
+def idempotency_hash(api_key: str, idempotency_key: str) -> str:
+    """What names a client's request across retries: its API key and its Idempotency-Key, hashed (neither stored)."""
+    return hashlib.sha256(f"{api_key}\0{idempotency_key}".encode()).hexdigest()[:40]
 
 
 def _resolve(fut: asyncio.Future, error: BaseException | None) -> None:
@@ -115,4 +179,4 @@ def _resolve(fut: asyncio.Future, error: BaseException | None) -> None:
         fut.set_exception(error)
 
 
-__all__ = ["ServiceBilling", "UsageWriter"]
+__all__ = ["ServiceBilling", "UsageWriter", "WriterDown", "idempotency_hash"]

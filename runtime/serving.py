@@ -20,7 +20,7 @@ from builder.errors import BadItem, ServeError
 from runtime.bundle import load_bundle
 from runtime.db import get_engine, session_factory
 from runtime.keys import find_active_key
-from runtime.metering import ServiceBilling, UsageWriter
+from runtime.metering import ServiceBilling, UsageWriter, idempotency_hash
 from runtime.processes import port_free
 from runtime.runs import get_service
 
@@ -184,6 +184,23 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
         return x_api_key
 
     Key = Annotated[str, Depends(require_key)]
+
+    async def billing_key(
+        key: Key,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                max_length=200,
+                description="Any string naming this request: a retry with the same value is answered but billed once",
+            ),
+        ] = None,
+    ) -> str | None:
+        if not writer.alive():  # nothing could be billed: refuse before the model runs
+            raise HTTPException(503, "usage cannot be recorded now, so no call is served; retry shortly")
+        return idempotency_hash(key, idempotency_key) if idempotency_key else None
+
+    Billing = Annotated[str | None, Depends(billing_key)]
     errors = {
         401: {"model": ErrorBody},
         413: {"model": ErrorBody},
@@ -197,9 +214,9 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
             if why:
                 raise HTTPException(413, why if len(items) == 1 else f"item {i}: {why}")
 
-    async def _bill(quantity: int) -> None:
+    async def _bill(quantity: int, idempotency: str | None) -> None:
         try:
-            await writer.record(quantity)
+            await writer.record(quantity, idempotency)
         except Exception:
             raise HTTPException(503, "usage could not be recorded, so the call was not served; retry") from None
 
@@ -237,12 +254,12 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
         except BadItem as exc:
             raise HTTPException(422, str(exc)) from None
 
-    async def _answer(item: dict[str, Any], response: Response) -> Any:
+    async def _answer(item: dict[str, Any], response: Response, idempotency: str | None) -> Any:
         _too_large([item])
         t0 = time.perf_counter()
         result = (await _predict([item]))[0]
         t1 = time.perf_counter()
-        await _bill(1)
+        await _bill(1, idempotency)
         response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())
         return result
 
@@ -266,7 +283,7 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
                 }
             },
         )
-        async def predict_file(request: Request, _key: Key, response: Response) -> Any:
+        async def predict_file(request: Request, bill_as: Billing, response: Response) -> Any:
             """Answer one input, sent as JSON or as a multipart upload in the field `file`. One metered call."""
             ctype = request.headers.get("content-type", "")
             if ctype.startswith("multipart/form-data"):
@@ -284,20 +301,20 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
                 raise HTTPException(
                     415, f"send JSON or a multipart upload (field `file`), not {ctype or 'a body without a type'}"
                 )
-            return await _answer(item, response)
+            return await _answer(item, response, bill_as)
 
     else:
 
         @app.post("/v1/predict", response_model=Response_, responses=errors, tags=["predict"])
-        async def predict(body: Request_, _key: Key, response: Response) -> Any:  # type: ignore[valid-type]
+        async def predict(body: Request_, bill_as: Billing, response: Response) -> Any:  # type: ignore[valid-type]
             """Answer one input. Costs one metered call."""
-            return await _answer(body.model_dump(), response)
+            return await _answer(body.model_dump(), response, bill_as)
 
     class BatchResponse(BaseModel):
         results: list[Response_]  # type: ignore[valid-type]
 
     @app.post("/v1/predict/batch", response_model=BatchResponse, responses=errors, tags=["predict"])
-    async def predict_batch(body: Batch_, _key: Key, response: Response) -> Any:  # type: ignore[valid-type]
+    async def predict_batch(body: Batch_, bill_as: Billing, response: Response) -> Any:  # type: ignore[valid-type]
         """Answer many inputs in one call; metered as one call per input."""
         items = predictor.items_from_batch(body)
         if len(items) > max_batch:
@@ -306,7 +323,7 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
         t0 = time.perf_counter()
         results = await _predict(items)
         t1 = time.perf_counter()
-        await _bill(len(items))
+        await _bill(len(items), bill_as)
         response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())
         return {"results": results}
 

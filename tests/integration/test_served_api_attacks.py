@@ -72,3 +72,46 @@ def test_invalid_json_without_a_key_is_401_not_422(served):
 
     r = httpx.post(f"{served.url}/v1/predict", content=b'{"text":', headers={"Content-Type": "application/json"})
     assert (r.status_code, r.json()) == (401, {"error": "missing API key: send it in the X-API-Key header"})
+
+
+def _usage_rows(service_id: str) -> int:
+    from sqlalchemy import func, select
+
+    from runtime.db import Usage, session_factory
+
+    with session_factory()() as s:
+        return s.scalar(select(func.count()).select_from(Usage).where(Usage.service_id == service_id))
+
+
+def test_a_retry_with_the_same_idempotency_key_is_answered_and_billed_once(served):
+    import httpx
+
+    before = _usage_rows(served.service_id)
+    headers = {"X-API-Key": served.key, "Idempotency-Key": "checkout-7f3a"}
+    first = httpx.post(f"{served.url}/v1/predict", json={"text": "Do you take PayPal?"}, headers=headers)
+    retry = httpx.post(f"{served.url}/v1/predict", json={"text": "Do you take PayPal?"}, headers=headers)
+    assert first.status_code == retry.status_code == 200 and first.json() == retry.json()
+    assert _usage_rows(served.service_id) == before + 1
+    plain = {"X-API-Key": served.key}
+    other = httpx.post(f"{served.url}/v1/predict", json={"text": "Do you take PayPal?"}, headers=plain)
+    assert other.status_code == 200 and _usage_rows(served.service_id) == before + 2
+
+
+def test_with_the_usage_writer_gone_calls_get_503_at_once_and_nothing_is_served_unbilled(trained):
+    import httpx
+
+    from runtime.db import session_factory
+    from runtime.keys import create_key
+    from runtime.serving import create_app
+    from tests.integration.conftest import ServerThread
+
+    with session_factory()() as s:
+        key, _ = create_key(s, trained["service_id"])
+    app = create_app(trained["service_id"])
+    with ServerThread(app) as server:
+        app.state.writer.stop()  # as if the writer thread had died
+        before = _usage_rows(trained["service_id"])
+        started = time.monotonic()
+        r = httpx.post(f"{server.url}/v1/predict", json={"text": "hi"}, headers={"X-API-Key": key}, timeout=30)
+        assert r.status_code == 503 and "usage cannot be recorded" in r.json()["error"]
+        assert time.monotonic() - started < 1.0 and _usage_rows(trained["service_id"]) == before
