@@ -164,6 +164,7 @@ class IntentClassifier(Block):
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         from runtime.training import accuracy, baseline_accuracy, fit
+
         assert isinstance(params, IntentClassifierParams)
         feats: TextFeatures = inputs["features"]
         labels = sorted(feats.answers)

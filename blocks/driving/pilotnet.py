@@ -125,6 +125,7 @@ class PilotNetRegressor(Block):
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         from runtime.training import fit
+
         assert isinstance(params, PilotNetParams)
         data: DrivingFrames = inputs["frames"]
         x, y, tx, ty = image_tensors(data, ctx.device)

@@ -24,6 +24,7 @@ class SteeringPredictor(ImageInput):
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
         from runtime.bundle import onnx_session
+
         self.manifest = manifest
         self.size = (int(manifest["input_size"][0]), int(manifest["input_size"][1]))
         self.session = onnx_session(bundle_dir / manifest["model_file"], threads)

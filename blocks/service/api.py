@@ -48,6 +48,7 @@ class ServiceApi(Block):
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         from runtime.export import export_bundle
+
         assert isinstance(params, ServiceApiParams)
         model = inputs["model"]
         ctx.progress(0, 2, "exporting to ONNX")

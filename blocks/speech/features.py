@@ -54,6 +54,7 @@ def log_mel_module(spec: dict[str, Any]) -> LogMel:
 def clips_hash(clips: AudioClips) -> str:
     """The raw data hash of a set of clips: their samples, train then test (about 1 s per GB)."""
     from runtime.shards import arrays_hash
+
     return arrays_hash(clips.train_x, clips.test_x)
 
 

@@ -88,6 +88,7 @@ class AudioClassifierModel:
     def torch_module(self) -> WithSoftmax:
         # A model pickled in the step cache before feature settings existed used the defaults.
         from runtime.training import WithSoftmax
+
         net = KwsNet(len(self.labels), self.channels, self.blocks, getattr(self, "features", DEFAULT_SPEC))
         net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
         return WithSoftmax(net).eval()
@@ -102,6 +103,7 @@ class AudioClassifierModel:
     def export(self, bundle_dir: Path) -> dict[str, Any]:
         """model.onnx takes the waveform itself: the features are part of the graph."""
         from runtime.export import write_onnx
+
         return {
             "type": "audio-classifier",
             "model_file": write_onnx(
@@ -146,6 +148,7 @@ class KwsCnn(Block):
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         from runtime.training import classifier_metrics, fit
+
         assert isinstance(params, KwsParams)
         data: AudioClips = inputs["clips"]
         d = ctx.device

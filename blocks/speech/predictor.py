@@ -41,10 +41,12 @@ class AudioInput:
 
     def check_item(self, item: dict[str, Any]) -> str | None:
         from runtime.bundle import item_too_large
+
         return item_too_large(item, "audio_base64", MAX_AUDIO_BYTES, "audio")
 
     def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
         from runtime.bundle import item_bytes
+
         if "samples" in item:
             return item
         return {"samples": decode_audio(item_bytes(item, "audio_base64"), MAX_SECONDS)}
@@ -58,6 +60,7 @@ class AudioClassifierPredictor(AudioInput):
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
         from runtime.bundle import onnx_session
+
         self.manifest = manifest
         self.labels: list[str] = manifest["labels"]
         self.samples = int(manifest["samples"])

@@ -41,6 +41,7 @@ class ImageGraphModel:
     def write_onnx(self, bundle_dir: Path, output_name: str) -> str:
         """Export the served graph (input `image`: (batch, 1, h, w) in [0, 1]) to model.onnx; its file name."""
         from runtime.export import write_onnx
+
         h, w = self.size
         return write_onnx(self.torch_module(), torch.zeros((1, 1, h, w)), "image", output_name, bundle_dir)
 

@@ -68,11 +68,13 @@ class ImageInput:
 
     def check_item(self, item: dict[str, Any]) -> str | None:
         from runtime.bundle import item_too_large
+
         return item_too_large(item, "image_base64", MAX_IMAGE_BYTES, "image")
 
     def prepare(self, item: dict[str, Any]) -> dict[str, Any]:
         """Decode the request's image into the model's input (BadItem, answered with 422, when it is not one)."""
         from runtime.bundle import item_bytes
+
         if "pixels" in item:
             return item
         return {"pixels": decode_image(item_bytes(item, "image_base64"), self.size, self.bright_ink)}
@@ -90,6 +92,7 @@ class ImageClassifierPredictor(ImageInput):
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
         from runtime.bundle import onnx_session
+
         self.manifest = manifest
         self.labels: list[str] = manifest["labels"]
         self.size = (int(manifest["input_size"][0]), int(manifest["input_size"][1]))

@@ -56,6 +56,7 @@ class ImageClassifierModel(ImageGraphModel):
 
     def torch_module(self) -> WithSoftmax:
         from runtime.training import WithSoftmax
+
         net = SmallCnn(len(self.labels), self.channels)
         net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
         return WithSoftmax(net).eval()
@@ -104,6 +105,7 @@ class SmallCnnClassifier(Block):
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         from runtime.training import classifier_metrics, fit
+
         assert isinstance(params, SmallCnnParams)
         data: ImageSet = inputs["images"]
         x, y, tx, ty = image_tensors(data, ctx.device)
