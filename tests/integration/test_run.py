@@ -6,7 +6,9 @@ import csv
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
+import httpx
 from sqlalchemy import select
 
 from runtime.bundle import read_manifest
@@ -16,10 +18,31 @@ from tests.integration.conftest import run_pipeline
 BLOCK_IDS = {"chat.faq-csv", "chat.minilm-encoder", "chat.intent-classifier", "service.api"}
 
 
-def test_template_reaches_target_accuracy_on_heldout_paraphrases(trained):
-    m = trained["metrics"]
-    assert m["eval_split"] == "heldout" and m["eval_examples"] >= 60
-    assert m["accuracy"] >= 0.85
+def heldout_rows(template_dir: Path) -> list[dict[str, str]]:
+    """The template's held-out paraphrases (intent, question): rows training never sees."""
+    with (template_dir / "data" / "faq-heldout.csv").open(encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_template_reaches_target_accuracy_on_heldout_paraphrases(served, template_dir):
+    heldout = heldout_rows(template_dir)
+    with (template_dir / "data" / "faq.csv").open(encoding="utf-8") as f:
+        trained_on = {row["question"].strip().lower() for row in csv.DictReader(f)}
+    assert len(heldout) >= 60 and not {row["question"].strip().lower() for row in heldout} & trained_on
+    answers = []
+    for start in range(0, len(heldout), 32):  # asked over HTTP, as a client of the served API would
+        texts = [row["question"] for row in heldout[start : start + 32]]
+        r = httpx.post(
+            f"{served.url}/v1/predict/batch", json={"texts": texts}, headers={"X-API-Key": served.key}, timeout=60
+        )
+        assert r.status_code == 200, r.text
+        answers += r.json()["results"]
+    wrong = [
+        (row["question"], row["intent"], a["intent"])
+        for row, a in zip(heldout, answers, strict=True)
+        if a["intent"] != row["intent"]
+    ]
+    assert 1 - len(wrong) / len(heldout) >= 0.85, wrong  # the template's stated target (templates/faq-chatbot.md)
 
 
 def test_every_block_and_the_compute_used_is_billed_once(trained):
@@ -35,15 +58,18 @@ def test_every_block_and_the_compute_used_is_billed_once(trained):
     assert all(u["provider"].startswith("0x") and len(u["provider"]) == 42 for u in usage)
 
 
-def test_bundle_manifest_is_self_describing_and_parity_checked(trained):
+def test_bundle_manifest_is_self_describing_and_parity_checked(trained, template_dir):
+    import numpy as np
+    import onnxruntime
+    import torch
+    from tokenizers import Tokenizer
+
     from runtime.db import Service
 
     with session_factory()() as s:
         bundle = Path(s.get(Service, trained["service_id"]).bundle_dir)
     manifest = read_manifest(bundle)
     assert manifest["plan_hash"] == trained["plan_hash"]
-    assert manifest["parity"]["parity_max_abs_diff"] <= 1e-4 and manifest["parity"]["parity_top1_agreement"] == 1.0
-    assert manifest["parity"]["parity_examples"] == trained["metrics"]["eval_examples"]
     assert {b["block_id"] for b in manifest["blocks"]} == BLOCK_IDS
     assert all(b["provider"] for b in manifest["blocks"])
     assert (bundle / "model.onnx").stat().st_size > 50_000_000  # encoder + head, no external data
@@ -52,6 +78,37 @@ def test_bundle_manifest_is_self_describing_and_parity_checked(trained):
     artifacts = {a["name"]: a for a in trained["artifacts"]}
     assert set(artifacts) == {p.name for p in bundle.iterdir()}
     assert artifacts["model.onnx"]["sha256"] == manifest["files"]["model.onnx"]
+
+    # Parity, measured here: the bundle's ONNX graph (onnxruntime) and the trained torch model (the classifier
+    # step's output) give the same probabilities for the same token ids.
+    texts = [row["question"] for row in heldout_rows(template_dir)]
+    texts += ["What is the capital of Mongolia?", "ok", "refund " * 100]  # out of scope, one token, truncated
+    tokenizer = Tokenizer.from_file(str(bundle / manifest["tokenizer_file"]))
+    tokenizer.enable_truncation(max_length=manifest["max_length"])
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    encoded = tokenizer.encode_batch(texts)
+    ids = np.array([e.ids for e in encoded], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+    graph = onnxruntime.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    exported = graph.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    with torch.inference_mode():
+        reference = trained_model(trained).torch_module("cpu")(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    assert exported.shape == reference.shape == (len(texts), len(manifest["labels"]))
+    assert np.abs(exported - reference).max() <= 1e-4
+    assert (exported.argmax(-1) == reference.argmax(-1)).all()
+
+
+def trained_model(summary: dict) -> Any:
+    """The classifier step's trained model, as the run stored it in the step cache (what the export read)."""
+    from runtime.config import get_settings
+    from runtime.db import Run
+    from runtime.store import StepCache
+
+    with session_factory()() as s:
+        step = next(p for p in s.get(Run, summary["run_id"]).plan["steps"] if p["node_id"] == "classifier")
+    outputs = StepCache(get_settings().cache_dir / "steps").get(step["cache_key"])
+    assert outputs is not None, "the classifier step's output is not in the step cache"
+    return outputs["model"]
 
 
 def test_second_run_of_unchanged_data_recomputes_nothing(trained, template_dir):

@@ -44,50 +44,57 @@ def unpaid_calls(service_id: str) -> int:
 
 
 def test_served_calls_are_paid_in_one_transaction_to_every_block_owner(paid_chain, served):
-    from runtime.db import Run, Service, Usage, session_factory
-    from runtime.settlement_math import call_royalties, fee_on
+    from runtime.db import Usage, session_factory
+    from tests.integration.test_settlement import FAQ_BLOCKS, asset_owners, balances, catalog, fee_terms
 
+    chain = paid_chain
+    earlier = aib("settle", "services", "--service", served.service_id)  # calls other tests made are paid first
+    assert earlier.returncode == 0, earlier.stderr
     call(served, 12)
-    calls = unpaid_calls(served.service_id)
-    assert calls >= 17
-    payer_before = paid_chain.token.functions.balanceOf(paid_chain.payer).call()
-    with session_factory()() as s:
-        steps = s.get(Run, s.get(Service, served.service_id).run_id).plan["steps"]
-    royalties = dict(call_royalties(steps, calls))
-    assert set(royalties) == {"chat.minilm-encoder@1.0.0", "chat.intent-classifier@1.0.0", "service.api@1.0.0"}
-    asset_ids = {ref: paid_chain.asset_of[ref] for ref in royalties}
-    payees = owners(paid_chain, [{"asset_id": a} for a in asset_ids.values()])
-    before = {a: paid_chain.token.functions.balanceOf(a).call() for a in set(payees.values())}
+    calls = 12 + 5  # twelve single calls and one batch of five
+    assert unpaid_calls(served.service_id) == calls
+    # Every block of the served pipeline with a per-1k-calls price earns it on each call (the catalog's prices).
+    listed = catalog()
+    price_per_1k = {ref: listed[ref]["call_price"]["amount_wei"] for ref in FAQ_BLOCKS if listed[ref]["call_price"]}
+    assert set(price_per_1k) == {"chat.minilm-encoder@1.0.0", "chat.intent-classifier@1.0.0", "service.api@1.0.0"}
+    owed = {ref: price * calls // 1000 for ref, price in price_per_1k.items()}
+    owner = asset_owners(chain, owed)
+    treasury, fee_bps = fee_terms(chain)
+    watched = {chain.payer, treasury, chain.escrow.address, *owner.values()}
+    before = balances(chain, watched)
 
     r = aib("settle", "services", "--service", served.service_id, "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["errors"] == [] and len(out["batches"]) == 1
     batch = out["batches"][0]
-    assert batch["status"] == "settled" and batch["calls"] == calls
-    receipt = paid_chain.w3.eth.get_transaction_receipt(batch["settle_tx"])
-    assert receipt.to == paid_chain.escrow.address  # the payment is this one transaction
-    expected_gain = {a: 0 for a in before}
-    for ref, amount in royalties.items():
-        expected_gain[payees[asset_ids[ref]]] += amount
-    for address, gain in expected_gain.items():
-        if address != paid_chain.payer:
-            assert paid_chain.token.functions.balanceOf(address).call() - before[address] == gain
-    assert {p["block_ref"]: p["payee"] for p in batch["payouts"]} == {r: payees[asset_ids[r]] for r in royalties}
-    total = sum(royalties.values())
-    assert batch["payouts_wei"] == total and batch["fee_wei"] == fee_on(total, 250)
-    spent = payer_before - paid_chain.token.functions.balanceOf(paid_chain.payer).call()
-    assert spent == total + batch["fee_wei"] - sum(g for a, g in expected_gain.items() if a == paid_chain.payer)
+    receipt = chain.w3.eth.get_transaction_receipt(batch["settle_tx"])
+    assert receipt.status == 1 and receipt.to == chain.escrow.address  # the payment is this one transaction
+    after = balances(chain, watched)
+    total = sum(owed.values())
+    fee = total * fee_bps // 10_000
+    expected = dict.fromkeys(watched, 0)
+    for ref, amount in owed.items():
+        expected[owner[ref]] += amount
+    expected[treasury] += fee
+    expected[chain.payer] -= total + fee
+    assert {a: after[a] - before[a] for a in watched} == expected
+
+    assert batch["status"] == "settled" and batch["calls"] == calls  # what the CLI reports is what the chain did
+    assert (batch["payouts_wei"], batch["fee_wei"]) == (total, fee)
+    assert {p["block_ref"]: (p["payee"], p["amount_wei"]) for p in batch["payouts"]} == {
+        ref: (owner[ref], amount) for ref, amount in owed.items()
+    }
     with session_factory()() as s:
         rows = list(s.scalars(select(Usage).where(Usage.batch_id == batch["batch_id"])))
         assert sum(u.quantity for u in rows) == calls
         assert {u.settled_tx for u in rows} == {batch["settle_tx"]}
-        assert sum(u.amount_wei for u in rows) == total  # the ledger rows are exactly what was paid
     shown = json.loads(aib("payouts", batch["batch_id"], "--json").stdout)
     assert shown == batch
 
     again = aib("settle", "services", "--service", served.service_id)
     assert again.returncode == 0 and again.stdout.strip() == "no unpaid calls"
+    assert balances(chain, watched) == after
 
 
 def test_a_crash_after_sending_a_batch_is_reconciled_without_paying_twice(paid_chain, served, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from sqlalchemy import select
@@ -13,53 +14,89 @@ from tests.conftest import TEMPLATES
 from tests.integration.conftest import aib, run_pipeline
 
 WATCHED = ("chat.faq-csv@1.0.0", "compute.local@1.0.0")
+FAQ_BLOCKS = (  # the faq-chatbot template's blocks, each priced per run
+    "chat.faq-csv@1.0.0",
+    "chat.minilm-encoder@1.0.0",
+    "chat.intent-classifier@1.0.0",
+    "service.api@1.0.0",
+)
+COMPUTE = "compute.local@1.0.0"  # paid per device second actually used
 
 
-def payees(chain) -> dict[str, str]:
-    """The current owner of each watched block's asset: who must be paid (other tests may have sold one)."""
+def asset_owners(chain, refs) -> dict[str, str]:
+    """The current owner of each block's asset, read from the AssetRegistry: who must be paid (other tests may
+    have sold one)."""
     from chain.client import contract
     from runtime.chain_node import address_book
 
     registry = contract(chain.w3, "AssetRegistry", address_book())
-    return {ref: registry.functions.ownerOf(chain.asset_of[ref]).call() for ref in WATCHED}
+    return {ref: registry.functions.ownerOf(chain.asset_of[ref]).call() for ref in refs}
+
+
+def payees(chain) -> dict[str, str]:
+    return asset_owners(chain, WATCHED)
 
 
 def balances(chain, addresses) -> dict[str, int]:
+    """AIC balance of each address, read from the token contract."""
     return {a: chain.token.functions.balanceOf(a).call() for a in addresses}
 
 
-def test_a_paid_run_pays_every_provider_once_and_refunds_the_rest(paid_chain):
-    providers = payees(paid_chain)
-    watched = [paid_chain.payer, *providers.values()]
-    before = balances(paid_chain, watched)
-    r = aib("run", str(TEMPLATES / "faq-chatbot.yaml"), "--json")
+def catalog() -> dict[str, dict]:
+    """The block catalog as `aib blocks list --json` shows it to a user: block ref -> spec (prices included)."""
+    r = aib("blocks", "list", "--json")
     assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout.strip().splitlines()[-1])
-    s = summary["settlement"]
-    assert s["status"] == "settled" and s["settle_tx"].startswith("0x") and s["deposit_tx"].startswith("0x")
-    payouts = {p["block_ref"]: p for p in s["payouts"]}
-    assert set(payouts) == {
-        "chat.faq-csv@1.0.0",
-        "chat.minilm-encoder@1.0.0",
-        "chat.intent-classifier@1.0.0",
-        "service.api@1.0.0",
-        "compute.local@1.0.0",
+    return {f"{b['id']}@{b['version']}": b for b in json.loads(r.stdout)}
+
+
+def fee_terms(chain) -> tuple[str, int]:
+    """(treasury, fee in basis points of the payouts), as the escrow contract holds them."""
+    return chain.escrow.functions.treasury().call(), chain.escrow.functions.feeBps().call()
+
+
+def test_a_paid_run_pays_every_provider_once_and_refunds_the_rest(paid_chain):
+    chain = paid_chain
+    listed = catalog()
+    price = {ref: listed[ref]["price"]["amount_wei"] for ref in (*FAQ_BLOCKS, COMPUTE)}
+    owner = asset_owners(chain, price)
+    treasury, fee_bps = fee_terms(chain)
+    assert owner[COMPUTE] not in (chain.payer, treasury)  # else its gain below would mix in the fee or the refund
+    watched = {chain.payer, treasury, chain.escrow.address, *owner.values()}
+    before = balances(chain, watched)
+    started = time.monotonic()
+    r = aib("run", str(TEMPLATES / "faq-chatbot.yaml"), "--json")
+    wall_seconds = time.monotonic() - started
+    assert r.returncode == 0, r.stderr
+    run_id = json.loads(r.stdout.strip().splitlines()[-1])["run_id"]
+    after = balances(chain, watched)
+    gained = {a: after[a] - before[a] for a in watched}
+
+    depositor, _at, closed, deposit = chain.escrow.functions.depositOf(chain.onchain_id(run_id)).call()
+    assert depositor == chain.payer and closed and gained[chain.escrow.address] == 0  # settled; nothing left behind
+    expected = dict.fromkeys(watched, 0)
+    for ref in FAQ_BLOCKS:  # each block's owner is paid its listed price, once
+        expected[owner[ref]] += price[ref]
+    compute = gained[owner[COMPUTE]] - expected[owner[COMPUTE]]
+    assert 0 < compute <= wall_seconds * price[COMPUTE]  # device time used, never more than the run took
+    expected[owner[COMPUTE]] += compute
+    paid = sum(price[ref] for ref in FAQ_BLOCKS) + compute
+    fee = paid * fee_bps // 10_000
+    expected[treasury] += fee
+    expected[chain.payer] -= paid + fee  # the payer lost only this: the rest of the deposit came back
+    assert gained == expected
+    # Whether anything is left to refund depends on the device time: the deposit covers twice the planned compute,
+    # and a machine loaded many times over can use all of it (the compute owner then takes the shortfall).
+    assert paid + fee <= deposit
+
+    shown = json.loads(aib("payouts", run_id, "--json").stdout)  # what `aib payouts` shows is what the chain did
+    assert {p["block_ref"]: (p["payee"], p["amount_wei"]) for p in shown["payouts"]} == {
+        **{ref: (owner[ref], price[ref]) for ref in FAQ_BLOCKS},
+        COMPUTE: (owner[COMPUTE], compute),
     }
-    after = balances(paid_chain, watched)
-    for ref, address in providers.items():
-        assert after[address] - before[address] == payouts[ref]["amount_wei"]
-        assert payouts[ref]["payee"] == address
-    paid = sum(p["amount_wei"] for p in s["payouts"])
-    assert paid == summary["cost"]["total_wei"] and s["shortfall_wei"] == 0
-    assert before[paid_chain.payer] - after[paid_chain.payer] == paid + s["fee_wei"]
-    assert paid + s["fee_wei"] + s["refund_wei"] == s["deposit_wei"]
-    assert paid_chain.token.functions.balanceOf(paid_chain.escrow.address).call() == 0
-    assert all(u["settled_tx"] == s["settle_tx"] for u in summary["usage"])
-    shown = json.loads(aib("payouts", summary["run_id"], "--json").stdout)
-    assert shown["payouts"] == [{**p, "tx": s["settle_tx"]} for p in s["payouts"]]
-    again = aib("settle", summary["run_id"])  # idempotent: nothing is sent twice
-    assert again.returncode == 0 and s["settle_tx"] in again.stdout
-    assert balances(paid_chain, watched) == after
+    assert (shown["deposit_wei"], shown["fee_wei"], shown["refund_wei"]) == (deposit, fee, deposit - paid - fee)
+    again = aib("settle", run_id)  # idempotent: nothing is sent twice
+    assert again.returncode == 0 and shown["settle_tx"] in again.stdout
+    assert balances(chain, watched) == after
 
 
 def test_an_unaffordable_run_is_refused_before_any_work(paid_chain):
@@ -162,24 +199,41 @@ def test_node_down_mid_settlement_stays_pending_then_settles_once(paid_chain, mo
 def test_a_killed_paid_run_settles_its_compute_and_refunds_the_rest(paid_chain, tmp_path):
     import shutil
     import signal
-    import time
 
     from tests.integration.test_cli import _start_and_wait_for_checkpoint
 
+    chain = paid_chain
+    price_per_second = catalog()[COMPUTE]["price"]["amount_wei"]
+    owner = asset_owners(chain, (*FAQ_BLOCKS, COMPUTE))
+    treasury, fee_bps = fee_terms(chain)
+    assert owner[COMPUTE] not in (chain.payer, treasury)
+    watched = {chain.payer, treasury, chain.escrow.address, *owner.values()}
+    before = balances(chain, watched)
+    started = time.monotonic()
     shutil.copytree(TEMPLATES, tmp_path / "t")
     overrides = ["classifier.epochs=150", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
     proc, _ = _start_and_wait_for_checkpoint(tmp_path / "t" / "faq-chatbot.yaml", overrides)
     os.killpg(proc.pid, signal.SIGKILL)  # the machine dies mid-training, after the deposit
     proc.wait()
+    wall_seconds = time.monotonic() - started
     r = aib("settle", "--pending")
     assert r.returncode == 0, r.stderr
-    runs = json.loads(aib("runs", "list", "--json").stdout)
-    killed = runs[0]
+    killed = json.loads(aib("runs", "list", "--json").stdout)[0]
     assert killed["status"] == "failed" and f"{killed['run_id']}: settled" in r.stdout
-    s = json.loads(aib("payouts", killed["run_id"], "--json").stdout)
-    assert {p["block_ref"] for p in s["payouts"]} == {"compute.local@1.0.0"}  # no per-run fees for a failed run
+    after = balances(chain, watched)
+    gained = {a: after[a] - before[a] for a in watched}
+
+    depositor, _at, closed, deposit = chain.escrow.functions.depositOf(chain.onchain_id(killed["run_id"])).call()
+    assert depositor == chain.payer and closed and gained[chain.escrow.address] == 0
+    compute = gained[owner[COMPUTE]]
+    assert 0 < compute <= wall_seconds * price_per_second  # the device time used, never more than the run lived
+    fee = compute * fee_bps // 10_000
+    expected = dict.fromkeys(watched, 0)  # no per-run prices for a failed run: data and model owners get nothing
+    expected[owner[COMPUTE]] += compute
+    expected[treasury] += fee
+    expected[chain.payer] -= compute + fee
+    assert gained == expected
+    assert deposit - compute - fee > 0.9 * deposit  # the payer got back nearly all of the deposit
     usage = json.loads(aib("usage", "--run", killed["run_id"], "--json").stdout)
     interrupted = [u for u in usage if u["node_id"] == "classifier"]
-    assert len(interrupted) == 1 and interrupted[0]["quantity"] > 0  # the killed step's device time is billed
-    assert s["refund_wei"] > 0.9 * s["deposit_wei"]
-    assert sum(p["amount_wei"] for p in s["payouts"]) + s["fee_wei"] + s["refund_wei"] == s["deposit_wei"]
+    assert len(interrupted) == 1 and interrupted[0]["quantity"] > 0  # the killed step's own device time is in it

@@ -37,23 +37,24 @@ def test_a_reduced_voice_commands_run_recognises_held_out_voices_over_http(prefe
         key, _ = create_key(s, summary["service_id"])
     headers = {"X-API-Key": key}
     with ServerThread(create_app(summary["service_id"])) as server:
-        # A 44.1 kHz stereo recording of a voice the model never heard, as a phone might send it.
-        clip = speak("stop", "en-us+m3", 170, 55)
-        stereo = np.repeat(resample(clip, 16000, 44100)[:, None], 2, axis=1)
+        # A 44.1 kHz stereo recording of a voice the model never heard, as a phone might send it. The words are
+        # "yes" and "no": the reduced model of the suite (about 0.5 on held-out voices) hears both reliably, and
+        # telling them apart shows it is not answering one label to everything.
+        yes = speak("yes", "en-us+m3", 170, 55)
+        stereo = np.repeat(resample(yes, 16000, 44100)[:, None], 2, axis=1)
         r = httpx.post(
             f"{server.url}/v1/predict",
-            files={"file": ("stop.wav", wav_44k_stereo(stereo), "audio/wav")},
+            files={"file": ("yes.wav", wav_44k_stereo(stereo), "audio/wav")},
             headers=headers,
         )
-        assert r.status_code == 200 and r.json()["label"] in m_labels(summary), r.text
-        wav = encode_wav(clip)
-        as_file = httpx.post(
-            f"{server.url}/v1/predict", files={"file": ("stop.wav", wav, "audio/wav")}, headers=headers
-        )
+        assert r.status_code == 200 and r.json()["label"] == "yes", r.text
+        wav = encode_wav(speak("no", "en-us+m3", 170, 55))
+        as_file = httpx.post(f"{server.url}/v1/predict", files={"file": ("no.wav", wav, "audio/wav")}, headers=headers)
         as_json = httpx.post(
             f"{server.url}/v1/predict", json={"audio_base64": base64.b64encode(wav).decode()}, headers=headers
         )
-        assert as_file.json() == as_json.json()  # the same WAV, the same answer, however it is sent
+        assert as_file.status_code == 200 and as_file.json()["label"] == "no", as_file.text
+        assert as_json.json() == as_file.json()  # the same WAV, the same answer, however it is sent
         bad = httpx.post(
             f"{server.url}/v1/predict", files={"file": ("x.wav", b"not audio", "audio/wav")}, headers=headers
         )
@@ -61,9 +62,9 @@ def test_a_reduced_voice_commands_run_recognises_held_out_voices_over_http(prefe
         flac = io.BytesIO()
         soundfile.write(flac, stereo, 44100, format="FLAC")
         r_flac = httpx.post(
-            f"{server.url}/v1/predict", files={"file": ("stop.flac", flac.getvalue(), "audio/flac")}, headers=headers
+            f"{server.url}/v1/predict", files={"file": ("yes.flac", flac.getvalue(), "audio/flac")}, headers=headers
         )
-        assert r_flac.status_code == 200 and r_flac.json()["label"] == r.json()["label"], r_flac.text
+        assert r_flac.status_code == 200 and r_flac.json()["label"] == "yes", r_flac.text
         long_ = httpx.post(
             f"{server.url}/v1/predict",
             json={"audio_base64": base64.b64encode(encode_wav(np.zeros(8000 * 31, np.float32), 8000)).decode()},
@@ -83,18 +84,6 @@ def wav_44k_stereo(x: np.ndarray) -> bytes:
         w.setframerate(44100)
         w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
     return buf.getvalue()
-
-
-def m_labels(summary) -> set[str]:
-    """The labels the trained service answers with."""
-    from pathlib import Path
-
-    from runtime.bundle import read_manifest
-    from runtime.db import Service, session_factory
-
-    with session_factory()() as s:
-        bundle = s.get(Service, summary["service_id"]).bundle_dir
-    return set(read_manifest(Path(bundle))["labels"])
 
 
 def steps_metric(run_id: str, node_id: str, name: str) -> float | None:
