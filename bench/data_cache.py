@@ -13,6 +13,7 @@ adds one epoch of the template's DS-CNN training to both, so it shows what a tra
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ def main() -> None:
     from blocks.speech.features import DEFAULT_SPEC, clips_hash, compute_features, log_mel_module
     from blocks.speech.kws import KwsNet, OnFeatures
     from blocks.speech.synth import SynthCommands, SynthParams
+    from runtime.config import Settings
+    from runtime.context import StepContext
     from runtime.shards import ShardStore
     from runtime.training import fit
 
@@ -82,29 +85,22 @@ def main() -> None:
         shard_s.append(time.perf_counter() - t0)
     assert cached.shape == raw_feats.shape
 
-    # One training epoch of the template's model on the features (the same for both paths).
-    class Ctx:
-        work_dir = work / "train"
-        device = "cpu"
-
-        def progress(self, *a, **k):
-            pass
-
-        def log_metric(self, *a, **k):
-            pass
-
-    Ctx.work_dir.mkdir()
+    # One training epoch of the template's model on the features (the same for both paths), in a step context
+    # of its own (a private home under the work folder: no checkpoint of an earlier run is resumed).
+    ctx = StepContext(run_id="bench", node_id="classifier", cache_key="data-cache", device="cpu", base_dir=work,
+                      settings=Settings(home=work / "home", database_url="sqlite://"), plan={})  # fmt: skip
     torch.manual_seed(0)
     net = KwsNet(len(clips.labels), channels=48)
     x = torch.from_numpy(cached)
     y = torch.from_numpy(clips.train_y)
     t0 = time.perf_counter()
-    fit(Ctx(), OnFeatures(net), torch.optim.Adam(net.parameters(), 0.003), (x, y, x[:64], y[:64]), epochs=1,
+    fit(ctx, OnFeatures(net), torch.optim.Adam(net.parameters(), 0.003), (x, y, x[:64], y[:64]), epochs=1,
         batch_size=64, seed=0)  # fmt: skip
     train_s = time.perf_counter() - t0
 
     raw_m, shard_m = median(raw_s), median(shard_s)
     mb = sum(e.bytes for e in store.entries()) / 1e6
+    shutil.rmtree(work, ignore_errors=True)  # the clips, WAV files and shards of this run
     rows = [
         ["features from raw WAV files", len(files), round(raw_m, 3), 1.0],
         ["features from cached shards (sha256 checked)", len(files), round(shard_m, 4), round(raw_m / shard_m, 1)],

@@ -100,6 +100,7 @@ def main() -> None:
             "push_baseline_gas": largest[3],
             "operator_gas_ratio_vs_push": largest[4],
             "tree_seconds_10k": round(tree_s, 3),
+            "quick": args.quick,
         }
     )
 

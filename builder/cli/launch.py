@@ -13,6 +13,11 @@ from runtime.processes import wait_for_http
 from runtime.serving import ensure_port_free
 
 APP = Path(__file__).resolve().parent.parent / "ui" / "app.py"  # a file Streamlit runs, never imported here
+# The workbench imports every block (torch among them) before it answers: otherwise the first page that lists
+# blocks (the Builder) does it, and shows no canvas for as long (10-30 s on a busy machine).
+PRELOAD_THEN_STREAMLIT = (
+    "from builder.registry import load_blocks; load_blocks(); from streamlit.web.cli import main; main()"
+)
 # Debian's chromium (installed by `make test`), as the browser tests and bench/ui.py launch it headless.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -30,8 +35,7 @@ def start_ui(host: str = "127.0.0.1", port: int = 8501, script: Path = APP) -> t
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "streamlit",
+            *(["-c", PRELOAD_THEN_STREAMLIT] if script == APP else ["-m", "streamlit"]),
             "run",
             str(script),
             "--server.address",

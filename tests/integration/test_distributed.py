@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -47,19 +49,37 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def providers_listed() -> list[dict]:
+    """What `aib providers list --json` lists, read through the same service in this process (no CLI start-up
+    per poll)."""
+    from runtime.db import session_factory
+    from runtime.providers import offer_rows
+
+    with session_factory()() as s:
+        return offer_rows(s)
+
+
+def workers_online(api_url: str, pool: str, names: set[str]) -> bool:
+    """Whether a Prefect worker of each name in `names` has registered with work pool `pool` and is online (an
+    agent names its worker after its offer)."""
+    workers = httpx.post(f"{api_url}/work_pools/{pool}/workers/filter", json={}, timeout=10).raise_for_status().json()
+    return names <= {w["name"] for w in workers if w["status"] == "ONLINE"}
+
+
 @contextmanager
-def agents_online(*offers: tuple[str, str]):
-    """Provider agents (name, price per hour) on this machine, yielded once all are online: {name: offer}."""
+def agents_online(api_url: str, *offers: tuple[str, str]):
+    """Provider agents (name, price per hour) on this machine, yielded once all are online and their Prefect workers
+    are too: ({name: offer}, {name: agent process})."""
     agents = {n: spawn("provider", "start", "--tier", "cpu", "--price", p, "--name", n) for n, p in offers}
     try:
 
         def online():
-            rows = [r for r in json.loads(aib("providers", "list", "--json").stdout or "[]") if r["online"]]
-            named = {r["name"]: r for r in rows if r["name"] in agents}
+            named = {r["name"]: r for r in providers_listed() if r["online"] and r["name"] in agents}
             return named if len(named) == len(agents) else None
 
         listed = wait_for(online, 90, f"{len(agents)} online providers")
-        time.sleep(3)  # the workers have polled their queues once
+        ids = {offer["id"] for offer in listed.values()}
+        wait_for(lambda: workers_online(api_url, "cpu", ids), 90, "each agent's Prefect worker online in its pool")
         yield listed, agents
     finally:
         for a in agents.values():
@@ -80,33 +100,61 @@ def server():
     aib("server", "stop")
 
 
-def test_a_run_goes_to_the_cheaper_provider_and_runs_in_its_worker(server, tmp_path):
+def ancestors(pid: int) -> list[int]:
+    """`pid` and every process above it, up to init (read from /proc)."""
+    lineage = [pid]
+    while pid > 1:
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])  # after "pid (comm)": state, then the parent's pid
+        lineage.append(pid)
+    return lineage
+
+
+def running_pid(submitter: subprocess.Popen, provider_id: str) -> int | None:
+    """The process of the run now running on `provider_id` (None while there is none); fails if `aib run` ended."""
+    from runtime.db import Run, session_factory
+
+    assert submitter.poll() is None, submitter.stdout.read()
+    with session_factory()() as s:
+        run = s.query(Run).filter(Run.provider_id == provider_id, Run.status == "running").one_or_none()
+        return run.pid if run is not None else None
+
+
+def test_a_machine_without_a_cuda_gpu_cannot_offer_a_gpu_tier(server):
     import torch
 
-    from runtime.db import Run, Usage, session_factory
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: the refusal is for machines without one")
+    gpu = aib("provider", "start", "--tier", "gpu-small", "--price", "1")
+    assert gpu.returncode == 2
+    assert "tier gpu-small needs a CUDA GPU with at least 8 GB; this machine has none" in gpu.stderr
 
-    if not torch.cuda.is_available():  # a worker cannot claim a tier its hardware lacks
-        gpu = aib("provider", "start", "--tier", "gpu-small", "--price", "1")
-        assert gpu.returncode == 2
-        assert "tier gpu-small needs a CUDA GPU with at least 8 GB; this machine has none" in gpu.stderr
+
+def test_a_run_goes_to_the_cheaper_provider_and_runs_in_its_worker(server, tmp_path):
+    from runtime.db import Usage, session_factory
+
     bad = aib("provider", "start", "--tier", "cpu", "--price", "free")
     assert bad.returncode == 2 and "--price: expected an amount like '0.5 AIC'" in bad.stderr
     unknown = aib("provider", "start", "--tier", "tpu", "--price", "1")
     assert unknown.returncode == 2 and "unknown compute tier 'tpu'" in unknown.stderr
 
-    with agents_online(("cheap", "0.36"), ("dear", "0.72")) as (offers, _):
+    with agents_online(server["api_url"], ("cheap", "0.36"), ("dear", "0.72")) as (offers, agents):
         path = rented_copy(tmp_path)
-        done = aib("run", str(path), "--set", "classifier.epochs=5", "--json", timeout=400)
-        assert done.returncode == 0, done.stdout + done.stderr
-        summary = json.loads(done.stdout)
-        assert summary["status"] == "succeeded" and summary["provider_id"] == offers["cheap"]["id"]
+        submitter = spawn("run", str(path), "--set", "classifier.epochs=5", "--json")
+        cheap = offers["cheap"]["id"]
+        pid = wait_for(lambda: running_pid(submitter, cheap), 240, "the run to be running on the cheap provider")
+        # The step runs in the flow-run process that the cheap agent's Prefect worker started: below that agent.
+        assert agents["cheap"].pid in ancestors(pid), (ancestors(pid), {n: a.pid for n, a in agents.items()})
+        out, _ = submitter.communicate(timeout=400)
+        assert submitter.returncode == 0, out
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["status"] == "succeeded" and summary["provider_id"] == cheap
         assert summary["allocation"].startswith(f"{offers['cheap']['id']} (cpu, ")
         assert "of 2 eligible provider(s)" in summary["allocation"]
         with session_factory()() as s:
-            run = s.get(Run, summary["run_id"])
-            compute = [u for u in s.query(Usage).filter(Usage.run_id == run.id) if u.block_id == "compute.rented"]
-        assert compute and {u.provider for u in compute} == {offers["cheap"]["id"]}  # billed at its own price
-        assert run.pid is not None and run.pid not in (os.getpid(),)  # ran in the worker's flow-run process
+            compute = [u for u in s.query(Usage).filter(Usage.run_id == summary["run_id"])
+                       if u.block_id == "compute.rented"]  # fmt: skip
+        assert compute and {u.provider for u in compute} == {cheap}  # billed at its own price
         checked = summary["metrics"]["verification"]["classifier"]
         assert checked["ok"] is True and checked["epochs"] == 5 and checked["checked"]  # replayed here: holds up
         assert checked["max_abs_diff"] == 0.0
@@ -147,20 +195,68 @@ def checkpoint_epoch(path, overrides) -> int:
         return 0
 
 
+def task_states(pid: int) -> set[str]:
+    """The scheduler state letter of each thread of process `pid` ("T": stopped)."""
+    states = set()
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        states.add(stat.read_text().rsplit(")", 1)[1].split()[0])
+    return states
+
+
+def signal_pending(pid: int, signum: int) -> bool:
+    """Whether signal `signum` sent to process `pid` waits to be handled (the process being stopped)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return bool((int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)) & (1 << (signum - 1)))
+
+
+@contextmanager
+def held_still(pid: int):
+    """Process `pid` stopped (SIGSTOP) for the block, then continued (SIGCONT).
+
+    It is stopped while this test holds the app database's write lock, so never in the middle of a write of its
+    own: the database stays free for others (the provider agent records the preemption in it) while it is held.
+    """
+    import sqlite3
+
+    from runtime.config import get_settings
+
+    db = sqlite3.connect(get_settings().database_url.removeprefix("sqlite:///"), timeout=30)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: task_states(pid) == {"T"}, 30, "the run's process to stop")
+        db.rollback()
+    finally:
+        db.close()
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_a_preempted_run_resumes_from_its_checkpoint_elsewhere_and_ends_as_if_never_stopped(server, tmp_path):
     from sqlalchemy import select
 
     from runtime.db import MetricPoint, Usage, session_factory
+    from runtime.distributed import PREEMPT_SIGNAL
 
-    with agents_online(("miner-a", "0.36"), ("miner-b", "0.72")) as (offers, _):
+    with agents_online(server["api_url"], ("miner-a", "0.36"), ("miner-b", "0.72")) as (offers, _):
         path = rented_copy(tmp_path)
-        # Slow enough to be stopped half-way; a seed of its own gives fresh cache keys (no earlier checkpoint).
-        overrides = ["classifier.epochs=150", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
+        # A seed of its own gives fresh cache keys (no earlier checkpoint).
+        overrides = ["classifier.epochs=40", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
         sets = sum((["--set", o] for o in overrides), [])
         run = spawn("run", str(path), "--json", *sets)
         wait_for(lambda: checkpoint_epoch(path, overrides) >= 2, 240, "a checkpoint on the first provider")
-        stopped = aib("provider", "preempt", offers["miner-a"]["id"])  # the machine goes back to mining
-        assert stopped.returncode == 0, stopped.stderr
+        pid = running_pid(run, offers["miner-a"]["id"])
+        assert pid is not None
+        # The machine goes back to mining: `aib provider preempt`. The run is held still until the agent's signal
+        # has reached it, so the preemption lands in the middle of the training however fast this machine is.
+        with held_still(pid):
+            stopping = spawn("provider", "preempt", offers["miner-a"]["id"])
+            wait_for(lambda: signal_pending(pid, PREEMPT_SIGNAL) or stopping.poll() is not None, 120,
+                     "the provider agent's preemption signal")  # fmt: skip
+        stopped, _ = stopping.communicate(timeout=240)
+        assert stopping.returncode == 0, stopped
         stopped_at = checkpoint_epoch(path, overrides)
         out, _ = run.communicate(timeout=400)
         assert run.returncode == 0, out
@@ -175,7 +271,7 @@ def test_a_preempted_run_resumes_from_its_checkpoint_elsewhere_and_ends_as_if_ne
             )
             billed = {u.provider for u in s.query(Usage).filter(Usage.run_id == summary["run_id"])
                       if u.block_id == "compute.rented"}  # fmt: skip
-        assert resumed is not None and 2 <= resumed <= stopped_at < 150
+        assert resumed == stopped_at and 2 <= stopped_at < 40  # where it stopped, not from the start
         assert billed == {offers["miner-a"]["id"], offers["miner-b"]["id"]}  # each for the time it worked
 
     # The same training never interrupted (this machine, a fresh data folder): the same result.
@@ -193,11 +289,13 @@ def test_a_preempted_run_resumes_from_its_checkpoint_elsewhere_and_ends_as_if_ne
 
 
 def test_a_provider_that_vanishes_is_dropped_and_its_run_resumes_elsewhere_unpaid_for_the_lost_step(server, tmp_path):
-    from runtime.db import Run, Usage, session_factory
+    from sqlalchemy import select
 
-    with agents_online(("flaky", "0.30"), ("steady", "0.90")) as (offers, agents):
+    from runtime.db import MetricPoint, Run, Usage, session_factory
+
+    with agents_online(server["api_url"], ("flaky", "0.30"), ("steady", "0.90")) as (offers, agents):
         path = rented_copy(tmp_path)
-        overrides = ["classifier.epochs=150", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
+        overrides = ["classifier.epochs=40", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
         run = spawn("run", str(path), "--json", *sum((["--set", o] for o in overrides), []))
         wait_for(lambda: checkpoint_epoch(path, overrides) >= 2, 240, "a checkpoint on the first provider")
         # The machine dies: the agent, its worker and the run's process, all at once (kill -9).
@@ -215,8 +313,16 @@ def test_a_provider_that_vanishes_is_dropped_and_its_run_resumes_elsewhere_unpai
         with session_factory()() as s:
             billed = {u.provider for u in s.query(Usage).filter(Usage.run_id == summary["run_id"])
                       if u.block_id == "compute.rented" and u.node_id == "classifier"}  # fmt: skip
+            resumed = s.scalar(
+                select(MetricPoint.value).where(
+                    MetricPoint.run_id == summary["run_id"], MetricPoint.name == "resumed_from_epoch"
+                )
+            )
         # Steps the vanished provider finished are paid; the training step it never finished is not.
         assert billed == {offers["steady"]["id"]}
+        assert resumed is not None and resumed >= 2  # from the checkpoint the vanished provider left
+        listed = {r["id"]: r for r in json.loads(aib("providers", "list", "--json").stdout)}
+        assert listed[flaky]["online"] is False and listed[offers["steady"]["id"]]["online"] is True
 
 
 def forge_segment(folder, k: int) -> list[str]:

@@ -128,6 +128,10 @@ def test_services_page_answers_a_question_and_creates_a_key_once(trained):
     assert any("shown only once" in w for w in texts(at.warning))
     secret = at.session_state[f"new-key-{trained['service_id']}"]
     assert secret in [c.value for c in at.code]
+    at.run()  # any later run of the page (a click elsewhere, the next visit)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any("shown only once" in w for w in texts(at.warning))
+    assert secret not in [c.value for c in at.code]
 
 
 def test_marketplace_lists_blocks_and_previews_a_data_block_on_template_data():

@@ -47,9 +47,23 @@ def test_unknown_asset_negative_amount_and_uncoverable_fixed_prices_are_refused(
 
 
 def test_deposit_covers_the_quote_twice_the_compute_and_the_fee():
-    d = deposit_for(quote_wei=1_000, compute_quote_wei=200, fee_bps=250)
-    plan = plan_settlement([("data@1", 800), ("compute@1", 400)], ASSETS, d, 250, overrun_block="compute@1")
-    assert plan.shortfall_wei == 0 and plan.refund_wei >= 0
+    # A quote of 10,000 wei, 2,000 of it compute. Covered: the quote + the compute once more (room for the
+    # compute to double) = 12,000; fee 2.5 % of 12,000 = 300; +1 wei for fee rounding: 12,301.
+    d = deposit_for(quote_wei=10_000, compute_quote_wei=2_000, fee_bps=250)
+    assert d == 12_301
+
+    def settle(compute_wei: int) -> tuple[int, int, int, int, int]:
+        usage = [("data@1", 8_000), ("compute@1", compute_wei)]
+        plan = plan_settlement(usage, ASSETS, deposit_wei=d, fee_bps=250, overrun_block="compute@1")
+        paid = dict((p.block_ref, p.amount_wei) for p in plan.payouts)
+        return paid["data@1"], paid["compute@1"], plan.fee_wei, plan.refund_wei, plan.shortfall_wei
+
+    # Compute at twice its estimate is paid in full: 8,000 + 4,000 + fee 300 = 12,300, 1 wei back.
+    assert settle(4_000) == (8_000, 4_000, 300, 1, 0)
+    # Beyond that, only the rounding wei is left: compute c fits while 8,000 + c + (8,000 + c) // 40 <= 12,301,
+    # so c = 4,001 at most; of 4,100 owed, 99 are the compute tier's shortfall.
+    assert settle(4_001) == (8_000, 4_001, 300, 0, 0)
+    assert settle(4_100) == (8_000, 4_001, 300, 0, 99)
 
 
 @given(
