@@ -211,6 +211,10 @@ def test_the_whole_journey_template_upload_run_try_key_usage(page, tmp_path, req
         ]
     csv = tmp_path / "shop-faq.csv"
     csv.write_text("\n".join(rows) + "\n")
+    # A file chosen while a script run is starting can be lost: Streamlit answers the uploader's request for an
+    # upload address through its message queue, which it empties of all but lifecycle messages when a run starts.
+    # The canvas has just appeared and its first values rerun the page; a user chooses the file after that.
+    canvas_idle(page)
     page.locator("[data-testid='stFileUploader'] input[type=file]").first.set_input_files(str(csv))
     page.get_by_text(re.compile(r"shop-faq\.csv stored as data/shop-faq\.csv")).wait_for()
     page.get_by_text("Random sample of the data").wait_for()
