@@ -20,6 +20,8 @@ import yaml
 from tests.conftest import TEMPLATES, free_port
 
 AIB = [sys.executable, "-m", "builder.cli"]
+# Epochs of the interrupted trainings: long enough that stopping one mid-way is never a race (about 10 ms each).
+EPOCHS = 200
 
 
 def env() -> dict[str, str]:
@@ -181,18 +183,53 @@ def rented_copy(tmp_path, tier: str = "cpu"):
     return path
 
 
-def checkpoint_epoch(path, overrides) -> int:
-    import torch
-
+def checkpoint_file(path, overrides) -> Path:
+    """Where the training step of pipeline `path` (with `overrides`) keeps its last checkpoint."""
     from builder.pipeline import load_pipeline
     from builder.plan import compile_plan
     from runtime.config import get_settings
 
     key = compile_plan(load_pipeline(path, overrides)).step("classifier").cache_key
+    return get_settings().cache_dir / "work" / key / "checkpoint.pt"
+
+
+def checkpoint_epoch(checkpoint: Path) -> int:
+    """The epoch a training checkpoint was written after (0 while there is none)."""
+    import torch
+
     try:
-        return int(torch.load(get_settings().cache_dir / "work" / key / "checkpoint.pt", weights_only=True)["epoch"])
-    except Exception:
+        return int(torch.load(checkpoint, weights_only=True)["epoch"])
+    except FileNotFoundError:
         return 0
+
+
+def stopped_mid_training(submitter: subprocess.Popen, provider_id: str, checkpoint: Path, epoch: int = 2) -> int:
+    """The process of the run on `provider_id`, stopped (SIGSTOP) as soon as its training checkpoint reaches `epoch`.
+
+    An epoch of the suite's training takes milliseconds on a quiet machine (the whole step well under a second), so
+    the test watches at that pace and holds the run still itself: whatever it then does to the provider lands in
+    the middle of the training, however fast or loaded the machine is. It is stopped while this test holds the app
+    database's write lock, so never in the middle of a write of its own: the database stays free for others (the
+    provider agent records the preemption in it) while it is held.
+    """
+    import sqlite3
+
+    from runtime.config import get_settings
+
+    pid = wait_for(lambda: running_pid(submitter, provider_id), 240, f"the run to be running on {provider_id}")
+    deadline = time.monotonic() + 240
+    while checkpoint_epoch(checkpoint) < epoch:
+        assert time.monotonic() < deadline, f"no checkpoint of epoch {epoch} on {provider_id}"
+        time.sleep(0.005)
+    db = sqlite3.connect(get_settings().database_url.removeprefix("sqlite:///"), timeout=30)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: task_states(pid) == {"T"}, 30, "the run's process to stop")
+        db.rollback()
+    finally:
+        db.close()
+    return pid
 
 
 def task_states(pid: int) -> set[str]:
@@ -209,31 +246,6 @@ def signal_pending(pid: int, signum: int) -> bool:
     return bool((int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)) & (1 << (signum - 1)))
 
 
-@contextmanager
-def held_still(pid: int):
-    """Process `pid` stopped (SIGSTOP) for the block, then continued (SIGCONT).
-
-    It is stopped while this test holds the app database's write lock, so never in the middle of a write of its
-    own: the database stays free for others (the provider agent records the preemption in it) while it is held.
-    """
-    import sqlite3
-
-    from runtime.config import get_settings
-
-    db = sqlite3.connect(get_settings().database_url.removeprefix("sqlite:///"), timeout=30)
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        os.kill(pid, signal.SIGSTOP)
-        wait_for(lambda: task_states(pid) == {"T"}, 30, "the run's process to stop")
-        db.rollback()
-    finally:
-        db.close()
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
 def test_a_preempted_run_resumes_from_its_checkpoint_elsewhere_and_ends_as_if_never_stopped(server, tmp_path):
     from sqlalchemy import select
 
@@ -243,21 +255,23 @@ def test_a_preempted_run_resumes_from_its_checkpoint_elsewhere_and_ends_as_if_ne
     with agents_online(server["api_url"], ("miner-a", "0.36"), ("miner-b", "0.72")) as (offers, _):
         path = rented_copy(tmp_path)
         # A seed of its own gives fresh cache keys (no earlier checkpoint).
-        overrides = ["classifier.epochs=40", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
+        overrides = [f"classifier.epochs={EPOCHS}", "classifier.batch_size=4",
+                     f"classifier.seed={time.time_ns() % 10**6}"]  # fmt: skip
         sets = sum((["--set", o] for o in overrides), [])
+        checkpoint = checkpoint_file(path, overrides)
         run = spawn("run", str(path), "--json", *sets)
-        wait_for(lambda: checkpoint_epoch(path, overrides) >= 2, 240, "a checkpoint on the first provider")
-        pid = running_pid(run, offers["miner-a"]["id"])
-        assert pid is not None
-        # The machine goes back to mining: `aib provider preempt`. The run is held still until the agent's signal
-        # has reached it, so the preemption lands in the middle of the training however fast this machine is.
-        with held_still(pid):
+        # The machine goes back to mining: `aib provider preempt`. The run is held still from its second epoch until
+        # the agent's signal has reached it, so the preemption lands in the middle of the training.
+        pid = stopped_mid_training(run, offers["miner-a"]["id"], checkpoint)
+        try:
             stopping = spawn("provider", "preempt", offers["miner-a"]["id"])
             wait_for(lambda: signal_pending(pid, PREEMPT_SIGNAL) or stopping.poll() is not None, 120,
                      "the provider agent's preemption signal")  # fmt: skip
+        finally:
+            os.kill(pid, signal.SIGCONT)
         stopped, _ = stopping.communicate(timeout=240)
         assert stopping.returncode == 0, stopped
-        stopped_at = checkpoint_epoch(path, overrides)
+        stopped_at = checkpoint_epoch(checkpoint)
         out, _ = run.communicate(timeout=400)
         assert run.returncode == 0, out
         summary = json.loads(out.strip().splitlines()[-1])
@@ -271,7 +285,7 @@ def test_a_preempted_run_resumes_from_its_checkpoint_elsewhere_and_ends_as_if_ne
             )
             billed = {u.provider for u in s.query(Usage).filter(Usage.run_id == summary["run_id"])
                       if u.block_id == "compute.rented"}  # fmt: skip
-        assert resumed == stopped_at and 2 <= stopped_at < 40  # where it stopped, not from the start
+        assert resumed == stopped_at and 2 <= stopped_at < EPOCHS  # where it stopped, not from the start
         assert billed == {offers["miner-a"]["id"], offers["miner-b"]["id"]}  # each for the time it worked
 
     # The same training never interrupted (this machine, a fresh data folder): the same result.
@@ -291,17 +305,17 @@ def test_a_preempted_run_resumes_from_its_checkpoint_elsewhere_and_ends_as_if_ne
 def test_a_provider_that_vanishes_is_dropped_and_its_run_resumes_elsewhere_unpaid_for_the_lost_step(server, tmp_path):
     from sqlalchemy import select
 
-    from runtime.db import MetricPoint, Run, Usage, session_factory
+    from runtime.db import MetricPoint, Usage, session_factory
 
     with agents_online(server["api_url"], ("flaky", "0.30"), ("steady", "0.90")) as (offers, agents):
         path = rented_copy(tmp_path)
-        overrides = ["classifier.epochs=40", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
+        overrides = [f"classifier.epochs={EPOCHS}", "classifier.batch_size=4",
+                     f"classifier.seed={time.time_ns() % 10**6}"]  # fmt: skip
         run = spawn("run", str(path), "--json", *sum((["--set", o] for o in overrides), []))
-        wait_for(lambda: checkpoint_epoch(path, overrides) >= 2, 240, "a checkpoint on the first provider")
-        # The machine dies: the agent, its worker and the run's process, all at once (kill -9).
+        # The machine dies in the middle of the training: the agent, its worker and the run's process, all at once
+        # (kill -9; the run is held still from its second epoch until then).
         flaky = offers["flaky"]["id"]
-        with session_factory()() as s:
-            run_pid = s.query(Run).filter(Run.provider_id == flaky, Run.status == "running").one().pid
+        run_pid = stopped_mid_training(run, flaky, checkpoint_file(path, overrides))
         worker = subprocess.run(["pgrep", "-f", f"worker start .*--name {flaky}"], capture_output=True, text=True)
         for pid in [run_pid, *map(int, worker.stdout.split())]:
             os.kill(pid, signal.SIGKILL)
