@@ -69,7 +69,7 @@ def main() -> None:
         amounts = [AIC] * n
         total = sum(amounts) + sum(amounts) * 250 // 10_000 + AIC
         send(escrow.functions.deposit(rid, total))
-        return send(escrow.functions.settle(rid, asset_ids[:n], amounts, AIC)).gasUsed
+        return send(escrow.functions.settle(admin, rid, asset_ids[:n], amounts, AIC)).gasUsed
 
     base = settle_gas(0, "empty")
     transfer = send(token.functions.transfer(owners[0], AIC)).gasUsed

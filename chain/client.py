@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from builder.errors import ChainError
@@ -27,11 +27,15 @@ def connect(url: str) -> Any:
     return w3
 
 
-def send(w3: Any, call: Any, sender: str) -> Any:
-    """Estimate gas, send `call` from `sender` (an account the node holds) and await a successful receipt."""
+def send(w3: Any, call: Any, sender: str, lock: Callable[[str], AbstractContextManager] | None = None) -> Any:
+    """Estimate gas, send `call` from `sender` (an account the node holds, or one signed here) and await a
+    successful receipt. `lock(sender)`, when given, is held from the estimate until the node has the transaction:
+    a transaction signed here takes the sender's next nonce from the node's pending count, so two processes
+    sending from one wallet at once must not both read it."""
     try:
-        gas = call.estimate_gas({"from": sender})
-        tx_hash = call.transact({"from": sender, "gas": int(gas * 1.2) + 10_000})
+        with lock(sender) if lock is not None else nullcontext():
+            gas = call.estimate_gas({"from": sender})
+            tx_hash = call.transact({"from": sender, "gas": int(gas * 1.2) + 10_000})
     except Exception as exc:
         raise ChainError(describe_revert(exc)) from None
     try:

@@ -9,6 +9,8 @@ import platform
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from builder.files import atomic_write_bytes
 from builder.registry import all_blocks
 from chain.accounts import keystore_path, load_account, use_signer
 from chain.client import connect, contract, rpc_call
+from chain.client import send as send_from
 from chain.deploy import deploy_contracts, deploy_rewards, register_block_asset, register_catalog
 from runtime.config import get_settings
 from runtime.processes import pid_alive, port_free
@@ -49,6 +52,24 @@ class ChainPaths:
     @property
     def book(self) -> Path:
         return self.root / "addresses.json"
+
+
+@contextmanager
+def sender_lock(address: str) -> Iterator[None]:
+    """Held by whoever sends from `address` on this machine until the node has the transaction (see
+    chain.client.send): several runs, settlements and agents may pay from one wallet at the same moment."""
+    import fcntl
+
+    folder = get_settings().home / "chain" / "senders"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{address.lower()}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
+        yield
+
+
+def send(w3: Any, call: Any, sender: str) -> Any:
+    """chain.client.send, one sender at a time per wallet on this machine."""
+    return send_from(w3, call, sender, sender_lock)
 
 
 def chain_paths() -> ChainPaths:

@@ -28,8 +28,8 @@ from builder.plan import Plan, compile_plan, data_files
 from builder.registry import get_block, versions_of
 from builder.spec import Kind
 from chain.accounts import use_signer
-from chain.client import connect, contract, registered_asset, send
-from runtime.chain_node import address_book, payments_enabled, record_asset, rpc_url
+from chain.client import connect, contract, registered_asset
+from runtime.chain_node import address_book, payments_enabled, record_asset, rpc_url, send
 from runtime.config import get_settings
 
 META = "dataset.json"
@@ -154,6 +154,7 @@ def publish(
     fails. `register`: None registers when payments are enabled.
     """
     from web3 import Web3  # web3 costs a second to import: only publishing needs it
+
     cls = _data_block(block)
     safe = check_upload(filename, data, upload_types(cls))
     if price_wei < 0:
@@ -217,6 +218,7 @@ def register_asset(ds: Dataset) -> Dataset:
     publish that crashed after registering), which is then adopted instead of minting a second one.
     """
     from web3.logs import DISCARD
+
     w3 = connect(rpc_url())
     book = address_book()
     registry = contract(w3, "AssetRegistry", book)

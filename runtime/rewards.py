@@ -67,7 +67,7 @@ class RewardsChain:
         )
 
     def send(self, call: Any, sender: str | None = None) -> Any:
-        from chain.client import send
+        from runtime.chain_node import send
 
         return send(self.w3, call, sender or self.operator)
 

@@ -18,7 +18,7 @@ from builder.errors import ChainError, NotFoundError
 from builder.money import format_aic
 from chain.deploy import UNLIMITED
 from runtime.db import Run, Service, ServiceBatch, Usage
-from runtime.settlement import ZERO_ADDRESS, Chain
+from runtime.settlement import ZERO_ADDRESS, Chain, check_settled
 from runtime.settlement_math import call_royalties, fee_on
 
 # The escrow can only ever pull from msg.sender (in deposit and settleBatch), so one unlimited allowance
@@ -97,7 +97,7 @@ def open_batch(session: Session, chain: Chain, service: Service) -> ServiceBatch
 
 
 def _record(session: Session, chain: Chain, batch: ServiceBatch, tx_hash: Any) -> None:
-    payees = chain.payees(tx_hash)
+    payees = check_settled(chain, tx_hash, batch.id, batch.payer, batch.payouts, batch.fee_wei, 0)
     tx = tx_hash.to_0x_hex()
     batch.payouts = [{**p, "payee": payees.get(p["asset_id"])} for p in batch.payouts]
     batch.status, batch.settle_tx, batch.error = "settled", tx, None
@@ -112,12 +112,17 @@ def finish_batch(session: Session, chain: Chain, batch: ServiceBatch) -> Service
     """Pay an open batch, or record that it was already paid; idempotent and safe after any crash."""
     if batch.status != "pending":
         return batch
-    if chain.deposit_of(batch.id)[0] != ZERO_ADDRESS:  # paid before a crash
-        tx = chain.event_tx("Settled", batch.id)
+    # Entries are keyed by payer and id on chain: a stranger who paid this id first paid an entry of its own.
+    if chain.deposit_of(batch.id, batch.payer)[0] != ZERO_ADDRESS:  # paid before a crash
+        tx = chain.event_tx("Settled", batch.id, batch.payer)
         if tx is None:
             raise ChainError(f"batch {batch.id} is taken on chain but has no Settled event")
         _record(session, chain, batch, tx)
         return batch
+    fee_bps = chain.escrow.functions.feeBps().call()
+    if fee_on(batch.payouts_wei, fee_bps) != batch.fee_wei:  # the fee changed since the batch was opened: reprice
+        batch.fee_wei = fee_on(batch.payouts_wei, fee_bps)
+        session.commit()
     need = batch.payouts_wei + batch.fee_wei
     balance = chain.token.functions.balanceOf(batch.payer).call()
     if balance < need:
@@ -127,7 +132,10 @@ def finish_batch(session: Session, chain: Chain, batch: ServiceBatch) -> Service
     if chain.token.functions.allowance(batch.payer, chain.escrow.address).call() < need:
         chain.send(chain.token.functions.approve(chain.escrow.address, UNLIMITED), batch.payer)
     call = chain.escrow.functions.settleBatch(
-        chain.onchain_id(batch.id), [p["asset_id"] for p in batch.payouts], [p["amount_wei"] for p in batch.payouts]
+        chain.onchain_id(batch.id),
+        [p["asset_id"] for p in batch.payouts],
+        [p["amount_wei"] for p in batch.payouts],
+        fee_bps,  # the escrow refuses the payment if the fee changes before it lands: never more than priced
     )
     try:
         receipt = chain.send(call, batch.payer)

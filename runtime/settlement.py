@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from builder.errors import ChainError, NotFoundError, RunError
 from builder.money import format_aic
 from builder.plan import Plan, compute_quote
+from chain.deploy import UNLIMITED
 from runtime.db import Run, Settlement, Usage
 from runtime.settlement_math import SettlementMathError, deposit_for, plan_settlement
 
@@ -25,7 +26,8 @@ ZERO_ADDRESS = "0x" + "0" * 40
 
 @dataclass
 class Chain:
-    """The contracts a settlement talks to, and the wallet that pays."""
+    """The contracts a settlement talks to, the wallet that pays (the user's) and the one that settles (the
+    coordinator's: the only holder of the escrow's settler role; a payer never settles)."""
 
     w3: Any
     token: Any
@@ -42,13 +44,13 @@ class Chain:
 
         w3 = connect(rpc_url())
         book = address_book()
-        operator = use_signer(w3, book)  # pays deposits and batches, sends settlements
+        payer = use_signer(w3, book)  # the AIB_KEYSTORE wallet, else the local operator's: deposits, pays batches
         return cls(
             w3,
             contract(w3, "AICToken", book),
             contract(w3, "RunEscrow", book),
-            operator,
-            operator,
+            payer,
+            book["roles"]["operator"],  # the coordinator's wallet settles deposits
             dict(book.get("assets", {})),
         )
 
@@ -56,30 +58,65 @@ class Chain:
         return self.w3.keccak(text=run_id)
 
     def send(self, call: Any, sender: str) -> Any:
-        from chain.client import send
+        from runtime.chain_node import send
 
         return send(self.w3, call, sender)
 
-    def deposit_of(self, key: str) -> tuple[str, int, bool]:
-        """(payer, amount, closed) of the escrow entry of a run or batch id (payer zero when none)."""
-        payer, _at, closed, amount = self.escrow.functions.depositOf(self.onchain_id(key)).call()
-        return payer, amount, closed
+    def deposit_of(self, key: str, payer: str) -> tuple[str, int, bool, int]:
+        """(payer, amount, closed, fee bps) of `payer`'s escrow entry under a run or batch id (payer zero when none).
 
-    def event_tx(self, event: str, key: str) -> Any:
-        """The transaction of the last `event` (Deposited, Settled) the escrow emitted for a run or batch id."""
+        Entries are keyed by payer and id on chain: another account's entry under the same id is never this one.
+        """
+        found, _at, closed, fee_bps, amount = self.escrow.functions.depositOf(payer, self.onchain_id(key)).call()
+        return found, amount, closed, fee_bps
+
+    def event_tx(self, event: str, key: str, payer: str) -> Any:
+        """The transaction of the last `event` (Deposited, Settled) of `payer`'s entry under a run or batch id."""
         logs = getattr(self.escrow.events, event).get_logs(
-            from_block=0, argument_filters={"runId": self.onchain_id(key)}
+            from_block=0, argument_filters={"runId": self.onchain_id(key), "payer": payer}
         )
         return logs[-1].transactionHash if logs else None
 
-    def payees(self, tx_hash: Any) -> dict[int, str]:
-        """Asset id -> the address a settlement transaction paid (from its Paid events)."""
+    def settled(self, tx_hash: Any, key: str, payer: str) -> tuple[tuple[int, int, int], list[tuple[int, str, int]]]:
+        """What a transaction settled of `payer`'s entry under `key`: ((payouts, fee, refund), [(asset id, payee,
+        amount)]), from its Settled and Paid events."""
         from web3.logs import DISCARD
 
         receipt = self.w3.eth.get_transaction_receipt(tx_hash)
-        return {
-            e.args.assetId: e.args.payee for e in self.escrow.events.Paid().process_receipt(receipt, errors=DISCARD)
-        }
+        rid = self.onchain_id(key)
+
+        def ours(e: Any) -> bool:
+            return e.address == self.escrow.address and e.args.runId == rid and e.args.payer == payer
+
+        events = self.escrow.events
+        totals = [
+            (e.args.payouts, e.args.fee, e.args.refund)
+            for e in events.Settled().process_receipt(receipt, errors=DISCARD)
+            if ours(e)
+        ]
+        paid = [
+            (e.args.assetId, e.args.payee, e.args.amount)
+            for e in events.Paid().process_receipt(receipt, errors=DISCARD)
+            if ours(e)
+        ]
+        if len(totals) != 1:
+            raise ChainError(f"transaction {tx_hash.to_0x_hex()} does not settle {key}")
+        return totals[0], paid
+
+
+def check_settled(chain: Chain, tx_hash: Any, key: str, payer: str, payouts: list[dict], fee: int, refund: int) -> dict:
+    """Asset id -> payee of a settlement found on chain, once its amounts are checked against what we owe: an entry
+    paid with other amounts (another install using the same wallet, a bug) is reported, never taken as ours."""
+    (total, paid_fee, paid_refund), paid = chain.settled(tx_hash, key, payer)
+    owed = sorted((int(p["asset_id"]), int(p["amount_wei"])) for p in payouts)
+    if (total, paid_fee, paid_refund) != (sum(a for _, a in owed), fee, refund) or sorted(
+        (a, amount) for a, _payee, amount in paid if amount
+    ) != [o for o in owed if o[1]]:
+        raise ChainError(
+            f"{key} was settled on chain by {tx_hash.to_0x_hex()} with other amounts than recorded here "
+            f"(paid {total} + fee {paid_fee} + refund {paid_refund} wei); it is not marked paid: look into it"
+        )
+    return {a: payee for a, payee, _amount in paid}
 
 
 def deposit_amount(chain: Chain, plan: Plan) -> int:
@@ -112,8 +149,8 @@ def deposit(session: Session, chain: Chain, run_id: str, amount: int) -> Settlem
     session.add(row)
     session.commit()
     allowance = chain.token.functions.allowance(chain.payer, chain.escrow.address).call()
-    if allowance < amount:
-        chain.send(chain.token.functions.approve(chain.escrow.address, amount), chain.payer)
+    if allowance < amount:  # unlimited, as for batches: an exact approve would replace a concurrent run's allowance
+        chain.send(chain.token.functions.approve(chain.escrow.address, UNLIMITED), chain.payer)
     receipt = chain.send(chain.escrow.functions.deposit(chain.onchain_id(run_id), amount), chain.payer)
     row.status, row.deposit_tx = "deposited", receipt.transactionHash.to_0x_hex()
     session.commit()
@@ -121,7 +158,7 @@ def deposit(session: Session, chain: Chain, run_id: str, amount: int) -> Settlem
 
 
 def _record_settled(session: Session, chain: Chain, row: Settlement, tx_hash: Any) -> None:
-    payees = chain.payees(tx_hash)
+    payees = check_settled(chain, tx_hash, row.id, row.payer, row.payouts, row.fee_wei or 0, row.refund_wei or 0)
     tx = tx_hash.to_0x_hex()
     row.payouts = [{**p, "payee": payees.get(p["asset_id"])} for p in row.payouts]
     row.status, row.settle_tx, row.error = "settled", tx, None
@@ -148,18 +185,19 @@ def settle_run(session: Session, chain: Chain, run_id: str) -> Settlement:
     if row.status in ("settled", "not_deposited"):
         return row
     if row.status == "deposit_pending":  # the process may have died around the deposit transaction
-        payer, _amount, _closed = chain.deposit_of(row.id)
+        payer, _amount, _closed, _fee_bps = chain.deposit_of(row.id, row.payer)
         if payer == ZERO_ADDRESS:
             row.status, row.error = "not_deposited", "the deposit never reached the chain; nothing was charged"
             session.commit()
             return row
-        tx = chain.event_tx("Deposited", row.id)
+        tx = chain.event_tx("Deposited", row.id, row.payer)
         row.status, row.deposit_tx = "deposited", tx.to_0x_hex() if tx is not None else None
         session.commit()
     run = session.get(Run, run_id)
     if run is None or run.status not in FINISHED:
         raise ChainError(f"run {run_id!r} has not finished yet; settle it when it has")
     if row.status == "deposited":
+        _payer, _amount, _closed, fee_bps = chain.deposit_of(row.id, row.payer)  # the rate quoted at the deposit
         offers = _offer_refs(session, chain)
         usage = [
             (offers.get(u.provider) or f"{u.block_id}@{u.version}", u.amount_wei)
@@ -171,7 +209,7 @@ def settle_run(session: Session, chain: Chain, run_id: str) -> Settlement:
                 usage,
                 chain.asset_of,
                 row.deposit_wei,
-                chain.escrow.functions.feeBps().call(),
+                fee_bps,
                 overrun_block=offers.get(run.provider_id or "") or f"{compute['block_id']}@{compute['version']}",
             )
         except SettlementMathError as exc:
@@ -184,14 +222,15 @@ def settle_run(session: Session, chain: Chain, run_id: str) -> Settlement:
         row.fee_wei, row.refund_wei, row.shortfall_wei = plan.fee_wei, plan.refund_wei, plan.shortfall_wei
         row.status = "settle_pending"
         session.commit()  # what will be sent is on disk before it is sent
-    _payer, _amount, closed = chain.deposit_of(row.id)
+    _payer, _amount, closed, _fee_bps = chain.deposit_of(row.id, row.payer)
     if closed:  # sent before a crash, or by another process: record it, never send again
-        tx = chain.event_tx("Settled", row.id)
+        tx = chain.event_tx("Settled", row.id, row.payer)
         if tx is None:
             raise ChainError(f"run {run_id!r} is closed on chain without a Settled event (reclaimed by its payer?)")
         _record_settled(session, chain, row, tx)
         return row
     call = chain.escrow.functions.settle(
+        row.payer,
         chain.onchain_id(row.id),
         [p["asset_id"] for p in row.payouts],
         [p["amount_wei"] for p in row.payouts],
@@ -235,6 +274,7 @@ def settlement_dict(row: Settlement) -> dict[str, Any]:
 __all__ = [
     "Chain",
     "check_funds",
+    "check_settled",
     "deposit",
     "deposit_amount",
     "settle_pending",

@@ -10,8 +10,8 @@ from typing import Any
 
 from builder.errors import ChainError
 from chain.accounts import create_keystore, keystore_path, read_password, use_signer
-from chain.client import checked_address, connect, contract, node_errors, send
-from runtime.chain_node import address_book, rpc_url
+from chain.client import checked_address, connect, contract, node_errors
+from runtime.chain_node import address_book, rpc_url, send
 
 
 def balance(address: str | None = None) -> dict[str, Any]:

@@ -35,9 +35,9 @@ def _chain() -> tuple[Any, dict[str, Any]]:
 
 def ensure_offer_asset(row: Any, wallet: str) -> int:
     """The offer's asset id, registering it (owned by `wallet`) the first time; kept across restarts of the agent."""
-    from chain.client import contract, registered_asset, send
+    from chain.client import contract, registered_asset
     from chain.deploy import ASSET_KINDS
-    from runtime.chain_node import record_asset
+    from runtime.chain_node import record_asset, send
 
     w3, book = _chain()
     known = book.get("assets", {}).get(offer_ref(row.id))
@@ -71,7 +71,8 @@ def ensure_offer_asset(row: Any, wallet: str) -> int:
 
 def stake(asset_id: int, amount_wei: int, wallet: str) -> str:
     """Stake `amount_wei` from `wallet` on the offer; the transaction hash."""
-    from chain.client import contract, send
+    from chain.client import contract
+    from runtime.chain_node import send
 
     w3, book = _chain()
     token, rewards = contract(w3, "AICToken", book), contract(w3, "ContributionRewards", book)
@@ -96,7 +97,8 @@ def stake_status(asset_id: int) -> dict[str, Any]:
 
 def unstake(asset_id: int) -> dict[str, Any]:
     """Ask to withdraw the stake on an offer, or withdraw it once the delay has passed; what happened."""
-    from chain.client import contract, send
+    from chain.client import contract
+    from runtime.chain_node import send
 
     w3, book = _chain()
     rewards = contract(w3, "ContributionRewards", book)
@@ -134,7 +136,8 @@ def _as_bytes32(h: str) -> bytes:
 def submit_receipts(run_id: str, plan: Any, provider: Any, attempt: int, before: dict[str, int]) -> list[dict]:
     """Sign, from the provider's wallet, what this attempt trained in each step (`before`: commitments per step
     when the attempt began); the receipts, also kept in the run's metrics for the verifier."""
-    from chain.client import contract, send
+    from chain.client import contract
+    from runtime.chain_node import send
     from runtime.db import Run, session_factory
 
     w3, book = _chain()
@@ -187,7 +190,8 @@ def slash_cheat(
     offer_asset}) or {error}."""
     from web3.logs import DISCARD
 
-    from chain.client import contract, send
+    from chain.client import contract
+    from runtime.chain_node import send
 
     for r in receipts:
         if r["node_id"] != node_id or not r["start"] < segment <= r["start"] + len(r["commitments"]) - 1:

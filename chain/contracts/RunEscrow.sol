@@ -13,6 +13,9 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 /// protocol fee to the treasury, and refunding the rest to the payer, all in one transaction. A deposit
 /// that is never settled can be reclaimed by its payer after a timeout. Nobody else can move deposits.
 /// A batch of served API calls is paid by its payer directly with `settleBatch`, under the same guarantees.
+/// Every entry is keyed by its payer and its id together (`entryKey`): ids are predictable off chain, so an
+/// id taken by another account never blocks, nor stands in for, a payer's own entry. The fee rate of a
+/// deposit is fixed when it is made.
 contract RunEscrow is AccessControl, ReentrancyGuard {
     using SafeERC20 for IERC20;
 
@@ -37,10 +40,11 @@ contract RunEscrow is AccessControl, ReentrancyGuard {
         address payer;
         uint64 depositedAt;
         bool closed; // settled or reclaimed
+        uint16 feeBps; // the fee rate when it was made: the one the payer was quoted
         uint256 amount;
     }
 
-    mapping(bytes32 runId => Deposit) private _deposits;
+    mapping(bytes32 entry => Deposit) private _deposits;
 
     /// @notice An address argument was zero.
     error RunEscrowZeroAddress();
@@ -66,25 +70,25 @@ contract RunEscrow is AccessControl, ReentrancyGuard {
     /// @notice An asset id does not exist in the registry.
     /// @param assetId The id.
     error RunEscrowUnknownAsset(uint256 assetId);
+    /// @notice The fee changed since the batch was priced.
+    /// @param quotedFeeBps The fee rate the payer priced the batch with.
+    /// @param feeBps The fee rate now.
+    error RunEscrowFeeChanged(uint16 quotedFeeBps, uint16 feeBps);
     /// @notice The fee is above MAX_FEE_BPS.
     /// @param feeBps The fee asked for.
     /// @param maxFeeBps The cap.
     error RunEscrowFeeTooHigh(uint16 feeBps, uint16 maxFeeBps);
-    /// @notice Only the payer may reclaim.
-    /// @param runId The id.
-    /// @param caller Who called.
-    error RunEscrowNotPayer(bytes32 runId, address caller);
     /// @notice The reclaim timeout has not passed.
     /// @param runId The id.
     /// @param availableAt When reclaiming becomes possible.
     error RunEscrowTooEarly(bytes32 runId, uint256 availableAt);
 
     /// @notice A deposit was made.
-    event Deposited(bytes32 indexed runId, address indexed payer, uint256 amount);
+    event Deposited(bytes32 indexed runId, address indexed payer, uint256 amount, uint16 feeBps);
     /// @notice One asset owner was paid in a settlement.
-    event Paid(bytes32 indexed runId, uint256 indexed assetId, address indexed payee, uint256 amount);
+    event Paid(bytes32 indexed runId, address indexed payer, uint256 indexed assetId, address payee, uint256 amount);
     /// @notice A deposit was settled.
-    event Settled(bytes32 indexed runId, uint256 payouts, uint256 fee, uint256 refund);
+    event Settled(bytes32 indexed runId, address indexed payer, uint256 payouts, uint256 fee, uint256 refund);
     /// @notice An unsettled deposit was reclaimed by its payer.
     event Reclaimed(bytes32 indexed runId, address indexed payer, uint256 amount);
     /// @notice The protocol fee changed.
@@ -122,36 +126,49 @@ contract RunEscrow is AccessControl, ReentrancyGuard {
         _grantRole(SETTLER_ROLE, settler);
     }
 
-    /// @notice Deposit `amount` of the token for `runId` (approve this contract first).
-    /// @param runId The run or batch id (e.g. keccak256 of the off-chain id).
+    /// @notice The key of the entry of `payer` under `runId`.
+    /// @param payer The paying account.
+    /// @param runId The run or batch id.
+    /// @return keccak256(abi.encode(payer, runId)).
+    function entryKey(address payer, bytes32 runId) public pure returns (bytes32) {
+        return keccak256(abi.encode(payer, runId));
+    }
+
+    /// @notice Deposit `amount` of the token for `runId` (approve this contract first), at today's fee rate.
+    /// @param runId The run or batch id (e.g. keccak256 of the off-chain id); the caller's own.
     /// @param amount Amount in wei.
     function deposit(bytes32 runId, uint256 amount) external nonReentrant {
         if (amount == 0) revert RunEscrowZeroAmount();
-        if (_deposits[runId].payer != address(0)) revert RunEscrowDepositExists(runId);
-        _deposits[runId] = Deposit(msg.sender, uint64(block.timestamp), false, amount);
-        emit Deposited(runId, msg.sender, amount);
+        bytes32 key = entryKey(msg.sender, runId);
+        if (_deposits[key].payer != address(0)) revert RunEscrowDepositExists(runId);
+        _deposits[key] = Deposit(msg.sender, uint64(block.timestamp), false, feeBps, amount);
+        emit Deposited(runId, msg.sender, amount, feeBps);
         token.safeTransferFrom(msg.sender, address(this), amount);
     }
 
-    /// @notice The fee owed on `payouts`.
+    /// @notice The fee owed on `payouts` at today's rate.
     /// @param payouts Sum of the amounts paid to asset owners.
     /// @return The fee in wei (rounded down).
     function feeOn(uint256 payouts) public view returns (uint256) {
-        return (payouts * feeBps) / 10_000;
+        return _fee(payouts, feeBps);
     }
 
-    /// @notice Settle `runId` once: pay each asset's current owner, the fee to the treasury, the refund to the payer.
-    /// @dev Reverts unless sum(amounts) + feeOn(sum(amounts)) + refund equals the deposit.
-    /// @param runId The run or batch id.
+    /// @notice Settle `payer`'s deposit for `runId` once: pay each asset's current owner, the fee (at the rate of
+    /// the deposit) to the treasury, the refund to the payer. Only the settlement operator may; a payer never.
+    /// @dev Reverts unless sum(amounts) + fee + refund equals the deposit.
+    /// @param payer Who deposited.
+    /// @param runId The run id.
     /// @param assetIds Assets used, one entry per payout.
     /// @param amounts Amount owed to each asset's owner, in wei.
     /// @param refund Amount returned to the payer, in wei.
-    function settle(bytes32 runId, uint256[] calldata assetIds, uint256[] calldata amounts, uint256 refund)
-        external
-        onlyRole(SETTLER_ROLE)
-        nonReentrant
-    {
-        Deposit storage d = _deposits[runId];
+    function settle(
+        address payer,
+        bytes32 runId,
+        uint256[] calldata assetIds,
+        uint256[] calldata amounts,
+        uint256 refund
+    ) external onlyRole(SETTLER_ROLE) nonReentrant {
+        Deposit storage d = _deposits[entryKey(payer, runId)];
         if (d.payer == address(0)) revert RunEscrowUnknownRun(runId);
         if (d.closed) revert RunEscrowAlreadyClosed(runId);
         if (assetIds.length != amounts.length) revert RunEscrowLengthMismatch(assetIds.length, amounts.length);
@@ -159,17 +176,17 @@ contract RunEscrow is AccessControl, ReentrancyGuard {
         for (uint256 i; i < amounts.length; ++i) {
             payouts += amounts[i];
         }
-        uint256 fee = feeOn(payouts);
+        uint256 fee = _fee(payouts, d.feeBps);
         if (payouts + fee + refund != d.amount) revert RunEscrowAmountMismatch(d.amount, payouts + fee + refund);
         d.closed = true; // effects before any transfer
-        emit Settled(runId, payouts, fee, refund);
+        emit Settled(runId, payer, payouts, fee, refund);
         for (uint256 i; i < assetIds.length; ++i) {
             address payee = _ownerOf(assetIds[i]);
             if (amounts[i] > 0) token.safeTransfer(payee, amounts[i]);
-            emit Paid(runId, assetIds[i], payee, amounts[i]);
+            emit Paid(runId, payer, assetIds[i], payee, amounts[i]);
         }
         if (fee > 0) token.safeTransfer(treasury, fee);
-        if (refund > 0) token.safeTransfer(d.payer, refund);
+        if (refund > 0) token.safeTransfer(payer, refund);
     }
 
     /// @notice Pay a batch of served API calls at once, from the caller's own balance (approve this contract
@@ -177,39 +194,41 @@ contract RunEscrow is AccessControl, ReentrancyGuard {
     /// transaction. The batch id shares the deposits' id space and is closed at once, so a batch is paid
     /// exactly once and can never collide with a run.
     /// @dev Usage of a service is known in full when it is settled, so nothing is held in escrow.
-    /// @param batchId The batch id (e.g. keccak256 of the off-chain batch id).
+    /// @param batchId The batch id (e.g. keccak256 of the off-chain batch id); the caller's own.
     /// @param assetIds Assets used, one entry per payout.
     /// @param amounts Amount owed to each asset's owner, in wei.
-    function settleBatch(bytes32 batchId, uint256[] calldata assetIds, uint256[] calldata amounts)
+    /// @param quotedFeeBps The fee rate the batch was priced with: a fee changed since reverts, never charges more.
+    function settleBatch(bytes32 batchId, uint256[] calldata assetIds, uint256[] calldata amounts, uint16 quotedFeeBps)
         external
         nonReentrant
     {
-        if (_deposits[batchId].payer != address(0)) revert RunEscrowDepositExists(batchId);
+        bytes32 key = entryKey(msg.sender, batchId);
+        if (_deposits[key].payer != address(0)) revert RunEscrowDepositExists(batchId);
+        if (quotedFeeBps != feeBps) revert RunEscrowFeeChanged(quotedFeeBps, feeBps);
         if (assetIds.length != amounts.length) revert RunEscrowLengthMismatch(assetIds.length, amounts.length);
         uint256 payouts = 0;
         for (uint256 i; i < amounts.length; ++i) {
             payouts += amounts[i];
         }
         if (payouts == 0) revert RunEscrowZeroAmount();
-        uint256 fee = feeOn(payouts);
-        _deposits[batchId] = Deposit(msg.sender, uint64(block.timestamp), true, payouts + fee); // effects first
-        emit Deposited(batchId, msg.sender, payouts + fee);
-        emit Settled(batchId, payouts, fee, 0);
+        uint256 fee = _fee(payouts, feeBps);
+        _deposits[key] = Deposit(msg.sender, uint64(block.timestamp), true, feeBps, payouts + fee); // effects first
+        emit Deposited(batchId, msg.sender, payouts + fee, feeBps);
+        emit Settled(batchId, msg.sender, payouts, fee, 0);
         for (uint256 i; i < assetIds.length; ++i) {
             address payee = _ownerOf(assetIds[i]);
             if (amounts[i] > 0) token.safeTransferFrom(msg.sender, payee, amounts[i]);
-            emit Paid(batchId, assetIds[i], payee, amounts[i]);
+            emit Paid(batchId, msg.sender, assetIds[i], payee, amounts[i]);
         }
         if (fee > 0) token.safeTransferFrom(msg.sender, treasury, fee);
     }
 
-    /// @notice Take back a deposit that was not settled within `reclaimTimeout`.
-    /// @param runId The run or batch id.
+    /// @notice Take back a deposit of the caller's that was not settled within `reclaimTimeout`.
+    /// @param runId The run id.
     function reclaim(bytes32 runId) external nonReentrant {
-        Deposit storage d = _deposits[runId];
+        Deposit storage d = _deposits[entryKey(msg.sender, runId)];
         if (d.payer == address(0)) revert RunEscrowUnknownRun(runId);
         if (d.closed) revert RunEscrowAlreadyClosed(runId);
-        if (msg.sender != d.payer) revert RunEscrowNotPayer(runId, msg.sender);
         uint256 availableAt = uint256(d.depositedAt) + reclaimTimeout;
         // A validator can shift the timestamp by seconds; the timeout is a day (Slither timestamp, accepted).
         // slither-disable-next-line timestamp
@@ -219,11 +238,12 @@ contract RunEscrow is AccessControl, ReentrancyGuard {
         token.safeTransfer(d.payer, d.amount);
     }
 
-    /// @notice A deposit's state.
+    /// @notice The state of `payer`'s entry under `runId`.
+    /// @param payer The paying account.
     /// @param runId The run or batch id.
     /// @return The deposit (payer zero when none).
-    function depositOf(bytes32 runId) external view returns (Deposit memory) {
-        return _deposits[runId];
+    function depositOf(address payer, bytes32 runId) external view returns (Deposit memory) {
+        return _deposits[entryKey(payer, runId)];
     }
 
     /// @notice Change the protocol fee (admin).
@@ -240,6 +260,10 @@ contract RunEscrow is AccessControl, ReentrancyGuard {
         if (treasury_ == address(0)) revert RunEscrowZeroAddress();
         treasury = treasury_;
         emit TreasuryChanged(treasury_);
+    }
+
+    function _fee(uint256 payouts, uint16 bps) private pure returns (uint256) {
+        return (payouts * bps) / 10_000;
     }
 
     // Called once per payee inside settle's loop. The registry is immutable and ours, and an unknown asset

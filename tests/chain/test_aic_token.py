@@ -146,6 +146,8 @@ class Sweep:
             "assetIds": [[oldest]], "amounts": [[AMOUNT // 2]],  # half a deposit: the rest is fee and refund
             "amount": [AMOUNT], "total": [2 * AMOUNT], "pricePerUnit": [AMOUNT],
             "refund": [None],  # what balances the deposit (filled in by `call`)
+            "payer": [prev, sender],  # whose deposit: the settler settles the others' (entries are per payer)
+            "quotedFeeBps": [None],  # the fee now (filled in by `call`)
             "epoch": [1, 2] if name == "closeEpoch" else [1],
             "segment": [1], "kind": [0, 2], "feeBps_": [100],
             "runId": {"deposit": [RUN_1, RUN_2], "reclaim": [RUN_2]}.get(name, [RUN_1]),
@@ -167,8 +169,10 @@ class Sweep:
             args = dict(zip(choices, combo, strict=True))
             if "refund" in args:
                 payouts = sum(args["amounts"])
-                deposit = escrow.depositOf(args["runId"]).call()[-1]
-                args["refund"] = max(0, deposit - payouts - escrow.feeOn(payouts).call())
+                *_, fee_bps, deposit = escrow.depositOf(args["payer"], args["runId"]).call()
+                args["refund"] = max(0, deposit - payouts - payouts * fee_bps // 10_000)
+            if "quotedFeeBps" in args:
+                args["quotedFeeBps"] = escrow.feeBps().call()
             call = contract.get_function_by_signature(f"{fn['name']}({types})")(*args.values())
             try:
                 call.call({"from": sender})  # a revert shows here, without a transaction

@@ -39,8 +39,14 @@ def fee_on(amount: int) -> int:
     return amount * FEE_BPS // 10_000
 
 
-def settle(chain, rid, asset_ids, amounts, refund, sender=None):
-    return tx(chain.w3, chain.escrow.functions.settle(rid, asset_ids, amounts, refund), sender or chain.roles.settler)
+def settle(chain, rid, asset_ids, amounts, refund, sender=None, payer=None):
+    call = chain.escrow.functions.settle(payer or chain.roles.payer, rid, asset_ids, amounts, refund)
+    return tx(chain.w3, call, sender or chain.roles.settler)
+
+
+def deposit_of(chain, rid: bytes, payer: str | None = None) -> tuple:
+    """(payer, depositedAt, closed, feeBps, amount) of `payer`'s entry under `rid`."""
+    return tuple(chain.escrow.functions.depositOf(payer or chain.roles.payer, rid).call())
 
 
 def test_settle_pays_owners_fee_and_refund_in_one_transaction(chain):
@@ -64,8 +70,8 @@ def test_settle_pays_owners_fee_and_refund_in_one_transaction(chain):
     ]
     settled = chain.escrow.events.Settled().process_receipt(receipt, errors=DISCARD)[0].args
     assert (settled.payouts, settled.fee, settled.refund) == (8 * AIC, fee_on(8 * AIC), 2 * AIC)
-    d = chain.escrow.functions.depositOf(rid).call()
-    assert d[0] == r.payer and d[2] is True and d[3] == total
+    d = deposit_of(chain, rid)
+    assert d[0] == r.payer and d[2] is True and d[3] == FEE_BPS and d[4] == total
 
 
 def test_settle_twice_reverts(chain):
@@ -135,9 +141,9 @@ def test_reclaim_only_by_the_payer_and_only_after_the_timeout(chain):
     rid = run_id("reclaim")
     deposit(chain, rid, AIC)
     before = balance(chain, chain.roles.payer)
-    assert (
+    assert (  # the stranger's own entry under this id: there is none
         reverts(lambda: chain.escrow.functions.reclaim(rid).transact({"from": chain.roles.stranger}))
-        == f"RunEscrowNotPayer(runId=0x{rid.hex()}, caller={chain.roles.stranger})"
+        == f"RunEscrowUnknownRun(runId=0x{rid.hex()})"
     )
     assert reverts(lambda: chain.escrow.functions.reclaim(rid).transact({"from": chain.roles.payer})).startswith(
         "RunEscrowTooEarly("
@@ -214,7 +220,7 @@ def test_reentrant_token_cannot_reclaim_during_settlement(chain, test_artifacts)
     rid = run_id("reentrancy")
     tx(chain.w3, evil.functions.transfer(evil.address, 10 * AIC), r.admin)
     tx(chain.w3, evil.functions.depositAsPayer(escrow.address, rid, 10 * AIC), r.admin)
-    tx(chain.w3, escrow.functions.settle(rid, [asset], [10 * AIC], 0), r.settler)
+    tx(chain.w3, escrow.functions.settle(evil.address, rid, [asset], [10 * AIC], 0), r.settler)
     assert evil.functions.attacked().call() is True
     assert evil.functions.attackSucceeded().call() is False
     from chain.errors import decode_revert
@@ -261,12 +267,12 @@ def test_any_ledger_pays_each_payee_exactly_its_share(chain, ledger, refund):
 # --- settleBatch: served API calls, paid by the payer directly, exactly once ---------------------------
 
 
-def settle_batch(chain, bid, asset_ids, amounts, payer=None, approve=True):
+def settle_batch(chain, bid, asset_ids, amounts, payer=None, approve=True, fee_bps=FEE_BPS):
     payer = payer or chain.roles.payer
     if approve:
         total = sum(amounts) + fee_on(sum(amounts))
         tx(chain.w3, chain.token.functions.approve(chain.escrow.address, total), payer)
-    return tx(chain.w3, chain.escrow.functions.settleBatch(bid, asset_ids, amounts), payer)
+    return tx(chain.w3, chain.escrow.functions.settleBatch(bid, asset_ids, amounts, fee_bps), payer)
 
 
 def test_settle_batch_pays_owners_and_fee_from_the_payer_in_one_transaction(chain):
@@ -290,8 +296,8 @@ def test_settle_batch_pays_owners_and_fee_from_the_payer_in_one_transaction(chai
         (model, r.marketing, 3 * AIC),
         (service, r.advisors, 7 * AIC),
     ]
-    payer, _at, closed, amount = chain.escrow.functions.depositOf(bid).call()
-    assert (payer, closed, amount) == (r.payer, True, 10 * AIC + fee_on(10 * AIC))
+    payer, _at, closed, fee_bps, amount = deposit_of(chain, bid)
+    assert (payer, closed, fee_bps, amount) == (r.payer, True, FEE_BPS, 10 * AIC + fee_on(10 * AIC))
 
 
 def test_a_batch_is_paid_once_and_never_collides_with_a_run(chain):
@@ -335,7 +341,7 @@ def test_settle_batch_rejects_bad_arguments_and_moves_nothing(chain):
         "ERC20InsufficientBalance"
     )
     assert balance(chain, r.payer) == before
-    assert chain.escrow.functions.depositOf(bid).call()[0] == ZERO  # the id is still free
+    assert deposit_of(chain, bid)[0] == ZERO  # the id is still free
 
 
 def test_reentrant_token_cannot_pay_another_batch_during_a_batch(chain, test_artifacts):
@@ -353,7 +359,7 @@ def test_reentrant_token_cannot_pay_another_batch_during_a_batch(chain, test_art
 
     assert decode_revert(evil.functions.attackError().call()) == "ReentrancyGuardReentrantCall()"
     assert evil.functions.balanceOf(r.team).call() == 4 * AIC
-    assert escrow.functions.depositOf(Web3.keccak(text="another batch")).call()[0] == ZERO
+    assert escrow.functions.depositOf(evil.address, Web3.keccak(text="another batch")).call()[0] == ZERO
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -380,3 +386,60 @@ def test_any_batch_pays_each_payee_exactly_its_share(chain, ledger):
         assert balance(chain, chain.escrow.address) == 0
     finally:
         tester.revert_to_snapshot(snap)
+
+
+# --- strangers: ids are predictable, payers are not settlers, the fee is the one quoted (issue 19, items 1, 2, 5) ---
+
+
+def test_a_stranger_who_takes_a_batch_id_first_neither_blocks_nor_stands_in_for_the_payers_batch(chain):
+    r = chain.roles
+    mine, junk = register(chain, r.team), register(chain, r.stranger)
+    bid = run_id("svc-public:batch:1")  # the service id is public, the batch number predictable
+    tx(chain.w3, chain.token.functions.transfer(r.stranger, AIC), r.payer)
+    settle_batch(chain, bid, [junk], [1], payer=r.stranger)  # squats the id for 1 wei, to its own asset
+    assert deposit_of(chain, bid)[0] == ZERO  # the payer's entry under the id is untouched
+    before = balance(chain, r.team)
+    settle_batch(chain, bid, [mine], [3 * AIC])  # the payer's own batch still goes through, in full
+    assert balance(chain, r.team) - before == 3 * AIC
+    assert deposit_of(chain, bid, r.stranger)[4] == 1 + fee_on(1) and deposit_of(chain, bid)[4] == 3 * AIC + fee_on(
+        3 * AIC
+    )
+    rid = run_id("run-public")
+    tx(chain.w3, chain.token.functions.approve(chain.escrow.address, 1), r.stranger)
+    tx(chain.w3, chain.escrow.functions.deposit(rid, 1), r.stranger)  # a run id taken by a stranger's deposit
+    deposit(chain, rid, AIC + fee_on(AIC))
+    settle(chain, rid, [mine], [AIC], 0)  # settles the payer's deposit, never the stranger's
+    assert deposit_of(chain, rid, r.stranger)[2] is False and deposit_of(chain, rid)[2] is True
+
+
+def test_a_payer_cannot_settle_its_own_deposit_nor_another_payers(chain):
+    r = chain.roles
+    mine = register(chain, r.payer)
+    own, others = run_id("payer-own"), run_id("payer-others")
+    deposit(chain, own, AIC + fee_on(AIC))
+    tx(chain.w3, chain.token.functions.transfer(r.stranger, 2 * AIC), r.payer)
+    deposit(chain, others, AIC + fee_on(AIC), payer=r.stranger)  # another payer's open deposit
+    before = balance(chain, r.payer)
+    for rid, payer in ((own, r.payer), (others, r.stranger)):
+        error = reverts(lambda rid=rid, payer=payer: settle(chain, rid, [mine], [AIC], 0, sender=r.payer, payer=payer))
+        assert error.startswith(f"AccessControlUnauthorizedAccount(account={r.payer}")
+    assert balance(chain, r.payer) == before
+    assert not deposit_of(chain, own)[2] and not deposit_of(chain, others, r.stranger)[2]
+    assert chain.escrow.functions.hasRole(chain.escrow.functions.SETTLER_ROLE().call(), r.payer).call() is False
+
+
+def test_a_fee_raised_between_deposit_and_settle_is_not_charged_to_that_deposit(chain):
+    r = chain.roles
+    asset = register(chain, r.team)
+    rid = run_id("fee-quoted")
+    deposit(chain, rid, 10 * AIC + fee_on(10 * AIC))
+    tx(chain.w3, chain.escrow.functions.setFee(1000), r.admin)  # 10 %, after the payer was quoted 2.5 %
+    before = balance(chain, r.treasury)
+    assert reverts(lambda: settle(chain, rid, [asset], [9 * AIC], AIC)).startswith("RunEscrowAmountMismatch(")
+    settle(chain, rid, [asset], [10 * AIC], 0)  # the deposit's own rate balances it
+    assert balance(chain, r.treasury) - before == fee_on(10 * AIC)
+    # A batch priced at the old rate is refused, never charged the new one.
+    assert (
+        reverts(lambda: settle_batch(chain, run_id("fee-batch"), [asset], [AIC]))
+        == f"RunEscrowFeeChanged(quotedFeeBps={FEE_BPS}, feeBps=1000)"
+    )

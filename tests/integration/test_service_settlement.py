@@ -123,7 +123,7 @@ def test_a_crash_after_sending_a_batch_is_reconciled_without_paying_twice(paid_c
     batches = {b["batch_id"]: b for b in json.loads(r.stdout)["batches"]}
     assert batches[batch_id]["status"] == "settled"  # found paid on chain, recorded, not sent again
     logs = paid_chain.escrow.events.Settled.get_logs(
-        from_block=0, argument_filters={"runId": paid_chain.onchain_id(batch_id)}
+        from_block=0, argument_filters={"runId": paid_chain.onchain_id(batch_id), "payer": paid_chain.payer}
     )
     assert len(logs) == 1 and logs[0].transactionHash.to_0x_hex() == batches[batch_id]["settle_tx"]
     newer = [b for b in batches.values() if b["batch_id"] != batch_id and b["service_id"] == served.service_id]
@@ -222,3 +222,44 @@ def test_two_settlements_opening_a_batch_at_once_never_share_or_lose_calls(paid_
         batch = svc.open_batch(s, paid_chain, s.get(Service, served.service_id))
         assert batch.id.endswith(f":batch:{taken + 1}") and batch.calls == unpaid
         assert s.scalar(select(func.sum(Usage.quantity)).where(Usage.batch_id == batch.id)) == unpaid
+
+
+def test_a_stranger_who_pays_the_next_batch_ids_first_takes_nothing_from_the_owners(paid_chain, served):
+    """Batch ids are predictable (`SERVICE:batch:N`, the service id is public): another chain account pays the next
+    three ids first, 1 wei each to an asset it chose. The owners must still be paid for every call, by us."""
+    from runtime.db import ServiceBatch, session_factory
+    from tests.integration.test_settlement import FAQ_BLOCKS, asset_owners, balances, catalog, fee_terms
+
+    chain = paid_chain
+    assert aib("settle", "services", "--service", served.service_id).returncode == 0  # earlier calls paid first
+    call(served, 6)
+    calls = 6 + 5
+    stranger = chain.w3.eth.accounts[3]  # not one of the deployment's roles
+    chain.send(chain.token.functions.transfer(stranger, 10**18), chain.payer)
+    chain.send(chain.token.functions.approve(chain.escrow.address, 10**18), stranger)
+    with session_factory()() as s:
+        taken = s.scalar(select(func.count()).where(ServiceBatch.service_id == served.service_id))
+    junk = chain.asset_of["chat.faq-csv@1.0.0"]
+    for n in range(taken + 1, taken + 4):
+        squat = chain.onchain_id(f"{served.service_id}:batch:{n}")
+        chain.send(chain.escrow.functions.settleBatch(squat, [junk], [1], fee_terms(chain)[1]), stranger)
+
+    listed = catalog()
+    owed = {ref: listed[ref]["call_price"]["amount_wei"] * calls // 1000
+            for ref in FAQ_BLOCKS if listed[ref]["call_price"]}  # fmt: skip
+    owner = asset_owners(chain, owed)
+    treasury, fee_bps = fee_terms(chain)
+    watched = {chain.payer, treasury, *owner.values()}
+    before = balances(chain, watched)
+    r = aib("settle", "services", "--service", served.service_id, "--json")
+    assert r.returncode == 0, r.stderr
+    [batch] = json.loads(r.stdout)["batches"]
+    after = balances(chain, watched)
+    total = sum(owed.values())
+    expected = dict.fromkeys(watched, 0)
+    for ref, amount in owed.items():
+        expected[owner[ref]] += amount
+    expected[treasury] += total * fee_bps // 10_000
+    expected[chain.payer] -= total + total * fee_bps // 10_000
+    assert {a: after[a] - before[a] for a in watched} == expected  # every owner paid by us, in full
+    assert chain.w3.eth.get_transaction(batch["settle_tx"])["from"] == chain.payer  # our payment, not the squat's

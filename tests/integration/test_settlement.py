@@ -71,7 +71,9 @@ def test_a_paid_run_pays_every_provider_once_and_refunds_the_rest(paid_chain):
     after = balances(chain, watched)
     gained = {a: after[a] - before[a] for a in watched}
 
-    depositor, _at, closed, deposit = chain.escrow.functions.depositOf(chain.onchain_id(run_id)).call()
+    depositor, _at, closed, _fee_bps, deposit = chain.escrow.functions.depositOf(
+        chain.payer, chain.onchain_id(run_id)
+    ).call()
     assert depositor == chain.payer and closed and gained[chain.escrow.address] == 0  # settled; nothing left behind
     expected = dict.fromkeys(watched, 0)
     for ref in FAQ_BLOCKS:  # each block's owner is paid its listed price, once
@@ -223,7 +225,9 @@ def test_a_killed_paid_run_settles_its_compute_and_refunds_the_rest(paid_chain, 
     after = balances(chain, watched)
     gained = {a: after[a] - before[a] for a in watched}
 
-    depositor, _at, closed, deposit = chain.escrow.functions.depositOf(chain.onchain_id(killed["run_id"])).call()
+    depositor, _at, closed, _fee_bps, deposit = chain.escrow.functions.depositOf(
+        chain.payer, chain.onchain_id(killed["run_id"])
+    ).call()
     assert depositor == chain.payer and closed and gained[chain.escrow.address] == 0
     compute = gained[owner[COMPUTE]]
     assert 0 < compute <= wall_seconds * price_per_second  # the device time used, never more than the run lived
@@ -237,3 +241,59 @@ def test_a_killed_paid_run_settles_its_compute_and_refunds_the_rest(paid_chain, 
     usage = json.loads(aib("usage", "--run", killed["run_id"], "--json").stdout)
     interrupted = [u for u in usage if u["node_id"] == "classifier"]
     assert len(interrupted) == 1 and interrupted[0]["quantity"] > 0  # the killed step's own device time is in it
+
+
+def test_eight_paid_runs_started_together_from_one_wallet_all_deposit_and_settle(paid_chain, tmp_path):
+    """One wallet, signed here (so this machine picks each transaction's nonce), eight `aib run` started at the same
+    moment: every run deposits and settles. Before: an exact `approve` replaced another run's allowance, and two
+    processes read the same pending nonce, so some runs failed to deposit."""
+    import subprocess
+    import sys
+
+    from chain.accounts import create_keystore
+
+    chain = paid_chain
+    address = create_keystore(tmp_path / "payer.json", "a long enough password")
+    chain.w3.eth.send_transaction({"from": chain.w3.eth.accounts[0], "to": address, "value": 10**18})
+    assert aib("wallet", "fund", address, "20 AIC").returncode == 0
+    (tmp_path / "pw").write_text("a long enough password\n")
+    env = {**os.environ, "AIB_KEYSTORE": str(tmp_path / "payer.json"),
+           "AIB_KEYSTORE_PASSWORD_FILE": str(tmp_path / "pw")}  # fmt: skip
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "builder.cli",
+                "run",
+                str(TEMPLATES / "faq-chatbot.yaml"),
+                "--json",
+                "--set",
+                "classifier.epochs=1",
+                "--set",
+                f"classifier.seed={900 + i}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for i in range(8)
+    ]
+    ids = []
+    for p in runs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+        ids.append(json.loads(out.strip().splitlines()[-1])["run_id"])
+    paid = 0
+    for run_id in ids:
+        payer, _at, closed, _fee_bps, amount = chain.escrow.functions.depositOf(
+            address, chain.onchain_id(run_id)
+        ).call()
+        assert payer == address and closed, run_id  # deposited by this wallet, and settled
+        [settled] = chain.escrow.events.Settled.get_logs(
+            from_block=0, argument_filters={"runId": chain.onchain_id(run_id), "payer": address}
+        )
+        assert settled.args.payouts > 0
+        paid += amount - settled.args.refund
+    assert chain.token.functions.balanceOf(address).call() == 20 * 10**18 - paid  # each run paid once

@@ -36,14 +36,14 @@ contract ReentrantToken is ERC20 {
         _assetIds = ids;
         _amounts = amounts;
         _approve(address(this), address(escrow_), type(uint256).max);
-        escrow_.settleBatch(batchId, ids, amounts);
+        escrow_.settleBatch(batchId, ids, amounts, escrow_.feeBps());
     }
 
     function _update(address from, address to, uint256 value) internal override {
         super._update(from, to, value);
         if (batchMode && from == address(this) && !attacked) {
             attacked = true;
-            try escrow.settleBatch(keccak256("another batch"), _assetIds, _amounts) {
+            try escrow.settleBatch(keccak256("another batch"), _assetIds, _amounts, escrow.feeBps()) {
                 attackSucceeded = true;
             } catch (bytes memory err) {
                 attackError = err;
