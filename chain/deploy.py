@@ -62,12 +62,31 @@ def deploy_contracts(w3: Any, url: str) -> dict[str, Any]:
         roles["company"],
     )
     registry = _deploy(w3, "AssetRegistry", op)
-    escrow = _deploy(w3, "RunEscrow", op, token, registry, roles["treasury"], FEE_BPS, RECLAIM_TIMEOUT_S, op, op)
     aic = w3.eth.contract(address=token, abi=load_artifact("AICToken")["abi"])
     send(w3, aic.functions.transfer(op, LOCAL_USER_FUNDS), roles["company"])
-    contracts = {"AICToken": token, "AssetRegistry": registry, "RunEscrow": escrow}
+    contracts = {"AICToken": token, "AssetRegistry": registry}
+    contracts["RunEscrow"] = deploy_escrow(w3, contracts, roles)
     contracts["ContributionRewards"] = deploy_rewards(w3, contracts, roles)
-    return {"chain_id": w3.eth.chain_id, "rpc_url": url, "contracts": contracts, "roles": roles, "assets": {}}
+    return {
+        "chain_id": w3.eth.chain_id,
+        "rpc_url": url,
+        "contracts": contracts,
+        "roles": roles,
+        "assets": {},
+        "escrow_build": artifact_hash("RunEscrow"),
+    }
+
+
+def artifact_hash(name: str) -> str:
+    """SHA-256 of a contract's compiled bytecode: tells a deployment made from another build of it."""
+    return hashlib.sha256(load_artifact(name)["bytecode"].encode()).hexdigest()
+
+
+def deploy_escrow(w3: Any, contracts: dict[str, str], roles: dict[str, str]) -> str:
+    """Deploy RunEscrow over the token and registry; the operator is its admin and its only settler."""
+    op = roles["operator"]
+    args = (contracts["AICToken"], contracts["AssetRegistry"], roles["treasury"], FEE_BPS, RECLAIM_TIMEOUT_S, op, op)
+    return _deploy(w3, "RunEscrow", op, *args)
 
 
 def deploy_rewards(w3: Any, contracts: dict[str, str], roles: dict[str, str]) -> str:
@@ -114,6 +133,8 @@ def register_catalog(w3: Any, registry: str, sender: str, blocks: list[Any]) -> 
 
 __all__ = [
     "FEE_BPS",
+    "artifact_hash",
+    "deploy_escrow",
     "deploy_rewards",
     "deploy_contracts",
     "local_roles",

@@ -21,7 +21,14 @@ from builder.registry import all_blocks
 from chain.accounts import keystore_path, load_account, use_signer
 from chain.client import connect, contract, rpc_call
 from chain.client import send as send_from
-from chain.deploy import deploy_contracts, deploy_rewards, register_block_asset, register_catalog
+from chain.deploy import (
+    artifact_hash,
+    deploy_contracts,
+    deploy_escrow,
+    deploy_rewards,
+    register_block_asset,
+    register_catalog,
+)
 from runtime.config import get_settings
 from runtime.processes import pid_alive, port_free
 
@@ -251,6 +258,13 @@ def ensure_deployed(url: str) -> dict[str, Any]:
         if book.get("chain_id") == w3.eth.chain_id and w3.eth.get_code(escrow):
             if "ContributionRewards" not in book["contracts"]:  # a chain deployed before rewards existed
                 book["contracts"]["ContributionRewards"] = deploy_rewards(w3, book["contracts"], book["roles"])
+                write_address_book(book)
+            if book.get("escrow_build") != artifact_hash("RunEscrow"):
+                # An escrow of an older build (before entries were keyed by payer, say) speaks another ABI: a new
+                # one takes over. Deposits left open in the old one stay reclaimable there by their payers.
+                book.setdefault("retired_escrows", []).append(book["contracts"]["RunEscrow"])
+                book["contracts"]["RunEscrow"] = deploy_escrow(w3, book["contracts"], book["roles"])
+                book["escrow_build"] = artifact_hash("RunEscrow")
                 write_address_book(book)
             return book
     book = deploy_contracts(w3, url)
