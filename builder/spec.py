@@ -72,6 +72,9 @@ class Block:
     license: ClassVar[str]
     description: ClassVar[str]
     cacheable: ClassVar[bool] = True  # output depends only on params + inputs, so it may be reused
+    # Trains with runtime.training.fit: on rented compute its work must come with committed checkpoints, which
+    # the coordinator replays; a step of such a block without them is not paid.
+    trains: ClassVar[bool] = False
 
     @classmethod
     def ref(cls) -> str:

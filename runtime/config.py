@@ -38,6 +38,31 @@ def get_settings() -> Settings:
     return Settings(home=home, database_url=url)
 
 
+def local_secret(name: str) -> bytes:
+    """A 32-byte secret of this installation (AIB_HOME/secrets/NAME.key, 0600 in a 0700 folder), made on first use.
+
+    Only the coordinator's own processes read it: what it signs cannot be forged by whoever can write elsewhere
+    under AIB_HOME (a provider writing step outputs, say).
+    """
+    folder = get_settings().home / "secrets"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    path = folder / f"{name}.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # only one process ever creates it
+    except FileExistsError:
+        secret = path.read_bytes()
+        if len(secret) != 32:  # a creator died between creating and writing it: nothing was signed with it yet
+            raise RuntimeError(f"{path} is damaged (not 32 bytes); delete it to make a new one") from None
+        return secret
+    secret = os.urandom(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+        f.flush()
+        os.fsync(f.fileno())
+    return secret
+
+
 def templates_dir() -> Path:
     """The folder of shipped pipeline templates (AIB_TEMPLATES overrides it)."""
     env = os.environ.get("AIB_TEMPLATES")
@@ -46,4 +71,4 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
-__all__ = ["Settings", "get_settings", "templates_dir"]
+__all__ = ["Settings", "get_settings", "local_secret", "templates_dir"]

@@ -343,10 +343,15 @@ def wait_for_run(run_id: str, flow_run_id: str, on_change: Any = None, poll: flo
 VERIFY_RATE = 0.1  # share of committed epochs replayed per training step (at least one)
 
 
-def verify_run(run_id: str, pipeline: Any, plan: Any, rate: float = VERIFY_RATE) -> dict[str, Any]:
+def verify_run(
+    run_id: str, pipeline: Any, plan: Any, rate: float = VERIFY_RATE, precached: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """Spot-check the training a provider did for a finished run: replay a secret random sample of each training
     step's committed epochs here and compare. A mismatch fails the run, withholds the provider's compute payment
-    for it and halves its reputation. The findings per step (also kept in the run's metrics)."""
+    for it and halves its reputation; so does missing or unreadable evidence of a training step the provider ran
+    (every step of a block that trains, except those in `precached`: already done before the run was placed).
+    The findings per step (also kept in the run's metrics)."""
+    import pickle
     import random
 
     from runtime.db import ProviderRow, Run, Usage, session_factory, utcnow
@@ -357,14 +362,26 @@ def verify_run(run_id: str, pipeline: Any, plan: Any, rate: float = VERIFY_RATE)
     secret = os.urandom(32)
     findings: dict[str, Any] = {}
     for step in plan.steps:
+        trains = pipeline.nodes[step.node_id].block.trains and step.node_id not in precached
         commitments = committed(step.cache_key)
         n = len(commitments) - 1
         if n <= 0:
+            if trains:
+                findings[step.node_id] = {
+                    "ok": False,
+                    "reason": "no evidence of its training: the provider committed no readable checkpoints",
+                }
             continue
         picked = [k + 1 for k in choose_segments(n, rate, commitments_root(commitments), secret)]
         picked = picked or [random.Random(secret).randrange(n) + 1]
-        found = verify_step(run_id, pipeline, plan, step.node_id, picked)
-        findings[step.node_id] = found or {"ok": None, "reason": "its inputs are not in this machine's cache"}
+        try:
+            found = verify_step(run_id, pipeline, plan, step.node_id, picked)
+        except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
+            found = {"ok": False, "reason": f"its evidence cannot be read ({type(exc).__name__}: {exc})"[:500]}
+        findings[step.node_id] = found or {
+            "ok": False,
+            "reason": "its inputs are not in the coordinator's cache, so its work cannot be checked",
+        }
     bad = {node: f for node, f in findings.items() if f.get("ok") is False}
     Session = session_factory()
     with Session.begin() as s:

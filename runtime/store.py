@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import logging
 import os
 import pickle
 import shutil
@@ -11,29 +13,58 @@ from typing import Any
 
 from builder.errors import RunError
 from builder.files import atomic_write_bytes, sha256_file, sha256_tree
+from runtime.config import local_secret
+
+log = logging.getLogger(__name__)
 
 
 class StepCache:
-    """Outputs of finished steps, stored by cache key with a checksum verified on every read."""
+    """Outputs of finished steps, stored by cache key and signed (HMAC-SHA256 over key and content) with a secret
+    of this installation: an entry is un-pickled only once its signature holds, so a file planted or swapped in
+    the cache folder (which providers' work writes to) can never run code here."""
 
-    def __init__(self, root: Path) -> None:
+    MAGIC = b"AIBSC1\n"
+
+    def __init__(self, root: Path, secret: bytes | None = None) -> None:
         self.root = root
+        self.secret = secret if secret is not None else local_secret("step-cache")
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.pkl"
 
+    def _sign(self, key: str, payload: bytes) -> bytes:
+        return hmac.new(self.secret, key.encode() + b"\0" + payload, hashlib.sha256).hexdigest().encode()
+
+    def has(self, key: str) -> bool:
+        """Whether an entry signed here is stored under `key` (its content is not loaded)."""
+        path = self._path(key)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return False
+        n = len(self.MAGIC)
+        return raw[:n] == self.MAGIC and hmac.compare_digest(raw[n : n + 64], self._sign(key, raw[n + 64 :]))
+
     def get(self, key: str) -> dict[str, Any] | None:
-        """The outputs stored under `key`, or None when absent, corrupt, or pointing at vanished files."""
+        """The outputs stored under `key`, or None when absent, not signed here, or pointing at vanished files."""
         path = self._path(key)
         if not path.exists():
             return None
         raw = path.read_bytes()
-        digest, payload = raw[:64], raw[64:]
-        if hashlib.sha256(payload).hexdigest().encode() != digest:
-            path.unlink(missing_ok=True)  # corrupt entry: recompute rather than trust it
+        head, signature, payload = (
+            raw[: len(self.MAGIC)],
+            raw[len(self.MAGIC) : len(self.MAGIC) + 64],
+            raw[len(self.MAGIC) + 64 :],
+        )
+        if head != self.MAGIC or not hmac.compare_digest(signature, self._sign(key, payload)):
+            path.unlink(missing_ok=True)  # corrupt, older, swapped or planted: recompute rather than trust it
+            log.warning(
+                "step cache entry %s is not signed by this installation; it was removed and the step is computed again",
+                key,
+            )
             return None
         try:
-            outputs = pickle.loads(payload)
+            outputs = pickle.loads(payload)  # signed here: written by this installation's own code
         except Exception:  # an entry written by an incompatible version: recompute
             path.unlink(missing_ok=True)
             return None
@@ -44,12 +75,12 @@ class StepCache:
         return outputs
 
     def put(self, key: str, outputs: dict[str, Any]) -> None:
-        """Store `outputs` under `key` atomically."""
+        """Store `outputs` under `key` atomically, signed."""
         try:
             payload = pickle.dumps(outputs, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise RunError(f"a step's outputs cannot be cached: {exc}") from exc
-        atomic_write_bytes(self._path(key), hashlib.sha256(payload).hexdigest().encode() + payload)
+        atomic_write_bytes(self._path(key), self.MAGIC + self._sign(key, payload) + payload)
 
 
 def publish_dir(staging: Path, dest_root: Path) -> Path:

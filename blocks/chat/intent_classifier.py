@@ -157,6 +157,7 @@ class IntentClassifier(Block):
     provider = MODEL_PROVIDER
     license = "Apache-2.0"
     description = "Trains an intent classification head on sentence embeddings (epochs, lr, seed)."
+    trains = True
 
     def estimate_seconds(self, params: BlockParams) -> float:
         assert isinstance(params, IntentClassifierParams)

@@ -118,6 +118,7 @@ class PilotNetRegressor(Block):
     provider = MODEL_PROVIDER
     license = "Apache-2.0"
     description = "Trains a PilotNet-style CNN that predicts the steering angle from a camera frame."
+    trains = True
 
     def estimate_seconds(self, params: BlockParams) -> float:
         assert isinstance(params, PilotNetParams)

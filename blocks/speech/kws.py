@@ -141,6 +141,7 @@ class KwsCnn(Block):
     provider = MODEL_PROVIDER
     license = "Apache-2.0"
     description = "Trains a DS-CNN keyword spotter on log-mel features computed inside the exported model."
+    trains = True
 
     def estimate_seconds(self, params: BlockParams) -> float:
         assert isinstance(params, KwsParams)

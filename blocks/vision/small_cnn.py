@@ -98,6 +98,7 @@ class SmallCnnClassifier(Block):
     provider = MODEL_PROVIDER
     license = "Apache-2.0"
     description = "Trains a small convolutional network to classify images (epochs, lr, channels, seed)."
+    trains = True
 
     def estimate_seconds(self, params: BlockParams) -> float:
         assert isinstance(params, SmallCnnParams)

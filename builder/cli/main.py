@@ -96,11 +96,11 @@ def run(
     raise typer.Exit(status)
 
 
-def _verify_provider_work(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
+def _verify_provider_work(run_id: str, pipeline: Any, plan: Any, quiet: bool, precached: frozenset[str]) -> int:
     """Replay a secret sample of the provider's committed training segments here; 0 when it holds up."""
     from runtime.distributed import verify_run
 
-    findings = verify_run(run_id, pipeline, plan)
+    findings = verify_run(run_id, pipeline, plan, precached=precached)
     for node, f in findings.items():
         if not quiet:
             if f.get("ok") is None:
@@ -125,6 +125,12 @@ def _run_on_provider(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
         if not quiet:
             out.print(f"  {node}: {status}", highlight=False)
 
+    # Steps whose outputs this machine already holds are not the provider's work: they owe no evidence.
+    from runtime.config import get_settings
+    from runtime.store import StepCache
+
+    cache = StepCache(get_settings().cache_dir / "steps")
+    precached = frozenset(step.node_id for step in plan.steps if cache.has(step.cache_key))
     preempted_by: set[str] = set()
     for _ in range(MAX_ATTEMPTS):
         assignment = place_run(run_id, pipeline, plan, frozenset(preempted_by))
@@ -132,7 +138,7 @@ def _run_on_provider(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
             out.print(f"placed on {assignment.reason}", highlight=False)
         status = wait_for_run(run_id, submit_run(run_id, assignment.provider_id), on_change)
         if status == "succeeded":
-            return _verify_provider_work(run_id, pipeline, plan, quiet)
+            return _verify_provider_work(run_id, pipeline, plan, quiet, precached)
         if status != "preempted":
             return 1
         preempted_by.add(assignment.provider_id)
@@ -221,5 +227,3 @@ def main() -> None:
 def _fail_plain(message: str) -> None:
     err.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
     sys.exit(2)
-
-

@@ -169,6 +169,7 @@ def test_a_run_goes_to_the_cheaper_provider_and_runs_in_its_worker(server, tmp_p
         refused = aib("run", str(path.parent / "faq-big.yaml"), "--json", timeout=120)
         assert refused.returncode == 1
         assert json.loads(refused.stdout)["error"] == "no provider: no online provider offers tier gpu-large or above"
+        missing_evidence_fails_verification(path, summary["run_id"], offers["cheap"]["id"])
         cheat_and_get_caught(path, summary["run_id"], offers["cheap"]["id"])
     listed = json.loads(aib("providers", "list", "--json").stdout)
     assert not [r for r in listed if r["name"] in ("cheap", "dear") and r["online"]]  # stopped agents are offline
@@ -357,6 +358,68 @@ def forge_segment(folder, k: int) -> list[str]:
     commitments[k] = hashlib.sha256(buf.getvalue()).hexdigest()
     (folder / "commitments.json").write_text(json.dumps(commitments))
     return commitments
+
+
+def missing_evidence_fails_verification(path, run_id: str, provider_id: str) -> None:
+    """Evidence the coordinator cannot find or read is a failed verification, never a pass: for each way it can go
+    missing, the run fails, the provider's compute for it is withheld and its reputation falls. (Each is undone
+    afterwards, so the next check starts from the honest run.)"""
+    from builder.pipeline import load_pipeline
+    from builder.plan import compile_plan
+    from runtime.config import get_settings
+    from runtime.db import ProviderRow, Run, Usage, session_factory
+    from runtime.distributed import verify_run
+
+    pipeline = load_pipeline(path, ["classifier.epochs=5"])
+    plan = compile_plan(pipeline)
+    cache = get_settings().cache_dir
+    segments = cache / "work" / plan.step("classifier").cache_key / "segments"
+    encoder_key = plan.step("encoder").cache_key
+    inputs = cache / "steps" / encoder_key[:2] / f"{encoder_key}.pkl"
+    with session_factory()() as s:
+        paid = {
+            u.id: u.amount_wei for u in s.query(Usage).filter(Usage.run_id == run_id, Usage.provider == provider_id)
+        }
+        reputation = s.get(ProviderRow, provider_id).reputation
+    assert paid and all(paid.values())
+
+    def undo(moved: Path, kept: Path) -> None:
+        kept.replace(moved)
+        with session_factory().begin() as s:
+            s.get(Run, run_id).status, s.get(Run, run_id).error = "succeeded", None
+            for u in s.query(Usage).filter(Usage.id.in_(paid)):
+                u.amount_wei = paid[u.id]
+            s.get(ProviderRow, provider_id).reputation = reputation
+
+    ways = {
+        "no commitments": (segments / "commitments.json", "no evidence of its training"),
+        "an unreadable checkpoint": (segments / "epoch-1.pt", "the checkpoint after epoch 1 does not match its"),
+        "its inputs gone": (inputs, "its inputs are not in the coordinator's cache"),
+    }
+    for way, (evidence, reason) in ways.items():
+        kept = evidence.with_name(evidence.name + ".kept")
+        evidence.replace(kept)
+        if way == "an unreadable checkpoint":
+            evidence.write_bytes(kept.read_bytes()[:100])  # truncated, as a dying disk or a sloppy cheat leaves it
+        try:
+            found = verify_run(run_id, pipeline, plan, rate=1.0)["classifier"]
+            assert found["ok"] is False and found["reason"].startswith(reason), (way, found)
+            with session_factory()() as s:
+                run = s.get(Run, run_id)
+                assert run.status == "failed" and run.error.startswith("verification failed: step 'classifier'"), way
+                assert all(u.amount_wei == 0 for u in s.query(Usage).filter(Usage.id.in_(paid))), way
+                assert s.get(ProviderRow, provider_id).reputation < reputation, way
+        finally:
+            undo(evidence, kept)
+    # A training step already done on this machine before the run was placed is not the provider's work.
+    moved = segments / "commitments.json"
+    moved.replace(moved.with_name("commitments.json.kept"))
+    try:
+        assert "classifier" not in verify_run(run_id, pipeline, plan, rate=1.0, precached=frozenset({"classifier"}))
+        with session_factory()() as s:
+            assert s.get(Run, run_id).status == "succeeded"
+    finally:
+        undo(moved, moved.with_name("commitments.json.kept"))
 
 
 def cheat_and_get_caught(path, run_id: str, provider_id: str) -> None:

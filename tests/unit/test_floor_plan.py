@@ -110,3 +110,16 @@ def test_every_runtime_module_is_either_block_kit_or_forbidden_to_blocks():
         "or to BLOCK_KIT here (and docs/architecture.md) if blocks may use it"
     )
     assert not (forbidden & BLOCK_KIT) and (forbidden | BLOCK_KIT) <= modules | {"runtime.migrations"}
+
+
+def test_every_block_that_trains_says_so_so_its_rented_work_must_bring_evidence():
+    """verify_run asks committed checkpoints of the steps of blocks with `trains`; a block that trains with
+    runtime.training.fit without saying so would be paid on rented compute with no evidence at all."""
+    import inspect
+    import re
+
+    from builder.registry import all_blocks
+
+    trainers = [b.ref() for b in all_blocks() if re.search(r"\bfit\(", inspect.getsource(b.run))]
+    assert len(trainers) >= 4  # the chat, speech, vision and driving trainers
+    assert sorted(trainers) == sorted(b.ref() for b in all_blocks() if b.trains)
