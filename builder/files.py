@@ -9,6 +9,21 @@ import tempfile
 from pathlib import Path
 
 
+def data_roots(base_dir: Path) -> list[Path]:
+    """The folders a pipeline in `base_dir` may read data from: its own folder, the published datasets
+    (AIB_HOME/datasets; AIB_HOME as runtime.config resolves it) and the folders named in AIB_DATA_DIRS."""
+    home = Path(os.environ.get("AIB_HOME") or ".aib").expanduser()
+    named = [Path(p).expanduser() for p in os.environ.get("AIB_DATA_DIRS", "").split(os.pathsep) if p.strip()]
+    return [p.resolve() for p in (base_dir, home / "datasets", *named)]
+
+
+def outside_roots(value: str, base_dir: Path) -> bool:
+    """Whether data path `value` (absolute, or relative to `base_dir`) leads outside `data_roots` once `..` and
+    symbolic links are followed."""
+    target = (base_dir / value).resolve()
+    return not any(target.is_relative_to(root) for root in data_roots(base_dir))
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()

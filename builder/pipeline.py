@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError as PydanticValidationError
 
 from builder.errors import BlockError, Problem, ValidationError
+from builder.files import outside_roots
 from builder.money import parse_amount
 from builder.registry import get_block, load_blocks
 from builder.spec import Block, BlockParams, Kind
@@ -191,6 +192,23 @@ def _validate_params(
             loc = ".".join(str(x) for x in err["loc"])
             problems.append(src.problem(f"{path}.{loc}" if loc else path, _pydantic_message(err)))
         return None
+    # A pipeline may come from a stranger (opened in the workbench, say): its data paths are confined before any
+    # block reads them.
+    outside = [
+        (name, value)
+        for name, value in params.model_dump(mode="json").items()
+        if name.endswith("path") and isinstance(value, str) and value and outside_roots(value, base_dir)
+    ]
+    for name, value in outside:
+        problems.append(
+            src.problem(
+                f"{path}.{name}",
+                f"{value} is outside the pipeline's folder; data is read only from there, from published datasets, "
+                "or from a folder named in AIB_DATA_DIRS",
+            )
+        )
+    if outside:
+        return params
     for param, message in block().check(params, base_dir):
         problems.append(src.problem(f"{path}.{param}" if param else path, message))
     return params

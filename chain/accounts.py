@@ -28,10 +28,18 @@ def read_password(prompt: str, confirm: bool = False) -> str:
     """The keystore password: from AIB_KEYSTORE_PASSWORD_FILE, else asked on the terminal (twice if `confirm`)."""
     source = os.environ.get("AIB_KEYSTORE_PASSWORD_FILE")
     if source:
+        path = Path(source).expanduser()
         try:
-            return Path(source).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+            mode = path.stat().st_mode & 0o777
+            password = path.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise ChainError(f"cannot read the password file {source} ({type(exc).__name__})") from None
+        if mode & 0o044:  # a password others can read protects nothing; refuse rather than use it
+            raise ChainError(
+                f"the password file {source} can be read by other users (mode {mode:04o}); make it private: "
+                f"chmod 600 {source}"
+            )
+        return password
     if not sys.stdin.isatty():
         raise ChainError(
             f"{prompt} is needed: set AIB_KEYSTORE_PASSWORD_FILE to a file holding it, or run on a terminal"

@@ -38,6 +38,15 @@ def get_settings() -> Settings:
     return Settings(home=home, database_url=url)
 
 
+def private_home() -> Path:
+    """AIB_HOME, made (or made again) readable by its user alone: it holds the ledger, keys, logs and data."""
+    home = get_settings().home
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if home.stat().st_mode & 0o077:
+        os.chmod(home, 0o700)
+    return home
+
+
 def local_secret(name: str) -> bytes:
     """A 32-byte secret of this installation (AIB_HOME/secrets/NAME.key, 0600 in a 0700 folder), made on first use.
 
@@ -71,4 +80,4 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
-__all__ = ["Settings", "get_settings", "local_secret", "templates_dir"]
+__all__ = ["Settings", "get_settings", "local_secret", "private_home", "templates_dir"]

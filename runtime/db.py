@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from runtime.config import get_settings
+from runtime.config import get_settings, private_home
 
 
 def utcnow() -> datetime:
@@ -295,7 +295,10 @@ def get_engine(url: str | None = None) -> Engine:
         engine = _engines.get(url)
         if engine is None:
             if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+                db_file = Path(url.removeprefix("sqlite:///"))
+                if db_file.parent == get_settings().home:
+                    private_home()
+                db_file.parent.mkdir(parents=True, exist_ok=True)
                 engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:

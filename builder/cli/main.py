@@ -200,6 +200,7 @@ def main() -> None:
     """Entry point of the `aib` console script: every AibError becomes `error: …` and exit code 2."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.umask(0o077)  # what aib and the servers it starts write (ledger, logs, keys, data) is its user's alone
     try:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)

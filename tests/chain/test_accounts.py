@@ -59,6 +59,7 @@ def test_a_keystore_account_signs_what_the_node_cannot(chain, tmp_path, monkeypa
     address = create_keystore(path, PASSWORD)
     assert address not in chain.w3.eth.accounts  # the node does not hold this key
     (tmp_path / "pw").write_text(PASSWORD + "\n")
+    (tmp_path / "pw").chmod(0o600)  # a password file must be private
     monkeypatch.setenv("AIB_KEYSTORE", str(path))
     monkeypatch.setenv("AIB_KEYSTORE_PASSWORD_FILE", str(tmp_path / "pw"))
     w3 = Web3(chain.w3.provider)  # its own middleware stack over the same in-process chain
@@ -85,6 +86,7 @@ def aib(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_wallet_create_and_address_from_the_cli_never_print_the_key(tmp_path):
     (tmp_path / "pw").write_text(PASSWORD)
+    (tmp_path / "pw").chmod(0o600)  # a password file must be private
     path = tmp_path / "cli.json"
     env = {"AIB_KEYSTORE_PASSWORD_FILE": str(tmp_path / "pw")}
     created = aib("wallet", "create", str(path), env=env)
@@ -99,6 +101,7 @@ def test_wallet_create_and_address_from_the_cli_never_print_the_key(tmp_path):
     no_password = aib("wallet", "address", env={"AIB_KEYSTORE": str(path), "AIB_KEYSTORE_PASSWORD_FILE": ""})
     assert no_password.returncode == 2 and "set AIB_KEYSTORE_PASSWORD_FILE" in no_password.stderr
     (tmp_path / "bad").write_text("not the password")
+    (tmp_path / "bad").chmod(0o600)  # a password file must be private
     wrong = aib(
         "wallet", "address", env={"AIB_KEYSTORE": str(path), "AIB_KEYSTORE_PASSWORD_FILE": str(tmp_path / "bad")}
     )

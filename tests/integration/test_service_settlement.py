@@ -160,6 +160,7 @@ def test_a_keystore_wallet_pays_a_batch_by_signing_it_locally(paid_chain, served
     paid_chain.w3.eth.send_transaction({"from": paid_chain.w3.eth.accounts[0], "to": address, "value": 10**18})
     assert aib("wallet", "fund", address, "2 AIC").returncode == 0
     (tmp_path / "pw").write_text("a long enough password\n")
+    (tmp_path / "pw").chmod(0o600)  # a password file must be private
     monkeypatch.setenv("AIB_KEYSTORE", str(tmp_path / "payer.json"))
     monkeypatch.setenv("AIB_KEYSTORE_PASSWORD_FILE", str(tmp_path / "pw"))
     assert json.loads(aib("wallet", "balance", "--json").stdout) == {

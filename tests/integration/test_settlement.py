@@ -257,6 +257,7 @@ def test_eight_paid_runs_started_together_from_one_wallet_all_deposit_and_settle
     chain.w3.eth.send_transaction({"from": chain.w3.eth.accounts[0], "to": address, "value": 10**18})
     assert aib("wallet", "fund", address, "20 AIC").returncode == 0
     (tmp_path / "pw").write_text("a long enough password\n")
+    (tmp_path / "pw").chmod(0o600)  # a password file must be private
     env = {**os.environ, "AIB_KEYSTORE": str(tmp_path / "payer.json"),
            "AIB_KEYSTORE_PASSWORD_FILE": str(tmp_path / "pw")}  # fmt: skip
     runs = [

@@ -96,7 +96,7 @@ def test_a_plan_reading_a_published_dataset_quotes_and_owes_its_price(home, tmp_
 def pipeline_reading_path(path: Path):
     data = yaml.safe_load((TEMPLATES / "faq-chatbot.yaml").read_text())
     data["blocks"]["faq"]["params"] = {"path": str(path)}
-    return parse_pipeline(yaml.safe_dump(data, sort_keys=False), TEMPLATES)
+    return parse_pipeline(yaml.safe_dump(data, sort_keys=False), path.parent)  # a pipeline beside the copy
 
 
 def test_a_dataset_changed_on_disk_stops_the_plan_with_the_parameter_named(home, tmp_path):

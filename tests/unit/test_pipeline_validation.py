@@ -37,9 +37,9 @@ compute: compute.local@1.0.0
 """
 
 
-def problems_of(text: str, overrides=()) -> list[str]:
+def problems_of(text: str, overrides=(), base_dir: Path = Path(".")) -> list[str]:
     with pytest.raises(ValidationError) as info:
-        compile_plan(parse_pipeline(text, Path("."), "p.yaml", overrides))
+        compile_plan(parse_pipeline(text, base_dir, "p.yaml", overrides))
     return [str(p) for p in info.value.problems]
 
 
@@ -172,7 +172,7 @@ def test_budget_below_quote_is_refused():
 def test_bad_data_file_is_reported_at_validation(tmp_path):
     bad = tmp_path / "faq.csv"
     bad.write_text("question,answer\nonly one,yes\nsecond,no\n", encoding="utf-8")
-    errs = problems_of(GOOD.replace(str(DATA / "faq.csv"), str(bad)))
+    errs = problems_of(GOOD.replace(str(DATA / "faq.csv"), str(bad)), base_dir=tmp_path)
     assert errs == [
         "blocks.faq.params.path (line 7): faq.csv: intent 'no' has only one example; give at least "
         "2 phrasings per intent; intent 'yes' has only one example; give at least 2 phrasings per intent"
