@@ -73,7 +73,7 @@ def deploy_contracts(w3: Any, url: str) -> dict[str, Any]:
         "contracts": contracts,
         "roles": roles,
         "assets": {},
-        "escrow_build": artifact_hash("RunEscrow"),
+        "builds": {name: artifact_hash(name) for name in ("RunEscrow", "ContributionRewards")},
     }
 
 

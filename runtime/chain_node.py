@@ -259,13 +259,16 @@ def ensure_deployed(url: str) -> dict[str, Any]:
             if "ContributionRewards" not in book["contracts"]:  # a chain deployed before rewards existed
                 book["contracts"]["ContributionRewards"] = deploy_rewards(w3, book["contracts"], book["roles"])
                 write_address_book(book)
-            if book.get("escrow_build") != artifact_hash("RunEscrow"):
-                # An escrow of an older build (before entries were keyed by payer, say) speaks another ABI: a new
-                # one takes over. Deposits left open in the old one stay reclaimable there by their payers.
-                book.setdefault("retired_escrows", []).append(book["contracts"]["RunEscrow"])
-                book["contracts"]["RunEscrow"] = deploy_escrow(w3, book["contracts"], book["roles"])
-                book["escrow_build"] = artifact_hash("RunEscrow")
-                write_address_book(book)
+            builds = book.setdefault("builds", {})
+            for name, deploy in (("RunEscrow", deploy_escrow), ("ContributionRewards", deploy_rewards)):
+                if builds.get(name) != artifact_hash(name):
+                    # A contract of an older build (before escrow entries were keyed by payer, or receipts by
+                    # offer) speaks another ABI: a new one takes over. What the old one holds stays there for its
+                    # owners to take back (reclaim a deposit, withdraw a stake).
+                    book.setdefault("retired", {}).setdefault(name, []).append(book["contracts"][name])
+                    book["contracts"][name] = deploy(w3, book["contracts"], book["roles"])
+                    builds[name] = artifact_hash(name)
+                    write_address_book(book)
             return book
     book = deploy_contracts(w3, url)
     book["assets"] = register_catalog(w3, book["contracts"]["AssetRegistry"], book["roles"]["operator"], all_blocks())

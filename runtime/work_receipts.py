@@ -86,12 +86,15 @@ def stake(asset_id: int, amount_wei: int, wallet: str) -> str:
 
 
 def stake_status(asset_id: int) -> dict[str, Any]:
-    """The stake on an offer: staker, amount, when it can be withdrawn (0: no withdrawal asked), now (chain time)."""
+    """The stake on an offer: staker, amount, when it can be withdrawn (0: no withdrawal asked; never before the
+    challenge window of the offer's latest receipt has passed), now (chain time)."""
     from chain.client import contract
 
     w3, book = _chain()
-    staker, amount, unstake_at = contract(w3, "ContributionRewards", book).functions.stakeOf(asset_id).call()
-    return {"staker": staker, "amount_wei": int(amount), "unstake_at": int(unstake_at),
+    stake = contract(w3, "ContributionRewards", book).functions.stakeOf(asset_id).call()
+    staker, amount, unstake_at, locked_until = stake
+    return {"staker": staker, "amount_wei": int(amount),
+            "unstake_at": max(int(unstake_at), int(locked_until)) if unstake_at else 0,
             "now": int(w3.eth.get_block("latest").timestamp)}  # fmt: skip
 
 
@@ -112,6 +115,20 @@ def unstake(asset_id: int) -> dict[str, Any]:
         return {**status, "outcome": "waiting"}
     tx = send(w3, rewards.functions.withdrawStake(asset_id), status["staker"]).transactionHash.to_0x_hex()
     return {**status, "outcome": "withdrawn", "tx": tx}
+
+
+def _offer_asset(receipt: dict) -> int:
+    """The offer asset that signed a receipt recorded in a run's metrics (recorded since receipts are per offer;
+    earlier records name only the provider)."""
+    if "offer_asset" in receipt:
+        return int(receipt["offer_asset"])
+    from runtime.db import ProviderRow, session_factory
+
+    with session_factory()() as s:
+        provider = s.get(ProviderRow, receipt["provider_id"])
+    if provider is None or provider.asset_id is None:
+        raise ChainError(f"the provider {receipt['provider_id']} of receipt {receipt['key']} has no offer asset")
+    return int(provider.asset_id)
 
 
 def receipt_key(run_id: str, node_id: str, attempt: int) -> str:
@@ -153,7 +170,7 @@ def submit_receipts(run_id: str, plan: Any, provider: Any, attempt: int, before:
         call = rewards.functions.submitReceipt(w3.keccak(text=key), provider.asset_id, [_as_bytes32(h) for h in mine])
         tx = send(w3, call, provider.wallet).transactionHash.to_0x_hex()
         receipts.append({"key": key, "node_id": step.node_id, "start": start, "commitments": mine, "tx": tx,
-                         "provider_id": provider.id})  # fmt: skip
+                         "provider_id": provider.id, "offer_asset": int(provider.asset_id)})  # fmt: skip
     if receipts:
         with session_factory().begin() as s:
             run = s.get(Run, run_id)
@@ -205,6 +222,7 @@ def slash_cheat(
         verifier = use_signer(w3, book)
         call = rewards.functions.slash(
             w3.keccak(text=r["key"]),
+            _offer_asset(r),
             [_as_bytes32(h) for h in r["commitments"]],
             segment - r["start"],
             bytes.fromhex(replayed_hash),

@@ -60,6 +60,7 @@ contract ContributionRewards is AccessControl, ReentrancyGuard {
         address staker;
         uint128 amount;
         uint64 unstakeAt; // 0 while no withdrawal was asked for
+        uint64 lockedUntil; // the end of the challenge window of its latest receipt: no withdrawal before
     }
 
     /// @notice A provider's signed work for one run.
@@ -67,6 +68,7 @@ contract ContributionRewards is AccessControl, ReentrancyGuard {
         address provider;
         uint64 segments;
         bool slashed;
+        uint64 challengeUntil; // slashable until then; the offer's stake cannot leave before
         uint256 offerAssetId;
         bytes32 commitments; // keccak256 of the packed checkpoint hashes (checkpoint 0 = the start, then 1 per segment)
     }
@@ -78,7 +80,7 @@ contract ContributionRewards is AccessControl, ReentrancyGuard {
     /// @notice Assets excluded from rewards for proven cheating.
     mapping(uint256 assetId => bool) public excluded;
     mapping(uint256 assetId => Stake) private _stakes;
-    mapping(bytes32 runId => Receipt) private _receipts;
+    mapping(bytes32 key => Receipt) private _receipts; // receiptKey(offer, run): a run id is predictable
 
     /// @notice An address argument was zero.
     error RewardsZeroAddress();
@@ -147,6 +149,10 @@ contract ContributionRewards is AccessControl, ReentrancyGuard {
     /// @notice The receipt was slashed already.
     /// @param runId The run.
     error RewardsAlreadySlashed(bytes32 runId);
+    /// @notice The receipt's challenge window has passed.
+    /// @param runId The run.
+    /// @param closedAt When it closed.
+    error RewardsChallengeClosed(bytes32 runId, uint256 closedAt);
     /// @notice The commitments given are not those the provider signed.
     /// @param runId The run.
     error RewardsCommitmentsMismatch(bytes32 runId);
@@ -311,16 +317,21 @@ contract ContributionRewards is AccessControl, ReentrancyGuard {
         if (s.staker != msg.sender || s.amount == 0) revert RewardsNoStake(assetId);
         uint64 availableAt = uint64(block.timestamp) + unstakeDelay;
         s.unstakeAt = availableAt;
-        emit UnstakeRequested(assetId, msg.sender, availableAt);
+        // Comparing two deadlines days apart, not a race with the clock (Slither timestamp, accepted).
+        // slither-disable-next-line timestamp
+        emit UnstakeRequested(assetId, msg.sender, availableAt > s.lockedUntil ? availableAt : s.lockedUntil);
     }
 
-    /// @notice Withdraw the whole stake on `assetId` once the unstake delay has passed.
+    /// @notice Withdraw the whole stake on `assetId` once the unstake delay has passed and no receipt of the offer
+    /// can still be challenged.
     /// @param assetId The offer.
     function withdrawStake(uint256 assetId) external nonReentrant {
         Stake storage s = _stakes[assetId];
         if (s.staker != msg.sender || s.amount == 0) revert RewardsNoStake(assetId);
+        uint256 availableAt = s.unstakeAt > s.lockedUntil ? s.unstakeAt : s.lockedUntil;
+        // The delays are days long; a validator's few seconds of timestamp drift do not matter (Slither, accepted).
         // slither-disable-next-line timestamp
-        if (s.unstakeAt == 0 || block.timestamp < s.unstakeAt) revert RewardsTooEarly(assetId, s.unstakeAt);
+        if (s.unstakeAt == 0 || block.timestamp < availableAt) revert RewardsTooEarly(assetId, s.unstakeAt == 0 ? 0 : availableAt);
         uint256 amount = s.amount;
         delete _stakes[assetId];
         emit Unstaked(assetId, msg.sender, amount);
@@ -336,33 +347,55 @@ contract ContributionRewards is AccessControl, ReentrancyGuard {
 
     // ---------------------------------------------------------------- work receipts and slashing
 
+    /// @notice The key of offer `offerAssetId`'s receipt for `runId`: receipts are per offer, so a receipt another
+    /// offer signs first under the same (predictable) run id never blocks this one.
+    /// @param offerAssetId The compute offer.
+    /// @param runId The run.
+    /// @return keccak256(abi.encode(offerAssetId, runId)).
+    function receiptKey(uint256 offerAssetId, bytes32 runId) public pure returns (bytes32) {
+        return keccak256(abi.encode(offerAssetId, runId));
+    }
+
     /// @notice Sign the work done for `runId` on offer `offerAssetId` (its owner only): the checkpoint hashes.
+    /// It can be challenged for `unstakeDelay`, and the offer's stake cannot be withdrawn before that has passed.
     /// @param runId The run (keccak256 of the off-chain id).
     /// @param offerAssetId The compute offer that did the work.
     /// @param commitments Checkpoint hashes: the start, then one after each segment.
     function submitReceipt(bytes32 runId, uint256 offerAssetId, bytes32[] calldata commitments) external {
-        if (_receipts[runId].provider != address(0)) revert RewardsReceiptExists(runId);
+        bytes32 key = receiptKey(offerAssetId, runId);
+        if (_receipts[key].provider != address(0)) revert RewardsReceiptExists(runId);
         if (_ownerOf(offerAssetId) != msg.sender) revert RewardsNotOwner(offerAssetId, msg.sender);
         if (commitments.length < 2) revert RewardsNoSegments(runId);
         bytes32 root = keccak256(abi.encodePacked(commitments));
-        _receipts[runId] = Receipt(msg.sender, uint64(commitments.length - 1), false, offerAssetId, root);
+        uint64 until = uint64(block.timestamp) + unstakeDelay;
+        _receipts[key] = Receipt(msg.sender, uint64(commitments.length - 1), false, until, offerAssetId, root);
+        Stake storage s = _stakes[offerAssetId];
+        // The later of two deadlines days apart; a validator's seconds of drift do not matter (Slither, accepted).
+        // slither-disable-next-line timestamp
+        if (until > s.lockedUntil) s.lockedUntil = until;
         emit ReceiptSubmitted(runId, offerAssetId, msg.sender, root, commitments.length - 1);
     }
 
-    /// @notice Slash the stake of the offer that signed `runId`'s receipt: segment `segment`'s replay from the
-    /// preceding checkpoint gave `replayed`, not the hash the provider committed. Once per receipt.
+    /// @notice Slash the stake of offer `offerAssetId`, which signed `runId`'s receipt: segment `segment`'s replay
+    /// from the preceding checkpoint gave `replayed`, not the hash the provider committed. Once per receipt, within
+    /// its challenge window.
     /// @param runId The run.
+    /// @param offerAssetId The offer whose receipt it is.
     /// @param commitments The provider's checkpoint hashes, exactly as signed.
     /// @param segment Segment index (1-based: checkpoint `segment` is the state after it).
     /// @param replayed The checkpoint hash the verifier's replay produced.
-    function slash(bytes32 runId, bytes32[] calldata commitments, uint256 segment, bytes32 replayed)
-        external
-        onlyRole(VERIFIER_ROLE)
-        nonReentrant
-    {
-        Receipt storage r = _receipts[runId];
+    function slash(
+        bytes32 runId,
+        uint256 offerAssetId,
+        bytes32[] calldata commitments,
+        uint256 segment,
+        bytes32 replayed
+    ) external onlyRole(VERIFIER_ROLE) nonReentrant {
+        Receipt storage r = _receipts[receiptKey(offerAssetId, runId)];
         if (r.provider == address(0)) revert RewardsUnknownReceipt(runId);
         if (r.slashed) revert RewardsAlreadySlashed(runId);
+        // slither-disable-next-line timestamp
+        if (block.timestamp > r.challengeUntil) revert RewardsChallengeClosed(runId, r.challengeUntil);
         if (keccak256(abi.encodePacked(commitments)) != r.commitments) revert RewardsCommitmentsMismatch(runId);
         if (segment == 0 || segment >= commitments.length) revert RewardsBadSegment(runId, segment);
         if (commitments[segment] == replayed) revert RewardsNotACheat(runId, segment);
@@ -375,11 +408,12 @@ contract ContributionRewards is AccessControl, ReentrancyGuard {
         if (amount > 0) token.safeTransfer(pool, amount);
     }
 
-    /// @notice A run's work receipt.
+    /// @notice An offer's work receipt for a run.
     /// @param runId The run.
+    /// @param offerAssetId The offer.
     /// @return The receipt (provider zero when none).
-    function receiptOf(bytes32 runId) external view returns (Receipt memory) {
-        return _receipts[runId];
+    function receiptOf(bytes32 runId, uint256 offerAssetId) external view returns (Receipt memory) {
+        return _receipts[receiptKey(offerAssetId, runId)];
     }
 
     // An unknown asset must revert the whole call (Slither calls-loop does not apply: no loop).

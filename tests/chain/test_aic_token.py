@@ -103,6 +103,7 @@ class Sweep:
             if fn["type"] == "function" and fn["stateMutability"] in ("nonpayable", "payable")
         ]
         self.succeeded: set[str] = set()
+        self.receipt_offers: set[int] = set()  # offers that signed a receipt: what a slash can name
         self.reverted = 0
         self.roles = {
             c.address: [c.get_function_by_name(e["name"])().call() for e in c.abi
@@ -117,6 +118,8 @@ class Sweep:
         first = not self.succeeded
         giving_up = ("revokeRole", "renounceRole")
         todo = [f for f in self.functions if f[1]["name"] not in giving_up and (first or f[0] not in self.succeeded)]
+        # A slash needs a receipt signed in the same round: a receipt's challenge window closes as time moves on.
+        todo.sort(key=lambda f: f[1]["name"] == "slash")
         if last:
             todo += [f for name in giving_up for f in self.functions if f[1]["name"] == name]
         for key, fn, contract in todo:
@@ -142,7 +145,10 @@ class Sweep:
             "operator": [peer], "account": [c.roles.stranger], "callerConfirmation": [sender],
             "treasury_": [c.roles.stranger],
             "value": [CAP] if name == "approve" else [AMOUNT],  # CAP: an allowance above any balance
-            "tokenId": [newest], "assetId": [oldest], "offerAssetId": [oldest],
+            "tokenId": [newest], "assetId": [oldest],
+            # A slash names an offer that signed a receipt (receipts are per offer), not the verifier's own: the
+            # newest, so that asset 1, which the epoch's one-leaf tree pays, is not excluded before its claim.
+            "offerAssetId": [max(self.receipt_offers, default=oldest)] if name == "slash" else [oldest],
             "assetIds": [[oldest]], "amounts": [[AMOUNT // 2]],  # half a deposit: the rest is fee and refund
             "amount": [AMOUNT], "total": [2 * AMOUNT], "pricePerUnit": [AMOUNT],
             "refund": [None],  # what balances the deposit (filled in by `call`)
@@ -183,6 +189,8 @@ class Sweep:
             receipt = w3.eth.wait_for_transaction_receipt(call.transact({"from": sender, "gas": 5_000_000}))
             assert receipt["status"] == 1, (key, sender, args)
             self.succeeded.add(key)
+            if fn["name"] == "submitReceipt":
+                self.receipt_offers.add(args["offerAssetId"])
             if contract == self.chain.registry:  # who owns which asset (eth-tester's get_logs is far too slow)
                 for event in contract.events.Transfer().process_receipt(receipt, errors=DISCARD):
                     self.owners[event.args.tokenId] = event.args.to

@@ -237,11 +237,14 @@ def run_id(name: str) -> bytes:
 
 
 def submit(chain, rid, offer, hashes, who):
+    chain.last_offer = offer  # the offer a test's slash refers to, unless it names one
     return tx(chain.w3, chain.rewards.functions.submitReceipt(rid, offer, hashes), who)
 
 
-def slash(chain, rid, hashes, segment, replayed, sender=None):
-    return tx(chain.w3, chain.rewards.functions.slash(rid, hashes, segment, replayed), sender or chain.roles.settler)
+def slash(chain, rid, hashes, segment, replayed, sender=None, offer=None):
+    offer = offer if offer is not None else chain.last_offer
+    call = chain.rewards.functions.slash(rid, offer, hashes, segment, replayed)
+    return tx(chain.w3, call, sender or chain.roles.settler)
 
 
 def test_a_proven_cheat_loses_part_of_its_stake_and_its_rewards(chain):
@@ -315,8 +318,58 @@ def test_receipts_are_signed_once_by_the_offer_owner(chain):
     assert reverts(lambda: submit(chain, rid, offer, commitments(3, "other"), r.payer)) == (
         f"RewardsReceiptExists(runId=0x{rid.hex()})"
     )
-    stored = chain.rewards.functions.receiptOf(rid).call()
-    assert stored[0] == r.payer and stored[1] == 3 and stored[3] == offer
+    stored = chain.rewards.functions.receiptOf(rid, offer).call()
+    assert stored[0] == r.payer and stored[1] == 3 and stored[4] == offer
     # A slash of an offer with no stake still excludes it from rewards (nothing to take).
     slash(chain, rid, commitments(3), 1, HASH)
     assert chain.rewards.functions.excluded(offer).call()
+
+
+# ------------------------------------------------------------------ strangers (issue 19, item 3)
+
+
+def test_a_receipt_another_offer_signs_first_under_a_run_id_never_blocks_the_real_one(chain):
+    r = chain.roles
+    offer = register(chain, r.payer, kind=2)
+    stake(chain, offer, 10 * AIC, r.payer)
+    junk = register(chain, r.stranger, kind=2)  # any account can own an offer
+    hashes, rid = commitments(5), run_id("predictable-run/classifier/attempt-1")
+    submit(chain, rid, junk, commitments(5, "junk"), r.stranger)  # first, under the run id the provider will use
+    submit(chain, rid, offer, hashes, r.payer)  # the provider's own receipt still goes in
+    assert chain.rewards.functions.receiptOf(rid, offer).call()[0] == r.payer
+    slash(chain, rid, hashes, 2, HASH, offer=offer)  # and the provider can still be slashed for its own work
+    assert chain.rewards.functions.stakeOf(offer).call()[1] == 10 * AIC - 10 * AIC * SLASH_BPS // 10_000
+    assert not chain.rewards.functions.excluded(junk).call()  # the squatter's receipt was never the one checked
+
+
+def test_a_stake_cannot_leave_while_a_receipt_of_its_offer_can_still_be_challenged(chain):
+    r = chain.roles
+    offer = register(chain, r.payer, kind=2)
+    stake(chain, offer, 10 * AIC, r.payer)
+    tx(chain.w3, chain.rewards.functions.requestUnstake(offer), r.payer)
+    travel(chain, UNSTAKE_DELAY - 60)
+    hashes, rid = commitments(5), run_id("late")
+    signed = submit(chain, rid, offer, hashes, r.payer)  # a minute before the stake could have left
+    until = chain.w3.eth.get_block(signed.blockNumber).timestamp + UNSTAKE_DELAY
+    travel(chain, 120)  # the unstake delay has passed, the receipt's window has not
+    withdraw = chain.rewards.functions.withdrawStake(offer)
+    assert reverts(lambda: tx(chain.w3, withdraw, r.payer)) == f"RewardsTooEarly(assetId={offer}, availableAt={until})"
+    slash(chain, rid, hashes, 3, HASH)  # the verifier still gets to it
+    lost = 10 * AIC * SLASH_BPS // 10_000
+    travel(chain, UNSTAKE_DELAY)
+    before = balance(chain, r.payer)
+    tx(chain.w3, withdraw, r.payer)
+    assert balance(chain, r.payer) - before == 10 * AIC - lost
+
+
+def test_a_receipt_past_its_challenge_window_cannot_be_slashed(chain):
+    r = chain.roles
+    offer = register(chain, r.payer, kind=2)
+    stake(chain, offer, 10 * AIC, r.payer)
+    hashes, rid = commitments(3), run_id("old work")
+    signed = submit(chain, rid, offer, hashes, r.payer)
+    until = chain.w3.eth.get_block(signed.blockNumber).timestamp + UNSTAKE_DELAY
+    travel(chain, UNSTAKE_DELAY + 1)
+    assert reverts(lambda: slash(chain, rid, hashes, 1, HASH)) == (
+        f"RewardsChallengeClosed(runId=0x{rid.hex()}, closedAt={until})"
+    )

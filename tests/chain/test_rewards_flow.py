@@ -195,7 +195,7 @@ def test_an_asset_slashed_on_chain_is_left_out(chain, rc, db):
     hashes = [hashlib.sha256(bytes([i])).digest() for i in range(3)]
     rid = hashlib.sha256(b"run").digest()
     tx(chain.w3, chain.rewards.functions.submitReceipt(rid, offer, hashes), r.payer)
-    tx(chain.w3, chain.rewards.functions.slash(rid, hashes, 1, b"\x09" * 32), r.settler)
+    tx(chain.w3, chain.rewards.functions.slash(rid, offer, hashes, 1, b"\x09" * 32), r.settler)
     settled(db, chain, "run-1", [("offer:x", offer, AIC)])
     with db() as s:
         draft = draft_epoch(s, rc, AIC)

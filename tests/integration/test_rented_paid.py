@@ -119,10 +119,10 @@ def test_a_staked_provider_is_paid_signs_its_work_and_is_slashed_when_it_signs_w
 
         # The provider signed what it trained: the start and one checkpoint hash per segment, from its own wallet.
         run_id = summary["run_id"]
-        receipt = rewards.functions.receiptOf(chain.w3.keccak(text=receipt_key(run_id, "classifier", 1))).call()
+        receipt = rewards.functions.receiptOf(chain.w3.keccak(text=receipt_key(run_id, "classifier", 1)), asset).call()
         checked = summary["metrics"]["verification"]["classifier"]
         assert checked["ok"] is True and checked["epochs"] == 5 and checked["segments"] >= 10  # 2+ per epoch
-        assert receipt[0] == wallet and receipt[1] == checked["segments"] and receipt[3] == asset
+        assert receipt[0] == wallet and receipt[1] == checked["segments"] and receipt[4] == asset
         assert [r["key"] for r in summary["metrics"]["receipts"]] == [receipt_key(run_id, "classifier", 1)]
 
         # A cheat: it hands in (and signs) weights for segment 3 (inside an epoch) it never trained.
