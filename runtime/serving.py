@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from builder.errors import BadItem, ServeError
 from runtime.bundle import load_bundle
@@ -147,10 +148,15 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"error": _validation_message(exc)})
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    # Starlette's own HTTPException too: FastAPI raises it for a body it cannot parse ("There was an error parsing
+    # the body"), which the handler of FastAPI's subclass would not catch (found by the schemathesis fuzz test).
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        if detail == "There was an error parsing the body":
+            detail = "the request body cannot be parsed as the content type it declares"
         return JSONResponse(
-            status_code=exc.status_code, content={"error": str(exc.detail)}, headers=getattr(exc, "headers", None)
+            status_code=exc.status_code, content={"error": detail}, headers=getattr(exc, "headers", None)
         )
 
     def _cached_key(key: str) -> bool | None:
