@@ -2,7 +2,8 @@
 
 Usage: python bench/serve.py [--quick]
 Figures (last line, JSON): onnx_vs_torch_throughput (batch 1), http_overhead_ms_p50, per-concurrency rps and
-p50, errors_5xx, usage_records_match (usage records written == successful responses).
+p50, errors_5xx, usage_records_match (usage records written == successful responses), and the cost of the usage
+writer's synchronous=FULL commits against NORMAL (usage_commit_full_vs_normal).
 """
 
 from __future__ import annotations
@@ -115,6 +116,39 @@ def http_load(port: int, key: str, concurrency: int, total: int) -> dict[str, ob
     return {"latencies": latencies, "statuses": statuses, "rps": len(latencies) / wall, "server_ms": server_ms}
 
 
+def commit_cost(n: int) -> dict[str, list[float]]:
+    """Seconds per usage commit of one record (what a call waits for at concurrency 1), on a SQLite database of its
+    own, with synchronous=FULL (the usage writer's: an answered call survives a power cut) and NORMAL (the rest of
+    the app's, and the writer's before)."""
+    import tempfile
+    from pathlib import Path
+
+    from runtime.db import Run, Service, get_engine, session_factory, utcnow
+    from runtime.metering import _insert_once
+
+    url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='aib-bench-usage-')) / 'usage.db'}"
+    with session_factory(url).begin() as s:
+        s.add(Run(id="run-b", name="b", status="succeeded", pipeline_yaml="", pipeline_hash="0" * 64,
+                  plan_hash="0" * 64, quote_wei=0, plan={}))  # fmt: skip
+        s.flush()
+        s.add(Service(id="svc-b", run_id="run-b", name="b", bundle_dir="", plan_hash="0" * 64, block_id="service.api",
+                      version="1.0.0", provider="0x" + "11" * 20, call_price_wei=1000))  # fmt: skip
+    out: dict[str, list[float]] = {}
+    with get_engine(url).connect() as conn:
+        for mode in ("NORMAL", "FULL", "NORMAL", "FULL"):  # interleaved: drift of the disk cache hits both
+            conn.exec_driver_sql(f"PRAGMA synchronous={mode}")
+            conn.commit()
+            for i in range(n // 2):
+                row = {"bill_key": f"call:{mode}:{i}:{time.perf_counter_ns()}", "service_id": "svc-b",
+                       "block_id": "service.api", "version": "1.0.0", "provider": "0x" + "11" * 20, "quantity": 1,
+                       "unit": "call", "amount_wei": 1, "created_at": utcnow()}  # fmt: skip
+                t = time.perf_counter()
+                with conn.begin():
+                    conn.execute(_insert_once("sqlite"), [row])
+                out.setdefault(mode, []).append(time.perf_counter() - t)
+    return out
+
+
 def usage_count(service_id: str) -> int:
     from sqlalchemy import func, select
 
@@ -141,6 +175,7 @@ def main() -> None:
         key, _ = create_key(s, service_id)
 
     lat = in_process(service_id, n_inproc)
+    commits = commit_cost(200 if args.quick else 1000)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "builder.cli", "serve", service_id, "--port", str(port)],
@@ -194,8 +229,16 @@ def main() -> None:
         f"c=1 inside the server (p50): model {server_inference:.2f} ms, metering {server_metering:.2f} ms; "
         f"HTTP stack and client {http_p50 - server_inference - server_metering:.2f} ms"
     )
+    full_ms, normal_ms = median(commits["FULL"]) * 1e3, median(commits["NORMAL"]) * 1e3
+    print(
+        f"usage commit of one record (p50): synchronous=FULL {full_ms:.3f} ms, NORMAL {normal_ms:.3f} ms "
+        f"({full_ms / normal_ms:.2f}x); every served call waits for one (or shares it under load)"
+    )
     figures.update(
         {
+            "usage_commit_ms_full_p50": round(full_ms, 3),
+            "usage_commit_ms_normal_p50": round(normal_ms, 3),
+            "usage_commit_full_vs_normal": round(full_ms / normal_ms, 3),
             "onnx_vs_torch_throughput": round(torch_p50 / onnx_p50, 3),
             "http_overhead_ms_p50": round(http_p50 - onnx_p50 * 1e3, 3),
             "inproc_onnx_p50_ms": round(onnx_p50 * 1e3, 3),
