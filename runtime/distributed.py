@@ -354,7 +354,7 @@ def verify_run(
     import pickle
     import random
 
-    from runtime.db import ProviderRow, Run, Usage, session_factory, utcnow
+    from runtime.db import ApiKey, Artifact, ProviderRow, Run, Service, Usage, session_factory, utcnow
     from runtime.runner import verify_step
     from runtime.verification import choose_segments, commitments_root
     from runtime.work_receipts import committed
@@ -393,6 +393,12 @@ def verify_run(
             run.error = f"verification failed: step {node!r}: {f.get('reason')}; the provider is not paid for this run"
             for u in s.query(Usage).filter(Usage.run_id == run_id, Usage.provider == run.provider_id):
                 u.amount_wei = 0  # withheld: the record of the claimed work stays, unpaid
+            # What was built on the unverified work is not served: its service and artifact records go.
+            services = [svc.id for svc in s.query(Service).filter(Service.run_id == run_id)]
+            s.query(ApiKey).filter(ApiKey.service_id.in_(services)).delete(synchronize_session=False)
+            s.query(Service).filter(Service.id.in_(services)).delete(synchronize_session=False)
+            s.query(Artifact).filter(Artifact.run_id == run_id).delete(synchronize_session=False)
+            run.service_id = None
             provider = s.get(ProviderRow, run.provider_id) if run.provider_id else None
             if provider is not None:
                 provider.reputation = round(provider.reputation * 0.5, 4)
@@ -402,6 +408,24 @@ def verify_run(
             run = s.get(Run, run_id)
             run.metrics = {**(run.metrics or {}), "verification": findings}
     return findings
+
+
+def discard_unverified(plan: Any, keep: frozenset[str]) -> None:
+    """Forget what a provider whose work failed verification left for the run's steps (except `keep`: steps held
+    before the run was placed): cached outputs, checkpoints and committed segments, so that the next provider
+    computes them again from the start instead of resuming from or reusing the rejected work."""
+    import shutil
+
+    from runtime.config import get_settings
+    from runtime.store import StepCache
+
+    settings = get_settings()
+    cache = StepCache(settings.cache_dir / "steps")
+    for step in plan.steps:
+        if step.node_id in keep:
+            continue
+        cache.discard(step.cache_key)
+        shutil.rmtree(settings.cache_dir / "work" / step.cache_key, ignore_errors=True)
 
 
 def _slash_on_chain(run_id: str, bad: dict[str, dict[str, Any]]) -> None:

@@ -36,7 +36,12 @@ def add_usage(
     service_id: str | None = None,
     node_id: str | None = None,
 ) -> Usage:
-    """Add one usage record to `session` (the caller commits it together with the state change it bills)."""
+    """Add one usage record to `session` (the caller commits it together with the state change it bills); a bill
+    key already on record is billed once: that record is returned unchanged (a run redone after a provider's work
+    was rejected owes each block its run price once)."""
+    existing = session.scalar(select(Usage).where(Usage.bill_key == bill_key))
+    if existing is not None:
+        return existing
     record = Usage(
         bill_key=bill_key,
         run_id=run_id,

@@ -392,24 +392,45 @@ def _segment_batches(pipeline: Pipeline) -> int:
 def verify_step(run_id: str, pipeline: Pipeline, plan: Plan, node_id: str, epochs: list[int]) -> dict[str, Any]:
     """Replay segments `epochs` of a finished training step (cut as its provider's work was: epochs, or
     segment_batches steps) from the checkpoints the provider committed, here (a trusted node), with the step's
-    inputs from the step cache; the findings ({ok, checked, reason, …}) or {} when the step has no committed work
-    or its inputs are not in the cache."""
+    inputs from the step cache (steps that are never cached are computed here); the findings ({ok, checked, reason,
+    …}) or {} when the step has no committed work or its inputs are not in the cache."""
     settings = get_settings()
     step = plan.step(node_id)
     node = pipeline.nodes[node_id]
     cache = StepCache(settings.cache_dir / "steps")
-    inputs = {}
-    for port, src in step.inputs.items():
-        src_node, src_port = src.split(".", 1)
-        outputs = cache.get(plan.step(src_node).cache_key)
-        if outputs is None or src_port not in outputs:
-            return {}
-        inputs[port] = outputs[src_port]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def outputs_of(src: str) -> dict[str, Any] | None:
+        """A step's outputs: from the step cache, or computed here for a step that is never cached (speech.log-mel
+        keeps its features in the shard store), from its own inputs."""
+        src_step, src_node = plan.step(src), pipeline.nodes[src]
+        if src_node.block.cacheable:
+            return cache.get(src_step.cache_key)
+        ins = inputs_of(src_step)
+        if ins is None:
+            return None
+        ctx = StepContext(run_id=run_id, node_id=src, cache_key=src_step.cache_key, device=device,
+                          base_dir=pipeline.base_dir, settings=settings, plan=plan.to_dict())  # fmt: skip
+        return src_node.block().run(ctx, ins, src_node.params)
+
+    def inputs_of(of: Any) -> dict[str, Any] | None:
+        found = {}
+        for port, src in of.inputs.items():
+            src_node, src_port = src.split(".", 1)
+            outputs = outputs_of(src_node)
+            if outputs is None or src_port not in outputs:
+                return None
+            found[port] = outputs[src_port]
+        return found
+
+    inputs = inputs_of(step)
+    if inputs is None:
+        return {}
     ctx = StepContext(
         run_id=run_id,
         node_id=node_id,
         cache_key=step.cache_key,
-        device="cuda" if torch.cuda.is_available() else "cpu",
+        device=device,
         base_dir=pipeline.base_dir,
         settings=settings,
         plan=plan.to_dict(),

@@ -35,6 +35,10 @@ class StepCache:
     def _sign(self, key: str, payload: bytes) -> bytes:
         return hmac.new(self.secret, key.encode() + b"\0" + payload, hashlib.sha256).hexdigest().encode()
 
+    def discard(self, key: str) -> None:
+        """Remove the entry stored under `key`, if any."""
+        self._path(key).unlink(missing_ok=True)
+
     def has(self, key: str) -> bool:
         """Whether an entry signed here is stored under `key` (its content is not loaded)."""
         path = self._path(key)

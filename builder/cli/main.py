@@ -105,6 +105,8 @@ def _verify_provider_work(run_id: str, pipeline: Any, plan: Any, quiet: bool, pr
         if not quiet:
             if f.get("ok") is None:
                 out.print(f"  {node}: not verified ({f.get('reason')})", highlight=False)
+            elif "checked" not in f:  # failed before any replay: the evidence is missing or unreadable
+                out.print(f"  {node}: FAILED: {f.get('reason')}", highlight=False)
             else:
                 verdict = "holds up" if f["ok"] else f"FAILED: {f.get('reason')}"
                 total = f.get("segments", f["epochs"])
@@ -119,7 +121,9 @@ MAX_ATTEMPTS = 5  # a run preempted this many times in a row fails rather than c
 def _run_on_provider(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
     """Place the run with the Resource Allocator, hand it to the provider's worker and follow it; a run its
     provider preempts resumes from its last checkpoint on another provider. The exit status."""
-    from runtime.distributed import place_run, submit_run, wait_for_run
+    from builder.errors import RunError
+    from runtime.db import Run, utcnow
+    from runtime.distributed import discard_unverified, place_run, submit_run, wait_for_run
 
     def on_change(node: str, status: str) -> None:
         if not quiet:
@@ -131,24 +135,39 @@ def _run_on_provider(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
 
     cache = StepCache(get_settings().cache_dir / "steps")
     precached = frozenset(step.node_id for step in plan.steps if cache.has(step.cache_key))
-    preempted_by: set[str] = set()
+    excluded: set[str] = set()  # providers that preempted the run or whose work failed verification
+    failures: list[str] = []
     for _ in range(MAX_ATTEMPTS):
-        assignment = place_run(run_id, pipeline, plan, frozenset(preempted_by))
+        try:
+            assignment = place_run(run_id, pipeline, plan, frozenset(excluded))
+        except RunError as exc:
+            if failures:  # say why the run was being placed again
+                with _session() as s:
+                    s.get(Run, run_id).error = f"{'; '.join(failures)}, and then {exc}"
+                    s.commit()
+            raise
         if not quiet:
             out.print(f"placed on {assignment.reason}", highlight=False)
         status = wait_for_run(run_id, submit_run(run_id, assignment.provider_id), on_change)
+        excluded.add(assignment.provider_id)
         if status == "succeeded":
-            return _verify_provider_work(run_id, pipeline, plan, quiet, precached)
+            if _verify_provider_work(run_id, pipeline, plan, quiet, precached) == 0:
+                return 0
+            # Not paid, reputation lowered (verify_run); the work is thrown away and done again by another.
+            discard_unverified(plan, precached)
+            failures.append(f"{assignment.provider_id}'s work failed verification")
+            if not quiet:
+                out.print(f"{assignment.provider_id}'s work failed verification; running it again on another provider")
+            continue
         if status != "preempted":
             return 1
-        preempted_by.add(assignment.provider_id)
+        failures.append(f"preempted by {assignment.provider_id}")
         if not quiet:
             out.print(f"preempted by {assignment.provider_id}; resuming from the last checkpoint elsewhere")
-    from runtime.db import Run, utcnow
-
     with _session() as s:
         run = s.get(Run, run_id)
-        run.status, run.error, run.finished_at = "failed", f"preempted {MAX_ATTEMPTS} times", utcnow()
+        run.status, run.finished_at = "failed", utcnow()
+        run.error = f"no provider finished it in {MAX_ATTEMPTS} attempts: {'; '.join(failures)}"
         s.commit()
     return 1
 

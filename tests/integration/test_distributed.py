@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,10 +36,11 @@ def aib(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([*AIB, *args], capture_output=True, text=True, timeout=timeout, env=env())
 
 
-def spawn(*args: str) -> subprocess.Popen:
+def spawn(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [*AIB, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(), start_new_session=True
-    )
+        [*AIB, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**env(), **(extra_env or {})},
+        start_new_session=True,
+    )  # fmt: skip
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -69,10 +71,11 @@ def workers_online(api_url: str, pool: str, names: set[str]) -> bool:
 
 
 @contextmanager
-def agents_online(api_url: str, *offers: tuple[str, str]):
+def agents_online(api_url: str, *offers: tuple[str, str], envs: dict[str, dict[str, str]] | None = None):
     """Provider agents (name, price per hour) on this machine, yielded once all are online and their Prefect workers
-    are too: ({name: offer}, {name: agent process})."""
-    agents = {n: spawn("provider", "start", "--tier", "cpu", "--price", p, "--name", n) for n, p in offers}
+    are too: ({name: offer}, {name: agent process}). `envs`: more environment for some agents (by name)."""
+    agents = {n: spawn("provider", "start", "--tier", "cpu", "--price", p, "--name", n,
+                       extra_env=(envs or {}).get(n)) for n, p in offers}  # fmt: skip
     try:
 
         def online():
@@ -338,6 +341,62 @@ def test_a_provider_that_vanishes_is_dropped_and_its_run_resumes_elsewhere_unpai
         assert resumed is not None and resumed >= 2  # from the checkpoint the vanished provider left
         listed = {r["id"]: r for r in json.loads(aib("providers", "list", "--json").stdout)}
         assert listed[flaky]["online"] is False and listed[offers["steady"]["id"]]["online"] is True
+
+
+def test_a_rented_voice_model_is_verified_with_its_uncached_features_computed_again_here(server, tmp_path):
+    """speech.log-mel is never in the step cache (its features live in the shard store): the verifier computes
+    them here from the cached clips instead of failing the provider for inputs it cannot find."""
+    with agents_online(server["api_url"], ("voice", "0.30")) as (offers, _):
+        src = shutil.copytree(TEMPLATES, tmp_path / "t", ignore=shutil.ignore_patterns("*.md"))
+        pipeline = yaml.safe_load((src / "voice-commands.yaml").read_text())
+        pipeline["compute"] = {"use": "compute.rented@1.0.0", "params": {"tier": "cpu"}}
+        (src / "voice-rented.yaml").write_text(yaml.safe_dump(pipeline))
+        small = ["speech.voices=4", "speech.speeds=[160]", "speech.pitches=[50]", "kws.epochs=2", "kws.channels=8",
+                 f"kws.seed={time.time_ns() % 10**6}"]  # fmt: skip
+        r = aib("run", str(src / "voice-rented.yaml"), "--json", *sum((["--set", o] for o in small), []), timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        summary = json.loads(r.stdout.strip().splitlines()[-1])
+        assert summary["status"] == "succeeded" and summary["provider_id"] == offers["voice"]["id"]
+        checked = summary["metrics"]["verification"]["kws"]
+        assert checked["ok"] is True and checked["checked"] and checked["max_abs_diff"] == 0.0, checked
+
+
+CHEATER = """
+# A provider's machine running altered code: it trains, but never commits the checkpoints that prove it.
+import runtime.training
+
+runtime.training._commit = lambda ctx, segment, state: None
+"""
+
+
+def test_work_that_fails_verification_is_not_paid_and_the_run_is_redone_on_another_provider(server, tmp_path):
+    from runtime.db import ProviderRow, Service, Usage, session_factory
+
+    altered = tmp_path / "altered"
+    altered.mkdir()
+    (altered / "sitecustomize.py").write_text(CHEATER)  # loaded by every Python process of that agent
+    pythonpath = os.pathsep.join(p for p in (str(altered), os.environ.get("PYTHONPATH", "")) if p)
+    with agents_online(server["api_url"], ("cheater", "0.20"), ("honest", "0.80"),
+                       envs={"cheater": {"PYTHONPATH": pythonpath}}) as (offers, _):  # fmt: skip
+        cheater, honest = offers["cheater"]["id"], offers["honest"]["id"]
+        path = rented_copy(tmp_path)
+        sets = ["--set", "classifier.epochs=5", "--set", f"classifier.seed={time.time_ns() % 10**6}"]
+        r = aib("run", str(path), *sets, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{cheater}'s work failed verification; running it again on another provider" in r.stdout
+        assert "no evidence of its training" in r.stdout
+        run = {"run_id": re.search(r"^run (run-[0-9a-f]+)", r.stdout, re.M).group(1)}
+        summary = json.loads(aib("runs", "show", run["run_id"], "--json").stdout)
+        assert summary["status"] == "succeeded" and summary["provider_id"] == honest
+        assert summary["metrics"]["verification"]["classifier"]["ok"] is True  # the redone work holds up
+        with session_factory()() as s:
+            paid = {}
+            for u in s.query(Usage).filter(Usage.run_id == run["run_id"], Usage.block_id == "compute.rented"):
+                paid[u.provider] = paid.get(u.provider, 0) + u.amount_wei
+            assert paid[cheater] == 0 and paid[honest] > 0  # the cheater's time is on record, unpaid
+            assert s.get(ProviderRow, cheater).reputation < s.get(ProviderRow, honest).reputation
+            [service] = s.query(Service).filter(Service.run_id == run["run_id"])  # one, built on the honest work
+        assert summary["service_id"] == service.id
 
 
 def forge_segment(folder, k: int) -> list[str]:
