@@ -60,7 +60,8 @@ def test_the_readme_own_faq_steps_work_as_written(tmp_path):
     section = section.split("\n## ", 1)[0]
     assert "delete the `heldout_path:` line" in section
     commands = fenced_text(section, "bash")[0].splitlines()
-    assert commands[1].split("#")[0].split()[1:] == ["validate", "my-bot/faq-chatbot.yaml"]
+    assert commands[2].split("#")[0].split()[1:] == ["validate", "my-bot/faq-chatbot.yaml"]
+    assert "my-bot/data/" in commands[0] and "data/shop.csv" in commands[1]  # the file goes beside the pipeline
     bot = tmp_path / "my-bot"
     shutil.copytree(TEMPLATES, bot)
     (bot / "data" / "shop.csv").write_text(
