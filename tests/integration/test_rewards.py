@@ -34,6 +34,13 @@ def _publish_copy(tmp_path, extra_row: str) -> dict:
     return {"path": path, "sha256": hashlib.sha256(path.read_bytes()).digest()}
 
 
+def _template_faq(tmp_path) -> str:
+    """The template's FAQ copied beside the test's pipeline (a pipeline reads data only from its own folder)."""
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "faq.csv").write_bytes((TEMPLATES / "data" / "faq.csv").read_bytes())
+    return "data/faq.csv"
+
+
 def _run_on(tmp_path, dataset_path: str) -> dict:
     data = yaml.safe_load((TEMPLATES / "faq-chatbot.yaml").read_text())
     data["blocks"]["faq"]["params"] = {"path": dataset_path}
@@ -125,7 +132,7 @@ def test_a_crash_after_close_epoch_was_sent_is_reconciled_without_paying_twice(p
     from runtime import rewards
     from runtime.db import RewardEpoch, session_factory
 
-    _run_on(tmp_path, str(TEMPLATES / "data" / "faq.csv"))  # fresh settled usage to reward
+    _run_on(tmp_path, _template_faq(tmp_path))  # fresh settled usage to reward
     rc = _rc()
     real_send = rc.send
 
@@ -156,7 +163,7 @@ def test_a_crash_after_close_epoch_was_sent_is_reconciled_without_paying_twice(p
 def test_the_wallet_page_previews_closes_and_pays_an_epoch(paid_chain, tmp_path):
     from tests.integration.test_ui_pages import click, page, texts
 
-    _run_on(tmp_path, str(TEMPLATES / "data" / "faq.csv"))  # settled usage for the next epoch
+    _run_on(tmp_path, _template_faq(tmp_path))  # settled usage for the next epoch
     rc = _rc()
     number = rc.rewards.functions.epochCount().call() + 1
     at = page("wallet")
