@@ -296,5 +296,8 @@ def test_eight_paid_runs_started_together_from_one_wallet_all_deposit_and_settle
             from_block=0, argument_filters={"runId": chain.onchain_id(run_id), "payer": address}
         )
         assert settled.args.payouts > 0
+        # Settled by the coordinator's wallet, never the payer's (a payer holding the settler role could settle
+        # other payers' deposits to assets of its choosing).
+        assert chain.w3.eth.get_transaction(settled.transactionHash)["from"] == chain.operator != address
         paid += amount - settled.args.refund
     assert chain.token.functions.balanceOf(address).call() == 20 * 10**18 - paid  # each run paid once
