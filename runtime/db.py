@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -320,9 +322,27 @@ def migrate(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with engine.begin() as conn:
+    # Several processes may open a new database at the same moment (eight `aib run` started together): one
+    # migrates, the others wait and then find it at head ("table runs already exists" otherwise).
+    with _migration_lock(engine), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7265722)")  # released with this transaction
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive lock across processes for migrating a SQLite file (a file lock beside it); none otherwise."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
+        yield
 
 
 def reset_engines() -> None:

@@ -65,3 +65,17 @@ def test_wei_amounts_beyond_64_bits_round_trip(tmp_path):
 def a_run(run_id: str, quote_wei: int = 0) -> Run:
     return Run(id=run_id, name="n", status="queued", pipeline_yaml="", pipeline_hash="h", overrides=[], plan={},
                plan_hash="p", quote_wei=quote_wei, metrics={})  # fmt: skip
+
+
+def test_processes_opening_a_new_database_at_once_all_find_it_migrated(tmp_path):
+    """Eight processes opening the same new SQLite file at the same moment: one migrates, the others wait for it
+    (without the lock some failed with "table runs already exists")."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    code = f"from runtime.db import get_engine; get_engine({url!r}); print('ok')"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]  # fmt: skip
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [err[-500:] for _, err in results]
