@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -22,6 +24,17 @@ def outside_roots(value: str, base_dir: Path) -> bool:
     symbolic links are followed."""
     target = (base_dir / value).resolve()
     return not any(target.is_relative_to(root) for root in data_roots(base_dir))
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on file `path` (made if missing) across processes for the block; released when the
+    file closes, also if the process dies."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -57,4 +70,4 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-__all__ = ["atomic_write_bytes", "sha256_file", "sha256_tree"]
+__all__ = ["atomic_write_bytes", "data_roots", "exclusive_lock", "outside_roots", "sha256_file", "sha256_tree"]

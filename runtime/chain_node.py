@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import ChainError
-from builder.files import atomic_write_bytes
+from builder.files import atomic_write_bytes, exclusive_lock
 from builder.registry import all_blocks
 from chain.accounts import keystore_path, load_account, use_signer
 from chain.client import connect, contract, rpc_call
@@ -65,12 +65,9 @@ class ChainPaths:
 def sender_lock(address: str) -> Iterator[None]:
     """Held by whoever sends from `address` on this machine until the node has the transaction (see
     chain.client.send): several runs, settlements and agents may pay from one wallet at the same moment."""
-    import fcntl
-
     folder = get_settings().home / "chain" / "senders"
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{address.lower()}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
+    with exclusive_lock(folder / f"{address.lower()}.lock"):
         yield
 
 

@@ -38,9 +38,14 @@ class NullReporter:
         pass
 
 
+def work_dir(settings: Settings, cache_key: str) -> Path:
+    """The folder private to a step's cache key: its resume checkpoint and, on rented compute, its segments."""
+    return settings.cache_dir / "work" / cache_key
+
+
 def segments_dir(settings: Settings, cache_key: str) -> Path:
     """Where a rented step's per-segment checkpoints, commitments and layout live (beside its resume checkpoint)."""
-    return settings.cache_dir / "work" / cache_key / "segments"
+    return work_dir(settings, cache_key) / "segments"
 
 
 @dataclass
@@ -67,7 +72,7 @@ class StepContext:
     @property
     def work_dir(self) -> Path:
         """A folder private to this step's cache key: checkpoints survive a crash and are resumed."""
-        path = self.settings.cache_dir / "work" / self.cache_key
+        path = work_dir(self.settings, self.cache_key)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -97,4 +102,4 @@ class StepContext:
         self.reporter.metric(self.node_id, name, float(value), step)
 
 
-__all__ = ["NullReporter", "Reporter", "StepContext", "segments_dir"]
+__all__ = ["NullReporter", "Reporter", "StepContext", "segments_dir", "work_dir"]

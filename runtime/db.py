@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from builder.files import exclusive_lock
 from runtime.config import get_settings, private_home
 
 
@@ -338,10 +339,7 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     if not database or database == ":memory:":
         yield
         return
-    import fcntl
-
-    with open(f"{database}.migrate.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
+    with exclusive_lock(Path(f"{database}.migrate.lock")):
         yield
 
 

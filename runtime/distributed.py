@@ -417,6 +417,7 @@ def discard_unverified(plan: Any, keep: frozenset[str]) -> None:
     import shutil
 
     from runtime.config import get_settings
+    from runtime.context import work_dir
     from runtime.store import StepCache
 
     settings = get_settings()
@@ -425,7 +426,7 @@ def discard_unverified(plan: Any, keep: frozenset[str]) -> None:
         if step.node_id in keep:
             continue
         cache.discard(step.cache_key)
-        shutil.rmtree(settings.cache_dir / "work" / step.cache_key, ignore_errors=True)
+        shutil.rmtree(work_dir(settings, step.cache_key), ignore_errors=True)
 
 
 def _slash_on_chain(run_id: str, bad: dict[str, dict[str, Any]]) -> None:
