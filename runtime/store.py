@@ -35,6 +35,12 @@ class StepCache:
     def _sign(self, key: str, payload: bytes) -> bytes:
         return hmac.new(self.secret, key.encode() + b"\0" + payload, hashlib.sha256).hexdigest().encode()
 
+    def _verified(self, key: str, raw: bytes) -> bytes | None:
+        """The payload of stored bytes `raw` of entry `key` when they carry this installation's signature, else None."""
+        n = len(self.MAGIC)
+        head, signature, payload = raw[:n], raw[n : n + 64], raw[n + 64 :]
+        return payload if head == self.MAGIC and hmac.compare_digest(signature, self._sign(key, payload)) else None
+
     def discard(self, key: str) -> None:
         """Remove the entry stored under `key`, if any."""
         self._path(key).unlink(missing_ok=True)
@@ -46,21 +52,15 @@ class StepCache:
             raw = path.read_bytes()
         except FileNotFoundError:
             return False
-        n = len(self.MAGIC)
-        return raw[:n] == self.MAGIC and hmac.compare_digest(raw[n : n + 64], self._sign(key, raw[n + 64 :]))
+        return self._verified(key, raw) is not None
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The outputs stored under `key`, or None when absent, not signed here, or pointing at vanished files."""
         path = self._path(key)
         if not path.exists():
             return None
-        raw = path.read_bytes()
-        head, signature, payload = (
-            raw[: len(self.MAGIC)],
-            raw[len(self.MAGIC) : len(self.MAGIC) + 64],
-            raw[len(self.MAGIC) + 64 :],
-        )
-        if head != self.MAGIC or not hmac.compare_digest(signature, self._sign(key, payload)):
+        payload = self._verified(key, path.read_bytes())
+        if payload is None:
             path.unlink(missing_ok=True)  # corrupt, older, swapped or planted: recompute rather than trust it
             log.warning(
                 "step cache entry %s is not signed by this installation; it was removed and the step is computed again",
