@@ -141,12 +141,34 @@ def fit(
         module.eval()
         ctx.log_metric("loss", loss_value, epoch + 1)
         ctx.log_metric(f"train_{name}", measure(module, x, y), epoch + 1)
-        ctx.log_metric(name, measure(module, ex, ey), epoch + 1)
+        if len(ey):  # without evaluation rows (cross-validation is measured after) there is nothing to log
+            ctx.log_metric(name, measure(module, ex, ey), epoch + 1)
         state = state_bytes(module, opt, epoch=epoch + 1, loss=loss_value)
         atomic_write_bytes(ckpt_path, state)
         if ctx.keep_segments:
             _commit(ctx, (epoch + 1) * per_epoch, state)
         ctx.progress(epoch + 1, epochs, f"epoch {epoch + 1}/{epochs}")
+    module.eval()
+    return loss_value
+
+
+def fit_quietly(
+    module: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    device: str,
+    loss_fn: nn.Module | None = None,
+) -> float:
+    """Train `module` on (x, y) exactly as `fit` would, but with no checkpoint, commitment, log or progress: for
+    models that are measured and thrown away (cross-validation folds), never for the one that is served."""
+    loss_value = float("nan")
+    for epoch in range(epochs):
+        loss_value = _epoch(module, opt, x, y, loss_fn or nn.CrossEntropyLoss(), seed, epoch, batch_size, device)
     module.eval()
     return loss_value
 
@@ -308,4 +330,12 @@ def _segment_name(k: int, per_epoch: int) -> str:
     return f"segment {k} (epoch {epoch + 1}, part {chunk + 1} of {per_epoch})"
 
 
-__all__ = ["WithSoftmax", "accuracy", "baseline_accuracy", "classifier_metrics", "confusion_matrix", "fit"]
+__all__ = [
+    "WithSoftmax",
+    "accuracy",
+    "baseline_accuracy",
+    "classifier_metrics",
+    "confusion_matrix",
+    "fit",
+    "fit_quietly",
+]

@@ -13,6 +13,8 @@ import pandas as pd
 from pydantic import Field
 
 from blocks import DATA_PROVIDER
+from blocks.chat.evaluation import CROSS_VALIDATION, DEPENDABLE_EVAL_EXAMPLES, question_key
+from builder.datasets import read_csv_path
 from builder.errors import DataError
 from builder.files import sha256_file
 from builder.ports import Port, PortType
@@ -37,8 +39,11 @@ class FaqData:
     eval_texts: list[str]
     eval_intents: list[str]
     answers: dict[str, str]
-    eval_split: str  # "heldout" (a separate file), "split" (sampled from the file) or "train"
+    # "heldout" (a separate file), "split" (sampled from the file) or "cross-validation" (too little to hold out:
+    # the eval lists are empty and the classifier cross-validates over the training rows, which are all of them)
+    eval_split: str
     sources: dict[str, str] = field(default_factory=dict)  # file -> sha256
+    heldout_repeats: int = 0  # held-out questions left out because they are also training questions
 
     @property
     def intents(self) -> list[str]:
@@ -64,7 +69,16 @@ def _check_unpacked(path: Path) -> None:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV (UTF-8) or XLSX file into a frame of strings; raises DataError with one sentence."""
+    """Read a CSV or XLSX file into a frame of strings; raises DataError with one sentence."""
+    return read_table_described(path)[0]
+
+
+def read_table_described(path: Path) -> tuple[pd.DataFrame, str]:
+    """The file as a frame of strings (columns stripped, lower case) and its format in plain words.
+
+    A CSV may be comma-, semicolon- or tab-separated, in UTF-8 (with or without BOM) or Latin-1: builder.datasets
+    detects which, the same way for the upload preview, the block's check and the run.
+    """
     if not path.exists():
         raise DataError(f"file not found: {path}")
     if path.is_dir():
@@ -73,28 +87,21 @@ def read_table(path: Path) -> pd.DataFrame:
     if size == 0:
         raise DataError(f"{path.name} is empty")
     if size > MAX_FILE_BYTES:
-        raise DataError(f"{path.name} is {size / 1e6:.0f} MB; the limit is {MAX_FILE_BYTES // 10**6} MB")
+        raise DataError(f"{path.name} is {size / 1e6:.1f} MB; the limit is {MAX_FILE_BYTES // 10**6} MB")
     suffix = path.suffix.lower()
-    try:
-        if suffix in (".xlsx", ".xlsm"):
-            _check_unpacked(path)
-            frame = pd.read_excel(path, dtype=str, keep_default_na=False)
-        elif suffix in (".csv", ".txt", ""):
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", skip_blank_lines=True)
-        else:
-            raise DataError(f"{path.name}: unsupported file type {suffix!r}; use .csv (UTF-8) or .xlsx")
-    except UnicodeDecodeError:
-        raise DataError(f"{path.name} is not UTF-8 text; save it as 'CSV UTF-8' and try again") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path.name} is empty") from None
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{path.name} is not a readable CSV file: {str(exc).strip()}") from None
-    except DataError:
-        raise
-    except Exception as exc:  # openpyxl / zipfile errors for a broken .xlsx
-        raise DataError(f"{path.name} could not be read as a spreadsheet: {exc}") from None
+    if suffix in (".csv", ".txt", ""):
+        table = read_csv_path(path, MAX_FILE_BYTES)
+        frame, description = pd.DataFrame(table.rows, columns=table.columns, dtype=str), table.format.description
+    elif suffix in (".xlsx", ".xlsm"):
+        _check_unpacked(path)
+        try:
+            frame, description = pd.read_excel(path, dtype=str, keep_default_na=False), "Excel workbook"
+        except Exception as exc:  # openpyxl / zipfile errors for a broken .xlsx
+            raise DataError(f"{path.name} could not be read as a spreadsheet: {exc}") from None
+    else:
+        raise DataError(f"{path.name}: unsupported file type {suffix!r}; use .csv or .xlsx")
     frame.columns = [str(c).strip().lower() for c in frame.columns]
-    return frame.map(lambda v: str(v).strip())
+    return frame.map(lambda v: str(v).strip()), description
 
 
 def parse_faq(
@@ -190,10 +197,34 @@ def parse_heldout(frame: pd.DataFrame, name: str, answers: dict[str, str]) -> tu
     return texts, intents
 
 
+def split_faq(
+    texts: list[str], intents: list[str], fraction: float, seed: int
+) -> tuple[list[str], list[str], list[str], list[str]] | None:
+    """(train texts, train intents, eval texts, eval intents): `fraction` of each intent's distinct questions held
+    out (copies of a question stay together), at least one kept for training; None when that leaves an intent
+    without an evaluation question or fewer than DEPENDABLE_EVAL_EXAMPLES in all (cross-validation is better)."""
+    rng = random.Random(seed)
+    train_t, train_i, eval_t, eval_i = [], [], [], []
+    for intent in sorted(set(intents)):
+        groups: dict[str, list[str]] = {}
+        for t, i in zip(texts, intents, strict=True):
+            if i == intent:
+                groups.setdefault(question_key(t), []).append(t)
+        rows = list(groups.values())
+        rng.shuffle(rows)
+        n_eval = min(int(len(rows) * fraction), len(rows) - 1)
+        if n_eval == 0:
+            return None
+        held, kept = [t for g in rows[:n_eval] for t in g], [t for g in rows[n_eval:] for t in g]
+        eval_t, eval_i = eval_t + held, eval_i + [intent] * len(held)
+        train_t, train_i = train_t + kept, train_i + [intent] * len(kept)
+    return None if len(eval_t) < DEPENDABLE_EVAL_EXAMPLES else (train_t, train_i, eval_t, eval_i)
+
+
 class FaqCsvParams(BlockParams):
     path: str = Field(
-        description="CSV (UTF-8) or XLSX file with question,answer (or intent,example,answer) columns; "
-        "relative to the pipeline file"
+        description="CSV (comma, semicolon or tab; UTF-8 or Latin-1) or XLSX file with question,answer "
+        "(or intent,example,answer) columns; relative to the pipeline file"
     )
     heldout_path: str | None = Field(
         None, description="Optional file of paraphrases kept out of training, used to measure accuracy"
@@ -202,7 +233,8 @@ class FaqCsvParams(BlockParams):
         0.2,
         ge=0.0,
         le=0.5,
-        description="Share of each intent's examples held out for evaluation when there is no heldout_path",
+        description="Share of each intent's examples held out for evaluation when there is no heldout_path; "
+        "when that is too few to measure (under 30 in all, or none for some intent), cross-validation is used",
     )
     seed: int = Field(0, ge=0, description="Seed of the evaluation split")
 
@@ -251,20 +283,18 @@ class FaqCsv(Block):
         if held is not None:
             eval_texts, eval_intents = parse_heldout(read_table(held), held.name, answers)
             sources[str(held)] = sha256_file(held)
-            return FaqData(texts, intents, eval_texts, eval_intents, answers, "heldout", sources)
-        rng = random.Random(params.seed)
-        train_t, train_i, eval_t, eval_i = [], [], [], []
-        for intent in sorted(set(intents)):
-            rows = [t for t, i in zip(texts, intents, strict=True) if i == intent]
-            rng.shuffle(rows)
-            n_eval = min(int(len(rows) * params.eval_fraction), len(rows) - 1)
-            eval_t += rows[:n_eval]
-            eval_i += [intent] * n_eval
-            train_t += rows[n_eval:]
-            train_i += [intent] * (len(rows) - n_eval)
-        if not eval_t:  # too little data to hold any out: report accuracy on the training set
-            return FaqData(train_t, train_i, list(train_t), list(train_i), answers, "train", sources)
-        return FaqData(train_t, train_i, eval_t, eval_i, answers, "split", sources)
+            # A held-out question that is also a training question would measure memory, not understanding.
+            trained = {question_key(t) for t in texts}
+            kept = [(t, i) for t, i in zip(eval_texts, eval_intents, strict=True) if question_key(t) not in trained]
+            repeats = len(eval_texts) - len(kept)
+            if kept:
+                eval_texts, eval_intents = [t for t, _ in kept], [i for _, i in kept]
+                return FaqData(texts, intents, eval_texts, eval_intents, answers, "heldout", sources, repeats)
+            return FaqData(texts, intents, [], [], answers, CROSS_VALIDATION, sources, repeats)
+        split = split_faq(texts, intents, params.eval_fraction, params.seed)
+        if split is None:  # too little to hold out: the classifier cross-validates over every row
+            return FaqData(list(texts), list(intents), [], [], answers, CROSS_VALIDATION, sources)
+        return FaqData(*split, answers, "split", sources)
 
     def preview(
         self, params: FaqCsvParams, base_dir: Path, rows: int = 5, seed: int | None = None
@@ -287,4 +317,6 @@ class FaqCsv(Block):
         data = self.load(params, ctx.base_dir)
         ctx.log_metric("train_examples", len(data.train_texts))
         ctx.log_metric("intents", len(data.answers))
+        if data.heldout_repeats:
+            ctx.log_metric("heldout_repeats_left_out", data.heldout_repeats)
         return {"examples": data}

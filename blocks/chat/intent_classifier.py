@@ -15,6 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from blocks import MODEL_PROVIDER
+from blocks.chat.evaluation import CROSS_VALIDATION, fold_count, metric_note, question_key, stratified_folds
 from blocks.chat.minilm_encoder import EMBED_DIM, SentenceEncoder, TextFeatures, encoder_dir, load_transformer
 from builder.files import atomic_write_bytes
 from builder.ports import Port, PortType
@@ -24,6 +25,7 @@ from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
 if TYPE_CHECKING:
     from runtime.context import StepContext
 
+PARITY_SAMPLE = 256  # training questions the export is checked on when there are no held-out ones
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
@@ -149,7 +151,7 @@ class IntentClassifier(Block):
     inputs = (Port("features", PortType.TENSOR_SHARDS, "sentence embeddings with intents"),)
     outputs = (
         Port("model", PortType.MODEL, "trained encoder + intent head"),
-        Port("metrics", PortType.METRICS, "accuracy on the evaluation split"),
+        Port("metrics", PortType.METRICS, "accuracy on held-out questions, or by cross-validation"),
     )
     Params = IntentClassifierParams
     price = Price(3 * 10**15, PriceUnit.RUN)  # 0.003 AIC per run
@@ -173,8 +175,11 @@ class IntentClassifier(Block):
         device = ctx.device
         x = torch.from_numpy(feats.train_x).to(device)
         y = torch.tensor([index[i] for i in feats.train_intents], device=device)
-        ex = torch.from_numpy(feats.eval_x).to(device)
-        ey = torch.tensor([index[i] for i in feats.eval_intents], device=device)
+        # Anything but a real hold-out (cross-validation; "train" in features cached by an older version, whose
+        # eval rows were the training rows) is measured by cross-validation, never on the rows trained on.
+        held_out = feats.eval_split in ("heldout", "split")
+        ex = torch.from_numpy(feats.eval_x).to(device) if held_out else x[:0]
+        ey = torch.tensor([index[i] for i in feats.eval_intents], device=device) if held_out else y[:0]
 
         torch.manual_seed(params.seed)
         head = build_head(len(labels), params.hidden).to(device)
@@ -182,15 +187,28 @@ class IntentClassifier(Block):
         loss_value = fit(
             ctx, head, opt, (x, y, ex, ey), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
         )
+        per_answer = [int((y == i).sum()) for i in range(len(labels))]
+        if held_out:
+            measured = {
+                "accuracy": round(accuracy(head, ex, ey), 6),
+                "baseline_accuracy": baseline_accuracy(y, ey),
+                "eval_examples": len(ey),
+                "eval_split": feats.eval_split,
+            }
+        elif ctx.verify_epochs is None:  # after the served model's training, which it leaves untouched
+            keys = [question_key(t) for t in feats.train_texts] or [str(i) for i in range(len(y))]
+            measured = cross_validate(x, y, keys, len(labels), params, device)
+        else:  # a verifier's replay checks the committed training; its metrics are never used
+            measured = {"eval_split": CROSS_VALIDATION}
+        note = metric_note(measured["eval_split"], measured.get("eval_examples", 0), per_answer,
+                           measured.get("cv_folds", 0))  # fmt: skip
         metrics = {
-            "accuracy": round(accuracy(head, ex, ey), 6),
-            "baseline_accuracy": baseline_accuracy(y, ey),
+            **measured,
             "train_accuracy": round(accuracy(head, x, y), 6),
             "loss": round(loss_value, 6) if loss_value == loss_value else None,
-            "eval_examples": len(ey),
-            "eval_split": feats.eval_split,
             "intents": len(labels),
             "epochs": params.epochs,
+            **({"metric_note": note} if note else {}),
         }
         model = TextClassifierModel(
             head_state={k: v.detach().cpu().numpy() for k, v in head.state_dict().items()},
@@ -199,6 +217,38 @@ class IntentClassifier(Block):
             answers=dict(feats.answers),
             encoder=dict(feats.encoder),
             metrics=metrics,
-            eval_texts=list(feats.eval_texts),
+            # The export's parity check needs questions, held out or not: under cross-validation, training ones
+            # (a sample when eval_fraction 0 leaves a large file without a hold-out).
+            eval_texts=list(feats.eval_texts) if held_out else list(feats.train_texts[:PARITY_SAMPLE]),
         )
         return {"model": model, "metrics": metrics}
+
+
+def cross_validate(
+    x: torch.Tensor, y: torch.Tensor, keys: list[str], n_labels: int, params: IntentClassifierParams, device: str
+) -> dict[str, Any]:
+    """Accuracy (and the majority baseline's) over every row, each predicted by a head trained, with the same
+    params and seed, on the other folds only (blocks/chat/evaluation.py states the rule)."""
+    from runtime.training import fit_quietly
+
+    intents = [str(int(i)) for i in y.cpu()]
+    k = fold_count(intents, keys)
+    fold = torch.tensor(stratified_folds(intents, keys, k, params.seed), device=device)
+    predicted, majority = torch.empty_like(y), torch.empty_like(y)
+    for f in range(k):
+        train, test = fold != f, fold == f
+        torch.manual_seed(params.seed)
+        head = build_head(n_labels, params.hidden).to(device)
+        opt = torch.optim.Adam(head.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+        fit_quietly(head, opt, x[train], y[train], epochs=params.epochs, batch_size=params.batch_size,
+                    seed=params.seed, device=device)  # fmt: skip
+        with torch.no_grad():
+            predicted[test] = head(x[test]).argmax(dim=-1)
+        majority[test] = int(torch.bincount(y[train].cpu(), minlength=n_labels).argmax())
+    return {
+        "accuracy": round(float((predicted == y).float().mean()), 6),
+        "baseline_accuracy": round(float((majority == y).float().mean()), 6),
+        "eval_examples": len(y),
+        "eval_split": CROSS_VALIDATION,
+        "cv_folds": k,
+    }

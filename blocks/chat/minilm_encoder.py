@@ -86,8 +86,10 @@ class TextFeatures:
     eval_intents: list[str]
     eval_texts: list[str]
     answers: dict[str, str]
-    eval_split: str
+    eval_split: str  # "heldout", "split" or "cross-validation" (no eval rows: the classifier cross-validates)
     encoder: dict[str, Any]  # name, max_length, normalize
+    # A tuple with a default, so features cached before this field existed still load.
+    train_texts: tuple[str, ...] = ()
 
 
 def _cache_file(ctx: StepContext, config: dict[str, Any]) -> Path:
@@ -169,6 +171,8 @@ class MiniLMEncoder(Block):
         ctx.progress(len(texts), len(texts), "embeddings ready")
 
         def lookup(ts: list[str]) -> np.ndarray:
+            if not ts:  # no evaluation questions (cross-validation)
+                return np.zeros((0, EMBED_DIM), dtype=np.float32)
             return np.stack([cached[keys[t]] for t in ts]).astype(np.float32)
 
         return {
@@ -181,5 +185,6 @@ class MiniLMEncoder(Block):
                 answers=dict(data.answers),
                 eval_split=data.eval_split,
                 encoder=config,
+                train_texts=tuple(data.train_texts),
             )
         }

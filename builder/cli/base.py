@@ -95,10 +95,14 @@ def _print_run(summary: dict[str, Any]) -> None:
         return
     m = summary["metrics"]
     if "accuracy" in m:
-        out.print(
-            f"accuracy on the {m.get('eval_split', 'evaluation')} set: [bold]{m['accuracy']:.3f}[/] "
-            f"({m.get('eval_examples', '?')} examples)"
+        how = (
+            f"by {m.get('cv_folds', '?')}-fold cross-validation"
+            if m.get("eval_split") == "cross-validation"
+            else f"on the {m.get('eval_split', 'evaluation')} set"
         )
+        out.print(f"accuracy {how}: [bold]{m['accuracy']:.3f}[/] ({m.get('eval_examples', '?')} examples)")
+        if m.get("metric_note"):
+            out.print(f"[yellow]{m['metric_note']}[/]", highlight=False)
     out.print(f"cost: {summary['cost']['total']} (quoted {format_aic(summary['cost']['quote_wei'])})")
     if summary["service_id"]:
         out.print(f"service: [bold]{summary['service_id']}[/]  →  {_aib()} serve {summary['service_id']}")

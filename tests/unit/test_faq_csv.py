@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from blocks.chat.faq_csv import FaqCsv, FaqCsvParams, parse_faq, read_table
+from blocks.chat.faq_csv import MAX_FILE_BYTES, FaqCsv, FaqCsvParams, parse_faq, read_table, read_table_described
 from builder.errors import DataError
 
 
@@ -60,9 +60,28 @@ def test_bad_files_are_explained_in_one_sentence(tmp_path, content, message):
     assert "\n" not in str(info.value)
 
 
-def test_non_utf8_file_is_refused(tmp_path):
-    p = write(tmp_path, "question,answer\ncafé,oui\n".encode("latin-1"))
-    with pytest.raises(DataError, match="is not UTF-8 text; save it as 'CSV UTF-8'"):
+def test_excel_semicolon_latin1_file_is_read_like_utf8(tmp_path):
+    text = "Question;Answer\nUn café ?;Oui, 2 €\nUn café, svp;Oui, 2 €\nAu revoir;À bientôt\nSalut;À bientôt\n"
+    p = write(tmp_path, text.encode("cp1252"))
+    frame, description = read_table_described(p)
+    assert description == "semicolon-separated, Latin-1"
+    texts, _, answers = parse_faq(frame, p.name)
+    assert texts == ["Un café ?", "Un café, svp", "Au revoir", "Salut"]
+    assert sorted(answers.values()) == ["Oui, 2 €", "À bientôt"]
+
+
+def test_bom_does_not_hide_the_first_column(tmp_path):
+    p = write(tmp_path, "\ufeffquestion\tanswer\nhi\thello\nhey\thello\nbye\tciao\nciao\tciao\n".encode("utf-8"))
+    frame = read_table(p)
+    assert list(frame.columns) == ["question", "answer"]
+    assert parse_faq(frame, p.name)[0] == ["hi", "hey", "bye", "ciao"]
+
+
+def test_csv_larger_than_the_limit_is_refused_before_it_is_read(tmp_path):
+    p = tmp_path / "faq.csv"
+    with p.open("wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: nothing is written, only the size is claimed
+    with pytest.raises(DataError, match=r"^faq.csv is 52.4 MB; the limit is 52 MB$"):
         read_table(p)
 
 
@@ -74,11 +93,11 @@ def test_unsupported_extension_and_missing_file(tmp_path):
 
 
 def test_split_keeps_every_intent_in_training_and_preview_samples_rows(tmp_path):
-    rows = "".join(f"q{i}-{k},answer {k}\n" for k in range(3) for i in range(10))
+    rows = "".join(f"q{i}-{k},answer {k}\n" for k in range(16) for i in range(10))
     write(tmp_path, "question,answer\n" + rows)
     block, params = FaqCsv(), FaqCsvParams(path="faq.csv", eval_fraction=0.2, seed=1)
     data = block.load(params, tmp_path)
-    assert data.eval_split == "split" and len(data.eval_texts) == 6 and len(data.train_texts) == 24
+    assert data.eval_split == "split" and len(data.eval_texts) == 32 and len(data.train_texts) == 128
     assert set(data.train_intents) == set(data.eval_intents) and not set(data.train_texts) & set(data.eval_texts)
     sample = block.preview(params, tmp_path, rows=4, seed=3)
     assert len(sample) == 4 and set(sample[0]) == {"question", "intent", "answer"}
