@@ -199,15 +199,17 @@ def ui(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8501,
 ) -> None:
-    """Start the browser workbench (build, run, serve, pay) and print its URL; Ctrl-C stops it."""
-    from builder.cli.launch import start_ui, stop_ui
+    """Start the browser workbench (build, run, serve, pay) and print its URL; Ctrl-C stops it and what it started."""
+    from builder.cli.launch import run_ui
+    from builder.errors import ServeError
 
-    proc, url = start_ui(host, port)
-    out.print(f"[bold green]Easy AI Builder workbench:[/] {url}   (Ctrl-C stops it)")
-    try:
-        proc.wait()
-    finally:
-        stop_ui(proc)
+    def announce(url: str) -> None:
+        out.print(f"[bold green]Easy AI Builder workbench:[/] {url}   (Ctrl-C stops it)")
+
+    code = run_ui(host, port, announce)
+    if code:
+        raise ServeError(f"the workbench stopped by itself (exit code {code}); what it had started is stopped too")
+    err.print("stopped the workbench and everything it had started", highlight=False)
 
 
 # Registered after validate/run/serve/ui so that `aib --help` lists those first.
