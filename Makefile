@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 # A compat (path-based) editable install: new modules and block packages are picked up without reinstalling.
 COMPAT := --config-settings editable_mode=compat
 
-.PHONY: run test install install-test bench bench-quick lint clean contracts audit
+.PHONY: run test install install-test bench bench-quick lint clean contracts audit canvas
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
@@ -36,6 +36,16 @@ node_modules/.installed: package.json package-lock.json
 ## make contracts: compile chain/contracts/*.sol into chain/build/*.json (commit the result).
 contracts: node_modules/.installed
 	node chain/compile.mjs
+
+CANVAS := builder/ui/canvas_component/frontend
+$(CANVAS)/node_modules/.installed: $(CANVAS)/package.json $(CANVAS)/package-lock.json
+	npm ci --prefix $(CANVAS) --no-audit --no-fund --loglevel=error
+	@touch $@
+
+## make canvas: bundle the Builder page's canvas (React Flow, pinned by its package-lock.json) into
+## builder/ui/canvas_component/build/ (commit the result: `make run` needs no JavaScript build).
+canvas: $(CANVAS)/node_modules/.installed
+	node $(CANVAS)/build.mjs
 
 # Slither lives in its own virtualenv: its pins (crytic-compile, solc-select) must not touch the project's.
 AUDIT_VENV ?= .audit-venv

@@ -106,6 +106,13 @@ def block_of(draft: Draft, node_id: str) -> type[Block] | None:
         return None
 
 
+def compute_block(draft: Draft) -> type[Block] | None:
+    """The compute tier block the pipeline runs on (`compute:` is a ref or a mapping with `use:`), or None."""
+    raw = draft.data.get("compute")
+    ref = raw.get("use") if isinstance(raw, dict) else raw
+    return block_of(Draft({"blocks": {"compute": {"use": ref}}}, draft.base_dir), "compute")
+
+
 def add_block(draft: Draft, ref: str, pos: tuple[float, float] | None = None) -> str:
     """Place block `ref` (id@version) on the canvas with its default params; returns the new node id."""
     load_blocks()
@@ -185,6 +192,39 @@ def connect(draft: Draft, src: str, dst: str) -> str:
     return edge
 
 
+def fits_between(draft: Draft, src: str, dst: str) -> list[type[Block]]:
+    """Blocks that could stand between `src` and `dst`: one of their inputs takes what `src` gives, and one
+    of their outputs is what `dst` takes (for a refused connection: "put a … between them")."""
+    s, d = block_of(draft, src), block_of(draft, dst)
+    if s is None or d is None:
+        return []
+    load_blocks()
+    gives = {p.type for p in s.outputs}
+    takes = {p.type for p in d.inputs}
+    return [
+        b
+        for b in all_blocks()
+        if b.kind != Kind.COMPUTE and gives & {p.type for p in b.inputs} and takes & {p.type for p in b.outputs}
+    ]
+
+
+def insert_between(draft: Draft, src: str, dst: str, ref: str) -> tuple[str, list[str]]:
+    """Add block `ref` halfway between `src` and `dst` and connect src -> it -> dst; (node id, edges made).
+
+    DraftError (and the draft unchanged) when either connection cannot be made.
+    """
+    before = clone(draft)
+    sx, sy = draft.layout.get(src, [0.0, 0.0])
+    dx, dy = draft.layout.get(dst, [sx + GRID_X, sy])
+    node_id = add_block(draft, ref, ((sx + dx) / 2, (sy + dy) / 2 + GRID_Y / 2))
+    try:
+        edges = [connect(draft, src, node_id), connect(draft, node_id, dst)]
+    except DraftError:
+        draft.data = before.data
+        raise
+    return node_id, edges
+
+
 def disconnect(draft: Draft, src: str, dst: str) -> None:
     """Remove every edge from `src` to `dst`."""
     draft.data["edges"] = [e for e in draft.edges if _edge_nodes(e) != (src, dst)]
@@ -251,10 +291,13 @@ __all__ = [
     "add_block",
     "block_of",
     "clone",
+    "compute_block",
     "connect",
     "default_params",
     "disconnect",
     "fed_inputs",
+    "fits_between",
+    "insert_between",
     "from_yaml",
     "new_draft",
     "node_edges",
