@@ -19,7 +19,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from builder.datasets import DATA_SUFFIXES, DatasetError, check_data_file, check_upload, upload_types
+from builder.datasets import (
+    DATA_SUFFIXES,
+    DatasetError,
+    UploadPreview,
+    check_data_file,
+    check_upload,
+    upload_types,
+)
 from builder.errors import AibError
 from builder.pipeline import param_problems
 from builder.ui.draft import Draft, DraftError, block_of, from_yaml, to_yaml, validate
@@ -84,6 +91,32 @@ def save(draft: Draft) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _staged_upload(draft: Draft, node_id: str, param: str, filename: str, data: bytes):
+    """The upload written to a temporary copy of the workspace and checked by the node's own block there:
+    yields (block, stored name, params pointing at it, temporary folder); DraftError (one sentence) when refused."""
+    block = block_of(draft, node_id)
+    if block is None:
+        raise DraftError(f"{node_id} has no known block")
+    try:
+        safe = check_upload(filename, data, upload_types(block))
+    except DatasetError as exc:
+        raise DraftError(str(exc)) from None
+    params = {**(draft.blocks[node_id].get("params") or {}), param: f"data/{safe}"}
+    with tempfile.TemporaryDirectory(dir=draft.base_dir) as tmp:
+        (Path(tmp) / "data").mkdir()
+        (Path(tmp) / "data" / safe).write_bytes(data)
+        problems = check_data_file(block, params, Path(tmp), only=param)
+        if problems:
+            raise DraftError(_about(filename, problems[0]))
+        yield block, safe, params, Path(tmp)
+
+
+def _about(filename: str, problem: str) -> str:
+    """`filename: problem`, without naming the file twice when the problem already starts with its name."""
+    return problem if problem.startswith(filename) else f"{filename}: {problem}"
+
+
 def store_upload(draft: Draft, node_id: str, param: str, filename: str, data: bytes) -> tuple[str, str]:
     """Check an uploaded data file with the node's own block, then store it and point `param` at it.
 
@@ -92,34 +125,46 @@ def store_upload(draft: Draft, node_id: str, param: str, filename: str, data: by
     DraftError (one sentence) when it is the wrong kind, empty, too large or fails the block's checks;
     then nothing is stored and the draft is unchanged.
     """
-    block = block_of(draft, node_id)
-    if block is None:
-        raise DraftError(f"{node_id} has no known block")
-    try:
-        safe = check_upload(filename, data, upload_types(block))
-    except DatasetError as exc:
-        raise DraftError(str(exc)) from None
-    rel = f"data/{safe}"
-    params = dict(draft.blocks[node_id].get("params") or {})
-    with tempfile.TemporaryDirectory(dir=draft.base_dir) as tmp:
-        (Path(tmp) / "data").mkdir()
-        (Path(tmp) / rel).write_bytes(data)
-        problems = check_data_file(block, {**params, param: rel}, Path(tmp), only=param)
-        if problems:
-            raise DraftError(f"{filename}: {problems[0]}")
-        others = [m for m in check_data_file(block, {**params, param: rel}, Path(tmp)) if m not in problems]
+    with _staged_upload(draft, node_id, param, filename, data) as (block, safe, params, tmp):
+        rel = f"data/{safe}"
+        others = [
+            m for m in check_data_file(block, params, tmp) if m not in check_data_file(block, params, tmp, only=param)
+        ]
         target = draft.base_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(Path(tmp) / rel, target)
-    params[param] = rel
+        os.replace(tmp / rel, target)
     note = ""
     if others and params.get("heldout_path"):
         # A template's held-out paraphrases belong to its own intents; a new FAQ gets a random split instead.
         params.pop("heldout_path")
-        note = "the held-out file did not match the new data, so part of your file is held out for evaluation"
+        note = (
+            "the held-out file did not match the new data, so accuracy is measured on questions of your file that "
+            "training does not see: a held-out part, or cross-validation when the file is small"
+        )
     draft.blocks[node_id]["params"] = params
     save(draft)
     return rel, note
+
+
+def preview_upload(draft: Draft, node_id: str, param: str, filename: str, data: bytes, rows: int = 5) -> UploadPreview:
+    """Check an upload exactly as store_upload does, but store nothing: its detected format, columns and first rows.
+
+    DraftError (one sentence) when store_upload would refuse it; the draft and its workspace are unchanged.
+    """
+    with _staged_upload(draft, node_id, param, filename, data) as (block, safe, params, tmp):
+        path = tmp / "data" / safe
+        try:
+            if path.suffix.lower() in (".csv", ".txt", ".xlsx", ".xlsm"):
+                from blocks.chat.faq_csv import read_table_described
+
+                frame, description = read_table_described(path)
+                head = frame.head(rows).to_dict("records")
+                return UploadPreview(safe, description, list(frame.columns), head, len(frame))
+            sample = block().preview(block.Params(**params), tmp, rows, 0) if hasattr(block, "preview") else []
+        except AibError as exc:
+            raise DraftError(_about(filename, str(exc))) from None
+        columns = list(sample[0]) if sample else []
+        return UploadPreview(safe, f"{path.suffix.lstrip('.')} archive", columns, sample, None)
 
 
 def use_dataset(draft: Draft, node_id: str, dataset_id: str) -> str:
@@ -137,7 +182,10 @@ def use_dataset(draft: Draft, node_id: str, dataset_id: str) -> str:
     params[ds.param] = str(ds.path)
     note = ""
     if params.pop("heldout_path", None):
-        note = "; the template's held-out file belongs to its own data, so part of the dataset is held out instead"
+        note = (
+            "; the template's held-out file belongs to its own data, so part of the dataset is held out instead "
+            "(or, when it is small, accuracy is measured by cross-validation)"
+        )
     draft.blocks[node_id]["params"] = params
     save(draft)
     return f"{node_id} now reads the published dataset {ds.name} ({ds.id}), paid per run to {ds.owner}" + note
@@ -222,21 +270,47 @@ def run_log(run_id: str) -> str | None:
     return None
 
 
-def cancel_run(run_id: str) -> bool:
-    """Stop a running run (SIGTERM to its process group; it records itself as cancelled); False if not running."""
-    from runtime.db import session_factory
-    from runtime.processes import pid_alive
-    from runtime.runs import get_run
+def cancel_run(run_id: str, grace: float = 10.0) -> bool:
+    """Stop a running run and record it as cancelled; False if it was not running.
+
+    Its process group gets SIGTERM (SIGKILL after `grace` seconds): the step running is interrupted, its
+    checkpoint kept, so running the pipeline again resumes it.
+    """
+    import time
+
+    from sqlalchemy import select
+
+    from runtime.db import Step, session_factory, utcnow
+    from runtime.processes import pid_alive, stop_process_group
+    from runtime.runs import get_run, reap_stale_runs
 
     with session_factory()() as s:
         run = get_run(s, run_id)
         pid, status = run.pid, run.status
     if status not in ("queued", "running") or not pid_alive(pid):
         return False
-    try:
-        os.killpg(os.getpgid(pid), signal.SIGTERM)
-    except ProcessLookupError:
-        return False
+    if os.getpgid(pid) == pid:  # started by the workbench: its own process group (with any children)
+        stop_process_group(pid, grace)
+    else:  # started from a terminal: never signal the terminal's whole group
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5  # a SIGKILLed process still takes a moment to go
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with session_factory()() as s:
+        reap_stale_runs(s)  # a killed process could not record its end: bill its steps up to their last report
+        run = get_run(s, run_id)
+        if run.status == "succeeded":  # it finished before the signal arrived
+            return False
+        run.status, run.error = "cancelled", "cancelled from the workbench"
+        run.finished_at = run.finished_at or utcnow()
+        for step in s.scalars(select(Step).where(Step.run_id == run_id, Step.status.in_(("running", "failed")))):
+            step.status, step.error = "cancelled", None
+        s.commit()
     return True
 
 
@@ -247,16 +321,17 @@ def _servers_dir() -> Path:
 
 
 def server_of(service_id: str) -> dict[str, Any] | None:
-    """The API server the UI started for a service ({pid, port, url}) while it is alive, else None."""
+    """The API server the UI started for a service ({pid, port, url, …}) while it is alive, else None."""
     import json
 
-    from runtime.processes import pid_alive
+    from runtime.processes import pid_alive, same_process
 
     path = _servers_dir() / f"{service_id}.json"
     if not path.exists():
         return None
     info = json.loads(path.read_text())
-    if not pid_alive(info.get("pid")):
+    # A record without a start time (older workbenches) can only be checked by its pid.
+    if not (same_process(info.get("pid"), info["started"]) if "started" in info else pid_alive(info.get("pid"))):
         path.unlink(missing_ok=True)
         return None
     return info
@@ -266,7 +341,7 @@ def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
     """Start `aib serve SERVICE_ID` on a free loopback port as a detached process; returns {pid, port, url}."""
     import json
 
-    from runtime.processes import free_port, wait_for_http
+    from runtime.processes import free_port, process_started, wait_for_http
 
     running = server_of(service_id)
     if running:
@@ -298,7 +373,15 @@ def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
         raise DraftError(
             f"the API server of {service_id} did not answer within 60 s and was stopped; its log is {log_path}"
         )
-    info = {"pid": proc.pid, "port": port, "url": url}
+    # The server's start time tells it from a later process with its pid; the workbench's (this process) lets
+    # `aib ui` stop the servers its workbench started when it stops (builder/cli/launch.py).
+    info = {
+        "pid": proc.pid,
+        "port": port,
+        "url": url,
+        "started": process_started(proc.pid),
+        "workbench": {"pid": os.getpid(), "started": process_started(os.getpid())},
+    }
     (_servers_dir() / f"{service_id}.json").write_text(json.dumps(info))
     return info
 
@@ -370,6 +453,7 @@ __all__ = [
     "open_template",
     "open_yaml",
     "preview",
+    "preview_upload",
     "quote",
     "run_log",
     "save",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -75,21 +76,32 @@ def db() -> Iterator[Any]:
 
 
 def aic(wei: int | None) -> str:
-    """Wei as a readable AIC amount."""
-    return "—" if wei is None else format_aic(int(wei))
+    """An amount in AIC, never in wei: up to 6 decimals, or 3 significant digits below a millionth of an AIC."""
+    if wei is None:
+        return "—"
+    wei = int(wei)
+    if 0 < wei < 10**12:  # format_aic would give wei here
+        tiny = Decimal(wei).scaleb(-18)
+        return f"{tiny.quantize(Decimal(1).scaleb(tiny.adjusted() - 2), rounding=ROUND_HALF_UP):f}".rstrip("0") + " AIC"
+    whole, _, fraction = format_aic(wei).removesuffix(" AIC").partition(".")
+    return f"{int(whole):,}" + (f".{fraction}" if fraction else "") + " AIC"  # 10,000 AIC
 
 
 def batches_table(batches: list[tuple]) -> None:
-    """Service batches as a table; each row starts (batch id, status, calls, paid wei, fee wei, tx)."""
+    """Service batches as a table, their transactions under it in Details; each row starts (batch id, status,
+    calls, paid wei, fee wei, tx)."""
     import pandas as pd
+
+    from builder.ui.names import details
 
     st.dataframe(
         pd.DataFrame(
-            [(b[0], b[1], b[2], aic(b[3]), aic(b[4]), b[5]) for b in batches],
-            columns=["batch", "status", "calls", "paid", "fee", "tx"],
+            [(b[0], b[1], b[2], aic(b[3]), aic(b[4])) for b in batches],
+            columns=["batch", "status", "calls", "paid", "fee"],
         ),
         hide_index=True,
     )
+    details({f"{b[0]} transaction": b[5] for b in batches})
 
 
 def sample_table(rows: list[dict[str, Any]]) -> None:

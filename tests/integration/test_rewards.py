@@ -160,9 +160,10 @@ def test_a_crash_after_close_epoch_was_sent_is_reconciled_without_paying_twice(p
     assert rc.rewards.functions.epochCount().call() == number
 
 
-def test_the_wallet_page_previews_closes_and_pays_an_epoch(paid_chain, tmp_path):
+def test_the_wallet_page_previews_closes_and_pays_an_epoch(paid_chain, tmp_path, monkeypatch):
     from tests.integration.test_ui_pages import click, page, texts
 
+    monkeypatch.setenv("AIB_OPERATOR", "1")  # the workbench of the operator (builder/ui/operator.py)
     _run_on(tmp_path, _template_faq(tmp_path))  # settled usage for the next epoch
     rc = _rc()
     number = rc.rewards.functions.epochCount().call() + 1

@@ -1,7 +1,8 @@
-"""The workbench in a real browser (Playwright driving Debian's chromium) against `aib ui` on a free port.
+"""A first-time user's journey through the workbench in a real browser (Playwright driving Debian's chromium, real
+mouse events, no retries) against `aib ui` on a free port.
 
-The canvas is a React Flow component inside an iframe: these tests drag its handles with the mouse, which
-AppTest cannot do. Screenshots of each page of the journey are written to docs/img/ (used by the README).
+Screenshots of every page are saved as test artifacts (test-artifacts/ui/) and for the docs (docs/img/). The canvas
+itself (drag in, click, connect, scroll) is tested in test_ui_canvas_browser.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from playwright.sync_api import expect
 
 from builder.cli.launch import CHROMIUM, CHROMIUM_FLAGS
@@ -19,36 +21,11 @@ from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 IMG = ROOT / "docs" / "img"
+ARTIFACTS = ROOT / "test-artifacts" / "ui"
+FRAME = "iframe[title='builder.ui.canvas.canvas']"
 # `aib run` is a new Python process that imports torch and Prefect before it records its run (20-30 s on a busy
 # machine); the Runs page says "Starting run…" until then. The run's own budget covers that and the training.
 RUN_BUDGET_MS = 240_000
-
-# What the canvas component and the page did last (see canvas_idle). In the page: each value the component sent
-# and each change of the script's state; in the component's frame: each drawing the page sent it.
-RECORD_CANVAS = """
-if (window === window.top) {
-  window.__canvas = {lastStamp: -1, lastNodes: 0, sinceDrawing: 0, lastEventAt: 0};
-  window.addEventListener('message', (e) => {
-    if (!e.data || e.data.type !== 'streamlit:setComponentValue') return;
-    const c = window.__canvas;
-    c.lastStamp = e.data.value.timestamp;
-    c.lastNodes = e.data.value.nodes.length;
-    c.sinceDrawing += 1;
-    c.lastEventAt = Date.now();
-  });
-  new MutationObserver(() => { window.__canvas.lastEventAt = Date.now(); })
-    .observe(document, {subtree: true, attributes: true, attributeFilter: ['data-test-script-state']});
-} else {
-  window.addEventListener('message', (e) => {
-    const d = e.data;
-    if (!d || d.type !== 'streamlit:render' || !d.args || d.args.component !== 'streamlit_flow') return;
-    const c = window.top.__canvas;
-    c.lastEventAt = Date.now();
-    // The component takes a drawing stamped no earlier than the last value it sent (else it keeps its own).
-    if (c.lastStamp <= d.args.timestamp) c.sinceDrawing = 0;
-  });
-}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +51,6 @@ def browser():
 @pytest.fixture()
 def page(browser, ui_url, tmp_path):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.add_init_script(RECORD_CANVAS)
     pg = context.new_page()
     pg.set_default_timeout(30_000)
     pg.base = ui_url
@@ -117,132 +93,119 @@ def settled(page) -> None:
     )
 
 
-def canvas(page):
-    return page.frame_locator("iframe[title='streamlit_flow.streamlit_flow']")
-
-
-def canvas_idle(page, quiet_ms: int = 500) -> None:
-    """Wait until the canvas has finished drawing the page's latest state and the page is idle.
-
-    After taking a new drawing the component sends its value, then (when it has nodes) runs an asynchronous
-    layout pass that sends its value again and puts back the edges it had when the pass began: an edge drawn
-    during the pass vanishes, and each value it sends reruns the page. So: both values of the last drawing it
-    took have been sent, no script runs, nothing is stale, and for `quiet_ms` nothing of that has changed
-    (the frame hears of a drawing an instant after the page has drawn it).
-    """
+def idle(page) -> None:
+    """Wait until the page has taken every event the canvas sent and drawn the result (see test_ui_canvas_browser)."""
     page.wait_for_function(
-        """ms => {
-          const c = window.__canvas, app = document.querySelector('[data-testid=stApp]');
+        """frame => {
+          const app = document.querySelector('[data-testid=stApp]');
+          const root = document.querySelector(frame)?.contentDocument?.querySelector('.aib-root');
           return !!app && app.dataset.testScriptState === 'notRunning' && !document.querySelector('[data-stale=true]')
-            && c.sinceDrawing >= (c.lastNodes ? 2 : 1) && Date.now() - c.lastEventAt > ms;
+            && (!root || root.dataset.pending === '0');
         }""",
-        arg=quiet_ms,
+        arg=FRAME,
     )
 
 
-def add_from_palette(page, block_id: str) -> None:
-    """Search the palette for `block_id`, open its entry and press its Add button; wait for the page to say so."""
-    page.get_by_role("textbox", name="Search blocks").fill(block_id)
-    page.get_by_role("textbox", name="Search blocks").press("Enter")
-    expander = page.locator("[data-testid='stSidebar'] [data-testid='stExpander']")
-    labels = expander.locator("summary [data-testid='stMarkdownContainer']")
-    expect(labels).to_have_text([re.compile(rf"^{re.escape(block_id)} ·")], timeout=30_000)  # only it is listed
-    canvas_idle(page)
-    button = expander.get_by_role("button", name=f"Add {block_id} to canvas")
-    if not button.is_visible():
-        expander.get_by_text(re.compile(rf"^{re.escape(block_id)} ·")).click()
-    button.click()
-    page.get_by_text(re.compile(rf"added .* \({re.escape(block_id)}@")).wait_for()
-
-
-def drag_edge(page, src: str, dst: str, outcome: re.Pattern | str) -> None:
-    """Draw an edge from `src`'s output handle to `dst`'s input handle and wait for the page's `outcome`."""
-    frame = canvas(page)
-    source = frame.locator(f".react-flow__node[data-id='{src}'] .react-flow__handle.source")
-    target = frame.locator(f".react-flow__node[data-id='{dst}'] .react-flow__handle.target")
-    source.wait_for()
-    target.wait_for()
-    canvas_idle(page)
-    a, b = source.bounding_box(), target.bounding_box()
-    page.mouse.move(a["x"] + a["width"] / 2, a["y"] + a["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=15)  # React Flow follows the moves
-    page.mouse.up()
-    page.get_by_text(outcome).first.wait_for()
-
-
-def test_drag_two_blocks_and_connect_them_on_the_canvas_and_refuse_a_bad_edge(page):
-    open_app(page)
-    open_page(page, "Builder")
-    page.get_by_role("button", name="Start an empty pipeline").click()
-    page.get_by_role("textbox", name="Search blocks").wait_for()  # the palette comes with a pipeline
-    add_from_palette(page, "chat.faq-csv")
-    add_from_palette(page, "chat.minilm-encoder")
-    add_from_palette(page, "service.api")
-    drag_edge(
-        page, "faq-csv", "minilm-encoder", re.compile(r"connected faq-csv\.examples (->|→) minilm-encoder\.examples")
-    )
-    drag_edge(
-        page,
-        "faq-csv",
-        "api",
-        "Cannot connect faq-csv to api: faq-csv gives examples (TextPairs) but api takes model (Model)",
-    )
-    page.get_by_role("tab", name="Connections").click()
-    page.get_by_text("faq-csv.examples -> minilm-encoder.examples").first.wait_for()  # the tab draws after a rerun
-    assert page.get_by_text("faq-csv.examples -> api.model").count() == 0
-
-
-def test_the_whole_journey_template_upload_run_try_key_usage(page, tmp_path, request):
+def shot(page, name: str) -> None:
+    """A screenshot of the page as the user sees it: a test artifact, and the docs' picture of that page."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     IMG.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(IMG / f"{name}.png"))
+
+
+def edit_setting(page, node_id: str, label: str, value: str) -> None:
+    """Click block `node_id` on the canvas, type `value` into its setting `label`, and wait until it is saved."""
+    frame = page.frame_locator(FRAME)
+    frame.locator(f".react-flow__node[data-id='{node_id}'] .aib-name").click()
+    expect(page.get_by_role("combobox", name="Selected block")).to_have_value(re.compile(rf"{re.escape(node_id)}$"))
+    idle(page)
+    box = page.get_by_role("textbox", name=label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    page.get_by_text(f"{label} of {node_id} saved.").wait_for()
+    idle(page)
+
+
+def test_a_first_time_user_edits_every_block_uploads_a_semicolon_csv_runs_reloads_tries_and_uses_a_key(
+    page, tmp_path, request, aib_home
+):
     open_app(page)
     page.get_by_role("heading", name="faq-chatbot").wait_for()
     settled(page)
-    page.screenshot(path=str(IMG / "templates.png"))
+    shot(page, "templates")
     use_template(page, "faq-chatbot")
     page.get_by_text("Opened the faq-chatbot template.").wait_for()
-    canvas(page).locator(".react-flow__node[data-id='classifier']").wait_for()
+    page.frame_locator(FRAME).locator(".react-flow__node[data-id='classifier']").wait_for()
+    idle(page)
+    address = re.search(r"pipeline=([a-z0-9-]+)", page.url).group(1)  # the pipeline's own address
+    workspace = aib_home / "ui" / "workspaces" / address
 
-    rows = ["question,answer"]
-    for topic, answer in [("invoice", "Open Billing."), ("parcel", "Open Orders."), ("password", "Use Reset.")]:
+    # A setting of every block, each reached by clicking the block on the canvas.
+    for node_id, label, value in (
+        ("faq", "Random seed", "3"),
+        ("encoder", "Sentences at once", "16"),
+        ("classifier", "Training rounds", "40"),
+        ("api", "Confidence needed", "0.3"),
+    ):
+        edit_setting(page, node_id, label, value)
+    saved = yaml.safe_load((workspace / "pipeline.yaml").read_text())
+    assert saved["blocks"]["faq"]["params"]["seed"] == 3 and saved["blocks"]["encoder"]["params"]["batch_size"] == 16
+    assert (
+        saved["blocks"]["classifier"]["params"]["epochs"] == 40 and saved["blocks"]["api"]["params"]["threshold"] == 0.3
+    )
+
+    # The user's own FAQ, as Excel saves it in many countries: semicolons, Latin-1. Previewed, then kept.
+    rows = ["question;answer"]
+    for topic, answer in [
+        ("facture", "Ouvrez Facturation."),
+        ("colis", "Ouvrez Commandes."),
+        ("mot de passe", "Utilisez Réinitialiser."),
+    ]:
         rows += [
-            f"{q} {topic}?,{answer}"
-            for q in ("where is my", "help with my", "problem with my", "I need my", "what about my")
+            f"{q} {topic} ?;{answer}"
+            for q in ("où est ma", "aide avec ma", "problème de", "il me faut ma", "quid de ma")
         ]
     csv = tmp_path / "shop-faq.csv"
-    csv.write_text("\n".join(rows) + "\n")
-    # A file chosen while a script run is starting can be lost: Streamlit answers the uploader's request for an
-    # upload address through its message queue, which it empties of all but lifecycle messages when a run starts.
-    # The canvas has just appeared and its first values rerun the page; a user chooses the file after that.
-    canvas_idle(page)
+    csv.write_bytes(("\r\n".join(rows) + "\r\n").encode("latin-1"))
+    frame = page.frame_locator(FRAME)
+    frame.locator(".react-flow__node[data-id='faq'] .aib-name").click()
+    expect(page.get_by_role("combobox", name="Selected block")).to_have_value(re.compile(r"faq$"))
+    idle(page)
     page.locator("[data-testid='stFileUploader'] input[type=file]").first.set_input_files(str(csv))
+    page.get_by_text(re.compile(r"read as semicolon-separated, Latin-1")).wait_for()
+    page.get_by_role("button", name="Use this file").click()
     page.get_by_text(re.compile(r"shop-faq\.csv stored as data/shop-faq\.csv")).wait_for()
-    page.get_by_text("Random sample of the data").wait_for()
     page.get_by_text("The pipeline is valid.").wait_for()
-    page.screenshot(path=str(IMG / "builder.png"))
+    idle(page)
+    shot(page, "builder")
 
     page.get_by_role("button", name="Run", exact=True).click()
-    # The Runs page answers at once: the run starting, or (once `aib run` has recorded it) the run itself.
+    page.get_by_text(re.compile(r"^Starting run run-")).or_(
+        page.get_by_role("heading", name=re.compile(r"faq-chatbot · (queued|running|succeeded)"))
+    ).first.wait_for()
+    page.reload()  # mid-run: the address keeps the run on screen
     page.get_by_text(re.compile(r"^Starting run run-")).or_(
         page.get_by_role("heading", name=re.compile(r"faq-chatbot · (queued|running|succeeded)"))
     ).first.wait_for()
     page.get_by_role("heading", name="faq-chatbot · succeeded").wait_for(timeout=RUN_BUDGET_MS)
-    page.locator("[data-testid='stMetricLabel']", has_text="accuracy").first.wait_for()
+    page.locator("[data-testid='stMetricLabel']", has_text="Accuracy").first.wait_for()
     page.locator("[data-testid='stMetricLabel']", has_text="Total").first.wait_for()
-    page.screenshot(path=str(IMG / "runs.png"))
+    settled(page)
+    shot(page, "runs")
 
     page.get_by_role("button", name="Open the service").click()
     page.get_by_role("tab", name="Try it").wait_for()
-    page.get_by_role("textbox", name="text").fill("help with my password please")
+    page.get_by_role("textbox", name="text").fill("aide avec ma mot de passe ?")
     page.get_by_role("button", name="Ask").click()
-    page.get_by_text("Use Reset.", exact=True).first.wait_for()
-    page.screenshot(path=str(IMG / "services.png"))
+    page.get_by_text("Utilisez Réinitialiser.", exact=True).first.wait_for()
+    shot(page, "services")
     page.get_by_role("tab", name="API keys").click()
     page.get_by_role("button", name="Create an API key").click()
     page.get_by_text("shown only once", exact=False).wait_for()
     key = page.locator("[data-testid='stCode']").filter(has_text=re.compile(r"^aib_")).first.inner_text().strip()
 
-    # The key works against the served API, and the call shows in the page's usage.
+    # The key works against the served API, and the call shows in the page's usage without a reload.
     page.get_by_role("tab", name="API", exact=True).click()
     page.get_by_role("button", name="Start the API server").click()
     request.addfinalizer(stop_api_servers)
@@ -258,22 +221,21 @@ def test_the_whole_journey_template_upload_run_try_key_usage(page, tmp_path, req
     calls_shown = calls.locator("[data-testid='stMetricValue']")
     expect(calls_shown).to_have_text("1", timeout=30_000)  # the question asked in Try it
     answer = httpx.post(
-        f"{url}/v1/predict", json={"text": "help with my password please"}, headers={"X-API-Key": key}, timeout=60
+        f"{url}/v1/predict", json={"text": "où est ma facture ?"}, headers={"X-API-Key": key}, timeout=60
     )
-    assert answer.status_code == 200 and answer.json()["answer"] == "Use Reset.", answer.text
-    page.reload()  # what a user does to see new usage
-    page.get_by_role("tab", name="Usage").click()
-    expect(calls_shown).to_have_text("2", timeout=30_000)
+    assert answer.status_code == 200 and answer.json()["answer"] == "Ouvrez Facturation.", answer.text
+    expect(calls_shown).to_have_text("2", timeout=30_000)  # live: no reload
 
-    open_page(page, "Marketplace")
-    page.get_by_text("Details").first.wait_for()
-    page.screenshot(path=str(IMG / "marketplace.png"))
-    open_page(page, "Wallet")
-    page.screenshot(path=str(IMG / "wallet.png"))
-    open_page(page, "Provide")
-    page.get_by_role("tab", name="Publish a dataset").wait_for()
-    page.get_by_role("button", name="Publish").wait_for()
-    page.screenshot(path=str(IMG / "provide.png"))
+    for title, name in (("Marketplace", "marketplace"), ("Wallet", "wallet"), ("Provide", "provide")):
+        open_page(page, title)
+        shot(page, name)
+    # The reload started a new browser session: the Builder opens on the user's pipelines, this one among them.
+    open_page(page, "Builder")
+    page.get_by_role("heading", name="My pipelines").wait_for()
+    page.get_by_role("button", name="Open").first.wait_for()
+    assert page.locator("[data-testid='stButton'] button:has-text('Open')").count() >= 1
+    page.get_by_text("faq-chatbot", exact=False).first.wait_for()
+    shot(page, "my-pipelines")
 
 
 def stop_api_servers() -> None:

@@ -114,7 +114,7 @@ def test_an_upload_is_checked_by_the_block_and_stored_only_when_good(tmp_path):
     for name, data, reason in [
         ("faq.txt", b"x", "is not a CSV or XLSX file"),
         ("faq.csv", b"", "is empty"),
-        ("faq.csv", b"a,b\n1,2\n", "faq.csv:"),
+        ("faq.csv", b"a,b\n1,2\n", "faq.csv needs columns"),
         ("big.csv", b"x" * (MAX_UPLOAD_BYTES + 1), "the limit is 20 MB"),
     ]:
         with pytest.raises(DraftError, match=reason):

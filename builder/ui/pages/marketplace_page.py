@@ -8,9 +8,10 @@ from sqlalchemy import func, select
 
 from builder.ui.common import aic, chain_or_none, db, sample_table, setup
 from builder.ui.draft import palette
+from builder.ui.names import details, directory
 
 setup("Marketplace", "marketplace")
-st.caption("Blocks offered by independent providers. Each is an asset NFT; its current owner is paid when it is used.")
+st.caption("Blocks offered by independent providers. Each is an asset on the chain; its owner is paid when it is used.")
 
 from runtime.db import Usage  # noqa: E402
 
@@ -30,6 +31,7 @@ with db() as s:
     )
 
 chain = chain_or_none()
+names = directory(you=chain.payer if chain is not None else None)
 owners: dict[str, tuple[int, str]] = {}
 if chain is not None:
     from runtime.wallet import asset_owners
@@ -50,8 +52,7 @@ for domain, blocks in palette(query).items():
                 "per 1k calls": aic(b.call_price.amount_wei) if b.call_price else "",
                 "licence": b.license,
                 "runs": runs_using.get(b.id, 0),
-                "asset": asset[0] if asset else None,
-                "owner (payee)": asset[1] if asset else b.provider,
+                "owner (paid)": names.who(asset[1] if asset else b.provider),
             }
         )
 from runtime.datasets import list_datasets  # noqa: E402
@@ -69,8 +70,7 @@ if datasets:
                     "for block": d.block,
                     "price": f"{aic(d.price_wei)} / run",
                     "runs": runs_using.get(f"dataset:{d.id}", 0),
-                    "asset": d.asset_id,
-                    "owner (payee)": d.owner,
+                    "owner (paid)": names.who(d.owner),
                     "description": d.description,
                 }
                 for d in datasets
@@ -86,13 +86,21 @@ if not rows:
     st.stop()
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 if chain is None:
-    st.caption("Asset ids and current owners appear when a chain runs (`aib chain start`, or Wallet → Start).")
+    st.caption("Without a chain running, each block shows its provider; with it, whoever owns its asset now.")
 
 ref = st.selectbox("Details", [r["block"] for r in rows], key="market-detail")
 from builder.registry import get_block  # noqa: E402
 
 block = get_block(*ref.split("@"))
 st.write(block.description)
+asset = owners.get(ref)
+details(
+    {
+        "asset number": asset[0] if asset else None,
+        "owner's wallet": asset[1] if asset else None,
+        "provider's wallet": block.provider,
+    }
+)
 c1, c2 = st.columns(2)
 c1.markdown("**Inputs**\n" + ("\n".join(f"- `{p.name}` ({p.type}) {p.description}" for p in block.inputs) or "none"))
 c2.markdown("**Outputs**\n" + ("\n".join(f"- `{p.name}` ({p.type}) {p.description}" for p in block.outputs) or "none"))

@@ -8,11 +8,12 @@ import streamlit as st
 from sqlalchemy import select
 
 from builder.ui.common import aic, chain_or_none, db, sample_table, setup
+from builder.ui.names import details, directory
 
 setup("Provide", "provide")
 st.caption(
     "Sell your data: a published dataset is checked by the block it is for, stored with its checksum and "
-    "registered as an asset NFT. Whoever owns the asset is paid its price each time a run reads it."
+    "registered as your asset on the chain. Whoever owns the asset is paid its price each time a run reads it."
 )
 
 from builder.datasets import DatasetError, kinds_text, upload_types  # noqa: E402
@@ -23,7 +24,25 @@ from runtime.datasets import list_datasets, preview, publish  # noqa: E402
 from runtime.db import Usage  # noqa: E402
 
 chain = chain_or_none()
+names = directory(you=chain.payer if chain is not None else None)
 data_blocks = [b for b in all_blocks() if b.kind == Kind.DATA]
+OWNER_HELP = "Leave empty to be paid yourself, or paste the wallet address of whoever should be paid."
+
+
+def start_chain_button(key: str) -> None:
+    """A button that starts the local chain (as on the Wallet page), for steps that need one."""
+    if st.button("Start the local chain", key=key):
+        from builder.errors import AibError
+        from runtime.chain_node import start_local
+        from runtime.processes import free_port, port_free
+
+        try:
+            with st.spinner("Starting the local chain (first time: a few seconds)…"):
+                start_local(8545 if port_free("127.0.0.1", 8545) else free_port())
+            st.rerun()
+        except AibError as exc:
+            st.error(str(exc))
+
 
 tab_publish, tab_mine, tab_blocks, tab_compute = st.tabs(
     ["Publish a dataset", "Published datasets", "Register a block", "Offer compute"]
@@ -31,9 +50,10 @@ tab_publish, tab_mine, tab_blocks, tab_compute = st.tabs(
 with tab_publish:
     if chain is None:
         st.info(
-            "No chain is running: the dataset is stored and usable, and its asset NFT is registered when you "
-            "publish it again with a chain running (Wallet → Start the local chain)."
+            "No chain is running: the dataset is stored and usable, and it is registered as your asset when you "
+            "publish it again with the chain running."
         )
+        start_chain_button("start-chain-publish")
     with st.form("publish", clear_on_submit=False):
         kinds = tuple(sorted({k for b in data_blocks for k in upload_types(b)}))
         upload = st.file_uploader(
@@ -48,10 +68,8 @@ with tab_publish:
         name = st.text_input("Name", placeholder="e.g. shop FAQ, 300 questions")
         description = st.text_input("Description (one line for buyers)")
         c1, c2 = st.columns(2)
-        price = c1.text_input("Price per run", value="0.01 AIC", help="e.g. 0.01 AIC, or a whole number of wei")
-        owner = c2.text_input(
-            "Owner (paid)", value=chain.payer if chain is not None else "", help="The address the asset belongs to"
-        )
+        price = c1.text_input("Price per run", value="0.01 AIC", help="e.g. 0.01 AIC")
+        owner = c2.text_input("Owner (paid)", placeholder="You", help=OWNER_HELP)
         submitted = st.form_submit_button("Publish", type="primary")
     if submitted:
         error = None
@@ -70,12 +88,17 @@ with tab_publish:
                         upload.getvalue(),
                         block=block_ref,
                         price_wei=price_wei,
-                        owner=owner.strip(),
+                        owner=owner.strip() or (chain.payer if chain is not None else ""),
                         name=name,
                         description=description,
                     )
-                asset = f"asset NFT {ds.asset_id}" if ds.asset_id is not None else "no asset yet (no chain)"
+                asset = (
+                    f"registered as an asset of {names.who(ds.owner)}"
+                    if ds.asset_id is not None
+                    else "not registered yet (no chain)"
+                )
                 st.success(f"Published {ds.name} as {ds.id} at {aic(ds.price_wei)} per run; {asset}.")
+                details({"asset number": ds.asset_id, "owner's wallet": ds.owner, "transaction": ds.register_tx})
                 st.markdown(f"Checksum (SHA-256): `{ds.sha256}`")
                 st.markdown("**Random sample of the data**")
                 sample_table(preview(ds, rows=5))
@@ -108,8 +131,7 @@ with tab_mine:
                         "price / run": aic(d.price_wei),
                         "runs": earned.get(f"dataset:{d.id}", (0, 0))[0],
                         "earned": aic(earned.get(f"dataset:{d.id}", (0, 0))[1]),
-                        "asset": d.asset_id,
-                        "owner": d.owner,
+                        "owner (paid)": names.who(d.owner),
                         "size": f"{d.size / 1000:.1f} kB",
                     }
                     for d in datasets
@@ -126,7 +148,8 @@ with tab_mine:
         ds = next(d for d in datasets if d.id == chosen)
         if ds.description:
             st.write(ds.description)
-        st.markdown(f"Checksum (SHA-256): `{ds.sha256}` · file `{ds.path}`")
+        st.markdown(f"Checksum (SHA-256): `{ds.sha256}`")
+        details({"asset number": ds.asset_id, "owner's wallet": ds.owner, "stored file": ds.path})
         try:
             sample_table(preview(ds, rows=5))
         except DatasetError as exc:
@@ -134,12 +157,15 @@ with tab_mine:
 
 with tab_blocks:
     st.write(
-        "A model, processing step or data source you provide is a block package (see docs/concepts.md): once "
-        "it is installed here (`pip install your-package`), register it as your asset, and its price is paid "
-        "to you each time a run or a served call uses it."
+        "A model, processing step or data source you provide is a block package. Once it is installed on this "
+        "machine it is listed here: register it as your asset, and its price is paid to you each time a run or a "
+        "served call uses it."
     )
+    with st.expander("Installing a block package, or registering from the command line"):
+        st.code("pip install your-package\naib assets register BLOCK --owner ADDRESS", language="bash")
     if chain is None:
-        st.info("Registering needs a chain: Wallet → Start the local chain.")
+        st.info("Registering needs the chain running.")
+        start_chain_button("start-chain-register")
     else:
         unregistered = [b for b in all_blocks() if b.ref() not in chain.asset_of]
         if not unregistered:
@@ -147,7 +173,7 @@ with tab_blocks:
         else:
             with st.form("register-block"):
                 ref = st.selectbox("Installed block without an asset", [b.ref() for b in unregistered])
-                block_owner = st.text_input("Owner (paid)", value=chain.payer, key="block-owner")
+                block_owner = st.text_input("Owner (paid)", placeholder="You", help=OWNER_HELP, key="block-owner")
                 register_clicked = st.form_submit_button("Register", type="primary")
             if register_clicked:
                 from builder.errors import AibError
@@ -156,9 +182,10 @@ with tab_blocks:
 
                 cls = next(b for b in unregistered if b.ref() == ref)
                 try:
-                    who = checked_address(block_owner.strip())
+                    who = checked_address(block_owner.strip() or chain.payer)
                     asset_id, tx = register_provided_block(cls, who)
-                    st.success(f"{ref} is asset {asset_id}, owned by {who} (tx {tx}).")
+                    st.success(f"{ref} is registered as an asset of {directory(you=chain.payer).who(who)}.")
+                    details({"asset number": asset_id, "owner's wallet": who, "transaction": tx})
                 except AibError as exc:
                     st.error(str(exc))
 
@@ -170,21 +197,33 @@ with tab_compute:
 
     st.write(
         "A GPU or CPU is offered by running the provider agent **on that machine** (it checks the hardware, runs "
-        "a worker for its tier and sends heartbeats); pipelines whose compute is `compute.rented` are then placed "
-        "on the cheapest fitting offer (docs/compute.md). With the chain running, the offer is an asset owned by "
-        "your wallet and paid for the compute runs use; a stake shows renters you stand behind your work (half of "
-        "it is lost if the verifier catches work you signed but did not do)."
-    )
-    st.code(
-        "aib server start    # once, on the coordinating machine\n"
-        "aib provider start --tier gpu-small --price 0.36 --stake 100    # on each offering machine",
-        language="bash",
+        "a worker for its tier and sends heartbeats); pipelines that rent their compute are then placed on the "
+        "cheapest fitting offer. With the chain running, the offer is an asset owned by your wallet and paid for "
+        "the compute runs use; a stake shows renters you stand behind your work (half of it is lost if the "
+        "verifier catches work you signed but did not do)."
     )
     info = server_info()
     if info is None:
-        st.info("The distributed server is not running here: `aib server start` starts it.")
+        st.info("The distributed server, which hands rented runs to the offering machines, is not running here.")
+        if st.button("Start the distributed server", key="start-server", type="primary"):
+            from builder.errors import AibError
+            from runtime.distributed import start_server
+            from runtime.processes import free_port, port_free
+
+            try:
+                with st.spinner("Starting the distributed server (up to a minute)…"):
+                    start_server(4200 if port_free("127.0.0.1", 4200) else free_port())
+                st.rerun()
+            except AibError as exc:
+                st.error(str(exc))
     else:
-        st.success(f"Distributed server running at {info['api_url']}.")
+        st.success(f"The distributed server is running at {info['api_url']}.")
+    with st.expander("On each offering machine (command line)"):
+        st.code(
+            "aib provider start --tier gpu-small --price 0.36 --stake 100\n"
+            "aib server start    # the same as the button above, on the coordinating machine",
+            language="bash",
+        )
     with db() as s:
         offers = [
             {
@@ -195,7 +234,7 @@ with tab_compute:
                 "memory": f"{r['memory_gb']:g} GB",
                 "load": f"{r['load']}/{r['slots']}",
                 "reputation": round(r["reputation"], 2),
-                "asset": r["asset_id"],
+                "owner (paid)": names.who(r["wallet"]) if r["wallet"] else "—",
                 "online": r["online"],
             }
             for r in offer_rows(s)

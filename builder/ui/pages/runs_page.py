@@ -1,8 +1,10 @@
-"""Runs: every run with its state; one run's live progress, metric charts, log, cost, payouts and artifacts."""
+"""Runs: every run with its state; one run's live progress in words, charts, log, cost, payouts and artifacts."""
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import UTC, datetime
 
 import pandas as pd
 import streamlit as st
@@ -10,19 +12,41 @@ from sqlalchemy import select
 
 from builder.ui import actions
 from builder.ui.common import aic, db, goto, setup
+from builder.ui.names import details, directory
+from builder.ui.progress import duration_text, step_view
+from builder.ui.results import (
+    accuracy_notes,
+    bundle_manifest,
+    class_names,
+    confusion_chart,
+    log_lines,
+    series_chart,
+)
+from builder.ui.words import block_name, metric_words, step_words
 
 setup("Runs", "runs")
 if "notice" in st.session_state:
     st.success(st.session_state.pop("notice"))
 
-from runtime.db import MetricPoint, Step  # noqa: E402
+from runtime.db import MetricPoint, Service, Step  # noqa: E402
 from runtime.runs import get_run, list_runs, reap_stale_runs, run_summary  # noqa: E402
+
+# Shown first, in this order; the others follow alphabetically. Text-valued metrics are shown as notes instead.
+MAIN_METRICS = ("accuracy", "baseline_accuracy", "mae", "baseline_mae", "train_accuracy", "train_mae", "loss")
+HIDDEN_METRICS = {"eval_split", "metric_note", "vocabulary"}
+RUN_ID = re.compile(r"^run-[A-Za-z0-9-]{1,80}$")
 
 with db() as s:
     reap_stale_runs(s)  # a run whose process died is shown as failed, with the reason
     runs = [(r.id, r.name, r.status, r.created_at, (r.metrics or {}).get("accuracy")) for r in list_runs(s)]
 
+# Each run has its own address (/runs?run=<id>): a reload, a bookmark or a shared link shows that run again.
+address = st.query_params.get("run")
+if address and address != st.session_state.get("run-address") and RUN_ID.match(address):
+    st.session_state["selected_run"] = address
 wanted = st.session_state.get("selected_run")
+if wanted:
+    st.query_params["run"] = st.session_state["run-address"] = wanted
 if wanted and wanted not in [r[0] for r in runs]:
     starting = actions.run_starting(wanted)
     if starting:
@@ -39,45 +63,112 @@ if not runs:
     st.info("No runs yet. Open a template in the Builder and press Run.")
     st.stop()
 
-table = pd.DataFrame(runs, columns=["run", "pipeline", "state", "started", "accuracy"])
+table = pd.DataFrame(
+    [
+        (r[0], r[1], r[2], f"{r[3]:%d %b %H:%M:%S}", f"{r[4]:.1%}" if isinstance(r[4], float | int) else "—")
+        for r in runs
+    ],
+    columns=["Run", "Pipeline", "State", "Started", "Accuracy"],
+)
 st.dataframe(table, hide_index=True, width="stretch")
 ids = [r[0] for r in runs]
-run_id = st.selectbox("Run", ids, index=ids.index(wanted) if wanted in ids else 0, key="run-select")
+names = {r[0]: f"{r[1]} · started {r[3]:%d %b %H:%M:%S}" for r in runs}  # runs of one pipeline told apart
+if wanted in ids and st.session_state.get("run-select") != wanted:
+    st.session_state["run-select"] = wanted  # the address (or another page) chose the run: the box follows
+run_id = st.selectbox(
+    "Run",
+    ids,
+    key="run-select",
+    format_func=lambda i: names[i],
+    on_change=lambda: st.session_state.update(selected_run=st.session_state["run-select"]),
+)
 st.session_state["selected_run"] = run_id
+st.query_params["run"] = st.session_state["run-address"] = run_id
 
 
-def _progress(run_id: str) -> str:
+def _load(run_id: str) -> tuple[dict, list[dict], list[dict], dict, datetime | None]:
+    """The run's summary, its steps and metric points as plain data, its plan steps by node, and its start."""
     with db() as s:
         run = get_run(s, run_id)
         summary = run_summary(s, run)
-        steps = list(s.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.position)))
-        points = list(s.scalars(select(MetricPoint).where(MetricPoint.run_id == run_id).order_by(MetricPoint.id)))
+        steps = [
+            {c: getattr(x, c) for c in ("node_id", "block_id", "status", "cached", "seconds", "progress", "error")}
+            | {"started_at": _utc(x.started_at), "finished_at": _utc(x.finished_at)}
+            for x in s.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.position))
+        ]
+        points = [
+            {"node_id": p.node_id, "name": p.name, "step": p.step, "value": p.value, "created_at": _utc(p.created_at)}
+            for p in s.scalars(select(MetricPoint).where(MetricPoint.run_id == run_id).order_by(MetricPoint.id))
+        ]
+        plan_steps = {p.get("node_id"): p for p in (run.plan or {}).get("steps", [])}
+        service = s.get(Service, run.service_id) if run.service_id else None
+        summary["bundle_dir"] = service.bundle_dir if service is not None else None
+        return summary, steps, points, plan_steps, _utc(run.started_at)
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
+
+
+def _value(name: str, value: object) -> str:
+    if isinstance(value, float) and "accuracy" in name:
+        return f"{value:.1%}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _progress(run_id: str) -> str:
+    summary, steps, points, plan_steps, started = _load(run_id)
     status = summary["status"]
     st.subheader(f"{summary['pipeline']} · {status}")
-    if summary["error"]:
+    if status in ("queued", "running") and started is not None:
+        st.caption(f"Running for {duration_text((datetime.now(UTC) - started).total_seconds())}.")
+    if status == "cancelled":
+        st.warning("This run was cancelled. Run the pipeline again to continue from the last finished step.")
+    elif summary["error"]:
         st.error(f"The run failed: {summary['error']}")
     if summary.get("allocation"):
         st.info(f"Runs on rented compute — the Resource Allocator chose {summary['allocation']}")
     for step in steps:
-        label = f"{step.node_id} ({step.block_id}) · {step.status}" + (" · cached" if step.cached else "")
-        if step.seconds is not None:
-            label += f" · {step.seconds:.1f} s"
-        done = 1.0 if step.status == "succeeded" else float(step.progress or 0.0)
-        st.progress(min(max(done, 0.0), 1.0), text=label)
-    if points:
-        frame = pd.DataFrame(
-            [(p.node_id, p.name, p.step, p.value) for p in points], columns=["node", "metric", "step", "value"]
-        )
-        for (node, metric), group in frame.groupby(["node", "metric"]):
-            if len(group) > 1:
-                st.caption(f"{node} · {metric}")
-                st.line_chart(group.set_index("step")["value"], height=160)
-    metrics = {k: v for k, v in summary["metrics"].items() if not isinstance(v, (list, dict))}
-    if metrics:
-        cols = st.columns(min(4, len(metrics)))
-        for i, (name, value) in enumerate(sorted(metrics.items())):
-            cols[i % len(cols)].metric(name, f"{value:.3f}" if isinstance(value, float) else str(value))
-    for node, found in (summary["metrics"].get("verification") or {}).items():
+        rounds = [p["step"] for p in points if p["node_id"] == step["node_id"] and p["name"] == "loss" and p["step"]]
+        view = step_view(step, plan_steps.get(step["node_id"]), max(rounds) if rounds else None)
+        st.progress(view.fraction, text=view.text)
+    _charts(points, steps)
+    _metrics(summary)
+    return status
+
+
+def _charts(points: list[dict], steps: list[dict]) -> None:
+    """A chart per metric that has more than one point (per training round), two side by side."""
+    if not points:
+        return
+    frame = pd.DataFrame(points)
+    frame = frame[frame["step"] > 0]
+    blocks = {s["node_id"]: s["block_id"] for s in steps}
+    groups = [(k, g) for k, g in frame.groupby(["node_id", "name"], sort=False) if len(g) > 1]
+    if not groups:
+        return
+    cols = st.columns(2)
+    for i, ((node, metric), group) in enumerate(groups):
+        with cols[i % 2]:
+            st.caption(f"{step_words(blocks.get(node, node))} ({node})")
+            st.altair_chart(series_chart(group[["step", "value"]], metric), width="stretch")
+
+
+def _metrics(summary: dict) -> None:
+    metrics = summary["metrics"]
+    shown = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict)) and k not in HIDDEN_METRICS}
+    warning, note = accuracy_notes(metrics)
+    if warning:
+        st.warning(warning)
+    if shown:
+        order = [k for k in MAIN_METRICS if k in shown] + sorted(k for k in shown if k not in MAIN_METRICS)
+        cols = st.columns(min(4, len(order)))
+        for i, name in enumerate(order):
+            label, help_text = metric_words(name)
+            cols[i % len(cols)].metric(label, _value(name, shown[name]), help=help_text or None)
+    if note:
+        st.caption(note)
+    for node, found in (metrics.get("verification") or {}).items():
         if found.get("ok") is True:
             total = found.get("segments", found.get("epochs"))
             st.success(
@@ -89,14 +180,13 @@ def _progress(run_id: str) -> str:
             st.error(f"Verification of {node} failed: {found.get('reason')}. The provider is not paid for this run.")
         else:
             st.warning(f"{node} was not verified: {found.get('reason')}.")
-    matrix = summary["metrics"].get("confusion_matrix")
+    matrix = metrics.get("confusion_matrix")
     if isinstance(matrix, list) and matrix:
-        st.caption("Confusion matrix on the evaluation split (rows: true class, columns: predicted)")
-        st.dataframe(pd.DataFrame(matrix), width="content")
-    return status
+        names = class_names(bundle_manifest(summary.get("bundle_dir")), len(matrix))
+        st.caption("Each row is what an example really was; each column what the model said. The diagonal is right.")
+        st.altair_chart(confusion_chart(matrix, names), width="content")
 
 
-running = False
 with db() as s:
     running = get_run(s, run_id).status in ("queued", "running")
 
@@ -111,13 +201,12 @@ def live() -> None:
 
 live()
 if running and st.button("Cancel this run", key="cancel"):
-    if actions.cancel_run(run_id):
-        st.warning("Cancelling: the run stops after the current step's checkpoint.")
-    else:
-        st.info("The run is not running any more.")
+    with st.spinner("Stopping the run…"):
+        stopped = actions.cancel_run(run_id)
+    st.session_state["notice"] = "The run was cancelled." if stopped else "The run had already finished."
+    st.rerun()
 
-with db() as s:
-    summary = run_summary(s, get_run(s, run_id))
+summary, steps, points, _, _ = _load(run_id)
 
 tab_cost, tab_pay, tab_files, tab_log = st.tabs(["Cost", "Payouts", "Artifacts", "Log"])
 with tab_cost:
@@ -128,7 +217,14 @@ with tab_cost:
             quantity=("quantity", "sum"), amount_wei=("amount_wei", "sum")
         )
         by_block["amount"] = by_block["amount_wei"].map(aic)
-        st.dataframe(by_block[["block_id", "provider", "quantity", "unit", "amount"]], hide_index=True)
+        by_block["what"] = by_block["block_id"].map(step_words)
+        by_block["block_id"] = by_block["block_id"].map(block_name)
+        shown = by_block[["what", "block_id", "provider", "quantity", "unit", "amount"]]
+        st.dataframe(
+            shown.rename(columns={"what": "Step", "block_id": "Block", "provider": "Paid to", "quantity": "Quantity",
+                                  "unit": "Unit", "amount": "Amount"}),
+            hide_index=True,
+        )  # fmt: skip
 with tab_pay:
     pay = summary["settlement"]
     if pay is None:
@@ -140,25 +236,29 @@ with tab_pay:
         )
         if pay["error"]:
             st.warning(pay["error"])
+        who = directory()
         rows = [
-            {
-                "block": p["block_ref"],
-                "asset": p["asset_id"],
-                "payee": p.get("payee"),
-                "amount": aic(p["amount_wei"]),
-                "tx": p["tx"],
-            }
+            {"For": block_name(p["block_ref"]), "Paid to": who.who(p.get("payee")), "Amount": aic(p["amount_wei"])}
             for p in pay["payouts"]
         ]
         st.dataframe(pd.DataFrame(rows), hide_index=True)
+        details(
+            {
+                f"{block_name(p['block_ref'])} (asset {p['asset_id']})": f"{p.get('payee')} · tx {p['tx']}"
+                for p in pay["payouts"]
+            }
+        )
 with tab_files:
     if summary["artifacts"]:
         st.dataframe(pd.DataFrame(summary["artifacts"]), hide_index=True)
     else:
         st.caption("No artifacts (yet).")
 with tab_log:
-    log = actions.run_log(run_id)
-    st.code(log[-20000:] if log else "No log: this run was not started from the browser.", language=None)
+    raw = actions.run_log(run_id)
+    st.code("\n".join(log_lines(summary, steps, points, raw)) or "Nothing has happened yet.", language=None)
+    if raw:
+        with st.expander("Technical output"):
+            st.code(raw[-20000:], language="json" if raw.lstrip().startswith("{") else None)
 
 if summary["service_id"] and st.button("Open the service", key="open-service"):
     st.session_state["selected_service"] = summary["service_id"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 from sqlalchemy import select
@@ -11,8 +12,10 @@ from sqlalchemy import select
 from builder.ui import actions
 from builder.ui.common import aic, batches_table, db, setup
 from builder.ui.draft import DraftError
+from builder.ui.results import answer_card, bundle_manifest
 
 setup("Services", "services")
+USAGE_REFRESH_S = 2.0  # how often the Usage tab is redrawn
 
 from runtime.db import Service, ServiceBatch, Usage  # noqa: E402
 from runtime.keys import create_key, list_keys, revoke_key  # noqa: E402
@@ -27,15 +30,23 @@ if not services:
     st.stop()
 
 ids = [x[0] for x in services]
+# Each service has its own address (/services?service=<id>): a reload or a shared link shows it again.
+address = st.query_params.get("service")
+if address in ids and address != st.session_state.get("service-address"):
+    st.session_state["selected_service"] = address
 wanted = st.session_state.get("selected_service")
+if wanted in ids and st.session_state.get("service-select") != wanted:
+    st.session_state["service-select"] = wanted  # chosen elsewhere (address, Runs page): the box follows
+names = {x[0]: f"{x[1]} · trained {x[3]:%d %b %H:%M}" for x in services}  # services of one pipeline told apart
 service_id = st.selectbox(
     "Service",
     ids,
-    index=ids.index(wanted) if wanted in ids else 0,
-    format_func=lambda i: f"{i} · {dict((x[0], x[1]) for x in services)[i]}",
+    format_func=lambda i: names[i],
     key="service-select",
+    on_change=lambda: st.session_state.update(selected_service=st.session_state["service-select"]),
 )
 st.session_state["selected_service"] = service_id
+st.query_params["service"] = st.session_state["service-address"] = service_id
 _, name, run_id, created, price_1k, bundle_dir = next(x for x in services if x[0] == service_id)
 st.caption(f"{name} · trained by run {run_id} · {aic(price_1k)} per 1,000 calls")
 
@@ -79,7 +90,7 @@ with tab_try:
                             st.image(upload.getvalue(), width=96)
                     except Exception:  # not what it claims to be: the answer below says so in one sentence
                         pass
-            else:
+            else:  # the label stays the field's name: it is what the API takes (the help says it in words)
                 for field_name, field in predictor.Request.model_fields.items():
                     values[field_name] = st.text_area(field_name, help=field.description, key=f"try-{field_name}")
             asked = st.form_submit_button("Ask", type="primary")
@@ -88,15 +99,14 @@ with tab_try:
         elif asked:
             try:
                 result = actions.try_service(predictor, service_id, values)
-                if "answer" in result:
-                    st.success(result["answer"])
-                if "text" in result and "audio_base64" not in result:
-                    st.success(result["text"] or "(nothing recognised)")
+                answer_card(result, bundle_manifest(bundle_dir))
                 if "audio_base64" in result:
                     import base64
 
                     st.audio(base64.b64decode(result["audio_base64"]), format="audio/wav")
-                st.json(result)
+                with st.expander("What the API returns"):
+                    shown = {k: (v[:60] + "…" if isinstance(v, str) and len(v) > 80 else v) for k, v in result.items()}
+                    st.json(shown)
                 st.caption("Billed as one call, like an API call.")
             except DraftError as exc:
                 st.error(str(exc))
@@ -149,7 +159,10 @@ with tab_keys:
                 revoke_key(s, key_id)
             st.rerun()
 
-with tab_usage:
+
+@st.fragment(run_every=USAGE_REFRESH_S)
+def usage(service_id: str) -> None:
+    """The service's calls and what they owe, redrawn every few seconds: API calls show up without a reload."""
     with db() as s:
         calls = [
             (u.created_at, u.quantity, u.amount_wei, u.settled_tx)
@@ -167,8 +180,22 @@ with tab_usage:
     c3.metric("Paid on chain", f"{paid_calls} calls")
     if calls:
         frame = pd.DataFrame(calls, columns=["time", "calls", "amount_wei", "tx"])
-        per_minute = frame.set_index(pd.to_datetime(frame["time"]))["calls"].resample("1min").sum()
-        st.bar_chart(per_minute, height=200)
+        per_minute = frame.set_index(pd.to_datetime(frame["time"]))["calls"].resample("1min").sum().reset_index()
+        chart = (
+            alt.Chart(per_minute)
+            .mark_bar()
+            .encode(
+                x=alt.X("time:T", title="Minute"),
+                y=alt.Y("calls:Q", title="Calls", axis=alt.Axis(tickMinStep=1)),
+                tooltip=[alt.Tooltip("time:T", title="Minute"), alt.Tooltip("calls:Q", title="Calls")],
+            )
+            .properties(height=200, title="Calls per minute")
+        )
+        st.altair_chart(chart, width="stretch")
     if batches:
         batches_table(batches)
     st.caption("Unpaid calls are paid to every block's owner with `aib settle services` (one transaction per batch).")
+
+
+with tab_usage:
+    usage(service_id)

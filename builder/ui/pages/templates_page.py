@@ -6,7 +6,9 @@ import streamlit as st
 import yaml
 
 from builder.ui.actions import open_template
-from builder.ui.common import flash, set_draft, setup
+from builder.ui.common import current_draft, flash, set_draft, setup
+from builder.ui.progress import estimate_text
+from builder.ui.words import block_name
 
 setup("Templates", "templates")
 st.caption("Start from a working pipeline; everything in it can be changed on the canvas afterwards.")
@@ -16,8 +18,11 @@ from runtime.config import templates_dir  # noqa: E402
 
 def _use(path, name) -> None:
     """A callback (runs before the page script, never interrupted by a rerun): open the template, go build."""
+    before = current_draft()
     set_draft(open_template(path))
-    flash("success", f"Opened the {name or path.stem} template.")
+    # Nothing is replaced: every edit was saved as it was made, and the previous pipeline stays in My pipelines.
+    kept = f" Your pipeline {before.data.get('name')!r} is kept in My pipelines." if before is not None else ""
+    flash("success", f"Opened the {name or path.stem} template.{kept}")
     st.session_state["goto"] = "builder"
 
 
@@ -34,8 +39,13 @@ for path in paths:
     with st.container(border=True):
         st.subheader(data.get("name", path.stem))
         st.write(data.get("description", ""))
-        blocks = [b.get("use", "?") for b in (data.get("blocks") or {}).values() if isinstance(b, dict)]
+        blocks = [
+            block_name(str(b.get("use", "?"))) for b in (data.get("blocks") or {}).values() if isinstance(b, dict)
+        ]
         st.caption("Blocks: " + " → ".join(blocks))
+        took = estimate_text(path.stem)
+        if took:
+            st.markdown(f":material/schedule: {took}")
         if notes.exists():
             with st.expander("What to expect"):
                 st.markdown(notes.read_text(encoding="utf-8"))

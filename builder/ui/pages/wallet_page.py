@@ -7,6 +7,7 @@ import streamlit as st
 from sqlalchemy import select
 
 from builder.ui.common import aic, batches_table, chain_or_none, db, setup
+from builder.ui.names import details, directory
 
 setup("Wallet", "wallet")
 
@@ -28,10 +29,10 @@ if chain is None:
             st.error(str(exc))
     st.stop()
 
+names = directory(you=chain.payer)
 balance = chain.token.functions.balanceOf(chain.payer).call()
-c1, c2 = st.columns(2)
-c1.metric("Your balance", aic(balance))
-c2.write(f"Wallet `{chain.payer}`")
+st.metric("Your balance", aic(balance))
+details({"your wallet": chain.payer})
 
 with db() as s:
     deposits = [
@@ -47,11 +48,12 @@ st.subheader("Runs paid")
 if deposits:
     st.dataframe(
         pd.DataFrame(
-            [(d[0], d[1], aic(d[2]), aic(d[3]), aic(d[4]), d[6] or d[5]) for d in deposits],
-            columns=["run", "status", "deposit", "refund", "fee", "tx"],
+            [(d[0], d[1], aic(d[2]), aic(d[3]), aic(d[4])) for d in deposits],
+            columns=["run", "status", "deposit", "refund", "fee"],
         ),
         hide_index=True,
     )
+    details({f"{d[0]} transaction": d[6] or d[5] for d in deposits})
 else:
     st.caption("No run was paid on chain yet.")
 
@@ -59,7 +61,7 @@ st.subheader("Served calls paid")
 if batches:
     batches_table(batches)
 else:
-    st.caption("No service batch was paid yet (`aib settle services`).")
+    st.caption("No service batch was paid yet: served calls are paid in batches by the operator.")
 
 st.subheader("Received by providers")
 received: dict[str, int] = {}
@@ -71,13 +73,14 @@ if received:
     st.dataframe(
         pd.DataFrame(
             [
-                (who, aic(amount), aic(chain.token.functions.balanceOf(who).call()))
+                (names.who(who), aic(amount), aic(chain.token.functions.balanceOf(who).call()))
                 for who, amount in sorted(received.items())
             ],
             columns=["provider", "received here", "balance now"],
         ),
         hide_index=True,
     )
+    details({names.who(who): who for who in sorted(received)})
 else:
     st.caption("Nothing paid out yet.")
 
@@ -88,6 +91,7 @@ st.caption(
     "are left out, and their share goes to the others."
 )
 from builder.errors import AibError  # noqa: E402
+from builder.ui.operator import close_epoch, operator_refusal  # noqa: E402
 from runtime import rewards as pov  # noqa: E402
 
 try:
@@ -101,44 +105,31 @@ with db() as s:
 if closed:
     st.dataframe(
         pd.DataFrame(
-            [(e["epoch"], e["status"], aic(int(e["total_wei"])), e["paid"], e["excluded"], e["close_tx"])
-             for e in reversed(closed)],
-            columns=["epoch", "status", "paid out", "assets paid", "left out", "tx"],
+            [(e["epoch"], e["status"], aic(int(e["total_wei"])), e["paid"], e["excluded"]) for e in reversed(closed)],
+            columns=["epoch", "status", "paid out", "assets paid", "left out"],
         ),
         hide_index=True,
     )  # fmt: skip
+    details({f"epoch {e['epoch']} transaction": e["close_tx"] for e in reversed(closed)})
 st.markdown(f"**Next epoch ({draft.number})**, if closed now:")
 if not draft.candidates:
     st.caption("No settled usage since the last epoch yet.")
 else:
-    rows = [(a, draft.candidates[a].ref, aic(draft.candidates[a].value_wei), aic(amount), "")
-            for a, amount in draft.shares.items()]  # fmt: skip
-    rows += [(a, draft.candidates[a].ref, aic(draft.candidates[a].value_wei), aic(0), reason)
-             for a, reason in sorted(draft.excluded.items())]  # fmt: skip
+    used = {a: draft.candidates[a] for a in [*draft.shares, *sorted(draft.excluded)]}
+    rows = [(names.what(c.ref), aic(c.value_wei), aic(draft.shares.get(a, 0)), draft.excluded.get(a, ""))
+            for a, c in used.items()]  # fmt: skip
     st.dataframe(
-        pd.DataFrame(rows, columns=["asset", "block / dataset / offer", "used (paid)", "reward", "left out because"]),
+        pd.DataFrame(rows, columns=["block / dataset / offer", "used (paid)", "reward", "left out because"]),
         hide_index=True,
     )
+    details({f"{names.what(c.ref)} asset number": a for a, c in used.items()})
 
 
 def _close_epoch() -> None:
-    # A callback runs before the page is drawn again, so the tables above show the epoch it closed.
-    try:
-        with db() as s:
-            row = pov.close_epoch(s, rc, int(st.session_state["epoch-aic"]) * 10**18)
-        if isinstance(row, pov.EpochDraft):
-            st.session_state["rewards-msg"] = (
-                "info",
-                "Nothing to reward: every asset used since the last epoch is left out.",
-            )
-        else:
-            st.session_state["rewards-msg"] = (
-                "success",
-                f"Epoch {row.number} closed: {aic(row.total_wei)} to "
-                f"{len(row.report['paid'])} asset(s) (tx {row.close_tx}).",
-            )
-    except AibError as exc:
-        st.session_state["rewards-msg"] = ("error", str(exc))
+    # A callback runs before the page is drawn again, so the tables above show the epoch it closed. Only the
+    # operator is offered the button; the refusal in close_epoch stands whatever the browser sends.
+    kind, text, facts = close_epoch(rc, int(st.session_state["epoch-aic"]) * 10**18)
+    st.session_state["rewards-msg"] = (kind, text, facts)
 
 
 def _claim(number: int) -> None:
@@ -151,14 +142,20 @@ def _claim(number: int) -> None:
             f"Epoch {number}: paid {len(paid)} owner(s) "
             f"{aic(sum(int(r['amount_wei']) for r in paid))}; {len(results) - len(paid)} "
             "had been paid already or are excluded.",
+            {f"{names.asset(r['asset_id'])} paid to {names.who(r['payee'])}": r["tx"] for r in paid},
         )
     except AibError as exc:
-        st.session_state["rewards-msg"] = ("error", str(exc))
+        st.session_state["rewards-msg"] = ("error", str(exc), {})
 
 
-st.number_input("AIC the epoch pays out of the pool", min_value=1, value=10_000, step=1_000, key="epoch-aic")
+operator = operator_refusal(rc) is None
+if operator:
+    st.number_input("AIC the epoch pays out of the pool", min_value=1, value=10_000, step=1_000, key="epoch-aic")
+else:
+    st.caption("The operator of Easy AI Builder closes each epoch; the table above is what closing it now would pay.")
 col1, col2 = st.columns(2)
-col1.button(f"Close epoch {draft.number} now", key="close-epoch", disabled=not draft.shares, on_click=_close_epoch)
+if operator:
+    col1.button(f"Close epoch {draft.number} now", key="close-epoch", disabled=not draft.shares, on_click=_close_epoch)
 if closed:
     col2.button(
         f"Pay the owners of epoch {closed[-1]['epoch']}",
@@ -169,3 +166,4 @@ if closed:
 message = st.session_state.pop("rewards-msg", None)
 if message:
     {"success": st.success, "error": st.error, "info": st.info}[message[0]](message[1])
+    details(message[2])
