@@ -15,7 +15,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from builder.datasets import MAX_UPLOAD_BYTES
@@ -99,32 +100,42 @@ def start_ui(host: str = "127.0.0.1", port: int = 8501, script: Path = APP) -> t
     raise ServeError(f"the workbench did not answer at {url} within 60 s")
 
 
+@contextmanager
+def signals_interrupt() -> Iterator[list[int]]:
+    """Within the block, the first SIGINT or SIGTERM raises KeyboardInterrupt (so `finally` clauses clean up);
+    later ones are ignored, so a second Ctrl-C cannot cut the cleaning up short. Handlers are restored after."""
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not stopping:
+            stopping.append(signum)
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stopping
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_ui(host: str, port: int, announce: Callable[[str], None]) -> int | None:
     """`aib ui`: start the workbench, `announce` its URL, and on Ctrl-C or SIGTERM stop it and all it started.
 
     None when stopped so, else the exit code of a workbench that stopped by itself (what it started is stopped too).
     """
-    stopping: list[int] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        if not stopping:  # the first signal stops; later ones must not cut the stopping short
-            stopping.append(signum)
-            raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     proc, code = None, None
-    try:
-        proc, url = start_ui(host, port)  # stopped by start_ui itself when interrupted while it starts
-        announce(url)
-        code = proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stopping.append(0)
-        if proc is not None:
-            stop_ui(proc)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with signals_interrupt() as stopping:
+        try:
+            proc, url = start_ui(host, port)  # stopped by start_ui itself when interrupted while it starts
+            announce(url)
+            code = proc.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stopping.append(0)  # from here on a signal is ignored: the stopping below must finish
+            if proc is not None:
+                stop_ui(proc)
     return code
 
 
@@ -190,4 +201,4 @@ def _forget_stopped(stopped: dict[int, str]) -> None:
             pid_file.unlink()
 
 
-__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "run_ui", "start_ui", "stop_orphaned_servers", "stop_ui"]
+__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "run_ui", "signals_interrupt", "start_ui", "stop_orphaned_servers", "stop_ui"]

@@ -31,24 +31,28 @@ def quickstart(
     if ui_port:
         ensure_port_free(host, ui_port)
     out.print(f"Easy AI Builder · data in {get_settings().home}")
-    started_chain = _start_local_chain_for_payments()
+    from builder.cli.launch import signals_interrupt, start_ui, stop_ui
+
     ui_proc, ui_url = None, None
-    try:
-        if ui_port:
-            from builder.cli.launch import start_ui
+    # Ctrl-C or SIGTERM stops everything `make run` started (the API server handles them itself while it serves);
+    # balances stay in the chain's state file.
+    with signals_interrupt() as stopping:
+        started_chain = _start_local_chain_for_payments()
+        try:
+            if ui_port:
+                ui_proc, ui_url = start_ui(host, ui_port)
+                out.print(f"[bold green]Workbench (open it in your browser):[/] {ui_url}")
+            _quickstart(template, path, host, port, ui_url)
+        except KeyboardInterrupt:
+            out.print("stopping…")
+        finally:
+            stopping.append(0)
+            if ui_proc is not None:
+                stop_ui(ui_proc)
+            if started_chain:
+                from runtime.chain_node import stop_local
 
-            ui_proc, ui_url = start_ui(host, ui_port)
-            out.print(f"[bold green]Workbench (open it in your browser):[/] {ui_url}")
-        _quickstart(template, path, host, port, ui_url)
-    finally:  # Ctrl-C stops everything `make run` started; balances stay in the chain's state file
-        if ui_proc is not None:
-            from builder.cli.launch import stop_ui
-
-            stop_ui(ui_proc)
-        if started_chain:
-            from runtime.chain_node import stop_local
-
-            stop_local()
+                stop_local()
 
 
 def _quickstart(template: str, path: Path, host: str, port: int, ui_url: str | None = None) -> None:

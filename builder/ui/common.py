@@ -117,6 +117,15 @@ def sample_table(rows: list[dict[str, Any]]) -> None:
     st.dataframe(rows, hide_index=True, column_config=images or None, row_height=40 if images else None)
 
 
+def distinct_labels(labels: dict[str, str]) -> dict[str, str]:
+    """`labels` (id -> label) with the id added to every label that two ids share: a select box is sent back
+    from the browser by its label, so two equal labels would make one of the items impossible to choose."""
+    seen: dict[str, int] = {}
+    for label in labels.values():
+        seen[label] = seen.get(label, 0) + 1
+    return {key: label if seen[label] == 1 else f"{label} ({key})" for key, label in labels.items()}
+
+
 def goto(page: str) -> None:
     """Open another page (`runs`, `services`, …); when a page runs on its own (AppTest) it is only recorded.
 
@@ -148,6 +157,7 @@ __all__ = [
     "chain_or_none",
     "current_draft",
     "db",
+    "distinct_labels",
     "flash",
     "goto",
     "set_draft",

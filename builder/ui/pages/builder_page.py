@@ -13,7 +13,18 @@ import streamlit as st
 from builder.datasets import kinds_text, upload_types
 from builder.spec import Kind
 from builder.ui import actions, canvas, forms, saved
-from builder.ui.common import aic, bump_canvas, current_draft, flash, goto, sample_table, set_draft, setup, show_flash
+from builder.ui.common import (
+    aic,
+    bump_canvas,
+    current_draft,
+    distinct_labels,
+    flash,
+    goto,
+    sample_table,
+    set_draft,
+    setup,
+    show_flash,
+)
 from builder.ui.draft import (
     DraftError,
     add_block,
@@ -365,9 +376,9 @@ with right:
                     st.selectbox(
                         "…or use a published dataset (paid per run to its owner)",
                         [d.id for d in offered],
-                        format_func=lambda i: next(
-                            f"{d.name} · {aic(d.price_wei)} per run" for d in offered if d.id == i
-                        ),
+                        format_func=distinct_labels(
+                            {d.id: f"{d.name} · {aic(d.price_wei)} per run" for d in offered}
+                        ).get,
                         key=choice,
                     )
                     st.button(

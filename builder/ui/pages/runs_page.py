@@ -11,7 +11,7 @@ import streamlit as st
 from sqlalchemy import select
 
 from builder.ui import actions
-from builder.ui.common import aic, db, goto, setup
+from builder.ui.common import aic, db, distinct_labels, goto, setup
 from builder.ui.names import details, directory
 from builder.ui.progress import duration_text, step_view
 from builder.ui.results import (
@@ -72,7 +72,7 @@ table = pd.DataFrame(
 )
 st.dataframe(table, hide_index=True, width="stretch")
 ids = [r[0] for r in runs]
-names = {r[0]: f"{r[1]} · started {r[3]:%d %b %H:%M:%S}" for r in runs}  # runs of one pipeline told apart
+names = distinct_labels({r[0]: f"{r[1]} · started {r[3]:%d %b %H:%M:%S}" for r in runs})
 if wanted in ids and st.session_state.get("run-select") != wanted:
     st.session_state["run-select"] = wanted  # the address (or another page) chose the run: the box follows
 run_id = st.selectbox(

@@ -10,7 +10,7 @@ import streamlit as st
 from sqlalchemy import select
 
 from builder.ui import actions
-from builder.ui.common import aic, batches_table, db, setup
+from builder.ui.common import aic, batches_table, db, distinct_labels, setup
 from builder.ui.draft import DraftError
 from builder.ui.results import answer_card, bundle_manifest
 
@@ -37,7 +37,7 @@ if address in ids and address != st.session_state.get("service-address"):
 wanted = st.session_state.get("selected_service")
 if wanted in ids and st.session_state.get("service-select") != wanted:
     st.session_state["service-select"] = wanted  # chosen elsewhere (address, Runs page): the box follows
-names = {x[0]: f"{x[1]} · trained {x[3]:%d %b %H:%M}" for x in services}  # services of one pipeline told apart
+names = distinct_labels({x[0]: f"{x[1]} · trained {x[3]:%d %b %H:%M:%S}" for x in services})
 service_id = st.selectbox(
     "Service",
     ids,
