@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import wave
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,7 @@ class SynthCommands(Block):
         pool = [f"{a}+{v}" for v in espeak_variants() for a in ACCENTS]
         return random.Random(params.seed).sample(pool, params.voices)
 
-    def generate(self, params: SynthParams) -> AudioClips:
+    def generate(self, params: SynthParams, on_progress: Callable[[int, int], None] | None = None) -> AudioClips:
         """Speak every (voice, speed, pitch, word), augment, and split by voice."""
         voices = self.voices(params)
         n_test = max(1, round(len(voices) * params.test_voices))
@@ -186,8 +187,13 @@ class SynthCommands(Block):
                         jobs.append((vi, voice, speed, pitch, word, word))
                     if params.unknown:
                         jobs.append((vi, voice, speed, pitch, rng.choice(UNKNOWN_WORDS), UNKNOWN))
+        spoken = []
+        every = max(1, len(jobs) // 50)  # about 50 progress reports, each a database write
         with ThreadPoolExecutor(max_workers=4) as pool:  # espeak-ng runs as separate processes
-            spoken = list(pool.map(lambda j: speak(j[4], j[1], j[2], j[3]), jobs))
+            for clip in pool.map(lambda j: speak(j[4], j[1], j[2], j[3]), jobs):
+                spoken.append(clip)
+                if on_progress is not None and (len(spoken) % every == 0 or len(spoken) == len(jobs)):
+                    on_progress(len(spoken), len(jobs))
         samples = int(SAMPLE_RATE * params.seconds)
         nrng = np.random.default_rng(params.seed)
         xs, ys, test = [], [], []
@@ -212,8 +218,11 @@ class SynthCommands(Block):
             {"generator": GENERATOR, "voices": voices, "test_voices": voices[-n_test:]},
         )
 
-    def load(self, params: SynthParams, cache_dir: Path) -> AudioClips:
-        """The clips for `params`, generated once and then read from `cache_dir` (checked against their hash)."""
+    def load(
+        self, params: SynthParams, cache_dir: Path, on_progress: Callable[[int, int], None] | None = None
+    ) -> AudioClips:
+        """The clips for `params`, generated once and then read from `cache_dir` (checked against their hash);
+        `on_progress(done, total)` hears of the clips spoken while generating."""
         key = hashlib.sha256(json.dumps([GENERATOR, params.model_dump(mode="json")], sort_keys=True).encode())
         path = cache_dir / f"{key.hexdigest()[:24]}.npz"
         digest = path.with_suffix(".sha256")
@@ -221,7 +230,7 @@ class SynthCommands(Block):
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 return AudioClips(z["train_x"], z["train_y"], z["test_x"], z["test_y"], meta["labels"], meta["source"])
-        data = self.generate(params)
+        data = self.generate(params, on_progress)
         buf = io.BytesIO()
         meta = json.dumps({"labels": data.labels, "source": data.source})
         np.savez(buf, train_x=data.train_x, train_y=data.train_y, test_x=data.test_x, test_y=data.test_y, meta=meta)
@@ -249,7 +258,11 @@ class SynthCommands(Block):
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         assert isinstance(params, SynthParams)
         ctx.progress(0, 1, "speaking the words with espeak-ng (once; then cached)")
-        data = self.load(params, ctx.shared_cache_dir)
+        data = self.load(
+            params,
+            ctx.shared_cache_dir,
+            lambda done, total: ctx.progress(done, total, f"spoke {done} of {total} clips"),
+        )
         ctx.progress(1, 1, "clips ready")
         ctx.log_metric("train_clips", len(data.train_y))
         ctx.log_metric("test_clips", len(data.test_y))

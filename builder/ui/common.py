@@ -117,6 +117,28 @@ def sample_table(rows: list[dict[str, Any]]) -> None:
     st.dataframe(rows, hide_index=True, column_config=images or None, row_height=40 if images else None)
 
 
+def start_button(label: str, key: str, waiting: str, start: Any, port: int, primary: bool = False) -> None:
+    """A button that starts a local service (`start(port)`, on `port` or a free one when it is taken) and shows
+    the page again; what went wrong is said in one sentence under it."""
+    if st.button(label, key=key, type="primary" if primary else "secondary"):
+        from builder.errors import AibError
+        from runtime.processes import free_port, port_free
+
+        try:
+            with st.spinner(waiting):
+                start(port if port_free("127.0.0.1", port) else free_port())
+            st.rerun()
+        except AibError as exc:
+            st.error(str(exc))
+
+
+def start_local_chain(port: int) -> None:
+    """Start the local chain (Anvil and the contracts) on `port`."""
+    from runtime.chain_node import start_local
+
+    start_local(port)
+
+
 def distinct_labels(labels: dict[str, str]) -> dict[str, str]:
     """`labels` (id -> label) with the id added to every label that two ids share: a select box is sent back
     from the browser by its label, so two equal labels would make one of the items impossible to choose."""
@@ -164,4 +186,6 @@ __all__ = [
     "setup",
     "sample_table",
     "show_flash",
+    "start_button",
+    "start_local_chain",
 ]

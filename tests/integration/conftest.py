@@ -122,3 +122,39 @@ def paid_chain(prefect_api):
 
     yield Chain.connect()
     aib("chain", "stop")
+
+
+# The workbench in a real browser: `aib ui` on a free port for each test module, Debian's chromium driven by
+# Playwright, and a fresh browser context (page) per test.
+@pytest.fixture(scope="module")
+def ui_url(prefect_api):
+    from builder.cli.launch import start_ui, stop_ui
+
+    proc, url = start_ui("127.0.0.1", free_port())
+    yield url
+    stop_ui(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    from builder.cli.launch import CHROMIUM, CHROMIUM_FLAGS
+
+    assert shutil.which(CHROMIUM), "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, ui_url, tmp_path):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.base = ui_url
+    yield pg
+    pg.screenshot(path=str(tmp_path / "last.png"), full_page=True)  # what the page showed at the end (failures)
+    print(f"last screenshot: {tmp_path / 'last.png'}")
+    context.close()

@@ -112,8 +112,8 @@ def test_the_workbench_shows_the_run_the_image_sample_and_reads_an_uploaded_imag
     from tests.integration.test_ui_pages import page
 
     runs = page("runs", selected_run=reader.summary["run_id"])
-    assert any(m.label == "accuracy" for m in runs.metric)
-    assert any("Confusion matrix" in c.value for c in runs.caption)
+    assert any(m.label == "Accuracy" for m in runs.metric)
+    assert any("each column what the model said" in c.value for c in runs.caption)  # above the confusion matrix
 
     market = page("marketplace")
     market.selectbox(key="market-detail").select("vision.digits@1.0.0").run()

@@ -8,16 +8,11 @@ itself (drag in, click, connect, scroll) is tested in test_ui_canvas_browser.py.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from playwright.sync_api import expect
-
-from builder.cli.launch import CHROMIUM, CHROMIUM_FLAGS
-from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 IMG = ROOT / "docs" / "img"
@@ -26,38 +21,6 @@ FRAME = "iframe[title='builder.ui.canvas.canvas']"
 # `aib run` is a new Python process that imports torch and Prefect before it records its run (20-30 s on a busy
 # machine); the Runs page says "Starting run…" until then. The run's own budget covers that and the training.
 RUN_BUDGET_MS = 240_000
-
-
-@pytest.fixture(scope="module")
-def ui_url(prefect_api):
-    from builder.cli.launch import start_ui, stop_ui
-
-    proc, url = start_ui("127.0.0.1", free_port())
-    yield url
-    stop_ui(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert shutil.which(CHROMIUM), "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture()
-def page(browser, ui_url, tmp_path):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    pg.base = ui_url
-    yield pg
-    pg.screenshot(path=str(tmp_path / "last.png"), full_page=True)  # what the page showed at the end (failures)
-    print(f"last screenshot: {tmp_path / 'last.png'}")
-    context.close()
 
 
 def open_app(page) -> None:

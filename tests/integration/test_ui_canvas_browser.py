@@ -8,49 +8,12 @@ page and zooms only with Ctrl. What counts is what the page shows and what is sa
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
 
-import pytest
 import yaml
 from playwright.sync_api import expect
 
-from builder.cli.launch import CHROMIUM, CHROMIUM_FLAGS
-from tests.conftest import free_port
-
 FRAME = "iframe[title='builder.ui.canvas.canvas']"
-
-
-@pytest.fixture(scope="module")
-def ui_url(prefect_api):
-    from builder.cli.launch import start_ui, stop_ui
-
-    proc, url = start_ui("127.0.0.1", free_port())
-    yield url
-    stop_ui(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert shutil.which(CHROMIUM), "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture()
-def page(browser, ui_url, tmp_path):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    pg.base = ui_url
-    yield pg
-    pg.screenshot(path=str(tmp_path / "last.png"), full_page=True)  # what the page showed at the end (failures)
-    print(f"last screenshot: {tmp_path / 'last.png'}")
-    context.close()
 
 
 def idle(page) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pyarrow as pa
 from sqlalchemy import select
 
-from tests.integration.test_ui_browser import browser, open_app, open_page, page, ui_url  # noqa: F401
 from tests.integration.test_ui_pages import page as app_page
 from tests.integration.test_ui_pages import texts
 

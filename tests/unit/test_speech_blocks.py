@@ -115,12 +115,16 @@ def test_synthesised_clips_are_split_by_voice_and_cached(tmp_path):
     block = SynthCommands()
     params = SynthParams(words=["yes", "no"], voices=4, test_voices=0.25, speeds=[160], pitches=[50])
     assert block.check(params, tmp_path) == []
-    data = block.load(params, tmp_path)
+    heard: list[tuple[int, int]] = []
+    data = block.load(params, tmp_path, lambda done, total: heard.append((done, total)))
+    # 4 voices x (2 words + 1 other word) clips spoken: the Runs page's bar fills as they are, not at the end only
+    assert heard[-1] == (12, 12) and len(heard) >= 6 and [d for d, _ in heard] == sorted({d for d, _ in heard})
     assert data.labels == ["no", "yes", UNKNOWN, SILENCE]
     assert data.train_x.shape == (3 * 4, SAMPLE_RATE) and data.test_x.shape == (1 * 4, SAMPLE_RATE)
     assert set(data.source["test_voices"]).isdisjoint(set(data.source["voices"][:3]))
     assert np.abs(data.train_x).max() <= 1.0 and data.train_x[data.train_y == 0].std() > 0.01
-    again = block.load(params, tmp_path)  # read from the cache, byte for byte
+    again = block.load(params, tmp_path, lambda done, total: heard.append((-1, -1)))  # from the cache, byte for byte
+    assert heard[-1] == (12, 12)  # nothing spoken again
     assert np.array_equal(again.train_x, data.train_x) and again.labels == data.labels
     assert len(list(tmp_path.glob("*.npz"))) == 1
     rows = block.preview(params, tmp_path, rows=2, seed=0)

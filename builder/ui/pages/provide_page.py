@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import select
 
-from builder.ui.common import aic, chain_or_none, db, sample_table, setup
+from builder.ui.common import aic, chain_or_none, db, sample_table, setup, start_button, start_local_chain
 from builder.ui.names import details, directory
 
 setup("Provide", "provide")
@@ -29,19 +29,17 @@ data_blocks = [b for b in all_blocks() if b.kind == Kind.DATA]
 OWNER_HELP = "Leave empty to be paid yourself, or paste the wallet address of whoever should be paid."
 
 
+def _start_distributed(port: int) -> None:
+    from runtime.distributed import start_server
+
+    start_server(port)
+
+
 def start_chain_button(key: str) -> None:
     """A button that starts the local chain (as on the Wallet page), for steps that need one."""
-    if st.button("Start the local chain", key=key):
-        from builder.errors import AibError
-        from runtime.chain_node import start_local
-        from runtime.processes import free_port, port_free
-
-        try:
-            with st.spinner("Starting the local chain (first time: a few seconds)…"):
-                start_local(8545 if port_free("127.0.0.1", 8545) else free_port())
-            st.rerun()
-        except AibError as exc:
-            st.error(str(exc))
+    start_button(
+        "Start the local chain", key, "Starting the local chain (first time: a few seconds)…", start_local_chain, 8545
+    )
 
 
 tab_publish, tab_mine, tab_blocks, tab_compute = st.tabs(
@@ -205,17 +203,14 @@ with tab_compute:
     info = server_info()
     if info is None:
         st.info("The distributed server, which hands rented runs to the offering machines, is not running here.")
-        if st.button("Start the distributed server", key="start-server", type="primary"):
-            from builder.errors import AibError
-            from runtime.distributed import start_server
-            from runtime.processes import free_port, port_free
-
-            try:
-                with st.spinner("Starting the distributed server (up to a minute)…"):
-                    start_server(4200 if port_free("127.0.0.1", 4200) else free_port())
-                st.rerun()
-            except AibError as exc:
-                st.error(str(exc))
+        start_button(
+            "Start the distributed server",
+            "start-server",
+            "Starting the distributed server (up to a minute)…",
+            _start_distributed,
+            4200,
+            primary=True,
+        )
     else:
         st.success(f"The distributed server is running at {info['api_url']}.")
     with st.expander("On each offering machine (command line)"):

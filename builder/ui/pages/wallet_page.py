@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import select
 
-from builder.ui.common import aic, batches_table, chain_or_none, db, setup
+from builder.ui.common import aic, batches_table, chain_or_none, db, setup, start_button, start_local_chain
 from builder.ui.names import details, directory
 
 setup("Wallet", "wallet")
@@ -16,17 +16,14 @@ from runtime.db import ServiceBatch, Settlement  # noqa: E402
 chain = chain_or_none()
 if chain is None:
     st.info("No chain is running, so runs are not paid on chain. Start the local chain to pay providers in AIC.")
-    if st.button("Start the local chain", key="start-chain", type="primary"):
-        from builder.errors import AibError
-        from runtime.chain_node import start_local
-        from runtime.processes import free_port, port_free
-
-        try:
-            with st.spinner("Starting Anvil and deploying the contracts (first time: a few seconds)…"):
-                start_local(8545 if port_free("127.0.0.1", 8545) else free_port())
-            st.rerun()
-        except AibError as exc:
-            st.error(str(exc))
+    start_button(
+        "Start the local chain",
+        "start-chain",
+        "Starting Anvil and deploying the contracts (first time: a few seconds)…",
+        start_local_chain,
+        8545,
+        primary=True,
+    )
     st.stop()
 
 names = directory(you=chain.payer)
