@@ -1,12 +1,13 @@
 """A first-time user's journey through the workbench in a real browser (Playwright driving Debian's chromium, real
 mouse events, no retries) against `aib ui` on a free port.
 
-Screenshots of every page are saved as test artifacts (test-artifacts/ui/) and for the docs (docs/img/). The canvas
-itself (drag in, click, connect, scroll) is tested in test_ui_canvas_browser.py.
+Screenshots of every page are saved as test artifacts (test-artifacts/ui/); `AIB_DOCS_SCREENSHOTS=1` also writes them
+to docs/img/ for the docs. The canvas itself (drag in, click, connect, scroll) is tested in test_ui_canvas_browser.py.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -70,11 +71,12 @@ def idle(page) -> None:
 
 
 def shot(page, name: str) -> None:
-    """A screenshot of the page as the user sees it: a test artifact, and the docs' picture of that page."""
+    """A screenshot of the page as the user sees it, kept as a test artifact; with AIB_DOCS_SCREENSHOTS=1 also the
+    docs' picture of that page (docs/img), so a test run never changes tracked files unless asked to."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    IMG.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    page.screenshot(path=str(IMG / f"{name}.png"))
+    if os.environ.get("AIB_DOCS_SCREENSHOTS") == "1":
+        page.screenshot(path=str(IMG / f"{name}.png"))
 
 
 def edit_setting(page, node_id: str, label: str, value: str) -> None:
