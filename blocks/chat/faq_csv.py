@@ -299,14 +299,16 @@ class FaqCsv(Block):
     def preview(
         self, params: FaqCsvParams, base_dir: Path, rows: int = 5, seed: int | None = None
     ) -> list[dict[str, Any]]:
-        """A random sample of training examples with their intent and answer."""
+        """A random sample of training examples with their answer (and their intent, when the file names one:
+        an intent made up from the answer's words is a code name the user never wrote)."""
         data = self.load(params, base_dir)
         rng = random.Random(seed)
         idx = rng.sample(range(len(data.train_texts)), min(rows, len(data.train_texts)))
+        named = any(not intent.startswith(_slug(data.answers[intent])) for intent in data.answers)
         return [
             {
                 "question": data.train_texts[i],
-                "intent": data.train_intents[i],
+                **({"intent": data.train_intents[i]} if named else {}),
                 "answer": data.answers[data.train_intents[i]],
             }
             for i in idx

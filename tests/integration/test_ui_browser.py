@@ -76,6 +76,7 @@ def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     if os.environ.get("AIB_DOCS_SCREENSHOTS") == "1":
+        page.locator("h1").first.scroll_into_view_if_needed()  # the docs show a page from its top
         page.screenshot(path=str(IMG / f"{name}.png"))
 
 

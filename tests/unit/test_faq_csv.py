@@ -100,7 +100,7 @@ def test_split_keeps_every_intent_in_training_and_preview_samples_rows(tmp_path)
     assert data.eval_split == "split" and len(data.eval_texts) == 32 and len(data.train_texts) == 128
     assert set(data.train_intents) == set(data.eval_intents) and not set(data.train_texts) & set(data.eval_texts)
     sample = block.preview(params, tmp_path, rows=4, seed=3)
-    assert len(sample) == 4 and set(sample[0]) == {"question", "intent", "answer"}
+    assert len(sample) == 4 and set(sample[0]) == {"question", "answer"}  # its intents are made from the answers
 
 
 def test_heldout_with_unknown_intent_is_reported_against_heldout_path(tmp_path):
@@ -108,3 +108,16 @@ def test_heldout_with_unknown_intent_is_reported_against_heldout_path(tmp_path):
     write(tmp_path, "intent,question\ng,hello\nweather,is it sunny\n", "held.csv")
     problems = FaqCsv().check(FaqCsvParams(path="faq.csv", heldout_path="held.csv"), tmp_path)
     assert problems == [("heldout_path", "held.csv: row 3: 'weather' is not an intent of the training file")]
+
+
+def test_the_preview_shows_an_intent_only_when_the_file_names_one(tmp_path):
+    rows = ["question,answer"] + [f"where is invoice {i}?,Open Billing." for i in range(3)]
+    rows += [f"lost my password {i},Use Reset." for i in range(3)]
+    (tmp_path / "qa.csv").write_text("\n".join(rows) + "\n")
+    shown = FaqCsv().preview(FaqCsvParams(path="qa.csv"), tmp_path, rows=4, seed=0)
+    assert shown and all(set(r) == {"question", "answer"} for r in shown)  # no made-up code name like open-billing
+    rows = ["intent,question,answer", "billing,where is my invoice?,Open Billing.", "billing,invoice copy?,"]
+    rows += ["password,lost my password,Use Reset.", "password,cannot log in,"]
+    (tmp_path / "named.csv").write_text("\n".join(rows) + "\n")
+    shown = FaqCsv().preview(FaqCsvParams(path="named.csv"), tmp_path, rows=4, seed=0)
+    assert {r["intent"] for r in shown} <= {"billing", "password"} and all("answer" in r for r in shown)
