@@ -72,6 +72,11 @@ def local_secret(name: str) -> bytes:
     return secret
 
 
+def ui_servers_dir() -> Path:
+    """Where the workbench records the API servers it started (one JSON file each), so that `aib ui` can stop them."""
+    return get_settings().home / "ui" / "servers"
+
+
 def templates_dir() -> Path:
     """The folder of shipped pipeline templates (AIB_TEMPLATES overrides it)."""
     env = os.environ.get("AIB_TEMPLATES")
@@ -80,4 +85,4 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
-__all__ = ["Settings", "get_settings", "local_secret", "private_home", "templates_dir"]
+__all__ = ["Settings", "get_settings", "local_secret", "private_home", "templates_dir", "ui_servers_dir"]

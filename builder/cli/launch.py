@@ -170,11 +170,11 @@ def stop_orphaned_servers() -> None:
 
 def _orphaned_servers() -> dict[int, str]:
     """pid -> start time of the running API servers whose workbench no longer runs; the records of exited servers
-    are dropped. The workbench writes them (builder.ui.actions.start_server, a shell this one may not import)."""
-    from runtime.config import get_settings
+    are dropped. The workbench writes them (builder.ui.actions.start_server)."""
+    from runtime.config import ui_servers_dir
 
     orphans = {}
-    for path in sorted((get_settings().home / "ui" / "servers").glob("*.json")):
+    for path in sorted(ui_servers_dir().glob("*.json")):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # a record damaged by hand: left alone
             info = json.loads(path.read_text())
             if "started" not in info:  # recorded before servers were recorded with their start time: left alone

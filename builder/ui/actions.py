@@ -127,9 +127,8 @@ def store_upload(draft: Draft, node_id: str, param: str, filename: str, data: by
     """
     with _staged_upload(draft, node_id, param, filename, data) as (block, safe, params, tmp):
         rel = f"data/{safe}"
-        others = [
-            m for m in check_data_file(block, params, tmp) if m not in check_data_file(block, params, tmp, only=param)
-        ]
+        # Its own parameter passed the check (else _staged_upload refused it): what remains concerns the others.
+        others = check_data_file(block, params, tmp)
         target = draft.base_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp / rel, target)
@@ -281,7 +280,7 @@ def cancel_run(run_id: str, grace: float = 10.0) -> bool:
     from sqlalchemy import select
 
     from runtime.db import Step, session_factory, utcnow
-    from runtime.processes import pid_alive, stop_process_group
+    from runtime.processes import pid_alive, process_started, stop_process_group, stop_processes
     from runtime.runs import get_run, reap_stale_runs
 
     with session_factory()() as s:
@@ -292,12 +291,7 @@ def cancel_run(run_id: str, grace: float = 10.0) -> bool:
     if os.getpgid(pid) == pid:  # started by the workbench: its own process group (with any children)
         stop_process_group(pid, grace)
     else:  # started from a terminal: never signal the terminal's whole group
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        stop_processes({pid: process_started(pid)}, grace)
     deadline = time.monotonic() + 5  # a SIGKILLed process still takes a moment to go
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -314,19 +308,14 @@ def cancel_run(run_id: str, grace: float = 10.0) -> bool:
     return True
 
 
-def _servers_dir() -> Path:
-    from runtime.config import get_settings
-
-    return get_settings().home / "ui" / "servers"
-
-
 def server_of(service_id: str) -> dict[str, Any] | None:
     """The API server the UI started for a service ({pid, port, url, …}) while it is alive, else None."""
     import json
 
+    from runtime.config import ui_servers_dir
     from runtime.processes import pid_alive, same_process
 
-    path = _servers_dir() / f"{service_id}.json"
+    path = ui_servers_dir() / f"{service_id}.json"
     if not path.exists():
         return None
     info = json.loads(path.read_text())
@@ -341,14 +330,15 @@ def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
     """Start `aib serve SERVICE_ID` on a free loopback port as a detached process; returns {pid, port, url}."""
     import json
 
+    from runtime.config import ui_servers_dir
     from runtime.processes import free_port, process_started, wait_for_http
 
     running = server_of(service_id)
     if running:
         return running
     port = port or free_port()
-    _servers_dir().mkdir(parents=True, exist_ok=True)
-    log_path = _servers_dir() / f"{service_id}.log"
+    ui_servers_dir().mkdir(parents=True, exist_ok=True)
+    log_path = ui_servers_dir() / f"{service_id}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(
         [sys.executable, "-m", "builder.cli", "serve", service_id, "--port", str(port)],
@@ -382,12 +372,14 @@ def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
         "started": process_started(proc.pid),
         "workbench": {"pid": os.getpid(), "started": process_started(os.getpid())},
     }
-    (_servers_dir() / f"{service_id}.json").write_text(json.dumps(info))
+    (ui_servers_dir() / f"{service_id}.json").write_text(json.dumps(info))
     return info
 
 
 def stop_server(service_id: str) -> bool:
     """Stop the API server the UI started for a service; False when none runs."""
+    from runtime.config import ui_servers_dir
+
     info = server_of(service_id)
     if info is None:
         return False
@@ -395,7 +387,7 @@ def stop_server(service_id: str) -> bool:
         os.killpg(os.getpgid(info["pid"]), signal.SIGTERM)
     except ProcessLookupError:
         pass
-    (_servers_dir() / f"{service_id}.json").unlink(missing_ok=True)
+    (ui_servers_dir() / f"{service_id}.json").unlink(missing_ok=True)
     return True
 
 

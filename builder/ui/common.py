@@ -139,6 +139,38 @@ def start_local_chain(port: int) -> None:
     start_local(port)
 
 
+def take_address(param: str, state_key: str, accept: Any) -> None:
+    """When the page's address names an item (`?param=value`) the session has not shown yet — a reload, a bookmark,
+    a shared link — and `accept(value)` agrees, make it the chosen item (`state_key`)."""
+    value = st.query_params.get(param)
+    if value and value != st.session_state.get(f"{param}-address") and accept(value):
+        st.session_state[state_key] = value
+
+
+def keep_address(param: str, value: str) -> None:
+    """Make the page's address name `value`, so a reload or a copied link shows it again."""
+    st.query_params[param] = st.session_state[f"{param}-address"] = value
+
+
+def choice_box(label: str, ids: list[str], names: dict[str, str], key: str, state_key: str) -> str:
+    """A select box over `ids` (not empty; shown by `names`, made distinct) that follows the item chosen elsewhere
+    (`state_key`: the address, another page) and records the user's own choice there; the id chosen."""
+    shown = distinct_labels(names)
+    wanted = st.session_state.get(state_key)
+    wanted = wanted if wanted in ids else ids[0]  # nothing chosen yet, or it is gone: the first
+    if st.session_state.get(key) != wanted:
+        st.session_state[key] = wanted  # set before the box is drawn: it shows this one
+    chosen = st.selectbox(
+        label,
+        ids,
+        key=key,
+        format_func=shown.get,
+        on_change=lambda: st.session_state.update({state_key: st.session_state[key]}),
+    )
+    st.session_state[state_key] = chosen
+    return chosen
+
+
 def distinct_labels(labels: dict[str, str]) -> dict[str, str]:
     """`labels` (id -> label) with the id added to every label that two ids share: a select box is sent back
     from the browser by its label, so two equal labels would make one of the items impossible to choose."""
@@ -177,15 +209,18 @@ __all__ = [
     "aic",
     "bump_canvas",
     "chain_or_none",
+    "choice_box",
     "current_draft",
     "db",
     "distinct_labels",
     "flash",
     "goto",
+    "keep_address",
     "set_draft",
     "setup",
     "sample_table",
     "show_flash",
     "start_button",
     "start_local_chain",
+    "take_address",
 ]

@@ -16,14 +16,17 @@ from builder.ui import actions, canvas, forms, saved
 from builder.ui.common import (
     aic,
     bump_canvas,
+    choice_box,
     current_draft,
     distinct_labels,
     flash,
     goto,
+    keep_address,
     sample_table,
     set_draft,
     setup,
     show_flash,
+    take_address,
 )
 from builder.ui.draft import (
     DraftError,
@@ -49,18 +52,20 @@ setup("Builder", "builder")
 def _sync_address() -> None:
     """Open the pipeline the address names when the user arrived with it (reload, bookmark, shared link);
     otherwise make the address name the pipeline being edited."""
-    wanted = st.query_params.get("pipeline")
-    draft = current_draft()
-    if wanted and wanted != st.session_state.get("address") and (draft is None or draft.base_dir.name != wanted):
+    open_now = current_draft()
+    take_address("pipeline", "pipeline-wanted", lambda w: open_now is None or open_now.base_dir.name != w)
+    wanted = st.session_state.pop("pipeline-wanted", None)
+    if wanted:
         try:
             set_draft(saved.open_saved(wanted))
         except DraftError as exc:
             flash("error", f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
             st.query_params.pop("pipeline", None)
-        draft = current_draft()
-    if draft is not None and st.query_params.get("pipeline") != draft.base_dir.name:
-        st.query_params["pipeline"] = draft.base_dir.name
-    st.session_state["address"] = draft.base_dir.name if draft is not None else None
+    draft = current_draft()
+    if draft is not None:
+        keep_address("pipeline", draft.base_dir.name)
+    else:
+        st.session_state["pipeline-address"] = None
 
 
 def _ago(when: float) -> str:
@@ -165,10 +170,6 @@ def _rename(draft) -> None:
     flash("success", f"Renamed to {draft.data['name']}.")
 
 
-def _pick() -> None:
-    st.session_state["selected_node"] = st.session_state["selected-block"]
-
-
 def _params_of(draft, node_id: str) -> dict:
     if node_id == "compute":
         raw = draft.data.get("compute")
@@ -252,7 +253,7 @@ def _start_run(draft) -> None:
 
 def _close() -> None:
     set_draft(None)
-    st.session_state["address"] = None
+    st.session_state["pipeline-address"] = None
     st.query_params.pop("pipeline", None)
 
 
@@ -313,18 +314,9 @@ with right:
         st.info("Add blocks from the palette, then connect them on the canvas.")
     else:
         options = [*node_ids, "compute"]
-        current = st.session_state.get("selected_node")
-        current = current if current in options else node_ids[0]
-        st.session_state["selected_node"] = current
-        if st.session_state.get("selected-block") != current:
-            st.session_state["selected-block"] = current  # the canvas chose: the box follows it
-        selected = st.selectbox(
-            "Selected block",
-            options,
-            key="selected-block",
-            on_change=_pick,
-            format_func=lambda n: ("⚠ " if n in by_node else "") + (n if n != "compute" else "compute (where it runs)"),
-        )
+        plain = {n: n for n in node_ids} | {"compute": "compute (where it runs)"}
+        names = {n: ("⚠ " if n in by_node else "") + text for n, text in plain.items()}
+        selected = choice_box("Selected block", options, names, "selected-block", "selected_node")  # follows the canvas
         block = compute_block(draft) if selected == "compute" else block_of(draft, selected)
         for message in by_node.get(selected, []):
             st.error(message)

@@ -11,7 +11,7 @@ import streamlit as st
 from sqlalchemy import select
 
 from builder.ui import actions
-from builder.ui.common import aic, db, distinct_labels, goto, setup
+from builder.ui.common import aic, choice_box, db, goto, keep_address, setup, take_address
 from builder.ui.names import details, directory
 from builder.ui.progress import duration_text, step_view
 from builder.ui.results import (
@@ -41,12 +41,10 @@ with db() as s:
     runs = [(r.id, r.name, r.status, r.created_at, (r.metrics or {}).get("accuracy")) for r in list_runs(s)]
 
 # Each run has its own address (/runs?run=<id>): a reload, a bookmark or a shared link shows that run again.
-address = st.query_params.get("run")
-if address and address != st.session_state.get("run-address") and RUN_ID.match(address):
-    st.session_state["selected_run"] = address
+take_address("run", "selected_run", RUN_ID.match)
 wanted = st.session_state.get("selected_run")
 if wanted:
-    st.query_params["run"] = st.session_state["run-address"] = wanted
+    keep_address("run", wanted)  # a run still starting is named by the address too
 if wanted and wanted not in [r[0] for r in runs]:
     starting = actions.run_starting(wanted)
     if starting:
@@ -72,18 +70,9 @@ table = pd.DataFrame(
 )
 st.dataframe(table, hide_index=True, width="stretch")
 ids = [r[0] for r in runs]
-names = distinct_labels({r[0]: f"{r[1]} · started {r[3]:%d %b %H:%M:%S}" for r in runs})
-if wanted in ids and st.session_state.get("run-select") != wanted:
-    st.session_state["run-select"] = wanted  # the address (or another page) chose the run: the box follows
-run_id = st.selectbox(
-    "Run",
-    ids,
-    key="run-select",
-    format_func=lambda i: names[i],
-    on_change=lambda: st.session_state.update(selected_run=st.session_state["run-select"]),
-)
-st.session_state["selected_run"] = run_id
-st.query_params["run"] = st.session_state["run-address"] = run_id
+names = {r[0]: f"{r[1]} · started {r[3]:%d %b %H:%M:%S}" for r in runs}
+run_id = choice_box("Run", ids, names, "run-select", "selected_run")
+keep_address("run", run_id)
 
 
 def _load(run_id: str) -> tuple[dict, list[dict], list[dict], dict, datetime | None]:

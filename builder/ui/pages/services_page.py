@@ -10,7 +10,7 @@ import streamlit as st
 from sqlalchemy import select
 
 from builder.ui import actions
-from builder.ui.common import aic, batches_table, db, distinct_labels, setup
+from builder.ui.common import aic, batches_table, choice_box, db, keep_address, setup, take_address
 from builder.ui.draft import DraftError
 from builder.ui.results import answer_card, bundle_manifest
 
@@ -31,22 +31,10 @@ if not services:
 
 ids = [x[0] for x in services]
 # Each service has its own address (/services?service=<id>): a reload or a shared link shows it again.
-address = st.query_params.get("service")
-if address in ids and address != st.session_state.get("service-address"):
-    st.session_state["selected_service"] = address
-wanted = st.session_state.get("selected_service")
-if wanted in ids and st.session_state.get("service-select") != wanted:
-    st.session_state["service-select"] = wanted  # chosen elsewhere (address, Runs page): the box follows
-names = distinct_labels({x[0]: f"{x[1]} · trained {x[3]:%d %b %H:%M:%S}" for x in services})
-service_id = st.selectbox(
-    "Service",
-    ids,
-    format_func=lambda i: names[i],
-    key="service-select",
-    on_change=lambda: st.session_state.update(selected_service=st.session_state["service-select"]),
-)
-st.session_state["selected_service"] = service_id
-st.query_params["service"] = st.session_state["service-address"] = service_id
+take_address("service", "selected_service", lambda value: value in ids)
+names = {x[0]: f"{x[1]} · trained {x[3]:%d %b %H:%M:%S}" for x in services}
+service_id = choice_box("Service", ids, names, "service-select", "selected_service")
+keep_address("service", service_id)
 _, name, run_id, created, price_1k, bundle_dir = next(x for x in services if x[0] == service_id)
 st.caption(f"{name} · trained by run {run_id} · {aic(price_1k)} per 1,000 calls")
 
