@@ -182,7 +182,7 @@ with tab_blocks:
                 try:
                     who = checked_address(block_owner.strip() or chain.payer)
                     asset_id, tx = register_provided_block(cls, who)
-                    st.success(f"{ref} is registered as an asset of {directory(you=chain.payer).who(who)}.")
+                    st.success(f"{ref} is registered as an asset of {names.who(who)}.")
                     details({"asset number": asset_id, "owner's wallet": who, "transaction": tx})
                 except AibError as exc:
                     st.error(str(exc))
