@@ -222,10 +222,13 @@ def write_address_book(book: dict[str, Any]) -> None:
 
 def record_asset(ref: str, asset_id: int) -> None:
     """Name asset `asset_id` as `ref` (a block or dataset) in the address book, re-read first so that assets
-    added meanwhile by another writer are kept."""
-    book = address_book()
-    book.setdefault("assets", {})[ref] = asset_id
-    write_address_book(book)
+    added meanwhile by another writer are kept (under a lock: two offers registered at the same moment by the
+    coordinator API each keep their name)."""
+    path = address_book_path()
+    with exclusive_lock(path.with_name(path.name + ".lock")):
+        book = address_book()
+        book.setdefault("assets", {})[ref] = asset_id
+        write_address_book(book)
 
 
 def payments_enabled() -> bool:

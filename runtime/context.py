@@ -68,6 +68,9 @@ class StepContext:
     # provider's work was, recorded beside them); findings go to `verification`.
     verify_epochs: list[int] | None = None
     verification: dict[str, Any] = field(default_factory=dict)
+    # Rented compute over the provider protocol: `fit` hands the training to a provider through this
+    # (runtime.protocol.remote.RemoteTraining); None: train here.
+    remote: Any = None
 
     @property
     def work_dir(self) -> Path:

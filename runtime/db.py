@@ -115,6 +115,8 @@ class ProviderRow(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     asset_id: Mapped[int | None] = mapped_column(Integer)  # its compute-offer asset, paid for its compute
     wallet: Mapped[str | None] = mapped_column(String(42))  # owns the offer asset and signs its work receipts
+    # "local": an agent of the operator's own with the app database; "api": a stranger speaking the provider protocol
+    via: Mapped[str] = mapped_column(String(20), default="local", server_default="local")
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -274,6 +276,57 @@ class RewardEpoch(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Lease(Base):
+    """A training step's work leased to a provider over the coordinator API: what it may read (the job's sealed
+    blobs), what it has sent back (checkpoints by hash, its commitments), and the coordinator's own clock of it."""
+
+    __tablename__ = "leases"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    node_id: Mapped[str] = mapped_column(String(100))
+    cache_key: Mapped[str] = mapped_column(String(64))
+    provider_id: Mapped[str] = mapped_column(String(40), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    # offered -> claimed -> completed | preempted | released | lost | failed | cancelled
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    job: Mapped[dict] = mapped_column(JSON)  # sealed inputs by hash with their keys, resume state, settings
+    uploads: Mapped[dict] = mapped_column(JSON, default=dict)  # sha256 -> {name, size} of what it sent, checked
+    commitments: Mapped[list] = mapped_column(JSON, default=list)  # its claimed checkpoint hashes, checked at the end
+    progress: Mapped[dict] = mapped_column(JSON, default=dict)  # {done, total, description} (display only)
+    reason: Mapped[str | None] = mapped_column(Text)  # why it ended other than completed
+    flow_run_id: Mapped[str | None] = mapped_column(String(40))
+    pid: Mapped[int | None] = mapped_column(Integer)  # the provider's process (its word; shown, never trusted)
+    served_bytes: Mapped[int] = mapped_column(Integer, default=0)  # sealed bytes the coordinator sent it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SealedBlob(Base):
+    """A plaintext blob (a digitized shard, a training program) sealed once with its own AES-GCM key: the store
+    holds only the sealed bytes; a lease hands the key to the provider it names."""
+
+    __tablename__ = "sealed_blobs"
+    plain_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sealed_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    key: Mapped[str] = mapped_column(String(64))  # hex AES-256 key (the coordinator's database is trusted)
+    size: Mapped[int] = mapped_column(Integer)  # plaintext bytes
+    sealed_size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Challenge(Base):
+    """A sign-in challenge sent to a wallet: used once, before it expires."""
+
+    __tablename__ = "challenges"
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    wallet: Mapped[str] = mapped_column(String(42))
+    message: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 _engines: dict[str, Engine] = {}

@@ -5,8 +5,12 @@ creates a process work pool per tier and deploys the pipeline flow to each. A pr
 worker on its tier's pool, pulling only from its own work queue, so the run the allocator placed on it runs
 there and nowhere else. The embedded (ephemeral) mode of `make run` is untouched.
 
-The flow run executes in the worker's process on the provider's machine, against the same app database
-(shared file on loopback; PostgreSQL across machines).
+Two kinds of provider. An agent of the operator's own (`aib provider start` without --coordinator, on this machine)
+runs the whole flow against the app database: it is trusted like the coordinator. A provider on another machine
+(`aib provider start --coordinator URL`) is a stranger: it never reaches the database or disk; it signs in with its
+wallet to the coordinator API (runtime/protocol/api.py, started here beside `prefect server`), and its worker runs
+only leased training steps (runtime/protocol/worker.py) from sealed digitized inputs. Prefect's API is protected by
+an auth string the coordinator hands to signed-in providers alone.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ FLOW_NAME = "aib-pipeline"
 LOST_AFTER_SECONDS = 15.0
 PREEMPT_SIGNAL = signal.SIGUSR1
 ENTRYPOINT = "runtime/distributed.py:pipeline_flow"
+LEASE_FLOW_NAME = "aib-lease"
+LEASE_ENTRYPOINT = "runtime/protocol/worker.py:lease_flow"
 
 
 class ServerError(AibError):
@@ -61,8 +67,22 @@ def api_url() -> str:
     return info["api_url"]
 
 
-def start_server(port: int = 4200, database_url: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
-    """Start `prefect server` on loopback, then create the work pools and deployments; its info."""
+def prefect_auth_string() -> str:
+    """The credentials of this coordinator's Prefect API (HTTP basic `user:password`), made on first use."""
+    from runtime.config import local_secret
+
+    return f"aib:{local_secret('prefect-api').hex()}"
+
+
+def start_server(
+    port: int = 4200,
+    database_url: str | None = None,
+    timeout: float = 120.0,
+    host: str = "127.0.0.1",
+    coordinator_port: int | None = None,
+) -> dict[str, Any]:
+    """Start `prefect server` (protected by its auth string) and the coordinator API on `host`, then create the
+    work pools and deployments; its info."""
     running = server_info()
     if running is not None:
         return running
@@ -78,18 +98,21 @@ def start_server(port: int = 4200, database_url: str | None = None, timeout: flo
         "PREFECT_API_DATABASE_CONNECTION_URL": db,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_API_AUTH_STRING": prefect_auth_string(),
         "DO_NOT_TRACK": "1",
     }
     env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_API_AUTH_STRING", None)
     log = open(settings.home / "prefect-server.log", "ab")  # noqa: SIM115 - the child writes to it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}/api"
+    local_host = "127.0.0.1" if host in ("0.0.0.0", "127.0.0.1") else host
+    url = f"http://{local_host}:{port}/api"
     if not wait_for_http(proc, f"{url}/health", timeout):
         if proc.poll() is not None:
             raise ServerError(
@@ -97,14 +120,33 @@ def start_server(port: int = 4200, database_url: str | None = None, timeout: flo
             )
         stop_process_group(proc.pid)
         raise ServerError(f"prefect server did not answer on port {port} within {timeout:.0f} s")
-    info = {"api_url": url, "pid": proc.pid, "port": port, "database": "postgresql" if database_url else "sqlite"}
+    info: dict[str, Any] = {"api_url": url, "pid": proc.pid, "port": port,
+                            "database": "postgresql" if database_url else "sqlite"}  # fmt: skip
     try:
         prepare_pools(url)
+        info.update(_start_coordinator(host, local_host, coordinator_port or port + 1, timeout))
     except Exception as exc:
         stop_process_group(proc.pid)
-        raise ServerError(f"the server started but its work pools could not be created: {exc}") from exc
+        raise ServerError(f"the server started but could not be made ready: {exc}") from exc
     _server_file().write_text(json.dumps(info))
     return info
+
+
+def _start_coordinator(host: str, local_host: str, port: int, timeout: float) -> dict[str, Any]:
+    """The coordinator API (uvicorn) on `host`:`port`; what server.json records of it."""
+    settings = get_settings()
+    log = open(settings.home / "coordinator.log", "ab")  # noqa: SIM115 - the child writes to it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "runtime.protocol.api:app", "--host", host, "--port", str(port),
+         "--no-access-log"],
+        env={**os.environ, "AIB_HOME": str(settings.home)}, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://{local_host}:{port}"
+    if not wait_for_http(proc, f"{url}/v1/health", timeout):
+        stop_process_group(proc.pid)
+        raise ServerError(f"the coordinator API did not answer on port {port}; see {settings.home / 'coordinator.log'}")
+    return {"coordinator_url": url, "coordinator_pid": proc.pid}
 
 
 def stop_server() -> bool:
@@ -113,6 +155,8 @@ def stop_server() -> bool:
     _server_file().unlink(missing_ok=True)
     if info is None:
         return False
+    if info.get("coordinator_pid"):
+        stop_process_group(int(info["coordinator_pid"]))
     stop_process_group(int(info["pid"]))
     return True
 
@@ -122,9 +166,9 @@ def _talking_to(url: str) -> Iterator[None]:
     """Prefect clients in this block use the distributed server (the process may have imported Prefect with
     another API, or none, in its settings: changing the environment afterwards would not reach them)."""
     configure_prefect()
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: url}):
+    with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: prefect_auth_string()}):
         yield
 
 
@@ -138,25 +182,27 @@ def prepare_pools(url: str) -> None:
 
     async def setup() -> None:
         async with get_client() as client:
-            flow_id = await client.create_flow_from_name(FLOW_NAME)
+            flows = [(await client.create_flow_from_name(FLOW_NAME), ENTRYPOINT, "run_id"),
+                     (await client.create_flow_from_name(LEASE_FLOW_NAME), LEASE_ENTRYPOINT, "lease_id")]  # fmt: skip
             for tier in TIERS:
                 try:
                     await client.create_work_pool(WorkPoolCreate(name=tier, type="process"))
                 except ObjectAlreadyExists:
                     pass
-                await client.create_deployment(
-                    flow_id,
-                    name=tier,
-                    work_pool_name=tier,
-                    entrypoint=ENTRYPOINT,
-                    path=str(ROOT),
-                    pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}],
-                    parameter_openapi_schema={
-                        "type": "object",
-                        "properties": {"run_id": {"type": "string"}},
-                        "required": ["run_id"],
-                    },
-                )
+                for flow_id, entrypoint, param in flows:
+                    await client.create_deployment(
+                        flow_id,
+                        name=tier,
+                        work_pool_name=tier,
+                        entrypoint=entrypoint,
+                        path=str(ROOT),
+                        pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}],
+                        parameter_openapi_schema={
+                            "type": "object",
+                            "properties": {param: {"type": "string"}},
+                            "required": [param],
+                        },
+                    )
 
     with _talking_to(url):
         asyncio.run(setup())
@@ -258,6 +304,35 @@ def submit_run(run_id: str, provider_id: str) -> str:
     return str(flow_run.id)
 
 
+def _outside_flow(fn: Any) -> Any:
+    """`fn()` in a thread of its own: Prefect clients inside a running flow or task (a leased step is called from
+    the run's own flow) would otherwise use that flow's API instead of the distributed server's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result()
+
+
+def submit_lease(lease_id: str, provider_id: str, tier: str) -> str:
+    """Hand a lease to a protocol provider's work queue (on its tier's pool); the Prefect flow run id."""
+    url = api_url()
+    configure_prefect()
+    from prefect.deployments import run_deployment
+
+    def submit() -> str:
+        with _talking_to(url):
+            flow_run = run_deployment(
+                f"{LEASE_FLOW_NAME}/{tier}",
+                parameters={"lease_id": lease_id},
+                work_queue_name=provider_id,
+                flow_run_name=lease_id,
+                timeout=0,
+            )
+        return str(flow_run.id)
+
+    return _outside_flow(submit)
+
+
 def flow_run_state(flow_run_id: str) -> tuple[str, str]:
     """(state type, message) of a flow run on the server, e.g. ("CRASHED", "…")."""
     import asyncio
@@ -270,8 +345,11 @@ def flow_run_state(flow_run_id: str) -> tuple[str, str]:
             fr = await client.read_flow_run(uuid.UUID(flow_run_id))
             return (fr.state.type.value if fr.state else "UNKNOWN", (fr.state.message or "") if fr.state else "")
 
-    with _talking_to(api_url()):
-        return asyncio.run(read())
+    def in_thread() -> tuple[str, str]:
+        with _talking_to(api_url()):
+            return asyncio.run(read())
+
+    return _outside_flow(in_thread)
 
 
 def cancel_flow_run(flow_run_id: str) -> None:
@@ -471,9 +549,11 @@ __all__ = [
     "api_url",
     "pipeline_flow",
     "place_run",
+    "prefect_auth_string",
     "server_info",
     "start_server",
     "stop_server",
+    "submit_lease",
     "submit_run",
     "wait_for_run",
 ]

@@ -78,9 +78,10 @@ def check_tier(tier: str, hw: Hardware) -> float:
     return best
 
 
-def provider_id(name: str, tier: str) -> str:
-    """A stable id for an agent's offer (the same name and tier on the same host get the same id)."""
-    digest = hashlib.sha256(f"{socket.gethostname()}|{name}|{tier}".encode()).hexdigest()[:10]
+def provider_id(name: str, tier: str, owner: str | None = None) -> str:
+    """A stable id for an agent's offer: the same name and tier on the same host (or, for a provider speaking the
+    protocol, of the same wallet: a stranger cannot take over another's offer) get the same id."""
+    digest = hashlib.sha256(f"{owner or socket.gethostname()}|{name}|{tier}".encode()).hexdigest()[:10]
     return f"prov-{digest}"
 
 
@@ -96,6 +97,7 @@ def register_offer(
     datasets: list[str] | None = None,
     pid: int | None = None,
     status: str = "online",
+    owner: str | None = None,
 ) -> ProviderRow:
     """Record (or renew) an offer as online (or `starting`: not placed on until a heartbeat marks it online);
     OfferError for a tier the hardware cannot serve or a bad price."""
@@ -104,7 +106,7 @@ def register_offer(
         raise OfferError("the price must be above 0 AIC per device-hour")
     if not 1 <= slots <= 64:
         raise OfferError(f"slots must be between 1 and 64, not {slots}")
-    pid_ = provider_id(name, tier)
+    pid_ = provider_id(name, tier, owner)
     row = s.get(ProviderRow, pid_) or ProviderRow(id=pid_, reputation=1.0)
     row.name, row.tier, row.price_wei_per_s, row.memory_gb, row.slots = name, tier, price_wei_per_s, memory, slots
     row.region, row.hardware, row.datasets = region, hardware.to_dict(), sorted(datasets or [])

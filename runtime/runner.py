@@ -37,6 +37,7 @@ class _RunState:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     compute: dict[str, Any] | None = None  # the compute tier billed (a rented provider's own price and address)
     attempt: int = 0  # rented compute: which attempt of the run this is (a preempted run resumes as the next)
+    remote: Any = None  # rented compute over the provider protocol: training steps are leased (protocol.remote)
 
 
 class Preempted(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt, not an error
@@ -150,6 +151,7 @@ def execute_step(run_id: str, node_id: str) -> None:
                 reporter=state.reporter,
                 keep_segments=state.compute is not None,  # a rented provider commits its work for verification
                 segment_batches=_segment_batches(state.pipeline) if state.compute is not None else 0,
+                remote=state.remote if node.block.trains else None,
             )
             outputs = node.block().run(ctx, inputs, node.params)
             missing = [p.name for p in node.block.outputs if p.name not in outputs]
@@ -198,7 +200,8 @@ def _finish_step(
         row.metrics = metrics
         if status == "succeeded":
             row.progress = 1.0
-        if not cached and seconds > 0:
+        # Over the provider protocol the coordinator runs these steps itself; the provider's leases bill its time.
+        if not cached and seconds > 0 and state.remote is None:
             add_compute_usage(
                 s, run_id=run_id, node_id=step.node_id, compute=compute, seconds=seconds, attempt=state.attempt
             )
@@ -302,6 +305,7 @@ def execute_run(
     plan: Plan,
     reporter: Reporter | None = None,
     engine: Literal["prefect", "direct"] = "prefect",
+    remote: Any = None,
 ) -> None:
     """Run `plan` (already recorded as `run_id`) as a Prefect flow; raises RunError when a step fails.
 
@@ -322,7 +326,7 @@ def execute_run(
         torch.set_num_threads(compute_params.threads)
     db_reporter = DbReporter(run_id, reporter or NullReporter())
     compute, attempt = _billed_compute(run_id, plan)
-    state = _RunState(pipeline, plan, settings, device, db_reporter, compute=compute, attempt=attempt)
+    state = _RunState(pipeline, plan, settings, device, db_reporter, compute=compute, attempt=attempt, remote=remote)
     _ACTIVE[run_id] = state
     with Session.begin() as s:
         run = s.get(Run, run_id)

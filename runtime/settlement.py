@@ -204,13 +204,17 @@ def settle_run(session: Session, chain: Chain, run_id: str) -> Settlement:
             for u in session.scalars(select(Usage).where(Usage.run_id == run_id))
         ]
         compute = run.plan["compute"]
+        # The overrun is cut from compute: the run's last provider first, then those it ran on before, latest first.
+        rented = [u.provider for u in session.scalars(select(Usage).where(Usage.run_id == run_id,
+                  Usage.block_id == compute["block_id"]).order_by(Usage.id.desc()))]  # fmt: skip
+        providers = [p for p in [run.provider_id or "", *rented] if p in offers]
         try:
             plan = plan_settlement(
                 usage,
                 chain.asset_of,
                 row.deposit_wei,
                 fee_bps,
-                overrun_block=offers.get(run.provider_id or "") or f"{compute['block_id']}@{compute['version']}",
+                overrun_block=[offers[p] for p in providers] + [f"{compute['block_id']}@{compute['version']}"],
             )
         except SettlementMathError as exc:
             row.error = str(exc)

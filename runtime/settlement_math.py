@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 BPS = 10_000
@@ -51,12 +51,13 @@ def plan_settlement(
     asset_of: Mapping[str, int],
     deposit_wei: int,
     fee_bps: int,
-    overrun_block: str | None = None,
+    overrun_block: str | Sequence[str] | None = None,
 ) -> SettlementPlan:
     """Group `usage` ((block ref, amount wei) pairs) by asset and fit it into the deposit.
 
     If the ledger owes more than the deposit can pay (payouts + fee), the payout of `overrun_block` (the compute
     tier, whose time is the only estimated part of a quote) is reduced until it fits; the rest is the shortfall.
+    Several blocks (a rented run that moved between providers: the last one first) are cut in the order given.
     """
     owed: dict[str, int] = {}
     for ref, amount in usage:
@@ -73,10 +74,13 @@ def plan_settlement(
     total = sum(owed.values())
     shortfall = 0
     if total + fee_on(total, fee_bps) > deposit_wei:
-        if overrun_block is None or overrun_block not in owed:
+        order = [overrun_block] if isinstance(overrun_block, str) else list(overrun_block or [])
+        cut = [b for i, b in enumerate(order) if b in owed and b not in order[:i]]
+        if not cut:
             raise SettlementMathError(f"the ledger owes {total} wei plus fee but only {deposit_wei} wei was deposited")
-        fixed = total - owed[overrun_block]
-        # The largest payout p for the overrun block with fixed + p + fee(fixed + p) <= deposit.
+        reducible = sum(owed[b] for b in cut)
+        fixed = total - reducible
+        # The largest payout p for the overrun blocks with fixed + p + fee(fixed + p) <= deposit.
         # fixed + p + fee(fixed + p) grows with p; the estimate below is within a few wei of the answer (the fee
         # is rounded down), on either side, so step up while the next wei still fits, then down while it does not.
         room = deposit_wei * BPS // (BPS + fee_bps) - fixed
@@ -86,8 +90,12 @@ def plan_settlement(
             room -= 1
         if room < 0:
             raise SettlementMathError(f"the per-run prices alone ({fixed} wei plus fee) exceed the deposit")
-        shortfall = owed[overrun_block] - room
-        owed[overrun_block] = room
+        shortfall = reducible - room
+        left = shortfall
+        for b in cut:
+            take = min(left, owed[b])
+            owed[b] -= take
+            left -= take
         total = fixed + room
     fee = fee_on(total, fee_bps)
     payouts = tuple(Payout(ref, asset_of[ref], amount) for ref, amount in sorted(owed.items()) if amount > 0)

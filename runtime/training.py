@@ -98,6 +98,13 @@ def fit(
     if ctx.verify_epochs is not None:  # the segments are those the provider committed, whatever is asked now
         seg = _recorded_layout(ctx) or 0
         return _verify(ctx, module, opt, x, y, loss_fn, seed, batch_size, seg)
+    if ctx.remote is not None:  # rented compute: a provider trains it over the provider protocol
+        final = ctx.remote.train(ctx, module, opt, data, epochs=epochs, batch_size=batch_size, seed=seed,
+                                 loss_fn=loss_fn, score=score)  # fmt: skip
+        module.load_state_dict(final["module"])
+        opt.load_state_dict(final["optimizer"])
+        module.eval()
+        return float(final.get("loss", float("nan")))
     seg = ctx.segment_batches if ctx.keep_segments else 0
     ckpt_path = ctx.work_dir / "checkpoint.pt"
     start_epoch, start_chunk, loss_value, partial, rng = 0, 0, float("nan"), 0.0, None
@@ -109,7 +116,8 @@ def fit(
         start_chunk = int(state.get("chunk", 0))
         loss_value = float(state.get("loss", float("nan")))
         partial, rng = float(state.get("partial", 0.0)), state.get("rng")
-        ctx.log_metric("resumed_from_epoch", start_epoch)
+        if start_epoch or start_chunk:  # (a leased step starts from the coordinator's initial state: not a resume)
+            ctx.log_metric("resumed_from_epoch", start_epoch)
         recorded = _recorded_layout(ctx) if ctx.keep_segments else None
         # Work goes on cut as it was begun: mid-epoch, that epoch's segments; else the layout already committed.
         seg = int(state["segment_batches"]) if start_chunk else (recorded if recorded is not None else seg)

@@ -33,8 +33,10 @@ def _chain() -> tuple[Any, dict[str, Any]]:
     return connect(rpc_url()), address_book()
 
 
-def ensure_offer_asset(row: Any, wallet: str) -> int:
-    """The offer's asset id, registering it (owned by `wallet`) the first time; kept across restarts of the agent."""
+def ensure_offer_asset(row: Any, wallet: str, sender: str | None = "owner") -> int:
+    """The offer's asset id, registering it (owned by `wallet`) the first time; kept across restarts of the agent.
+    `sender`: who sends the registration ("owner": `wallet` itself; None: the coordinator's own signer, for a
+    provider on another machine that proved it holds `wallet`)."""
     from chain.client import contract, registered_asset
     from chain.deploy import ASSET_KINDS
     from runtime.chain_node import record_asset, send
@@ -60,13 +62,19 @@ def ensure_offer_asset(row: Any, wallet: str) -> int:
             f"aib://offers/{row.id}",
             int(row.price_wei_per_s),
         ),
-        wallet,
+        wallet if sender == "owner" else (sender or _coordinator_signer(w3, book)),
     )
     from web3.logs import DISCARD
 
     asset_id = int(registry.events.AssetRegistered().process_receipt(receipt, errors=DISCARD)[0].args.assetId)
     record_asset(offer_ref(row.id), asset_id)
     return asset_id
+
+
+def _coordinator_signer(w3: Any, book: dict[str, Any]) -> str:
+    from chain.accounts import use_signer
+
+    return use_signer(w3, book)
 
 
 def stake(asset_id: int, amount_wei: int, wallet: str) -> str:

@@ -25,23 +25,38 @@ app.add_typer(providers_app, name="providers")
 
 @server_app.command("start")
 def server_start(
-    port: Annotated[int, typer.Option(help="Loopback port of the Prefect API")] = 4200,
+    port: Annotated[int, typer.Option(help="Port of the Prefect API (the coordinator API takes the next one)")] = 4200,
     database_url: Annotated[
         str | None, typer.Option("--database-url", help="PostgreSQL URL for Prefect's state (default: SQLite)")
     ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on: 127.0.0.1, or one providers on other machines reach")
+    ] = "127.0.0.1",
+    coordinator_port: Annotated[
+        int | None, typer.Option("--coordinator-port", help="Port of the coordinator API (default: --port + 1)")
+    ] = None,
     json_: JsonFlag = False,
 ) -> None:
-    """Start `prefect server`, create a work pool per compute tier and deploy the pipeline flow to each."""
+    """Start `prefect server` and the coordinator API (the provider protocol), create a work pool per compute tier
+    and deploy the flows to each."""
+    import ipaddress
+
     from runtime.distributed import start_server
 
     if database_url and not database_url.startswith(("postgresql://", "postgresql+asyncpg://")):
         _fail("--database-url must be a PostgreSQL URL (postgresql://user:password@host/db); SQLite is the default")
-    info = start_server(port, database_url)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        _fail(f"--host {host!r} is not an IP address of this machine (e.g. 127.0.0.1 or 10.0.0.5)")
+    info = start_server(port, database_url, host=host, coordinator_port=coordinator_port)
     if json_:
         _print_json(info)
     else:
-        out.print(f"server running: Prefect API {info['api_url']} (pid {info['pid']}); work pools: cpu, gpu-small, "
-                  "gpu-medium, gpu-large. Stop it with `aib server stop`.", highlight=False)  # fmt: skip
+        out.print(f"server running: Prefect API {info['api_url']} (pid {info['pid']}); coordinator API "
+                  f"{info['coordinator_url']} (providers on other machines: `aib provider start --coordinator "
+                  f"{info['coordinator_url']} …`); work pools: cpu, gpu-small, gpu-medium, gpu-large. Stop it with "
+                  "`aib server stop`.", highlight=False)  # fmt: skip
 
 
 @server_app.command("stop")
@@ -130,6 +145,14 @@ def provider_start(
     stake: Annotated[
         str | None, typer.Option("--stake", help="AIC to stake on the offer (slashed if caught cheating), e.g. '100'")
     ] = None,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(
+            "--coordinator",
+            help="URL of the coordinator API when this machine is not the coordinator's "
+            "(shown by `aib server start`): this machine then speaks only the provider protocol",
+        ),
+    ] = None,
 ) -> None:
     """Offer this machine: check its hardware against the tier, register the offer (and, with the chain running,
     its compute-offer asset), run a Prefect worker for the tier and send heartbeats until stopped (Ctrl-C, SIGTERM
@@ -151,6 +174,14 @@ def provider_start(
     stake_wei = _aic_option(stake, "--stake") if stake is not None else 0
     if data_dir is not None and not data_dir.is_dir():
         _fail(f"--data-dir {data_dir} is not a folder")
+    if coordinator is not None:
+        if stake_wei:
+            _fail("--stake is not offered over the provider protocol yet; stake from the offer's wallet on chain")
+        from builder.cli.provider_agent import run_protocol_agent
+
+        code = run_protocol_agent(coordinator, tier=tier, price_wei=price_wei, name=name, slots=slots, region=region,
+                                  wallet=wallet)  # fmt: skip
+        raise typer.Exit(code)
     url = api_url()
     hw = detect_hardware()
     name = name or socket.gethostname()
@@ -175,7 +206,14 @@ def provider_start(
         heartbeat(s, pid_)  # online now that its asset (if paid) exists: runs may be placed on it
         s.commit()
     _pid_file(pid_).write_text(str(os.getpid()))
-    env = {**os.environ, "PREFECT_API_URL": url, "AIB_PROVIDER_ID": pid_}
+    from runtime.distributed import prefect_auth_string
+
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": url,
+        "PREFECT_API_AUTH_STRING": prefect_auth_string(),
+        "AIB_PROVIDER_ID": pid_,
+    }
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", tier, "--work-queue", pid_, "--name", pid_,
          "--type", "process", "--limit", str(slots)],

@@ -148,6 +148,8 @@ def _run_on_provider(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
             raise
         if not quiet:
             out.print(f"placed on {assignment.reason}", highlight=False)
+        if _speaks_protocol(assignment.provider_id):
+            return _run_with_leases(run_id, pipeline, plan, quiet, precached, assignment.provider_id, excluded)
         status = wait_for_run(run_id, submit_run(run_id, assignment.provider_id), on_change)
         excluded.add(assignment.provider_id)
         if status == "succeeded":
@@ -169,6 +171,52 @@ def _run_on_provider(run_id: str, pipeline: Any, plan: Any, quiet: bool) -> int:
         run.status, run.finished_at = "failed", utcnow()
         run.error = f"no provider finished it in {MAX_ATTEMPTS} attempts: {'; '.join(failures)}"
         s.commit()
+    return 1
+
+
+def _speaks_protocol(provider_id: str) -> bool:
+    """Whether an offer is a provider on another machine (provider protocol) rather than an agent of our own."""
+    from runtime.db import ProviderRow
+
+    with _session() as s:
+        row = s.get(ProviderRow, provider_id)
+        return row is not None and row.via == "api"
+
+
+def _run_with_leases(
+    run_id: str, pipeline: Any, plan: Any, quiet: bool, precached: frozenset[str], first: str | None, excluded: set[str]
+) -> int:
+    """Run here with every training step leased to protocol providers (runtime/protocol/remote.py); work that
+    fails verification is not paid and is done again by another provider."""
+    from builder.cli.progress import RichReporter
+    from runtime.distributed import discard_unverified
+    from runtime.protocol.remote import RemoteTraining
+    from runtime.runner import execute_run
+
+    params = pipeline.compute.params
+    max_price = round(params.max_price_per_hour * 10**18 / 3600) if params.max_price_per_hour else None
+    for _ in range(MAX_ATTEMPTS):
+        remote = RemoteTraining(run_id, plan, exclude=set(excluded), first=first, tier=params.tier,
+                                memory_gb=params.memory_gb, max_price_wei_per_s=max_price)  # fmt: skip
+        try:
+            if quiet:
+                execute_run(run_id, pipeline, plan, remote=remote)
+            else:
+                with RichReporter(out, [(s.node_id, s.ref) for s in plan.steps]) as reporter:
+                    execute_run(run_id, pipeline, plan, reporter, remote=remote)
+        except AibError:
+            return 1
+        if _verify_provider_work(run_id, pipeline, plan, quiet, precached) == 0:
+            return 0
+        with _session() as s:
+            from runtime.db import Run
+
+            cheat = s.get(Run, run_id).provider_id
+        discard_unverified(plan, precached)
+        excluded.add(cheat)
+        first = None
+        if not quiet:
+            out.print(f"{cheat}'s work failed verification; running it again on another provider")
     return 1
 
 

@@ -66,7 +66,11 @@ def providers_listed() -> list[dict]:
 def workers_online(api_url: str, pool: str, names: set[str]) -> bool:
     """Whether a Prefect worker of each name in `names` has registered with work pool `pool` and is online (an
     agent names its worker after its offer)."""
-    workers = httpx.post(f"{api_url}/work_pools/{pool}/workers/filter", json={}, timeout=10).raise_for_status().json()
+    from runtime.distributed import prefect_auth_string
+
+    auth = tuple(prefect_auth_string().split(":", 1))  # the server's API is protected
+    workers = httpx.post(f"{api_url}/work_pools/{pool}/workers/filter", json={}, timeout=10, auth=auth)
+    workers = workers.raise_for_status().json()
     return names <= {w["name"] for w in workers if w["status"] == "ONLINE"}
 
 

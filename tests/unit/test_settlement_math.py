@@ -37,6 +37,24 @@ def test_compute_overrun_beyond_the_deposit_is_cut_from_the_compute_payout():
     assert plan.shortfall_wei == 10_000 - dict((p.block_ref, p.amount_wei) for p in plan.payouts)["compute@1"]
 
 
+def test_a_run_that_moved_between_providers_cuts_its_overrun_from_the_last_provider_first():
+    assets = {**ASSETS, "offer:a": 7, "offer:b": 8}
+    usage = [("data@1", 500), ("offer:a", 300), ("offer:b", 400)]
+    # Room for 1,100 after the 500 of data: B (the last) gives up what does not fit, A keeps all it is owed.
+    plan = plan_settlement(usage, assets, deposit_wei=1_100, fee_bps=0, overrun_block=["offer:b", "offer:a"])
+    paid = {p.block_ref: p.amount_wei for p in plan.payouts}
+    assert paid == {"data@1": 500, "offer:a": 300, "offer:b": 300} and plan.shortfall_wei == 100
+    # Less room than B's whole payout: B gets nothing, A is cut too, and the total is exactly the deposit.
+    plan = plan_settlement(usage, assets, deposit_wei=700, fee_bps=250, overrun_block=["offer:b", "offer:a"])
+    paid = {p.block_ref: p.amount_wei for p in plan.payouts}
+    assert "offer:b" not in paid and 0 < paid["offer:a"] < 300 and paid["data@1"] == 500
+    assert plan.payouts_wei + plan.fee_wei + plan.refund_wei == 700 and plan.refund_wei <= 1
+    assert plan.payouts_wei + plan.shortfall_wei == 1_200
+    # The old single-block form still means the same.
+    one = plan_settlement(usage, assets, deposit_wei=1_100, fee_bps=0, overrun_block="offer:b")
+    assert {p.block_ref: p.amount_wei for p in one.payouts}["offer:b"] == 300
+
+
 def test_unknown_asset_negative_amount_and_uncoverable_fixed_prices_are_refused():
     with pytest.raises(SettlementMathError, match="block x@1 has no asset on this chain"):
         plan_settlement([("x@1", 1)], ASSETS, 10, 0)

@@ -1,0 +1,140 @@
+"""`aib provider start --coordinator URL`: a provider on another machine, speaking only the provider protocol.
+
+It signs in with its wallet, registers its offer through the coordinator API, runs a Prefect worker for its tier
+(the Prefect credentials come from the coordinator after sign-in) and sends heartbeats with the shards it holds.
+Its leases run in that worker (runtime/protocol/worker.py). Stopping it (Ctrl-C, SIGTERM, `aib provider stop`)
+preempts its leases first: their checkpoints are sent and they resume elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from builder.cli.base import _fail, err, out
+from builder.money import format_aic
+
+
+def run_protocol_agent(
+    coordinator: str, *, tier: str, price_wei: int, name: str | None, slots: int, region: str, wallet: str | None
+) -> int:
+    """Run the agent until stopped; its exit status."""
+    from runtime.config import get_settings, private_home
+    from runtime.protocol.client import (
+        BlobCache,
+        Coordinator,
+        CoordinatorError,
+        agent_state_dir,
+        key_address,
+        provider_key,
+        write_agent_state,
+    )
+    from runtime.protocol.identity import AuthError, checksum_address
+    from runtime.providers import HEARTBEAT_SECONDS, OfferError, check_tier, detect_hardware
+
+    if not coordinator.startswith(("http://", "https://")):
+        _fail(f"--coordinator {coordinator!r} is not a URL (http://host:port, as `aib server start` shows it)")
+    private_home()
+    key = provider_key()
+    address = key_address(key)
+    if wallet is not None:
+        try:
+            wanted = checksum_address(wallet)
+        except AuthError as exc:
+            _fail(f"--wallet: {exc}")
+        if wanted != address:
+            _fail(f"--wallet {wanted}: the key here signs for {address}; set AIB_KEYSTORE to {wanted}'s keystore")
+    hw = detect_hardware()
+    try:
+        check_tier(tier, hw)
+    except OfferError as exc:
+        _fail(str(exc))
+    coord = Coordinator(coordinator, key, say=lambda line: err.print(line, highlight=False, soft_wrap=True))
+    name = name or socket.gethostname()
+    try:
+        info = coord.call("GET", "/v1/auth/info")
+        offer = coord.call("POST", "/v1/offers", json={"name": name, "tier": tier, "price_wei_per_s": price_wei,
+                                                       "slots": slots, "region": region,
+                                                       "hardware": hw.to_dict()})  # fmt: skip
+        offer_id = offer["offer_id"]
+        cache = BlobCache()
+        coord.call("POST", f"/v1/offers/{offer_id}/heartbeat", json={"held": cache.held()})
+    except CoordinatorError as exc:
+        _fail(str(exc))
+    home = get_settings().home
+    write_agent_state({"coordinator": coordinator, "offer_id": offer_id, "wallet": address})
+    pid_file = home / "providers" / f"{offer_id}.pid"
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(str(os.getpid()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AIB_DATABASE"))}
+    env.update({"PREFECT_API_URL": info["prefect_api_url"], "PREFECT_API_AUTH_STRING": info["prefect_auth_string"],
+                "PREFECT_HOME": str(home / "prefect"), "AIB_HOME": str(home), "PREFECT_LOGGING_LEVEL": "WARNING",
+                "DO_NOT_TRACK": "1",
+                "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "2")})  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", tier, "--work-queue", offer_id, "--name",
+         offer_id, "--type", "process", "--limit", str(slots)],
+        env=env, start_new_session=True,
+    )  # fmt: skip
+    asset = f"; offer asset #{offer['asset_id']}" if offer.get("asset_id") is not None else ""
+    out.print(f"provider {offer_id} online at {coordinator}: tier {tier}, {format_aic(price_wei * 3600)} per "
+              f"device-hour, wallet {address}{asset}, {hw.summary}; worker pid {worker.pid}. Ctrl-C or "
+              f"`aib provider stop {offer_id}` stops it.", highlight=False, soft_wrap=True)  # fmt: skip
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    code = 0
+    try:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            if worker.poll() is not None:
+                err.print(f"error: the Prefect worker exited with code {worker.returncode}", highlight=False)
+                code = 1
+                break
+            try:
+                coord.call("POST", f"/v1/offers/{offer_id}/heartbeat", json={"held": cache.held()})
+            except CoordinatorError as exc:  # the coordinator refused (not merely unreachable: that is retried)
+                err.print(f"error: {exc}", highlight=False)
+    finally:
+        preempted = _preempt_leases(agent_state_dir() / "leases")
+        try:
+            coord.call("POST", f"/v1/offers/{offer_id}/stop")
+        except CoordinatorError as exc:
+            err.print(f"warning: the coordinator was not told that this offer stopped: {exc}", highlight=False)
+        from runtime.processes import stop_process_group
+
+        stop_process_group(worker.pid)
+        pid_file.unlink(missing_ok=True)
+        coord.close()
+        out.print(f"provider {offer_id} stopped" + (f"; preempted {preempted} lease(s), which resume elsewhere"
+                                                    if preempted else ""))  # fmt: skip
+    return code
+
+
+def _preempt_leases(folder: Any, timeout: float = 120.0) -> int:
+    """Stop every lease running here at once (SIGUSR1: its checkpoints are sent and it is released as preempted)
+    and wait until each has ended; how many there were."""
+    from runtime.processes import pid_alive
+
+    pids = []
+    for f in sorted(folder.glob("*.pid")) if folder.is_dir() else []:
+        try:
+            pid = int(f.read_text())
+            os.kill(pid, signal.SIGUSR1)
+            pids.append((f, pid))
+        except (OSError, ValueError):
+            f.unlink(missing_ok=True)
+    count, deadline = len(pids), time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        pids = [(f, p) for f, p in pids if f.exists() and pid_alive(p)]
+        time.sleep(0.2)
+    return count

@@ -1,0 +1,418 @@
+"""The coordinator API: the only way a provider on another machine talks to the app (started by `aib server start`
+beside `prefect server`; OpenAPI at /docs).
+
+Routers per resource: auth (wallet challenge → bearer token), offers (register, heartbeat, stop), leases (claim,
+job, sealed blobs, uploads, heartbeat, commitments, release, complete). Requests are pydantic models that forbid
+unknown fields, so a provider cannot slip usage, prices or verification results into any of them; the coordinator
+computes those itself. Every refusal is one sentence in `{"error": …}` with a 4xx status, and stores nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from runtime.db import Challenge, Lease, ProviderRow, session_factory, utcnow
+from runtime.protocol import leases as L
+from runtime.protocol.blobs import BlobError, BlobStore, Staging, check_digest
+from runtime.protocol.identity import (
+    CHALLENGE_LIFETIME,
+    LEASE_TOKEN_SECONDS,
+    WALLET_TOKEN_SECONDS,
+    AuthError,
+    Claims,
+    challenge_message,
+    checksum_address,
+    mint_token,
+    new_nonce,
+    read_token,
+    recover_signer,
+)
+from runtime.providers import Hardware, OfferError, heartbeat, mark_stopped, register_offer
+
+MAX_POINTS = 20_000  # metric points a lease may report (display only)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChallengeIn(Strict):
+    wallet: str = Field(description="The provider's wallet address (0x…)")
+
+
+class TokenIn(Strict):
+    nonce: str = Field(max_length=64)
+    signature: str = Field(max_length=200, description="EIP-191 signature of the challenge message (0x…)")
+
+
+class OfferIn(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    tier: str = Field(max_length=20)
+    price_wei_per_s: int = Field(gt=0, description="AIC wei per device-second")
+    slots: int = Field(1, ge=1, le=64)
+    region: str = Field("", max_length=40)
+    hardware: dict[str, Any] = Field(default_factory=dict)
+
+
+class HeldIn(Strict):
+    held: list[str] = Field(default_factory=list, max_length=100_000, description="sha256 of shards it holds")
+
+
+class ClaimIn(Strict):
+    pid: int | None = Field(None, description="The provider's process (shown only)")
+
+
+class Point(Strict):
+    name: str = Field(max_length=100)
+    value: float
+    step: int = 0
+
+
+class LeaseBeatIn(Strict):
+    done: float | None = None
+    total: float | None = None
+    description: str = Field("", max_length=200)
+    points: list[Point] = Field(default_factory=list, max_length=5000)
+
+
+class CommitmentsIn(Strict):
+    commitments: list[str] = Field(max_length=1_000_000)
+
+
+class ReleaseIn(Strict):
+    reason: str = Field(min_length=1, max_length=500)
+    kind: str = Field("released", pattern="^(preempted|released|failed)$")
+
+
+def _db() -> Iterator[Session]:
+    with session_factory()() as s:
+        yield s
+
+
+DB = Annotated[Session, Depends(_db)]
+
+
+def _claims(authorization: Annotated[str | None, Header()] = None) -> Claims:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise AuthError("this route needs a bearer token: sign in with POST /v1/auth/challenge and /v1/auth/token")
+    return read_token(authorization.removeprefix("Bearer ").strip())
+
+
+def wallet_claims(claims: Annotated[Claims, Depends(_claims)]) -> Claims:
+    """A wallet token (a lease token only reaches its own lease)."""
+    if claims.scope != "wallet":
+        raise AuthError("a lease token only reaches its own lease's routes; use the wallet token here")
+    return claims
+
+
+def lease_claims(claims: Annotated[Claims, Depends(_claims)]) -> Claims:
+    """A lease token."""
+    if claims.lease_id is None:
+        raise AuthError("this route needs the lease token given when the lease was claimed")
+    return claims
+
+
+auth = APIRouter(prefix="/v1/auth", tags=["auth"])
+offers = APIRouter(prefix="/v1/offers", tags=["offers"])
+leases = APIRouter(prefix="/v1/leases", tags=["leases"])
+
+
+@auth.post("/challenge")
+def challenge(body: ChallengeIn, request: Request, s: DB) -> dict[str, Any]:
+    """A one-time message for the wallet to sign (valid five minutes)."""
+    import time
+
+    wallet = checksum_address(body.wallet)
+    nonce, now = new_nonce(), int(time.time())
+    message = challenge_message(str(request.base_url).rstrip("/"), wallet, nonce, now)
+    s.add(Challenge(nonce=nonce, wallet=wallet, message=message, expires_at=utcnow() + CHALLENGE_LIFETIME))
+    s.commit()
+    return {"nonce": nonce, "message": message}
+
+
+@auth.post("/token")
+def token(body: TokenIn, s: DB) -> dict[str, Any]:
+    """A wallet token for the signer of an unused, unexpired challenge."""
+    row = s.get(Challenge, body.nonce)
+    if row is None:
+        raise AuthError("unknown challenge; ask for a new one")
+    if row.used_at is not None:
+        raise AuthError("this challenge was already used; a signature counts once (ask for a new challenge)")
+    if row.expires_at < utcnow():
+        raise AuthError("the challenge has expired; ask for a new one")
+    signer = recover_signer(row.message, body.signature)
+    if signer != row.wallet:
+        raise AuthError(f"the challenge was signed by {signer}, not by {row.wallet}")
+    row.used_at = utcnow()
+    s.commit()
+    value, expires = mint_token(row.wallet, "wallet", WALLET_TOKEN_SECONDS)
+    return {"token": value, "expires_at": expires, "wallet": row.wallet}
+
+
+@auth.get("/info")
+def info(request: Request, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict[str, Any]:
+    """What a signed-in provider needs to run a worker: the Prefect API (at the address the provider reached this
+    coordinator on, unless AIB_PUBLIC_PREFECT_URL says otherwise) and its credentials."""
+    from runtime.distributed import prefect_auth_string, server_info
+
+    server = server_info() or {}
+    url = os.environ.get("AIB_PUBLIC_PREFECT_URL")
+    if not url and server.get("port"):
+        url = f"http://{request.url.hostname}:{server['port']}/api"
+    return {"wallet": claims.wallet, "prefect_api_url": url or server.get("api_url"),
+            "prefect_auth_string": prefect_auth_string(),
+            "lease_heartbeat_seconds": L.LEASE_HEARTBEAT_DEADLINE.total_seconds() / 3}  # fmt: skip
+
+
+def _own_offer(s: Session, offer_id: str, claims: Claims) -> ProviderRow:
+    row = s.get(ProviderRow, offer_id)
+    if row is None or row.via != "api" or row.wallet != claims.wallet:
+        raise L.LeaseError(f"there is no offer {offer_id} of this wallet", 404)
+    return row
+
+
+@offers.post("")
+def register(body: OfferIn, s: DB, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict[str, Any]:
+    """Register (or renew) an offer owned by the signed-in wallet; online at its first heartbeat."""
+    hw = body.hardware
+    gpus = tuple((str(g.get("name", "?"))[:100], float(g.get("memory_gb", 0))) for g in hw.get("gpus", [])[:16])
+    hardware = Hardware(gpus, int(hw.get("cpu_cores", 1)), float(hw.get("ram_gb", 0)))
+    try:
+        row = register_offer(s, name=f"{body.name}", tier=body.tier, price_wei_per_s=body.price_wei_per_s,
+                             hardware=hardware, slots=body.slots, region=body.region, status="starting",
+                             owner=claims.wallet)  # fmt: skip
+    except OfferError as exc:
+        raise L.LeaseError(str(exc), 422) from None
+    row.via, row.wallet = "api", claims.wallet
+    s.commit()
+    asset = _offer_asset(row)
+    return {"offer_id": row.id, "asset_id": asset, "wallet": row.wallet}
+
+
+def _offer_asset(row: ProviderRow) -> int | None:
+    """With the chain running: the offer's compute-offer asset, minted by the coordinator to the provider's proven
+    wallet (it is paid through it); None without a chain."""
+    from runtime.chain_node import payments_enabled
+
+    if not payments_enabled():
+        return None
+    from runtime.work_receipts import ensure_offer_asset
+
+    asset = ensure_offer_asset(row, row.wallet, sender=None)
+    with session_factory().begin() as s:
+        s.get(ProviderRow, row.id).asset_id = asset
+    return asset
+
+
+@offers.post("/{offer_id}/heartbeat")
+def offer_heartbeat(offer_id: str, body: HeldIn, s: DB, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict:
+    """The offer is alive; `held`: the shards it holds (data locality for the allocator)."""
+    _own_offer(s, offer_id, claims)
+    heartbeat(s, offer_id, [check_digest(h) for h in body.held])
+    s.commit()
+    return {"ok": True}
+
+
+@offers.post("/{offer_id}/stop")
+def offer_stop(offer_id: str, s: DB, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict:
+    """The offer goes offline: no new lease is placed on it."""
+    _own_offer(s, offer_id, claims)
+    mark_stopped(s, offer_id)
+    s.commit()
+    return {"ok": True}
+
+
+def _lease(s: Session, lease_id: str, claims: Claims) -> Lease:
+    return L.owned_lease(s, lease_id, claims.wallet, lease_scope=claims.lease_id)
+
+
+@leases.post("/{lease_id}/claim")
+def claim(lease_id: str, body: ClaimIn, s: DB, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict:
+    """Take an offered lease: its job (inputs by hash with their keys) and a token for this lease alone."""
+    lease = L.claim(s, _lease(s, lease_id, claims), body.pid)
+    s.commit()
+    value, expires = mint_token(claims.wallet, f"lease:{lease.id}", LEASE_TOKEN_SECONDS)
+    return {"token": value, "expires_at": expires, "job": L.job_json(lease)}
+
+
+@leases.get("/{lease_id}")
+def job(lease_id: str, s: DB, claims: Annotated[Claims, Depends(lease_claims)]) -> dict:
+    """The lease's job again (after a restart of the provider's process)."""
+    lease = _lease(s, lease_id, claims)
+    L.require_claimed(lease)
+    return L.job_json(lease)
+
+
+@leases.get("/{lease_id}/blobs/{digest}")
+def blob(
+    lease_id: str, digest: str, s: DB, claims: Annotated[Claims, Depends(lease_claims)],
+    range_: Annotated[str | None, Header(alias="Range")] = None,
+) -> Response:  # fmt: skip
+    """A sealed blob the lease's job names (from a byte offset with `Range: bytes=N-`, to resume a download)."""
+    lease = _lease(s, lease_id, claims)
+    L.require_claimed(lease)
+    if check_digest(digest) not in L.readable(lease):
+        raise L.LeaseError(f"blob {digest} is not an input of lease {lease_id}", 403)
+    store = BlobStore()
+    total = store.size(digest)
+    start = 0
+    if range_:
+        try:
+            start = int(range_.removeprefix("bytes=").split("-")[0])
+        except ValueError:
+            raise L.LeaseError(f"unreadable Range header {range_[:40]!r}; use bytes=N-", 416) from None
+        if not 0 <= start <= total:
+            raise L.LeaseError(f"Range starts at {start}, past the blob's {total} bytes", 416)
+    headers = {"Content-Length": str(total - start), "Accept-Ranges": "bytes"}
+    if range_:
+        headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
+    return StreamingResponse(_counted(lease_id, store.stream(digest, start)), status_code=206 if range_ else 200,
+                             headers=headers, media_type="application/octet-stream")  # fmt: skip
+
+
+def _counted(lease_id: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """`chunks`, adding the bytes actually sent to the lease's count (what the data transfer costs)."""
+    sent = 0
+    try:
+        for chunk in chunks:
+            yield chunk
+            sent += len(chunk)
+    finally:
+        with session_factory().begin() as s:
+            lease = s.get(Lease, lease_id)
+            lease.served_bytes = (lease.served_bytes or 0) + sent
+
+
+@leases.get("/{lease_id}/uploads/{digest}")
+def upload_status(lease_id: str, digest: str, s: DB, claims: Annotated[Claims, Depends(lease_claims)]) -> dict:
+    """How many bytes of an upload have arrived (resume from there), or that it is stored."""
+    lease = _lease(s, lease_id, claims)
+    if check_digest(digest) in (lease.uploads or {}):
+        return {"received": lease.uploads[digest]["size"], "stored": True}
+    return {"received": Staging().received(lease_id, digest), "stored": False}
+
+
+@leases.put("/{lease_id}/uploads/{digest}")
+async def upload(
+    lease_id: str, digest: str, request: Request, claims: Annotated[Claims, Depends(lease_claims)],
+    offset: Annotated[int, Query(ge=0)], size: Annotated[int, Query(ge=1, le=L.MAX_UPLOAD_BYTES)],
+    name: Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")],
+) -> dict:  # fmt: skip
+    """Append a chunk of a checkpoint at `offset`; once `size` bytes are in, the bytes must hash to `digest` (the
+    hash the provider committed to) or the whole upload is discarded."""
+    check_digest(digest)
+    data = await request.body()
+    with session_factory()() as s:
+        lease = _lease(s, lease_id, claims)
+        L.require_claimed(lease)
+        if digest in (lease.uploads or {}):
+            return {"received": size, "stored": True}
+    staging = Staging()
+    received = staging.append(lease_id, digest, offset, data, size)
+    if received < size:
+        return {"received": received, "stored": False}
+    try:
+        BlobStore().put_file(staging.path(lease_id, digest), digest)
+    except BlobError:
+        staging.discard(lease_id, digest)
+        raise
+    with session_factory().begin() as s:
+        lease = _lease(s, lease_id, claims)
+        L.accept_upload(lease, digest, name, size)
+    return {"received": size, "stored": True}
+
+
+@leases.post("/{lease_id}/heartbeat")
+def lease_heartbeat(lease_id: str, body: LeaseBeatIn, s: DB, claims: Annotated[Claims, Depends(lease_claims)]) -> dict:
+    """The lease is alive (its token renewed); progress and metric points are shown on the run page only."""
+    lease = _lease(s, lease_id, claims)
+    points = list((lease.progress or {}).get("points", []))
+    room = max(0, MAX_POINTS - len(points))
+    points += [p.model_dump() for p in body.points[:room]]
+    stop = L.beat(lease, {"done": body.done, "total": body.total, "description": body.description, "points": points})
+    s.commit()
+    value, expires = mint_token(claims.wallet, f"lease:{lease.id}", LEASE_TOKEN_SECONDS)
+    return {"token": value, "expires_at": expires, "stop": stop}
+
+
+@leases.post("/{lease_id}/commitments")
+def commitments(lease_id: str, body: CommitmentsIn, s: DB, claims: Annotated[Claims, Depends(lease_claims)]) -> dict:
+    """The checkpoint hashes the provider commits to so far (each checked against its upload at the end)."""
+    lease = _lease(s, lease_id, claims)
+    for h in body.commitments:
+        if h:
+            check_digest(h)
+    L.record_commitments(lease, body.commitments)
+    s.commit()
+    return {"ok": True}
+
+
+@leases.post("/{lease_id}/release")
+def release(lease_id: str, body: ReleaseIn, s: DB, claims: Annotated[Claims, Depends(lease_claims)]) -> dict:
+    """The provider gives the lease up (preempted, disk full, an error) with its reason; what it sent so far
+    stays, and the step resumes elsewhere from the last checkpoint that arrived whole."""
+    lease = _lease(s, lease_id, claims)
+    L.require_claimed(lease)
+    L.end(lease, body.kind, body.reason)
+    s.commit()
+    return {"ok": True, "status": lease.status}
+
+
+@leases.post("/{lease_id}/complete")
+def complete(lease_id: str, s: DB, claims: Annotated[Claims, Depends(lease_claims)]) -> dict:
+    """The provider finished: accepted only when every segment is committed and each checkpoint arrived."""
+    lease = _lease(s, lease_id, claims)
+    L.complete(lease)
+    s.commit()
+    return {"ok": True, "status": lease.status}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message})
+
+
+def create_app() -> FastAPI:
+    """The coordinator API application."""
+    app = FastAPI(title="Easy AI Builder coordinator", version="1",
+                  description="The provider protocol: sign in with a wallet, take leases, send work back.")  # fmt: skip
+    for router in (auth, offers, leases):
+        app.include_router(router)
+
+    @app.get("/v1/health", tags=["health"])
+    def health() -> dict:
+        return {"ok": True}
+
+    @app.exception_handler(AuthError)
+    def _auth(_: Request, exc: AuthError) -> JSONResponse:
+        return _error(401, str(exc))
+
+    @app.exception_handler(L.LeaseError)
+    def _lease_error(_: Request, exc: L.LeaseError) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(BlobError)
+    def _blob(_: Request, exc: BlobError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        if first.get("type") == "extra_forbidden":
+            return _error(422, f"{where}: the coordinator does not take this field from a provider")
+        return _error(422, f"{where}: {first.get('msg', 'invalid')}")
+
+    return app
+
+
+app = create_app()
+
+__all__ = ["app", "create_app"]
