@@ -21,7 +21,6 @@ from pathlib import Path
 import yaml
 from common import ROOT, print_figures, print_table
 
-OUT = ROOT / "bench" / "out" / "provider-protocol"
 AIB = [sys.executable, "-m", "builder.cli"]
 
 
@@ -56,6 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a small voice set and two epochs (for CI)")
     args = ap.parse_args()
+    OUT = Path(os.environ["AIB_HOME"]) / "provider-protocol"  # (bench/common: bench/out/home unless set)
     shutil.rmtree(OUT, ignore_errors=True)
     coord, prov = OUT / "coordinator", OUT / "provider"
     for home in (coord, prov):
@@ -76,7 +76,7 @@ def main() -> None:
                               "--price", "0.36", "--name", "bench"], env=env(prov), cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
-        from runtime.db import Lease, ProviderRow, SealedBlob, session_factory
+        from runtime.db import Lease, ProviderRow, session_factory
         from runtime.providers import is_online
 
         deadline = time.monotonic() + 180
@@ -107,25 +107,23 @@ def main() -> None:
         n_clips = len(clips.train_x) + len(clips.test_x)
         wav_bytes = n_clips * 44 + 2 * (clips.train_x.size + clips.test_x.size)  # 16-bit PCM WAV files
         with session_factory()() as s:
-            sealed = {b.sealed_sha256: b.sealed_size for b in s.query(SealedBlob)}
             [lease1] = s.query(Lease).filter(Lease.run_id == first["run_id"]).all()
             [lease2] = s.query(Lease).filter(Lease.run_id == second["run_id"]).all()
 
         def data_bytes(lease: Lease) -> int:
             """Sealed bytes of the data shards (x, y, ex, ey) among what the lease was sent."""
-            other = (
-                sealed[lease.job["inputs"]["program"]["sealed_sha256"]] + sealed[lease.job["resume"]["sealed_sha256"]]
-            )
-            return lease.served_bytes - other
+            shards = {lease.job["inputs"][n]["sealed_sha256"] for n in ("x", "y", "ex", "ey")}
+            return sum(b for digest, b in (lease.served or {}).items() if digest in shards)
 
         figures = {
             "transfer_ratio": round(lease1.served_bytes / wav_bytes, 4),
+            "shard_ratio": round(data_bytes(lease1) / wav_bytes, 4),
             "shard_bytes_first_run": data_bytes(lease1),
             "bytes_sent_first_run": lease1.served_bytes,
             "raw_wav_bytes": wav_bytes,
             "clips": n_clips,
             "protocol_overhead": round(rented_s / local_s, 3),
-            "protocol_overhead_cached_shards": round(rented_again_s / local_s, 3),
+            "protocol_overhead_second_run": round(rented_again_s / local_s, 3),
             "local_run_s": round(local_s, 2),
             "rented_run_s": round(rented_s, 2),
             "rented_again_s": round(rented_again_s, 2),

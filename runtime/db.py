@@ -298,7 +298,13 @@ class Lease(Base):
     reason: Mapped[str | None] = mapped_column(Text)  # why it ended other than completed
     flow_run_id: Mapped[str | None] = mapped_column(String(40))
     pid: Mapped[int | None] = mapped_column(Integer)  # the provider's process (its word; shown, never trusted)
-    served_bytes: Mapped[int] = mapped_column(Integer, default=0)  # sealed bytes the coordinator sent it
+    served: Mapped[dict] = mapped_column(JSON, default=dict)  # sealed blob -> bytes the coordinator sent it
+
+    @property
+    def served_bytes(self) -> int:
+        """Sealed bytes the coordinator sent this lease, all blobs together."""
+        return sum((self.served or {}).values())
+
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

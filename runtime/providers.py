@@ -183,6 +183,7 @@ def offer_rows(s: Session) -> list[dict[str, Any]]:
             "datasets": r.datasets,
             "asset_id": r.asset_id,  # its compute-offer asset on chain (None without a chain)
             "wallet": r.wallet,
+            "via": r.via or "local",  # "api": a provider on another machine (the provider protocol)
             "heartbeat_at": r.heartbeat_at.isoformat() if r.heartbeat_at else None,
         }
         for r in s.scalars(select(ProviderRow).order_by(ProviderRow.id))

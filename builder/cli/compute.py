@@ -395,8 +395,9 @@ def providers_list(json_: JsonFlag = False) -> None:
         out.print("no provider has offered compute yet; `aib provider start --tier cpu --price 0.36` offers this one")
         return
     _table(
-        ["id", "name", "tier", "price/h", "memory", "load", "reputation", "online"],
+        ["id", "name", "tier", "price/h", "memory", "load", "reputation", "online", "where"],
         [{**r, "price/h": format_aic(r["price_per_hour_wei"]), "memory": f"{r['memory_gb']:g} GB",
           "load": f"{r['load']}/{r['slots']}", "reputation": f"{r['reputation']:.2f}",
-          "online": "yes" if r["online"] else "no"} for r in rows],
+          "online": "yes" if r["online"] else "no",
+          "where": "other machine" if r["via"] == "api" else "this machine"} for r in rows],
     )  # fmt: skip

@@ -274,12 +274,13 @@ def blob(
     headers = {"Content-Length": str(total - start), "Accept-Ranges": "bytes"}
     if range_:
         headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
-    return StreamingResponse(_counted(lease_id, store.stream(digest, start)), status_code=206 if range_ else 200,
-                             headers=headers, media_type="application/octet-stream")  # fmt: skip
+    chunks = _counted(lease_id, digest, store.stream(digest, start))
+    return StreamingResponse(chunks, status_code=206 if range_ else 200, headers=headers,
+                             media_type="application/octet-stream")  # fmt: skip
 
 
-def _counted(lease_id: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """`chunks`, adding the bytes actually sent to the lease's count (what the data transfer costs)."""
+def _counted(lease_id: str, digest: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """`chunks`, adding the bytes actually sent to the lease's count per blob (what the data transfer costs)."""
     sent = 0
     try:
         for chunk in chunks:
@@ -288,7 +289,7 @@ def _counted(lease_id: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
     finally:
         with session_factory().begin() as s:
             lease = s.get(Lease, lease_id)
-            lease.served_bytes = (lease.served_bytes or 0) + sent
+            lease.served = {**(lease.served or {}), digest: (lease.served or {}).get(digest, 0) + sent}
 
 
 @leases.get("/{lease_id}/uploads/{digest}")

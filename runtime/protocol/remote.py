@@ -10,6 +10,7 @@ preempted work is paid, a vanished or failed lease is not.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import time
@@ -58,8 +59,15 @@ class RemoteTraining:
 
         x, y, ex, ey = data
         store = BlobStore()
+        # The program carries the architecture, constants (buffers) and optimiser settings; its weights are zeroed
+        # (they come from the starting checkpoint), so the same model trained again (another seed, more epochs) is
+        # the same blob, which a provider holds already.
+        skeleton, skeleton_opt = copy.deepcopy((module, opt))
+        with torch.no_grad():
+            for p in skeleton.parameters():
+                p.zero_()
         program = io.BytesIO()
-        torch.save({"module": module, "optimizer": opt, "loss_fn": loss_fn, "score": score}, program)
+        torch.save({"module": skeleton.cpu(), "optimizer": skeleton_opt, "loss_fn": loss_fn, "score": score}, program)
         Session = session_factory()
         with Session.begin() as s:
             inputs = {"program": L.seal_blob(s, store, program.getvalue())}
@@ -134,7 +142,7 @@ class RemoteTraining:
             attempt = s.query(Lease).filter(Lease.run_id == self.run_id).count() + 1
             lease = Lease(id=L.new_lease_id(), run_id=self.run_id, node_id=ctx.node_id, cache_key=ctx.cache_key,
                           provider_id=provider.id, attempt=attempt, status="offered", job=job, uploads={},
-                          commitments=[], progress={}, served_bytes=0)  # fmt: skip
+                          commitments=[], progress={}, served={})  # fmt: skip
             s.add(lease)
         flow_run = submit_lease(lease.id, provider.id, provider.tier)
         with Session.begin() as s:

@@ -28,6 +28,12 @@ BENCHES: dict[str, tuple[set[str], int]] = {
          "clips", "shard_mb"},
         600,
     ),
+    # "Provider protocol"
+    "provider_protocol": (
+        {"transfer_ratio", "shard_ratio", "protocol_overhead", "cache_hit_second_run", "bytes_sent_second_run",
+         "raw_wav_bytes"},
+        900,
+    ),
     # "Orchestration"
     "orchestration": ({"overhead_s_per_run", "direct_s_per_run", "prefect_s_per_run", "first_run_s"}, 900),
     # "Proof-of-Value epochs"

@@ -134,7 +134,7 @@ def test_prefects_api_answers_only_with_the_coordinators_credentials(server):
 def test_a_provider_trains_from_sealed_digitized_shards_is_verified_and_paid_on_the_coordinators_clock(
     server, tmp_path
 ):
-    from runtime.db import SealedBlob, session_factory
+    from runtime.protocol.blobs import BlobStore
 
     with protocol_agents(server, tmp_path, ("cheap", "0.36"), ("dear", "0.72")) as (offers, _, homes):
         path = rented_copy(tmp_path)
@@ -162,18 +162,16 @@ def test_a_provider_trains_from_sealed_digitized_shards_is_verified_and_paid_on_
         for f in home.rglob("*"):
             if f.is_file():
                 assert faq_text not in f.read_bytes(), f
-        # A second run on the same data (another seed): the provider fetches the training program and the starting
-        # checkpoint, not one byte of the data shards it already holds.
+        # A second run on the same data (another seed): the provider fetches the starting checkpoint alone, not one
+        # byte of the data shards or the training program it already holds.
         again = aib("run", str(path), "--set", "classifier.epochs=2", "--set", f"classifier.seed={seed + 1}", "--json",
                     timeout=500)  # fmt: skip
         assert again.returncode == 0, again.stdout[-3000:]
         [second] = leases_of(json.loads(again.stdout.strip().splitlines()[-1])["run_id"])
-        with session_factory()() as s:
-            sizes = {b.sealed_sha256: b.sealed_size for b in s.query(SealedBlob)}
-        not_data = (
-            sizes[second.job["inputs"]["program"]["sealed_sha256"]] + sizes[second.job["resume"]["sealed_sha256"]]
-        )
-        assert second.provider_id == cheap and second.served_bytes == not_data
+        program, resume = second.job["inputs"]["program"], second.job["resume"]
+        # The same model trained again is the same (weightless) program: held already, like the data.
+        assert second.provider_id == cheap and set(second.served) == {resume["sealed_sha256"]}
+        assert second.served_bytes == BlobStore().size(resume["sealed_sha256"]) and program["sha256"]
         data_shards = {second.job["inputs"][n]["sha256"] for n in ("x", "y", "ex", "ey")}
         assert data_shards <= set(offers_listed()["cheap"]["datasets"])  # reported for data locality
 

@@ -51,7 +51,7 @@ def make_lease(provider_id: str, segments: int = 2, secret: bytes = b"digitized 
         s.flush()
         entry = L.seal_blob(s, BlobStore(), secret + uuid.uuid4().bytes)
         lease = Lease(id=L.new_lease_id(), run_id=run_id, node_id="train", cache_key="k" * 64, provider_id=provider_id,
-                      attempt=1, status="offered", uploads={}, commitments=[], progress={}, served_bytes=0,
+                      attempt=1, status="offered", uploads={}, commitments=[], progress={}, served={},
                       job={"run_id": run_id, "inputs": {"x": entry}, "resume_blobs": [], "commitments": [],
                            "start": 0, "layout": 0, "segments": segments})  # fmt: skip
         s.add(lease)

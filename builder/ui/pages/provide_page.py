@@ -213,10 +213,14 @@ with tab_compute:
         )
     else:
         st.success(f"The distributed server is running at {info['api_url']}.")
+    coordinator = (info or {}).get("coordinator_url", "http://COORDINATOR:4201")
     with st.expander("On each offering machine (command line)"):
         st.code(
+            "# another person's machine: it talks to this coordinator only, never to its database or files\n"
+            f"aib provider start --coordinator {coordinator} --tier gpu-small --price 0.36\n"
+            "# one of your own machines, sharing this installation\n"
             "aib provider start --tier gpu-small --price 0.36 --stake 100\n"
-            "aib server start    # the same as the button above, on the coordinating machine",
+            "aib server start --host 0.0.0.0    # the button above, reachable from other machines",
             language="bash",
         )
     with db() as s:
@@ -231,6 +235,7 @@ with tab_compute:
                 "reputation": round(r["reputation"], 2),
                 "owner (paid)": names.who(r["wallet"]) if r["wallet"] else "—",
                 "online": r["online"],
+                "where": "another machine" if r["via"] == "api" else "this installation",
             }
             for r in offer_rows(s)
         ]

@@ -32,7 +32,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("flow_run_id", sa.String(length=40), nullable=True),
         sa.Column("pid", sa.Integer(), nullable=True),
-        sa.Column("served_bytes", sa.Integer(), nullable=False),
+        sa.Column("served", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("claimed_at", sa.DateTime(), nullable=True),
         sa.Column("heartbeat_at", sa.DateTime(), nullable=True),
