@@ -98,6 +98,7 @@ bench: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/ui.py
 	$(PY) bench/templates.py
 	$(PY) bench/data_cache.py
+	$(PY) bench/provider_protocol.py
 	$(PY) bench/allocator.py
 	$(PY) bench/verification.py
 

@@ -36,9 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOW_NAME = "aib-pipeline"
 LOST_AFTER_SECONDS = 15.0
 PREEMPT_SIGNAL = signal.SIGUSR1
-ENTRYPOINT = "runtime/distributed.py:pipeline_flow"
+# What the flow runs of each deployment stand for; agents never load these (runtime/fixed_worker.py runs our code).
+ENTRYPOINT = "runtime/distributed.py:pipeline_flow_impl"
 LEASE_FLOW_NAME = "aib-lease"
-LEASE_ENTRYPOINT = "runtime/protocol/worker.py:lease_flow"
+LEASE_ENTRYPOINT = "runtime/protocol/worker.py:run_lease"
 
 
 class ServerError(AibError):
@@ -182,14 +183,14 @@ def prepare_pools(url: str) -> None:
 
     async def setup() -> None:
         async with get_client() as client:
-            flows = [(await client.create_flow_from_name(FLOW_NAME), ENTRYPOINT, "run_id"),
-                     (await client.create_flow_from_name(LEASE_FLOW_NAME), LEASE_ENTRYPOINT, "lease_id")]  # fmt: skip
+            flows = [(await client.create_flow_from_name(FLOW_NAME), ENTRYPOINT, ["run_id", "ticket"]),
+                     (await client.create_flow_from_name(LEASE_FLOW_NAME), LEASE_ENTRYPOINT, ["lease_id"])]  # fmt: skip
             for tier in TIERS:
                 try:
                     await client.create_work_pool(WorkPoolCreate(name=tier, type="process"))
                 except ObjectAlreadyExists:
                     pass
-                for flow_id, entrypoint, param in flows:
+                for flow_id, entrypoint, params in flows:
                     await client.create_deployment(
                         flow_id,
                         name=tier,
@@ -199,8 +200,8 @@ def prepare_pools(url: str) -> None:
                         pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}],
                         parameter_openapi_schema={
                             "type": "object",
-                            "properties": {param: {"type": "string"}},
-                            "required": [param],
+                            "properties": {p: {"type": "string"} for p in params},
+                            "required": params,
                         },
                     )
 
@@ -208,8 +209,23 @@ def prepare_pools(url: str) -> None:
         asyncio.run(setup())
 
 
-def pipeline_flow_impl(run_id: str) -> None:
-    """Run a recorded run here (on the provider's machine): the pipeline and plan come from the database."""
+def flow_ticket(run_id: str, attempt: int, provider_id: str) -> str:
+    """The coordinator's ticket for one attempt of a run on one operator agent (HMAC with a secret of this
+    installation): an agent runs a recorded run only with it, so a flow run scheduled by anyone else runs nothing."""
+    import hashlib
+    import hmac
+
+    from runtime.config import local_secret
+
+    message = f"{run_id}|{attempt}|{provider_id}".encode()
+    return hmac.new(local_secret("flow-tickets"), message, hashlib.sha256).hexdigest()
+
+
+def pipeline_flow_impl(run_id: str, ticket: str) -> None:
+    """Run a recorded run here (on an operator agent's machine): the pipeline and plan come from the database;
+    refused unless the run is queued on this agent and `ticket` is the coordinator's for this attempt."""
+    import hmac
+
     from builder.pipeline import load_pipeline
     from runtime.datasets import compile_with_datasets
     from runtime.db import Run, session_factory
@@ -219,6 +235,10 @@ def pipeline_flow_impl(run_id: str) -> None:
         run = s.get(Run, run_id)
         if run is None:
             raise ServerError(f"run {run_id} is not in this provider's database")
+        me = os.environ.get("AIB_PROVIDER_ID", "")
+        expected = flow_ticket(run_id, run.attempt or 0, run.provider_id or "")
+        if run.provider_id != me or run.status != "queued" or not hmac.compare_digest(ticket, expected):
+            raise ServerError(f"run {run_id} was not handed to this agent by the coordinator; nothing was run")
         path, overrides = Path(run.pipeline_path or ""), list(run.overrides or [])
     pipeline = load_pipeline(path, overrides)
     plan = compile_with_datasets(pipeline)
@@ -284,19 +304,21 @@ def place_run(run_id: str, pipeline: Any, plan: Any, exclude: frozenset[str] = f
 
 
 def submit_run(run_id: str, provider_id: str) -> str:
-    """Hand the run to the chosen provider's work queue (on its tier's pool); the Prefect flow run id."""
-    from runtime.db import ProviderRow, session_factory
+    """Hand the run to the chosen provider's work queue (on its tier's pool), with the coordinator's ticket for
+    this attempt; the Prefect flow run id."""
+    from runtime.db import ProviderRow, Run, session_factory
 
     url = api_url()
     with session_factory()() as s:
         tier = s.get(ProviderRow, provider_id).tier
+        ticket = flow_ticket(run_id, s.get(Run, run_id).attempt or 0, provider_id)
     configure_prefect()
     from prefect.deployments import run_deployment
 
     with _talking_to(url):
         flow_run = run_deployment(
             f"{FLOW_NAME}/{tier}",
-            parameters={"run_id": run_id},
+            parameters={"run_id": run_id, "ticket": ticket},
             work_queue_name=provider_id,
             flow_run_name=run_id,
             timeout=0,  # return once scheduled; the caller follows the run in the app database
@@ -530,24 +552,16 @@ def _slash_on_chain(run_id: str, bad: dict[str, dict[str, Any]]) -> None:
             return
 
 
-def _flow() -> Any:
-    configure_prefect()
-    from prefect import flow
-
-    @flow(name=FLOW_NAME, persist_result=False, validate_parameters=False)
-    def pipeline_flow(run_id: str) -> None:
-        pipeline_flow_impl(run_id)
-
-    return pipeline_flow
-
-
-pipeline_flow = _flow()
+if __name__ == "__main__":  # an operator agent's work (runtime/fixed_worker.run_command): python -m runtime.distributed
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    pipeline_flow_impl(sys.argv[1], sys.argv[2])
 
 
 __all__ = [
     "ServerError",
     "api_url",
-    "pipeline_flow",
+    "flow_ticket",
+    "pipeline_flow_impl",
     "place_run",
     "prefect_auth_string",
     "server_info",

@@ -342,7 +342,12 @@ def execute_run(
     except BaseException as exc:
         with Session.begin() as s:
             run = s.get(Run, run_id)
-            if run.status not in ("failed", "cancelled", "preempted"):
+            # A preempted step has recorded the run as preempted; by now the submitter may have placed it again
+            # (queued elsewhere), which this process must not undo.
+            if isinstance(exc, Preempted):
+                if run.status == "running":  # stopped between steps: the last finished one is kept
+                    run.status = "preempted"
+            elif run.status not in ("failed", "cancelled", "preempted"):
                 run.status, run.error, run.finished_at = "failed", _reason(exc), utcnow()
         if isinstance(exc, (KeyboardInterrupt, SystemExit, Preempted)):
             raise

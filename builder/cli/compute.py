@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -155,7 +153,8 @@ def provider_start(
     ] = None,
 ) -> None:
     """Offer this machine: check its hardware against the tier, register the offer (and, with the chain running,
-    its compute-offer asset), run a Prefect worker for the tier and send heartbeats until stopped (Ctrl-C, SIGTERM
+    its compute-offer asset), pull the runs placed on it from its tier's Prefect work pool (runtime/fixed_worker.py)
+    and send heartbeats until stopped (Ctrl-C, SIGTERM
     or `aib provider stop`)."""
     import socket
 
@@ -206,22 +205,18 @@ def provider_start(
         heartbeat(s, pid_)  # online now that its asset (if paid) exists: runs may be placed on it
         s.commit()
     _pid_file(pid_).write_text(str(os.getpid()))
+    from runtime.config import get_settings
     from runtime.distributed import prefect_auth_string
+    from runtime.fixed_worker import FixedWorker, run_command
 
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": url,
-        "PREFECT_API_AUTH_STRING": prefect_auth_string(),
-        "AIB_PROVIDER_ID": pid_,
-    }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", tier, "--work-queue", pid_, "--name", pid_,
-         "--type", "process", "--limit", str(slots)],
-        env=env, start_new_session=True,
-    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING")}
+    env.update({"PREFECT_API_URL": url, "PREFECT_API_AUTH_STRING": prefect_auth_string(), "AIB_PROVIDER_ID": pid_})
+    worker = FixedWorker(pool=tier, queue=pid_, name=pid_, command=run_command, slots=slots, env=env, api_url=url,
+                         auth_string=prefect_auth_string(),
+                         logs=get_settings().home / "providers" / "logs").start()  # fmt: skip
     out.print(
-        f"provider {pid_} online: tier {tier}, {format_aic(price_wei * 3600)} per device-hour, {hw.summary}{on_chain}; "
-        f"worker pid {worker.pid}. Ctrl-C or `aib provider stop {pid_}` stops it.",
+        f"provider {pid_} online: tier {tier}, {format_aic(price_wei * 3600)} per device-hour, {hw.summary}{on_chain}. "
+        f"Ctrl-C or `aib provider stop {pid_}` stops it.",
         highlight=False,
     )
     stop = threading.Event()
@@ -234,8 +229,8 @@ def provider_start(
     code = 0
     try:
         while not stop.wait(HEARTBEAT_SECONDS):
-            if worker.poll() is not None:
-                err.print(f"error: the Prefect worker exited with code {worker.returncode}", highlight=False)
+            if not worker.alive():
+                err.print(f"error: the worker stopped: {worker.error}", highlight=False)
                 code = 1
                 break
             with _session() as s:
@@ -245,11 +240,9 @@ def provider_start(
         with _session() as s:
             mark_stopped(s, pid_)  # no new runs from now on
             s.commit()
+        worker.stop()  # no new flow runs
         preempted = preempt_runs(pid_)
         _pid_file(pid_).unlink(missing_ok=True)
-        from runtime.processes import stop_process_group
-
-        stop_process_group(worker.pid)
         out.print(f"provider {pid_} stopped" + (f"; preempted {preempted} run(s), which resume elsewhere" if preempted
                                                  else ""))  # fmt: skip
     raise typer.Exit(code)

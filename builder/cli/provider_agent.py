@@ -1,8 +1,9 @@
 """`aib provider start --coordinator URL`: a provider on another machine, speaking only the provider protocol.
 
-It signs in with its wallet, registers its offer through the coordinator API, runs a Prefect worker for its tier
-(the Prefect credentials come from the coordinator after sign-in) and sends heartbeats with the shards it holds.
-Its leases run in that worker (runtime/protocol/worker.py). Stopping it (Ctrl-C, SIGTERM, `aib provider stop`)
+It signs in with its wallet, registers its offer through the coordinator API, pulls its leases' flow runs from its
+tier's Prefect work pool (the credentials come from the coordinator after sign-in; runtime/fixed_worker.py runs
+only the lease code for them, runtime/protocol/worker.py, never a deployment's own) and sends heartbeats with the
+shards it holds. Stopping it (Ctrl-C, SIGTERM, `aib provider stop`)
 preempts its leases first: their checkpoints are sent and they resume elsewhere.
 """
 
@@ -11,8 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -72,19 +71,17 @@ def run_protocol_agent(
     pid_file = home / "providers" / f"{offer_id}.pid"
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(str(os.getpid()))
+    from runtime.fixed_worker import FixedWorker, lease_command
+
+    # The lease processes get this machine's own home and nothing else: no Prefect credentials, no database URL.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AIB_DATABASE"))}
-    env.update({"PREFECT_API_URL": info["prefect_api_url"], "PREFECT_API_AUTH_STRING": info["prefect_auth_string"],
-                "PREFECT_HOME": str(home / "prefect"), "AIB_HOME": str(home), "PREFECT_LOGGING_LEVEL": "WARNING",
-                "DO_NOT_TRACK": "1",
-                "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "2")})  # fmt: skip
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", tier, "--work-queue", offer_id, "--name",
-         offer_id, "--type", "process", "--limit", str(slots)],
-        env=env, start_new_session=True,
-    )  # fmt: skip
+    env.update({"AIB_HOME": str(home), "HF_HUB_OFFLINE": "1"})
+    worker = FixedWorker(pool=tier, queue=offer_id, name=offer_id, command=lease_command, slots=slots, env=env,
+                         api_url=info["prefect_api_url"], auth_string=info["prefect_auth_string"],
+                         logs=agent_state_dir() / "logs").start()  # fmt: skip
     asset = f"; offer asset #{offer['asset_id']}" if offer.get("asset_id") is not None else ""
     out.print(f"provider {offer_id} online at {coordinator}: tier {tier}, {format_aic(price_wei * 3600)} per "
-              f"device-hour, wallet {address}{asset}, {hw.summary}; worker pid {worker.pid}. Ctrl-C or "
+              f"device-hour, wallet {address}{asset}, {hw.summary}. Ctrl-C or "
               f"`aib provider stop {offer_id}` stops it.", highlight=False, soft_wrap=True)  # fmt: skip
     stop = threading.Event()
 
@@ -96,8 +93,8 @@ def run_protocol_agent(
     code = 0
     try:
         while not stop.wait(HEARTBEAT_SECONDS):
-            if worker.poll() is not None:
-                err.print(f"error: the Prefect worker exited with code {worker.returncode}", highlight=False)
+            if not worker.alive():
+                err.print(f"error: the worker stopped: {worker.error}", highlight=False)
                 code = 1
                 break
             try:
@@ -105,14 +102,12 @@ def run_protocol_agent(
             except CoordinatorError as exc:  # the coordinator refused (not merely unreachable: that is retried)
                 err.print(f"error: {exc}", highlight=False)
     finally:
+        worker.stop()  # no new leases
         preempted = _preempt_leases(agent_state_dir() / "leases")
         try:
             coord.call("POST", f"/v1/offers/{offer_id}/stop")
         except CoordinatorError as exc:
             err.print(f"warning: the coordinator was not told that this offer stopped: {exc}", highlight=False)
-        from runtime.processes import stop_process_group
-
-        stop_process_group(worker.pid)
         pid_file.unlink(missing_ok=True)
         coord.close()
         out.print(f"provider {offer_id} stopped" + (f"; preempted {preempted} lease(s), which resume elsewhere"

@@ -1,10 +1,11 @@
-"""A leased training step on the provider's machine: the Prefect flow its worker runs for a lease.
+"""A leased training step on the provider's machine: what its worker runs for a lease's flow run.
 
 It claims the lease, fetches the sealed inputs it names (digitized tensors and the training program; from the
 local cache when held), trains with the ordinary deterministic `fit` in its own work folder, and sends every
 committed checkpoint back by hash as it is made, with heartbeats and progress. SIGUSR1 (the agent taking the
 machine back) stops it at once: what was sent stays, the lease is released as preempted and the step resumes on
-another provider. It reads and writes only through the coordinator API and its own AIB_HOME.
+another provider. It reads and writes only through the coordinator API and its own AIB_HOME (it needs no Prefect
+credentials: the agent's worker pulled the flow run and started it, runtime/fixed_worker.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from runtime.prefect_env import configure_prefect
 from runtime.protocol.client import (
     BlobCache,
     Coordinator,
@@ -189,17 +189,11 @@ def run_lease(lease_id: str) -> str:
     return outcome
 
 
-def _flow() -> Any:
-    configure_prefect()
-    from prefect import flow
+if __name__ == "__main__":  # a provider's work (runtime/fixed_worker.lease_command): python -m runtime.protocol.worker
+    import sys
 
-    @flow(name="aib-lease", persist_result=False, validate_parameters=False)
-    def lease_flow(lease_id: str) -> str:
-        return run_lease(lease_id)
-
-    return lease_flow
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    run_lease(sys.argv[1])
 
 
-lease_flow = _flow()
-
-__all__ = ["lease_flow", "run_lease"]
+__all__ = ["run_lease"]

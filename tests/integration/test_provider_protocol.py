@@ -38,11 +38,13 @@ def server():
 
 
 def offers_listed() -> dict[str, dict]:
+    """Protocol offers by name; of several with one name (agents of earlier tests), the online one."""
     from runtime.db import session_factory
     from runtime.providers import offer_rows
 
     with session_factory()() as s:
-        return {r["name"]: r for r in offer_rows(s)}
+        rows = [r for r in offer_rows(s) if r["via"] == "api"]
+    return {r["name"]: r for r in sorted(rows, key=lambda r: r["online"])}
 
 
 @contextmanager
@@ -311,3 +313,40 @@ def test_an_unreachable_coordinator_is_retried_with_back_off_and_said_in_one_lin
     finally:
         os.killpg(agent.pid, signal.SIGKILL)
         agent.wait()
+
+
+def test_a_flow_run_of_someone_elses_making_runs_nothing_on_a_provider(server, tmp_path):
+    """Providers hold the Prefect credentials, so anyone of them can create a deployment with a shell step and
+    schedule it on another provider's queue: the worker refuses it and nothing of it runs."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from runtime.distributed import prefect_auth_string
+
+    planted = tmp_path / "planted"
+    with protocol_agents(server, tmp_path, ("target", "0.50")) as (offers, _, _h):
+        target = offers["target"]["id"]
+
+        async def attack() -> str:
+            async with get_client() as client:
+                flow_id = await client.create_flow_from_name("not-ours")
+                deployment = await client.create_deployment(
+                    flow_id, name="evil", work_pool_name="cpu", entrypoint="x.py:f", path="/",
+                    pull_steps=[{"prefect.deployments.steps.run_shell_script": {"script": f"touch {planted}"}}],
+                )  # fmt: skip
+                run = await client.create_flow_run_from_deployment(deployment, work_queue_name=target,
+                                                                   parameters={})  # fmt: skip
+                for _ in range(120):
+                    state = (await client.read_flow_run(run.id)).state
+                    if state.is_final():
+                        return f"{state.type.value}: {state.message}"
+                    await asyncio.sleep(0.5)
+                return "never picked up"
+
+        settings = {PREFECT_API_URL: server["api_url"], PREFECT_API_AUTH_STRING: prefect_auth_string()}
+        with temporary_settings(updates=settings):
+            outcome = asyncio.run(attack())
+    assert outcome.startswith(f"FAILED: refused by worker {target}: a provider runs leases only"), outcome
+    assert not planted.exists()
