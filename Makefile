@@ -109,6 +109,7 @@ bench-quick: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/ui.py --quick
 	$(PY) bench/templates.py --quick
 	$(PY) bench/data_cache.py --quick
+	$(PY) bench/provider_protocol.py --quick
 	$(PY) bench/allocator.py --quick
 	$(PY) bench/verification.py --quick
 

@@ -116,6 +116,7 @@ def main() -> None:
             return sum(b for digest, b in (lease.served or {}).items() if digest in shards)
 
         figures = {
+            "quick": args.quick,
             "transfer_ratio": round(lease1.served_bytes / wav_bytes, 4),
             "shard_ratio": round(data_bytes(lease1) / wav_bytes, 4),
             "shard_bytes_first_run": data_bytes(lease1),

@@ -159,6 +159,13 @@ def worked_seconds(lease: Lease) -> float:
     return max(0.0, (lease.finished_at - lease.claimed_at).total_seconds())
 
 
+def bill(lease: Lease, offer_price_wei_per_s: int) -> tuple[float, int]:
+    """(seconds, wei per second) a lease is billed: its time on the coordinator's clock, at the price its offer had
+    when the lease was placed (recorded in the job: an offer re-registered at another price mid-lease changes
+    nothing); `offer_price_wei_per_s` only for leases recorded before prices were."""
+    return worked_seconds(lease), int((lease.job or {}).get("price_wei_per_s", offer_price_wei_per_s))
+
+
 def stale(lease: Lease) -> bool:
     """A claimed lease whose provider has not been heard from within the deadline."""
     return lease.status == "claimed" and (

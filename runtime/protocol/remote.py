@@ -92,9 +92,20 @@ class RemoteTraining:
             with Session.begin() as s:
                 resume = L.seal_blob(s, store, (ctx.work_dir / "checkpoint.pt").read_bytes())
             provider = self._place(ctx, data_shards, failures)
-            job = {"run_id": self.run_id, "inputs": inputs, "resume": resume, "resume_blobs": [resume],
-                   "commitments": commitments, "start": len(commitments) - 1, "layout": layout, "segments": segments,
-                   "epochs": epochs, "batch_size": batch_size, "seed": seed}  # fmt: skip
+            job = {
+                "run_id": self.run_id,
+                "price_wei_per_s": int(provider.price_wei_per_s),  # what the lease is billed at (leases.bill)
+                "inputs": inputs,
+                "resume": resume,
+                "resume_blobs": [resume],
+                "commitments": commitments,
+                "start": len(commitments) - 1,
+                "layout": layout,
+                "segments": segments,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "seed": seed,
+            }
             lease = self._lease(ctx, provider, job)
             status, why = self._follow(ctx, lease)
             self._install(ctx, lease)
@@ -205,11 +216,12 @@ class RemoteTraining:
                 atomic_write_bytes(ctx.segments_dir / "commitments.json", json.dumps(got).encode())
             if row.status in ("completed", "preempted", "released") and len(got) > len(have):
                 provider = s.get(ProviderRow, row.provider_id)
+                seconds, price = L.bill(row, int(provider.price_wei_per_s))
                 compute = asdict(self.plan.compute)
                 compute["provider"] = provider.id
-                compute["price"] = {**compute["price"], "amount_wei": int(provider.price_wei_per_s)}
-                add_compute_usage(s, run_id=self.run_id, node_id=ctx.node_id, compute=compute,
-                                  seconds=L.worked_seconds(row), attempt=row.attempt)  # fmt: skip
+                compute["price"] = {**compute["price"], "amount_wei": price}
+                add_compute_usage(s, run_id=self.run_id, node_id=ctx.node_id, compute=compute, seconds=seconds,
+                                  attempt=row.attempt)  # fmt: skip
             row.finished_at = row.finished_at or utcnow()
 
 

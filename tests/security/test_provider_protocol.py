@@ -246,3 +246,18 @@ def test_offers_belong_to_the_wallet_that_signed_in(api, two_providers):
     assert offer(api, tb, "alice") != pa
     assert json.loads(json.dumps(api.post(f"/v1/offers/{pa}/heartbeat", headers=bearer(ta),
                                           json={"held": ["0" * 64]}).json())) == {"ok": True}  # fmt: skip
+
+
+def test_an_offer_re_registered_at_another_price_mid_lease_bills_the_lease_at_its_placed_price(api, two_providers):
+    acct, ta, pa = two_providers["a"]
+    lease = make_lease(pa)
+    with session_factory().begin() as s:  # placed at the offer's price, as the coordinator records it
+        row = s.get(Lease, lease.id)
+        row.job = {**row.job, "price_wei_per_s": 100}
+    token, _ = claim(api, ta, lease)
+    r = api.post("/v1/offers", headers=bearer(ta), json={"name": "alice", "tier": "cpu", "price_wei_per_s": 10**15,
+                                                          "hardware": {"cpu_cores": 2, "ram_gb": 8}})  # fmt: skip
+    assert r.status_code == 200 and r.json()["offer_id"] == pa  # the offer itself may change its price…
+    assert api.post(f"/v1/leases/{lease.id}/release", headers=bearer(token), json={"reason": "done"}).status_code == 200
+    seconds, price = L.bill(stored(lease.id), offer_price_wei_per_s=10**15)
+    assert price == 100 and seconds >= 0  # …the lease already placed is billed at the price it was placed at
