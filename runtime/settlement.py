@@ -170,9 +170,18 @@ def _record_settled(session: Session, chain: Chain, row: Settlement, tx_hash: An
 def _offer_refs(session: Session, chain: Chain) -> dict[str, str]:
     """Provider id → its compute-offer asset's ref, for the offers registered on this chain: the compute a run used
     on a rented machine pays that asset's owner (the provider), not the compute block's."""
+    from runtime.chain_node import address_book
     from runtime.db import ProviderRow
     from runtime.work_receipts import offer_ref
 
+    # Offers get their asset when first placed on a paid run, often after this connection read the address book.
+    try:
+        registered = address_book().get("assets", {})
+    except ChainError:  # a chain given by its contracts alone (no address book): what it was built with
+        registered = {}
+    for ref, asset_id in registered.items():
+        if ref.startswith("offer:"):
+            chain.asset_of.setdefault(ref, int(asset_id))
     ids = session.scalars(select(ProviderRow.id).where(ProviderRow.asset_id.is_not(None)))
     return {pid: offer_ref(pid) for pid in ids if offer_ref(pid) in chain.asset_of}
 

@@ -183,8 +183,11 @@ def _own_offer(s: Session, offer_id: str, claims: Claims) -> ProviderRow:
 def register(body: OfferIn, s: DB, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict[str, Any]:
     """Register (or renew) an offer owned by the signed-in wallet; online at its first heartbeat."""
     hw = body.hardware
-    gpus = tuple((str(g.get("name", "?"))[:100], float(g.get("memory_gb", 0))) for g in hw.get("gpus", [])[:16])
-    hardware = Hardware(gpus, int(hw.get("cpu_cores", 1)), float(hw.get("ram_gb", 0)))
+    try:
+        gpus = tuple((str(g.get("name", "?"))[:100], float(g.get("memory_gb", 0))) for g in hw.get("gpus", [])[:16])
+        hardware = Hardware(gpus, int(hw.get("cpu_cores", 1)), float(hw.get("ram_gb", 0)))
+    except (TypeError, ValueError, AttributeError):
+        raise L.LeaseError("hardware: expected {gpus: [{name, memory_gb}], cpu_cores, ram_gb}", 422) from None
     try:
         row = register_offer(s, name=f"{body.name}", tier=body.tier, price_wei_per_s=body.price_wei_per_s,
                              hardware=hardware, slots=body.slots, region=body.region, status="starting",
@@ -193,23 +196,9 @@ def register(body: OfferIn, s: DB, claims: Annotated[Claims, Depends(wallet_clai
         raise L.LeaseError(str(exc), 422) from None
     row.via, row.wallet = "api", claims.wallet
     s.commit()
-    asset = _offer_asset(row)
-    return {"offer_id": row.id, "asset_id": asset, "wallet": row.wallet}
-
-
-def _offer_asset(row: ProviderRow) -> int | None:
-    """With the chain running: the offer's compute-offer asset, minted by the coordinator to the provider's proven
-    wallet (it is paid through it); None without a chain."""
-    from runtime.chain_node import payments_enabled
-
-    if not payments_enabled():
-        return None
-    from runtime.work_receipts import ensure_offer_asset
-
-    asset = ensure_offer_asset(row, row.wallet, sender=None)
-    with session_factory().begin() as s:
-        s.get(ProviderRow, row.id).asset_id = asset
-    return asset
+    # Its compute-offer asset is registered when it is first placed on a paid run (runtime/protocol/remote.py), so
+    # that signing in, which anyone may do, costs the coordinator no transaction.
+    return {"offer_id": row.id, "asset_id": row.asset_id, "wallet": row.wallet}
 
 
 @offers.post("/{offer_id}/heartbeat")

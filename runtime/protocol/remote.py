@@ -142,7 +142,9 @@ class RemoteTraining:
                 chosen, reason = assignment.provider_id, assignment.reason
             self.first = None
             run.provider_id, run.allocation, run.attempt = chosen, reason, (run.attempt or 0) + (1 if failures else 0)
-            return s.get(ProviderRow, chosen)
+            row = s.get(ProviderRow, chosen)
+        _ensure_offer_asset(row)
+        return row
 
     def _lease(self, ctx: Any, provider: ProviderRow, job: dict[str, Any]) -> Lease:
         """Record the lease (offered) and hand it to the provider's work queue."""
@@ -223,6 +225,21 @@ class RemoteTraining:
                 add_compute_usage(s, run_id=self.run_id, node_id=ctx.node_id, compute=compute, seconds=seconds,
                                   attempt=row.attempt)  # fmt: skip
             row.finished_at = row.finished_at or utcnow()
+
+
+def _ensure_offer_asset(row: ProviderRow) -> None:
+    """With the chain running: the offer's compute-offer asset, registered by the coordinator the first time the
+    offer is placed on work, owned by the wallet it proved it holds (settlement pays its compute there)."""
+    from runtime.chain_node import payments_enabled
+
+    if row.asset_id is not None or not row.wallet or not payments_enabled():
+        return
+    from runtime.work_receipts import ensure_offer_asset
+
+    asset = ensure_offer_asset(row, row.wallet, sender=None)
+    with session_factory().begin() as s:
+        s.get(ProviderRow, row.id).asset_id = asset
+    row.asset_id = asset
 
 
 __all__ = ["RemoteTraining"]

@@ -143,6 +143,7 @@ def test_a_run_moves_between_providers_on_other_machines_and_is_verified_and_pai
         gained = {p: chain.token.functions.balanceOf(w).call() - balances[p] for p, w in wallets.items()}
         assert settled.status == "settled" and owed[a] > 0 and owed[b] > 0
         assert gained == {p: payouts.get(assets[p], 0) for p in (a, b)} and gained[a] > 0
+        assert chain.asset_of["compute.rented@1.0.0"] not in payouts  # the providers' time went to them, not the block
         assert gained[a] + gained[b] + settled.shortfall_wei == owed[a] + owed[b]
         assert gained[b] == 0 or gained[a] == owed[a]  # B absorbs the overrun before A does
 
