@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from builder.cli.base import JsonFlag, _aic_option, _fail, _print_json, _session, _table, app, err, out
+from builder.cli.base import JsonFlag, _aic_option, _fail, _print_json, _session, _table, app, out
 from builder.money import format_aic
 
 server_app = typer.Typer(no_args_is_help=True, help="The distributed mode: a real Prefect server with a pool per tier.")
@@ -160,7 +159,6 @@ def provider_start(
 
     from runtime.distributed import api_url
     from runtime.providers import (
-        HEARTBEAT_SECONDS,
         OfferError,
         detect_hardware,
         heartbeat,
@@ -219,23 +217,15 @@ def provider_start(
         f"Ctrl-C or `aib provider stop {pid_}` stops it.",
         highlight=False,
     )
-    stop = threading.Event()
+    from builder.cli.provider_agent import heartbeat_until_stopped
 
-    def _on_signal(signum: int, frame: Any) -> None:
-        stop.set()
+    def beat() -> None:
+        with _session() as s:
+            heartbeat(s, pid_, held_datasets(str(data_dir) if data_dir else None))
+            s.commit()
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    code = 0
     try:
-        while not stop.wait(HEARTBEAT_SECONDS):
-            if not worker.alive():
-                err.print(f"error: the worker stopped: {worker.error}", highlight=False)
-                code = 1
-                break
-            with _session() as s:
-                heartbeat(s, pid_, held_datasets(str(data_dir) if data_dir else None))
-                s.commit()
+        code = heartbeat_until_stopped(worker, beat)
     finally:
         with _session() as s:
             mark_stopped(s, pid_)  # no new runs from now on

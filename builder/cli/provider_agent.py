@@ -35,7 +35,7 @@ def run_protocol_agent(
         write_agent_state,
     )
     from runtime.protocol.identity import AuthError, checksum_address
-    from runtime.providers import HEARTBEAT_SECONDS, OfferError, check_tier, detect_hardware
+    from runtime.providers import OfferError, check_tier, detect_hardware
 
     if not coordinator.startswith(("http://", "https://")):
         _fail(f"--coordinator {coordinator!r} is not a URL (http://host:port, as `aib server start` shows it)")
@@ -83,24 +83,15 @@ def run_protocol_agent(
     out.print(f"provider {offer_id} online at {coordinator}: tier {tier}, {format_aic(price_wei * 3600)} per "
               f"device-hour, wallet {address}{asset}, {hw.summary}. Ctrl-C or "
               f"`aib provider stop {offer_id}` stops it.", highlight=False, soft_wrap=True)  # fmt: skip
-    stop = threading.Event()
 
-    def _on_signal(signum: int, frame: Any) -> None:
-        stop.set()
+    def beat() -> None:
+        try:
+            coord.call("POST", f"/v1/offers/{offer_id}/heartbeat", json={"held": cache.held()})
+        except CoordinatorError as exc:  # the coordinator refused (not merely unreachable: that is retried)
+            err.print(f"error: {exc}", highlight=False)
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    code = 0
     try:
-        while not stop.wait(HEARTBEAT_SECONDS):
-            if not worker.alive():
-                err.print(f"error: the worker stopped: {worker.error}", highlight=False)
-                code = 1
-                break
-            try:
-                coord.call("POST", f"/v1/offers/{offer_id}/heartbeat", json={"held": cache.held()})
-            except CoordinatorError as exc:  # the coordinator refused (not merely unreachable: that is retried)
-                err.print(f"error: {exc}", highlight=False)
+        code = heartbeat_until_stopped(worker, beat)
     finally:
         worker.stop()  # no new leases
         preempted = _preempt_leases(agent_state_dir() / "leases")
@@ -113,6 +104,25 @@ def run_protocol_agent(
         out.print(f"provider {offer_id} stopped" + (f"; preempted {preempted} lease(s), which resume elsewhere"
                                                     if preempted else ""))  # fmt: skip
     return code
+
+
+def heartbeat_until_stopped(worker: Any, beat: Any) -> int:
+    """Call `beat()` every few seconds until Ctrl-C or SIGTERM (0) or until the agent's worker stops (1, said)."""
+    from runtime.providers import HEARTBEAT_SECONDS
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    while not stop.wait(HEARTBEAT_SECONDS):
+        if not worker.alive():
+            err.print(f"error: the worker stopped: {worker.error}", highlight=False)
+            return 1
+        beat()
+    return 0
 
 
 def _preempt_leases(folder: Any, timeout: float = 120.0) -> int:

@@ -296,13 +296,17 @@ def test_a_preempted_run_resumes_from_its_checkpoint_elsewhere_and_ends_as_if_ne
         assert resumed == stopped_at and 2 <= stopped_at < EPOCHS  # where it stopped, not from the start
         assert billed == {offers["miner-a"]["id"], offers["miner-b"]["id"]}  # each for the time it worked
 
-    # The same training never interrupted (this machine, a fresh data folder): the same result.
-    fresh = {**env(), "AIB_HOME": str(tmp_path / "fresh-home")}
+    assert_same_as_on_local_compute(summary, path, sets, tmp_path / "fresh-home")
+
+
+def assert_same_as_on_local_compute(summary: dict, path: Path, sets: list[str], home: Path) -> None:
+    """The same training never interrupted, on this machine's own compute with a fresh data folder (`home`), ends
+    with the same metrics as the rented run `summary`."""
     local = yaml.safe_load(path.read_text())
     local["compute"] = "compute.local@1.0.0"
     (path.parent / "faq-local.yaml").write_text(yaml.safe_dump(local))
     ref = subprocess.run([*AIB, "run", str(path.parent / "faq-local.yaml"), "--json", *sets], capture_output=True,
-                         text=True, timeout=400, env=fresh)  # fmt: skip
+                         text=True, timeout=400, env={**env(), "AIB_HOME": str(home)})  # fmt: skip
     assert ref.returncode == 0, ref.stderr
     expected = json.loads(ref.stdout.strip().splitlines()[-1])["metrics"]
     for name in ("accuracy", "loss", "train_accuracy"):

@@ -15,11 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import free_port
 from tests.integration.hosts import can_make_hosts, other_host
-from tests.integration.test_distributed import AIB, EPOCHS, rented_copy, signal_pending, wait_for
+from tests.integration.test_distributed import (
+    AIB,
+    EPOCHS,
+    assert_same_as_on_local_compute,
+    rented_copy,
+    signal_pending,
+    wait_for,
+)
 from tests.integration.test_provider_protocol import leases_of, offers_listed, stopped_mid_lease
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,14 +153,4 @@ def test_a_run_moves_between_providers_on_other_machines_and_is_verified_and_pai
         assert gained[a] + gained[b] + settled.shortfall_wei == owed[a] + owed[b]
         assert gained[b] == 0 or gained[a] == owed[a]  # B absorbs the overrun before A does
 
-    fresh = {**env(), "AIB_HOME": str(tmp_path / "fresh-home"), "AIB_PAYMENTS": "off"}
-    local = yaml.safe_load(path.read_text())
-    local["compute"] = "compute.local@1.0.0"
-    (path.parent / "faq-local.yaml").write_text(yaml.safe_dump(local))
-    ref = subprocess.run([*AIB, "run", str(path.parent / "faq-local.yaml"), "--json", *sets], capture_output=True,
-                         text=True, timeout=400, env=fresh)  # fmt: skip
-    assert ref.returncode == 0, ref.stderr
-    expected = json.loads(ref.stdout.strip().splitlines()[-1])["metrics"]
-    for name in ("accuracy", "loss", "train_accuracy"):
-        if name in expected:
-            assert summary["metrics"][name] == pytest.approx(expected[name], abs=1e-6), name
+    assert_same_as_on_local_compute(summary, path, sets, tmp_path / "fresh-home")  # (payments off there)

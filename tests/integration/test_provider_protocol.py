@@ -15,10 +15,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from tests.conftest import free_port
-from tests.integration.test_distributed import AIB, EPOCHS, aib, env, rented_copy, signal_pending, task_states, wait_for
+from tests.integration.test_distributed import (
+    AIB,
+    EPOCHS,
+    aib,
+    assert_same_as_on_local_compute,
+    env,
+    rented_copy,
+    signal_pending,
+    task_states,
+    wait_for,
+)
 
 LAZY = """
 # A provider's machine running altered code: it reports every epoch but never trains (weights never change).
@@ -213,17 +222,7 @@ def test_a_preempted_lease_resumes_from_its_last_checkpoint_on_another_provider_
         assert resumed and 2 <= resumed[0] < EPOCHS  # where the first stopped, not from the start
         assert set(compute_paid(summary["run_id"])) == {a, offers["miner-b"]["id"]}  # each for its time
 
-    fresh = {**env(), "AIB_HOME": str(tmp_path / "fresh-home")}
-    local = yaml.safe_load(path.read_text())
-    local["compute"] = "compute.local@1.0.0"
-    (path.parent / "faq-local.yaml").write_text(yaml.safe_dump(local))
-    ref = subprocess.run([*AIB, "run", str(path.parent / "faq-local.yaml"), "--json", *sets], capture_output=True,
-                         text=True, timeout=400, env=fresh)  # fmt: skip
-    assert ref.returncode == 0, ref.stderr
-    expected = json.loads(ref.stdout.strip().splitlines()[-1])["metrics"]
-    for name in ("accuracy", "loss", "train_accuracy"):
-        if name in expected:
-            assert summary["metrics"][name] == pytest.approx(expected[name], abs=1e-6), name
+    assert_same_as_on_local_compute(summary, path, sets, tmp_path / "fresh-home")
 
 
 def test_a_provider_that_vanishes_is_not_paid_and_its_step_resumes_elsewhere(server, tmp_path):
