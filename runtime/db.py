@@ -324,6 +324,41 @@ class SealedBlob(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Host(Base):
+    """A provider on another machine that hosts services for the coordinator's gateway (`aib provider serve`): where
+    the gateway reaches it, its price per 1k calls, and its last heartbeat."""
+
+    __tablename__ = "hosts"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    wallet: Mapped[str] = mapped_column(String(42), index=True)  # proved by signing in; paid for the calls it serves
+    url: Mapped[str] = mapped_column(String(300))  # where the gateway sends calls (its word; only the gateway calls)
+    call_price_wei: Mapped[int] = mapped_column(Wei)  # AIC wei per 1k calls it answers
+    hardware: Mapped[dict] = mapped_column(JSON, default=dict)
+    reputation: Mapped[float] = mapped_column(Float, default=1.0)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # online | stopped
+    asset_id: Mapped[int | None] = mapped_column(Integer)  # its offer asset, registered at its first hosting
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Hosting(Base):
+    """A service placed on a host: the sealed bundle it may download (with its key), the secret the gateway calls
+    it with, and whether it is serving, or was dropped and why."""
+
+    __tablename__ = "hostings"
+    __table_args__ = (UniqueConstraint("service_id", "host_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id"), index=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # assigned -> ready | dropped
+    bundle: Mapped[dict] = mapped_column(JSON)  # the sealed bundle's entry: {sha256, sealed_sha256, size, key}
+    secret: Mapped[str] = mapped_column(String(64))  # the gateway's bearer token for this hosting alone
+    reason: Mapped[str | None] = mapped_column(Text)  # why it was dropped
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class Challenge(Base):
     """A sign-in challenge sent to a wallet: used once, before it expires."""
 

@@ -39,6 +39,14 @@ class ServiceBilling:
     call_price_wei: int
 
 
+@dataclass(frozen=True)
+class HostBilling:
+    """The provider's machine that answered a call, and its price per 1k calls."""
+
+    host_id: str
+    call_price_wei: int
+
+
 class UsageWriter:
     """Queue drained by one thread; each batch of records is one transaction (no per-call fsync stalls)."""
 
@@ -67,15 +75,16 @@ class UsageWriter:
         """Whether the writer thread runs (a call cannot be billed, so must not be served, without it)."""
         return self._thread is not None and self._thread.is_alive()
 
-    async def record(self, quantity: int = 1, idempotency: str | None = None) -> None:
+    async def record(self, quantity: int = 1, idempotency: str | None = None, host: HostBilling | None = None) -> None:
         """Bill `quantity` calls; returns once the record is committed. Raises at once when the writer is not
         running, and as soon as it dies while this record waits; `idempotency` (a hash naming the client's
-        request) bills a retried request once."""
+        request) bills a retried request once; `host`: the provider's machine that answered them (paid too, in the
+        same transaction)."""
         if not self.alive():
             raise WriterDown("the usage writer is not running")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._queue.put((quantity, fut, loop, idempotency))
+        self._queue.put((quantity, fut, loop, idempotency, host))
         while True:
             done, _ = await asyncio.wait({fut}, timeout=WATCH_S)
             if done:
@@ -133,7 +142,24 @@ class UsageWriter:
                 "amount_wei": per_call_amount(b.call_price_wei, quantity),
                 "created_at": utcnow(),
             }
-            for quantity, _fut, _loop, idem in group
+            for quantity, _fut, _loop, idem, _host in group
+        ]
+        # A call answered on a provider's machine (runtime/protocol/gateway.py) also owes that host its price; keyed
+        # like the call, so a retried request pays its host once too.
+        rows += [
+            {
+                "bill_key": f"host:{b.service_id}:idem:{idem}" if idem else f"host:{uuid.uuid4().hex}",
+                "service_id": b.service_id,
+                "block_id": "hosting",
+                "version": "1",
+                "provider": host.host_id,
+                "quantity": quantity,
+                "unit": "hosted-call",
+                "amount_wei": per_call_amount(host.call_price_wei, quantity),
+                "created_at": utcnow(),
+            }
+            for quantity, _fut, _loop, idem, host in group
+            if host is not None
         ]
         try:
             # A Core insert: the ORM's unit of work costs ~0.5 ms more per commit, paid by every call. A retried
@@ -153,7 +179,7 @@ class UsageWriter:
             self.written += len(group)
         except BaseException as exc:  # the callers answer 503: nothing was served unbilled
             error = exc
-        for _q, fut, loop, _idem in group:
+        for _q, fut, loop, _idem, _host in group:
             loop.call_soon_threadsafe(_resolve, fut, error)
 
 
@@ -179,4 +205,4 @@ def _resolve(fut: asyncio.Future, error: BaseException | None) -> None:
         fut.set_exception(error)
 
 
-__all__ = ["ServiceBilling", "UsageWriter", "WriterDown", "idempotency_hash"]
+__all__ = ["HostBilling", "ServiceBilling", "UsageWriter", "WriterDown", "idempotency_hash"]

@@ -18,8 +18,10 @@ from builder.errors import ChainError, NotFoundError
 from builder.money import format_aic
 from chain.deploy import UNLIMITED
 from runtime.db import Run, Service, ServiceBatch, Usage
-from runtime.settlement import ZERO_ADDRESS, Chain, check_settled
+from runtime.protocol.hosting import HOSTED_UNIT
+from runtime.settlement import ZERO_ADDRESS, Chain, check_settled, merge_offer_assets
 from runtime.settlement_math import call_royalties, fee_on
+from runtime.work_receipts import offer_ref
 
 # The escrow can only ever pull from msg.sender (in deposit and settleBatch), so one unlimited allowance
 # (chain.deploy.UNLIMITED) lets nobody but the payer spend the payer's AIC, and spares an approve per batch.
@@ -32,7 +34,8 @@ def open_batch(session: Session, chain: Chain, service: Service) -> ServiceBatch
     calls actually assigned, so two settlements racing can neither share calls nor pay for calls they
     did not take (the loser's transaction fails and changes nothing).
     """
-    unbatched = (Usage.service_id == service.id, Usage.batch_id.is_(None), Usage.unit == "call")
+    # Calls, and what the hosts that answered them on their machines are owed (runtime/protocol/gateway.py).
+    unbatched = (Usage.service_id == service.id, Usage.batch_id.is_(None), Usage.unit.in_(("call", HOSTED_UNIT)))
     last_id = session.scalar(select(func.max(Usage.id)).where(*unbatched))
     if last_id is None:
         return None
@@ -42,6 +45,13 @@ def open_batch(session: Session, chain: Chain, service: Service) -> ServiceBatch
             raise ChainError(
                 f"block {ref} of service {service.id} has no asset on this chain; register it with "
                 f"`aib assets register {ref}`"
+            )
+    merge_offer_assets(chain)
+    for host, amount in _hosted_amounts(session, *unbatched, Usage.id <= last_id).items():
+        if amount and offer_ref(host) not in chain.asset_of:
+            raise ChainError(
+                f"host {host}, which answered calls of service {service.id}, has no offer asset on this "
+                "chain (it gets one when a service is placed on it while payments are on)"
             )
     chain_id, fee_bps = chain.w3.eth.chain_id, chain.escrow.functions.feeBps().call()  # before any write
     number = session.scalar(select(func.count()).where(ServiceBatch.service_id == service.id)) + 1
@@ -68,16 +78,17 @@ def open_batch(session: Session, chain: Chain, service: Service) -> ServiceBatch
             update(Usage).where(*unbatched, Usage.id <= last_id).values(batch_id=batch_id),
             execution_options={"synchronize_session": False},
         )
-        first_id, calls = session.execute(
-            select(func.min(Usage.id), func.sum(Usage.quantity)).where(Usage.batch_id == batch_id)
-        ).one()
+        first_id = session.scalar(select(func.min(Usage.id)).where(Usage.batch_id == batch_id))
         if first_id is None:  # another settlement took these calls first
             session.rollback()
             return None
-        calls = round(calls)
+        calls = round(session.scalar(select(func.coalesce(func.sum(Usage.quantity), 0))
+                                     .where(Usage.batch_id == batch_id, Usage.unit == "call")))  # fmt: skip
         owed: dict[str, int] = {}
         for ref, amount in call_royalties(steps, calls):
             owed[ref] = owed.get(ref, 0) + amount
+        for host, amount in _hosted_amounts(session, Usage.batch_id == batch_id).items():
+            owed[offer_ref(host)] = owed.get(offer_ref(host), 0) + amount
         batch.payouts = [
             {"block_ref": ref, "asset_id": chain.asset_of[ref], "amount_wei": amount}
             for ref, amount in sorted(owed.items())
@@ -94,6 +105,16 @@ def open_batch(session: Session, chain: Chain, service: Service) -> ServiceBatch
             f"another settlement is opening a batch of service {service.id} at this moment; run it again"
         ) from None
     return batch
+
+
+def _hosted_amounts(session: Session, *where: Any) -> dict[str, int]:
+    """Host id → wei owed for the hosted calls matching `where` (amounts are decimal text: summed here)."""
+    owed: dict[str, int] = {}
+    for host, amount in session.execute(
+        select(Usage.provider, Usage.amount_wei).where(*where, Usage.unit == HOSTED_UNIT)
+    ):
+        owed[host] = owed.get(host, 0) + int(amount)
+    return owed
 
 
 def _record(session: Session, chain: Chain, batch: ServiceBatch, tx_hash: Any) -> None:

@@ -114,14 +114,20 @@ class Gate:
         await self.app(scope, replay, send)
 
 
-def create_app(service_id: str, threads: int | None = None) -> FastAPI:
-    """Build the FastAPI app serving `service_id` (bundle loaded once; checksums verified)."""
+def create_app(service_id: str, threads: int | None = None, on_providers: dict[str, Any] | None = None) -> FastAPI:
+    """Build the FastAPI app serving `service_id` (bundle loaded once; checksums verified). `on_providers`
+    ({replicas, audit_rate}): the answers come from providers' machines hosting the service, through the
+    coordinator's gateway (runtime/protocol/gateway.py); keys and metering stay here."""
     Session = session_factory()
     with Session() as s:
         svc = get_service(s, service_id)
         billing = ServiceBilling(svc.id, svc.block_id, svc.version, svc.provider, svc.call_price_wei)
         bundle_dir, plan_hash, pipeline = svc.bundle_dir, svc.plan_hash, svc.name
     predictor = load_bundle(bundle_dir, threads=threads)
+    if on_providers is not None:
+        from runtime.protocol.gateway import HostedPredictor
+
+        predictor = HostedPredictor(service_id, predictor, say=_log, **on_providers).start()
     writer = UsageWriter(get_engine(), billing)
     max_batch = int(predictor.manifest.get("service", {}).get("max_batch", 64))
     key_cache: dict[str, tuple[bool, float]] = {}
@@ -131,6 +137,8 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
         writer.start()
         yield
         writer.stop()
+        if on_providers is not None:
+            predictor.close()
 
     app = FastAPI(
         title=f"{pipeline} — Easy AI Builder service",
@@ -220,11 +228,13 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
             if why:
                 raise HTTPException(413, why if len(items) == 1 else f"item {i}: {why}")
 
-    async def _bill(quantity: int, idempotency: str | None) -> None:
+    async def _bill(quantity: int, idempotency: str | None, host: Any, response: Response) -> None:
         try:
-            await writer.record(quantity, idempotency)
+            await writer.record(quantity, idempotency, host)
         except Exception:
             raise HTTPException(503, "usage could not be recorded, so the call was not served; retry") from None
+        if on_providers is not None:  # who answered: a host's id, or this gateway itself
+            response.headers["X-Served-By"] = host.host_id if host is not None else "gateway"
 
     Request_, Response_, Batch_ = predictor.Request, predictor.Response, predictor.BatchRequest
 
@@ -253,21 +263,26 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
                 raise HTTPException(422, str(exc) if len(items) == 1 else f"item {i}: {exc}") from None
         return out
 
-    async def _predict(items: list[Any]) -> list[Any]:
-        """The model's answers; an input it cannot serve (BadItem, raised while predicting) is a 422, not a 500."""
+    served = getattr(predictor, "predict_served", None)
+
+    async def _predict(items: list[Any]) -> tuple[list[Any], Any]:
+        """The model's answers and the host that gave them (None: answered here); an input it cannot serve (BadItem,
+        raised while predicting) is a 422, not a 500."""
         try:
-            return await run_in_threadpool(lambda: predictor.predict(_prepare(items)))
+            if served is not None:
+                return await run_in_threadpool(served, items)
+            return await run_in_threadpool(lambda: predictor.predict(_prepare(items))), None
         except BadItem as exc:
             raise HTTPException(422, str(exc)) from None
 
     async def _answer(item: dict[str, Any], response: Response, idempotency: str | None) -> Any:
         _too_large([item])
         t0 = time.perf_counter()
-        result = (await _predict([item]))[0]
+        results, host = await _predict([item])
         t1 = time.perf_counter()
-        await _bill(1, idempotency)
+        await _bill(1, idempotency, host, response)
         response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())
-        return result
+        return results[0]
 
     if getattr(predictor, "accepts_file", False):
         body_schema = Request_.model_json_schema()
@@ -327,13 +342,19 @@ def create_app(service_id: str, threads: int | None = None) -> FastAPI:
             raise HTTPException(413, f"the batch has {len(items)} items; this service accepts at most {max_batch}")
         _too_large(items)
         t0 = time.perf_counter()
-        results = await _predict(items)
+        results, host = await _predict(items)
         t1 = time.perf_counter()
-        await _bill(len(items), bill_as)
+        await _bill(len(items), bill_as, host, response)
         response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())
         return {"results": results}
 
     return app
+
+
+def _log(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
 
 
 def _timing(start: float, inferred: float, billed: float) -> str:
@@ -347,12 +368,15 @@ def ensure_port_free(host: str, port: int) -> None:
         raise ServeError(f"port {port} on {host} is already in use; choose another with --port")
 
 
-def serve(service_id: str, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None) -> None:
-    """Serve `service_id` with uvicorn until interrupted."""
+def serve(
+    service_id: str, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
+    on_providers: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
+    """Serve `service_id` with uvicorn until interrupted (`on_providers`: answered by hosts, see create_app)."""
     import uvicorn
 
     ensure_port_free(host, port)
-    app = create_app(service_id, threads=threads)
+    app = create_app(service_id, threads=threads, on_providers=on_providers)
     server = _quiet_server_class()(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
     server.run()
     if server.stopped_by_signal:

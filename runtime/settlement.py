@@ -167,14 +167,11 @@ def _record_settled(session: Session, chain: Chain, row: Settlement, tx_hash: An
     session.commit()  # the settlement and the ledger rows it pays, in one transaction
 
 
-def _offer_refs(session: Session, chain: Chain) -> dict[str, str]:
-    """Provider id → its compute-offer asset's ref, for the offers registered on this chain: the compute a run used
-    on a rented machine pays that asset's owner (the provider), not the compute block's."""
+def merge_offer_assets(chain: Chain) -> None:
+    """Add to `chain.asset_of` the offer assets registered since it was connected: offers and hosts get their asset
+    when first placed on paid work, often after this connection read the address book."""
     from runtime.chain_node import address_book
-    from runtime.db import ProviderRow
-    from runtime.work_receipts import offer_ref
 
-    # Offers get their asset when first placed on a paid run, often after this connection read the address book.
     try:
         registered = address_book().get("assets", {})
     except ChainError:  # a chain given by its contracts alone (no address book): what it was built with
@@ -182,6 +179,15 @@ def _offer_refs(session: Session, chain: Chain) -> dict[str, str]:
     for ref, asset_id in registered.items():
         if ref.startswith("offer:"):
             chain.asset_of.setdefault(ref, int(asset_id))
+
+
+def _offer_refs(session: Session, chain: Chain) -> dict[str, str]:
+    """Provider id → its compute-offer asset's ref, for the offers registered on this chain: the compute a run used
+    on a rented machine pays that asset's owner (the provider), not the compute block's."""
+    from runtime.db import ProviderRow
+    from runtime.work_receipts import offer_ref
+
+    merge_offer_assets(chain)
     ids = session.scalars(select(ProviderRow.id).where(ProviderRow.asset_id.is_not(None)))
     return {pid: offer_ref(pid) for pid in ids if offer_ref(pid) in chain.asset_of}
 
@@ -286,6 +292,7 @@ def settlement_dict(row: Settlement) -> dict[str, Any]:
 
 __all__ = [
     "Chain",
+    "merge_offer_assets",
     "check_funds",
     "check_settled",
     "deposit",

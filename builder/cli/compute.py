@@ -275,6 +275,42 @@ def _offer_asset(provider_id: str) -> int:
     return int(row.asset_id)
 
 
+@provider_app.command("serve")
+def provider_serve(
+    coordinator: Annotated[
+        str, typer.Option("--coordinator", help="URL of the coordinator API (shown by `aib server start`)")
+    ],
+    price: Annotated[
+        str, typer.Option("--price-per-1k-calls", help="AIC per 1k calls this machine answers, e.g. '0.002'")
+    ],
+    port: Annotated[int, typer.Option("--port", help="Port the gateway calls this machine on")] = 8700,
+    listen: Annotated[str, typer.Option("--host", help="Address to listen on")] = "0.0.0.0",
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Where the gateway reaches this machine (default: http://ADDRESS:PORT, the "
+            "address on the route to the coordinator)",
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A name for this host (default: the host name)")] = None,
+    wallet: Annotated[
+        str | None, typer.Option("--wallet", help="Address that is paid for the calls (default: this machine's key)")
+    ] = None,
+) -> None:
+    """Host trained services on this machine for the coordinator's gateway: it signs in with its wallet, downloads
+    the sealed bundles of the services placed on it, and answers the calls the gateway forwards (the gateway checks
+    API keys and meters every call; this machine is paid per call it answered) until stopped (Ctrl-C, SIGTERM)."""
+    from builder.cli.provider_agent import run_host_agent
+
+    price_wei = _aic_option(price, "--price-per-1k-calls")
+    if price_wei % 1000:
+        _fail("--price-per-1k-calls must be a whole multiple of 1000 wei (0.000000000000001 AIC)")
+    code = run_host_agent(coordinator, listen=listen, port=port, url=url, price_wei=price_wei, name=name,
+                          wallet=wallet)  # fmt: skip
+    raise typer.Exit(code)
+
+
 @provider_app.command("stake")
 def provider_stake(
     provider_id: Annotated[str, typer.Argument(help="The offer (see `aib providers list`)")],
@@ -383,4 +419,26 @@ def providers_list(json_: JsonFlag = False) -> None:
           "load": f"{r['load']}/{r['slots']}", "reputation": f"{r['reputation']:.2f}",
           "online": "yes" if r["online"] else "no",
           "where": "other machine" if r["via"] == "api" else "this machine"} for r in rows],
+    )  # fmt: skip
+
+
+@providers_app.command("hosts")
+def providers_hosts(json_: JsonFlag = False) -> None:
+    """Every machine hosting services (`aib provider serve`): price per 1k calls, reputation, what it serves."""
+    from runtime.protocol.hosting import host_rows
+
+    with _session() as s:
+        rows = host_rows(s)
+    if json_:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no machine hosts services yet; `aib provider serve --coordinator URL --price-per-1k-calls 0.002` "
+                  "offers one")  # fmt: skip
+        return
+    _table(
+        ["id", "name", "price/1k calls", "reputation", "online", "services", "url"],
+        [{**r, "price/1k calls": format_aic(r["price_per_1k_calls_wei"]), "reputation": f"{r['reputation']:.2f}",
+          "online": "yes" if r["online"] else "no",
+          "services": ", ".join(f"{k} ({v})" for k, v in r["services"].items()) or "-"} for r in rows],
     )  # fmt: skip

@@ -226,6 +226,24 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: all cores)")] = 0,
+    on_providers: Annotated[
+        bool,
+        typer.Option(
+            "--on-providers",
+            help="Answer calls on providers' machines (`aib provider serve`) through this "
+            "gateway, which checks API keys and meters every call; it answers itself when no host can",
+        ),
+    ] = False,
+    replicas: Annotated[int, typer.Option(help="With --on-providers: hosts to place the service on", min=1)] = 1,
+    audit_rate: Annotated[
+        float,
+        typer.Option(
+            help="With --on-providers: share of calls the gateway re-runs to check a host's answers "
+            "(a host caught answering wrong is taken off and not paid)",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.05,
 ) -> None:
     """Serve a trained service over HTTP (OpenAPI docs at /docs)."""
     from runtime.runs import get_service
@@ -235,11 +253,14 @@ def serve(
     with _session() as s:
         get_service(s, service_id)
     ensure_port_free(host, port)
+    where = f"; answered on providers' machines ({replicas} host(s), {audit_rate:.0%} of calls checked)" \
+        if on_providers else ""  # fmt: skip
     err.print(
-        f"serving {service_id} on http://{host}:{port}  (docs: http://{host}:{port}/docs) — Ctrl-C stops",
+        f"serving {service_id} on http://{host}:{port}  (docs: http://{host}:{port}/docs){where} — Ctrl-C stops",
         highlight=False,
     )
-    serve_http(service_id, host=host, port=port, threads=threads or None)
+    hosted = {"replicas": replicas, "audit_rate": audit_rate} if on_providers else None
+    serve_http(service_id, host=host, port=port, threads=threads or None, on_providers=hosted)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""`aib provider start --coordinator URL`: a provider on another machine, speaking only the provider protocol.
+"""`aib provider start --coordinator URL` (compute) and `aib provider serve --coordinator URL` (hosting services): a
+provider on another machine, speaking only the provider protocol.
 
 It signs in with its wallet, registers its offer through the coordinator API, pulls its leases' flow runs from its
 tier's Prefect work pool (the credentials come from the coordinator after sign-in; runtime/fixed_worker.py runs
@@ -24,37 +25,17 @@ def run_protocol_agent(
     coordinator: str, *, tier: str, price_wei: int, name: str | None, slots: int, region: str, wallet: str | None
 ) -> int:
     """Run the agent until stopped; its exit status."""
-    from runtime.config import get_settings, private_home
-    from runtime.protocol.client import (
-        BlobCache,
-        Coordinator,
-        CoordinatorError,
-        agent_state_dir,
-        key_address,
-        provider_key,
-        write_agent_state,
-    )
-    from runtime.protocol.identity import AuthError, checksum_address
+    from runtime.config import get_settings
+    from runtime.protocol.client import BlobCache, Coordinator, CoordinatorError, agent_state_dir, write_agent_state
     from runtime.providers import OfferError, check_tier, detect_hardware
 
-    if not coordinator.startswith(("http://", "https://")):
-        _fail(f"--coordinator {coordinator!r} is not a URL (http://host:port, as `aib server start` shows it)")
-    private_home()
-    key = provider_key()
-    address = key_address(key)
-    if wallet is not None:
-        try:
-            wanted = checksum_address(wallet)
-        except AuthError as exc:
-            _fail(f"--wallet: {exc}")
-        if wanted != address:
-            _fail(f"--wallet {wanted}: the key here signs for {address}; set AIB_KEYSTORE to {wanted}'s keystore")
+    key, address = _signing_key(coordinator, wallet)
     hw = detect_hardware()
     try:
         check_tier(tier, hw)
     except OfferError as exc:
         _fail(str(exc))
-    coord = Coordinator(coordinator, key, say=lambda line: err.print(line, highlight=False, soft_wrap=True))
+    coord = Coordinator(coordinator, key, say=_say)
     name = name or socket.gethostname()
     try:
         info = coord.call("GET", "/v1/auth/info")
@@ -104,6 +85,114 @@ def run_protocol_agent(
         out.print(f"provider {offer_id} stopped" + (f"; preempted {preempted} lease(s), which resume elsewhere"
                                                     if preempted else ""))  # fmt: skip
     return code
+
+
+def _say(line: str) -> None:
+    err.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+def _signing_key(coordinator: str, wallet: str | None) -> tuple[bytes, str]:
+    """This machine's provider key and its address (exit 2 when --coordinator is not a URL or --wallet is not the
+    key's address)."""
+    from runtime.config import private_home
+    from runtime.protocol.client import key_address, provider_key
+    from runtime.protocol.identity import AuthError, checksum_address
+
+    if not coordinator.startswith(("http://", "https://")):
+        _fail(f"--coordinator {coordinator!r} is not a URL (http://host:port, as `aib server start` shows it)")
+    private_home()
+    key = provider_key()
+    address = key_address(key)
+    if wallet is not None:
+        try:
+            wanted = checksum_address(wallet)
+        except AuthError as exc:
+            _fail(f"--wallet: {exc}")
+        if wanted != address:
+            _fail(f"--wallet {wanted}: the key here signs for {address}; set AIB_KEYSTORE to {wanted}'s keystore")
+    return key, address
+
+
+def run_host_agent(
+    coordinator: str, *, listen: str, port: int, url: str | None, price_wei: int, name: str | None,
+    wallet: str | None,
+) -> int:  # fmt: skip
+    """`aib provider serve`: host services for the coordinator's gateway until stopped; the exit status."""
+    import uvicorn
+
+    from runtime.processes import port_free
+    from runtime.protocol.client import BlobCache, Coordinator, CoordinatorError
+    from runtime.protocol.host import HostServer
+    from runtime.providers import detect_hardware
+
+    key, address = _signing_key(coordinator, wallet)
+    if not port_free(listen, port):
+        _fail(f"port {port} on {listen} is already in use; choose another with --port")
+    url = (url or f"http://{_address_towards(coordinator)}:{port}").rstrip("/")
+    server = HostServer()
+    uv = uvicorn.Server(uvicorn.Config(server.app, host=listen, port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=uv.run, name="host-server", daemon=True)
+    thread.start()
+    coord = Coordinator(coordinator, key, say=_say)
+    name = name or socket.gethostname()
+    try:
+        got = coord.call("POST", "/v1/hosts", json={"name": name, "url": url, "price_per_1k_calls_wei": price_wei,
+                                                    "hardware": detect_hardware().to_dict()})  # fmt: skip
+    except CoordinatorError as exc:
+        uv.should_exit = True
+        _fail(str(exc))
+    host_id, cache = got["host_id"], BlobCache()
+
+    def fetch(entry: dict[str, Any]) -> bytes:
+        return coord.download(f"/v1/hosts/{host_id}/blobs", coord.wallet_token(), entry, cache)
+
+    def beat() -> None:
+        try:
+            for _ in range(2):  # once more at once when the services answering changed (the gateway may call them)
+                before = server.ready()
+                hostings = coord.call("POST", f"/v1/hosts/{host_id}/heartbeat", json={"ready": before})["hostings"]
+                server.sync(hostings, fetch, _say)
+                if server.ready() == before:
+                    break
+        except CoordinatorError as exc:
+            err.print(f"error: {exc}", highlight=False)
+
+    class _Serving:  # what heartbeat_until_stopped watches
+        error = "the host's HTTP server stopped"
+
+        @staticmethod
+        def alive() -> bool:
+            return thread.is_alive()
+
+    out.print(f"host {host_id} online at {coordinator}: answers the gateway at {url} for "
+              f"{format_aic(price_wei)} per 1k calls, wallet {address}. Ctrl-C stops it.",
+              highlight=False, soft_wrap=True)  # fmt: skip
+    beat()
+    try:
+        code = heartbeat_until_stopped(_Serving, beat)
+    finally:
+        try:
+            coord.call("POST", f"/v1/hosts/{host_id}/stop")
+        except CoordinatorError as exc:
+            err.print(f"warning: the coordinator was not told that this host stopped: {exc}", highlight=False)
+        uv.should_exit = True
+        thread.join(timeout=10)
+        coord.close()
+        out.print(f"host {host_id} stopped")
+    return code
+
+
+def _address_towards(coordinator: str) -> str:
+    """This machine's address on the route to the coordinator (where the gateway can reach it back)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(coordinator)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((parts.hostname or "127.0.0.1", parts.port or 80))  # UDP: nothing is sent
+            return sock.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
 
 
 def heartbeat_until_stopped(worker: Any, beat: Any) -> int:

@@ -2,9 +2,11 @@
 beside `prefect server`; OpenAPI at /docs).
 
 Routers per resource: auth (wallet challenge → bearer token), offers (register, heartbeat, stop), leases (claim,
-job, sealed blobs, uploads, heartbeat, commitments, release, complete). Requests are pydantic models that forbid
-unknown fields, so a provider cannot slip usage, prices or verification results into any of them; the coordinator
-computes those itself. Every refusal is one sentence in `{"error": …}` with a 4xx status, and stores nothing.
+job, sealed blobs, uploads, heartbeat, commitments, release, complete), hosts (machines that serve services for the
+gateway: register, heartbeat with the services they answer for, their sealed bundles, stop). Requests are pydantic
+models that forbid unknown fields, so a provider cannot slip usage, prices or verification results into any of them;
+the coordinator computes those itself. Every refusal is one sentence in `{"error": …}` with a 4xx status, and stores
+nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from runtime.db import Challenge, Lease, ProviderRow, session_factory, utcnow
+from runtime.protocol import hosting as H
 from runtime.protocol import leases as L
 from runtime.protocol.blobs import BlobError, BlobStore, Staging, check_digest
 from runtime.protocol.identity import (
@@ -92,6 +95,21 @@ class ReleaseIn(Strict):
     kind: str = Field("released", pattern="^(preempted|released|failed)$")
 
 
+class HostIn(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    url: str = Field(
+        max_length=300,
+        pattern=r"^https?://[^/\s]+$",
+        description="Where the gateway reaches it: http(s)://host:port, no path",
+    )
+    price_per_1k_calls_wei: int = Field(ge=0, description="AIC wei per 1k calls it answers")
+    hardware: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReadyIn(Strict):
+    ready: list[str] = Field(default_factory=list, max_length=1000, description="Services loaded and answering")
+
+
 def _db() -> Iterator[Session]:
     with session_factory()() as s:
         yield s
@@ -123,6 +141,7 @@ def lease_claims(claims: Annotated[Claims, Depends(_claims)]) -> Claims:
 auth = APIRouter(prefix="/v1/auth", tags=["auth"])
 offers = APIRouter(prefix="/v1/offers", tags=["offers"])
 leases = APIRouter(prefix="/v1/leases", tags=["leases"])
+hosts = APIRouter(prefix="/v1/hosts", tags=["hosts"])
 
 
 @auth.post("/challenge")
@@ -219,6 +238,45 @@ def offer_stop(offer_id: str, s: DB, claims: Annotated[Claims, Depends(wallet_cl
     return {"ok": True}
 
 
+@hosts.post("")
+def host_register(body: HostIn, s: DB, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict[str, Any]:
+    """Register (or renew) a machine of the signed-in wallet that hosts services for the gateway."""
+    hw = {k: v for k, v in body.hardware.items() if k in ("gpus", "cpu_cores", "ram_gb")}
+    row = H.register_host(s, wallet=claims.wallet, name=body.name, url=body.url,
+                          call_price_wei=body.price_per_1k_calls_wei, hardware=hw)  # fmt: skip
+    s.commit()
+    return {"host_id": row.id, "wallet": row.wallet, "heartbeat_seconds": H.HOST_HEARTBEAT_DEADLINE.seconds / 6}
+
+
+@hosts.post("/{host_id}/heartbeat")
+def host_heartbeat(host_id: str, body: ReadyIn, s: DB, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict:
+    """The host is alive and answers for `ready`; what it must host (bundle entries and the gateway's secrets)."""
+    host = H.own_host(s, host_id, claims.wallet)
+    hostings = H.beat(s, host, body.ready)
+    s.commit()
+    return {"hostings": hostings}
+
+
+@hosts.get("/{host_id}/blobs/{digest}")
+def host_blob(
+    host_id: str, digest: str, s: DB, claims: Annotated[Claims, Depends(wallet_claims)],
+    range_: Annotated[str | None, Header(alias="Range")] = None,
+) -> Response:  # fmt: skip
+    """A sealed bundle of a service placed on this host (from a byte offset with `Range: bytes=N-`)."""
+    host = H.own_host(s, host_id, claims.wallet)
+    if check_digest(digest) not in H.readable(s, host):
+        raise L.LeaseError(f"blob {digest} is not the bundle of a service placed on host {host_id}", 403)
+    return _stream(digest, range_, lambda chunks: chunks)
+
+
+@hosts.post("/{host_id}/stop")
+def host_stop(host_id: str, s: DB, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict:
+    """The host goes offline: the gateway stops calling it."""
+    H.own_host(s, host_id, claims.wallet).status = "stopped"
+    s.commit()
+    return {"ok": True}
+
+
 def _lease(s: Session, lease_id: str, claims: Claims) -> Lease:
     return L.owned_lease(s, lease_id, claims.wallet, lease_scope=claims.lease_id)
 
@@ -250,6 +308,12 @@ def blob(
     L.require_claimed(lease)
     if check_digest(digest) not in L.readable(lease):
         raise L.LeaseError(f"blob {digest} is not an input of lease {lease_id}", 403)
+    return _stream(digest, range_, lambda chunks: _counted(lease_id, digest, chunks))
+
+
+def _stream(digest: str, range_: str | None, count: Any) -> Response:
+    """The stored blob `digest`, whole or from the offset a `Range: bytes=N-` header names; `count` wraps its
+    chunks (to count the bytes actually sent)."""
     store = BlobStore()
     total = store.size(digest)
     start = 0
@@ -263,7 +327,7 @@ def blob(
     headers = {"Content-Length": str(total - start), "Accept-Ranges": "bytes"}
     if range_:
         headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
-    chunks = _counted(lease_id, digest, store.stream(digest, start))
+    chunks = count(store.stream(digest, start))
     return StreamingResponse(chunks, status_code=206 if range_ else 200, headers=headers,
                              media_type="application/octet-stream")  # fmt: skip
 
@@ -373,7 +437,7 @@ def create_app() -> FastAPI:
     """The coordinator API application."""
     app = FastAPI(title="Easy AI Builder coordinator", version="1",
                   description="The provider protocol: sign in with a wallet, take leases, send work back.")  # fmt: skip
-    for router in (auth, offers, leases):
+    for router in (auth, offers, leases, hosts):
         app.include_router(router)
 
     @app.get("/v1/health", tags=["health"])

@@ -121,9 +121,10 @@ class Coordinator:
         """A call with the wallet token; its JSON."""
         return self.request(method, path, token=self.wallet_token(), **kw).json()
 
-    def download(self, lease_id: str, token: str, entry: dict[str, Any], cache: BlobCache) -> bytes:
-        """The plaintext of a lease input: from the local cache when held (no byte fetched), else downloaded
-        sealed (resuming a cut transfer from the bytes already here), opened with its key, checked and cached."""
+    def download(self, where: str, token: str, entry: dict[str, Any], cache: BlobCache) -> bytes:
+        """The plaintext of a sealed blob under the route `where` (a lease's or a host's `…/blobs`): from the local
+        cache when held (no byte fetched), else downloaded sealed (resuming a cut transfer from the bytes already
+        here), opened with its key, checked and cached."""
         found = cache.get(entry["sha256"])
         if found is not None:
             return found
@@ -132,7 +133,7 @@ class Coordinator:
             have = part.stat().st_size if part.exists() else 0
             headers = {"Range": f"bytes={have}-"} if have else {}
             try:
-                with self.http.stream("GET", f"/v1/leases/{lease_id}/blobs/{entry['sealed_sha256']}",
+                with self.http.stream("GET", f"{where}/{entry['sealed_sha256']}",
                                       headers={**headers, "Authorization": f"Bearer {token}"}) as r:  # fmt: skip
                     if r.status_code >= 400:
                         r.read()

@@ -140,13 +140,14 @@ def run_lease(lease_id: str) -> str:
     outcome, reason = "completed", None
     try:
         cache = BlobCache()
-        plain = {name: coord.download(lease_id, token, entry, cache) for name, entry in job["inputs"].items()}
+        where = f"/v1/leases/{lease_id}/blobs"
+        plain = {name: coord.download(where, token, entry, cache) for name, entry in job["inputs"].items()}
         # The program (the model, its optimiser, loss and score) is the coordinator's own, sealed under a key only it
         # and this lease hold (AES-GCM authenticates it): the provider trusts it as it trusts the coordinator.
         program = torch.load(io.BytesIO(plain.pop("program")), map_location="cpu", weights_only=False)
         data = _arrays(plain)
         if job.get("resume"):
-            resume = coord.download(lease_id, token, job["resume"], cache)
+            resume = coord.download(where, token, job["resume"], cache)
             ctx.work_dir.joinpath("checkpoint.pt").write_bytes(resume)
             ctx.segments_dir.mkdir(parents=True, exist_ok=True)
             (ctx.segments_dir / "commitments.json").write_text(json.dumps(job["commitments"]))

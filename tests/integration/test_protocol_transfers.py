@@ -127,7 +127,8 @@ def test_a_download_cut_mid_way_resumes_from_the_bytes_already_here(tmp_path):
         relay = CuttingRelay(port, cut_after=2 * 1024 * 1024)
         try:
             coord = Coordinator(f"http://127.0.0.1:{relay.port}", bytes(acct.key), say=lambda line: None)
-            plain = coord.download(lease.id, token, job["inputs"]["x"], BlobCache(tmp_path / "cache"))
+            where = f"/v1/leases/{lease.id}/blobs"
+            plain = coord.download(where, token, job["inputs"]["x"], BlobCache(tmp_path / "cache"))
         finally:
             relay.close()
         entry = job["inputs"]["x"]

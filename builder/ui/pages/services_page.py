@@ -152,10 +152,10 @@ with tab_keys:
 def usage(service_id: str) -> None:
     """The service's calls and what they owe, redrawn every few seconds: API calls show up without a reload."""
     with db() as s:
-        calls = [
-            (u.created_at, u.quantity, u.amount_wei, u.settled_tx)
-            for u in s.scalars(select(Usage).where(Usage.service_id == service_id).order_by(Usage.id))
-        ]
+        rows = list(s.scalars(select(Usage).where(Usage.service_id == service_id).order_by(Usage.id)))
+        # A call answered on a provider's machine has a second record, what its host is owed (unit "hosted-call").
+        calls = [(u.created_at, u.quantity, u.amount_wei, u.settled_tx) for u in rows if u.unit == "call"]
+        owed = sum(u.amount_wei for u in rows)
         batches = [
             (b.id, b.status, b.calls, b.payouts_wei, b.fee_wei, b.settle_tx)
             for b in s.scalars(select(ServiceBatch).where(ServiceBatch.service_id == service_id))
@@ -164,7 +164,7 @@ def usage(service_id: str) -> None:
     paid_calls = int(sum(c[1] for c in calls if c[3]))
     c1, c2, c3 = st.columns(3)
     c1.metric("Calls", total_calls)
-    c2.metric("Owed to providers", aic(sum(c[2] for c in calls)))
+    c2.metric("Owed to providers", aic(owed))
     c3.metric("Paid on chain", f"{paid_calls} calls")
     if calls:
         frame = pd.DataFrame(calls, columns=["time", "calls", "amount_wei", "tx"])
