@@ -99,6 +99,7 @@ bench: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/templates.py
 	$(PY) bench/data_cache.py
 	$(PY) bench/provider_protocol.py
+	$(PY) bench/hosting.py
 	$(PY) bench/allocator.py
 	$(PY) bench/verification.py
 
@@ -110,6 +111,7 @@ bench-quick: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/templates.py --quick
 	$(PY) bench/data_cache.py --quick
 	$(PY) bench/provider_protocol.py --quick
+	$(PY) bench/hosting.py --quick
 	$(PY) bench/allocator.py --quick
 	$(PY) bench/verification.py --quick
 

@@ -359,6 +359,67 @@ class Hosting(Base):
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class Store(Base):
+    """A provider on another machine that offers storage (`aib provider start --storage GB`): where sealed shards
+    are fetched from it, its region, capacity and prices, and its last heartbeat."""
+
+    __tablename__ = "stores"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    wallet: Mapped[str] = mapped_column(String(42), index=True)  # proved by signing in; paid for what it holds
+    url: Mapped[str] = mapped_column(String(300))  # where sealed blobs are fetched from it
+    region: Mapped[str] = mapped_column(String(40), default="")
+    capacity_bytes: Mapped[int] = mapped_column(Wei)
+    price_gb_month_wei: Mapped[int] = mapped_column(Wei)  # AIC wei per GB held for a month (30 days)
+    price_gb_served_wei: Mapped[int] = mapped_column(Wei)  # AIC wei per GB a lease was sent from it
+    reputation: Mapped[float] = mapped_column(Float, default=1.0)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # online | stopped
+    asset_id: Mapped[int | None] = mapped_column(Integer)  # its offer asset, registered when first paid
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Replica(Base):
+    """A sealed blob placed on a store: held once the store says so, paid only up to its last passed spot check
+    (the coordinator fetched it whole and it hashed right); a failed check ends it."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (UniqueConstraint("store_id", "sealed_sha256"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    store_id: Mapped[str] = mapped_column(ForeignKey("stores.id"), index=True)
+    sealed_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # assigned -> held -> failed | dropped
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    held_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the store first said it holds it
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its last passed spot check
+    checks: Mapped[int] = mapped_column(Integer, default=0)  # spot checks passed
+    billed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # holding paid up to here
+
+
+class StorageBatch(Base):
+    """Storage records (GB-months held, GB served) paid on chain in one transaction (RunEscrow.settleBatch)."""
+
+    __tablename__ = "storage_batches"
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)  # "storage:batch:<n>"
+    chain_id: Mapped[int] = mapped_column(Integer)
+    escrow: Mapped[str] = mapped_column(String(42))
+    onchain_id: Mapped[str] = mapped_column(String(66))
+    payer: Mapped[str] = mapped_column(String(42))
+    status: Mapped[str] = mapped_column(String(20), index=True)  # opening -> pending -> settled | nothing_owed
+    calls: Mapped[int] = mapped_column(Integer)  # usage records it pays
+    first_usage_id: Mapped[int] = mapped_column(Integer)
+    last_usage_id: Mapped[int] = mapped_column(Integer)
+    payouts: Mapped[list] = mapped_column(JSON, default=list)
+    payouts_wei: Mapped[int] = mapped_column(Wei)
+    fee_wei: Mapped[int] = mapped_column(Wei)
+    settle_tx: Mapped[str | None] = mapped_column(String(80))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class Challenge(Base):
     """A sign-in challenge sent to a wallet: used once, before it expires."""
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from builder.errors import ChainError, NotFoundError
 from builder.money import format_aic
 from chain.deploy import UNLIMITED
-from runtime.db import Run, Service, ServiceBatch, Usage
+from runtime.db import Run, Service, ServiceBatch, StorageBatch, Usage
 from runtime.protocol.hosting import HOSTED_UNIT
 from runtime.settlement import ZERO_ADDRESS, Chain, check_settled, merge_offer_assets
 from runtime.settlement_math import call_royalties, fee_on
@@ -117,7 +117,7 @@ def _hosted_amounts(session: Session, *where: Any) -> dict[str, int]:
     return owed
 
 
-def _record(session: Session, chain: Chain, batch: ServiceBatch, tx_hash: Any) -> None:
+def _record(session: Session, chain: Chain, batch: Any, tx_hash: Any) -> None:
     payees = check_settled(chain, tx_hash, batch.id, batch.payer, batch.payouts, batch.fee_wei, 0)
     tx = tx_hash.to_0x_hex()
     batch.payouts = [{**p, "payee": payees.get(p["asset_id"])} for p in batch.payouts]
@@ -129,7 +129,7 @@ def _record(session: Session, chain: Chain, batch: ServiceBatch, tx_hash: Any) -
     session.commit()  # the batch and its calls marked paid in one transaction
 
 
-def finish_batch(session: Session, chain: Chain, batch: ServiceBatch) -> ServiceBatch:
+def finish_batch(session: Session, chain: Chain, batch: Any) -> Any:
     """Pay an open batch, or record that it was already paid; idempotent and safe after any crash."""
     if batch.status != "pending":
         return batch
@@ -204,11 +204,98 @@ def settle_services(
     return done, errors
 
 
-def batch_dict(batch: ServiceBatch) -> dict[str, Any]:
+def open_storage_batch(session: Session, chain: Chain) -> StorageBatch | None:
+    """Put the storage records not yet paid (GB-months held up to a passed spot check, GB served) into a new batch
+    with its payouts, one per store (None when there are none); one database transaction, as open_batch."""
+    from runtime.protocol.storage import HELD_UNIT, SERVED_UNIT
+
+    unbatched = (Usage.unit.in_((HELD_UNIT, SERVED_UNIT)), Usage.batch_id.is_(None))
+    last_id = session.scalar(select(func.max(Usage.id)).where(*unbatched))
+    if last_id is None:
+        return None
+    merge_offer_assets(chain)
+    owed: dict[str, int] = {}
+    for store, amount in session.execute(
+        select(Usage.provider, Usage.amount_wei).where(*unbatched, Usage.id <= last_id)
+    ):
+        owed[offer_ref(store)] = owed.get(offer_ref(store), 0) + int(amount)
+    for ref, amount in owed.items():
+        if amount and ref not in chain.asset_of:
+            raise ChainError(
+                f"store {ref.removeprefix('offer:')} is owed for storage but has no offer asset on this "
+                "chain (it gets one when a shard is first placed on it while payments are on)"
+            )
+    chain_id, fee_bps = chain.w3.eth.chain_id, chain.escrow.functions.feeBps().call()  # before any write
+    number = session.scalar(select(func.count()).select_from(StorageBatch)) + 1
+    batch_id = f"storage:batch:{number}"
+    try:
+        batch = StorageBatch(id=batch_id, chain_id=chain_id, escrow=chain.escrow.address,
+                             onchain_id="0x" + chain.onchain_id(batch_id).hex(), payer=chain.payer, status="opening",
+                             calls=0, first_usage_id=0, last_usage_id=last_id, payouts=[], payouts_wei=0,
+                             fee_wei=0)  # fmt: skip
+        session.add(batch)
+        session.flush()  # claims the id: a concurrent opener of the same batch fails here
+        session.execute(
+            update(Usage).where(*unbatched, Usage.id <= last_id).values(batch_id=batch_id),
+            execution_options={"synchronize_session": False},
+        )
+        taken = select(Usage.id, Usage.provider, Usage.amount_wei).where(Usage.batch_id == batch_id)
+        rows = session.execute(taken).all()
+        if not rows:  # another settlement took these records first
+            session.rollback()
+            return None
+        owed = {}
+        for _id, store, amount in rows:  # from the records actually taken
+            owed[offer_ref(store)] = owed.get(offer_ref(store), 0) + int(amount)
+        batch.payouts = [{"block_ref": ref, "asset_id": chain.asset_of[ref], "amount_wei": amount}
+                         for ref, amount in sorted(owed.items()) if amount > 0]  # fmt: skip
+        batch.payouts_wei = sum(p["amount_wei"] for p in batch.payouts)
+        batch.fee_wei = fee_on(batch.payouts_wei, fee_bps)
+        batch.calls, batch.first_usage_id = len(rows), min(r[0] for r in rows)
+        batch.status = "pending" if batch.payouts_wei else "nothing_owed"
+        session.commit()  # the batch and the records it pays, on disk before anything is sent
+    except (IntegrityError, OperationalError):
+        session.rollback()
+        raise ChainError("another settlement is opening a storage batch at this moment; run it again") from None
+    return batch
+
+
+def settle_storage(session: Session, chain: Chain) -> tuple[list[StorageBatch], list[str]]:
+    """Pay the stores what they are owed and not yet paid (first finishing batches a crash left open): the holding
+    proven by spot checks so far is counted first. (batches, errors)."""
+    from runtime.db import Store
+    from runtime.protocol.storage import HELD_UNIT, SERVED_UNIT, accrue_held, ensure_asset
+
+    accrue_held(session)
+    session.commit()
+    owed = select(Usage.provider).where(Usage.unit.in_((HELD_UNIT, SERVED_UNIT)), Usage.batch_id.is_(None))
+    for store in session.scalars(select(Store).where(Store.id.in_(owed), Store.asset_id.is_(None))):
+        try:
+            ensure_asset(store)  # registered the first time it is paid (by the coordinator's signer)
+        except ChainError as exc:
+            session.rollback()
+            return [], [f"store {store.id}'s offer asset could not be registered: {exc}"]
+        session.commit()
+    done: list[StorageBatch] = []
+    errors: list[str] = []
+    try:
+        for batch in list(session.scalars(select(StorageBatch).where(StorageBatch.status == "pending")
+                                          .order_by(StorageBatch.created_at))):  # fmt: skip
+            done.append(finish_batch(session, chain, batch))
+        batch = open_storage_batch(session, chain)
+        if batch is not None:
+            done.append(finish_batch(session, chain, batch))
+    except ChainError as exc:
+        session.rollback()
+        errors.append(str(exc))
+    return done, errors
+
+
+def batch_dict(batch: ServiceBatch | StorageBatch) -> dict[str, Any]:
     """A service batch as JSON-ready data (`aib settle services --json`)."""
     return {
         "batch_id": batch.id,
-        "service_id": batch.service_id,
+        "service_id": getattr(batch, "service_id", None),
         "status": batch.status,
         "calls": batch.calls,
         "payer": batch.payer,
@@ -220,4 +307,4 @@ def batch_dict(batch: ServiceBatch) -> dict[str, Any]:
     }
 
 
-__all__ = ["batch_dict", "finish_batch", "open_batch", "settle_services"]
+__all__ = ["batch_dict", "finish_batch", "open_batch", "open_storage_batch", "settle_services", "settle_storage"]

@@ -172,13 +172,17 @@ def _resolve_block(ref: str) -> Any:
 @app.command("settle")
 def settle_command(
     run_id: Annotated[
-        str | None, typer.Argument(help="Run to settle, or `services` to pay the calls of served APIs")
+        str | None,
+        typer.Argument(
+            help="Run to settle, `services` to pay the calls of served APIs, or `storage` to pay the storage providers"
+        ),
     ] = None,
     pending: Annotated[bool, typer.Option("--pending", help="Settle (or reconcile) every unsettled run")] = False,
     service: Annotated[str | None, typer.Option("--service", help="With `services`: only this service")] = None,
     json_: JsonFlag = False,
 ) -> None:
-    """Settle a finished run from its usage records, or (`aib settle services`) the calls of served APIs.
+    """Settle a finished run from its usage records, or (`aib settle services`) the calls of served APIs, or
+    (`aib settle storage`) what storage providers held (up to their last passed spot check) and sent.
 
     Idempotent: --pending retries every unsettled run; a service batch left open by a crash is finished
     (or found already paid on chain) before a new one is opened.
@@ -188,6 +192,11 @@ def settle_command(
 
     if run_id == "services":
         _settle_services(service, json_)
+        return
+    if run_id == "storage":
+        if service is not None:
+            raise ChainError("--service goes with `aib settle services`")
+        _settle_storage(json_)
         return
     if service is not None:
         raise ChainError("--service goes with `aib settle services`")
@@ -239,6 +248,28 @@ def _settle_services(service_id: str | None, json_: bool) -> None:
         raise ChainError("; ".join(errors))
 
 
+def _settle_storage(json_: bool) -> None:
+    from runtime.db import session_factory
+    from runtime.service_settlement import batch_dict, settle_storage
+    from runtime.settlement import Chain
+
+    chain = Chain.connect()
+    with session_factory()() as s, wallet.node_errors(rpc_url()):
+        batches, errors = settle_storage(s, chain)
+        data = [batch_dict(b) for b in batches]
+    if json_:
+        _print_json({"batches": data, "errors": errors})
+    else:
+        for b in data:
+            out.print(f"{b['batch_id']}: {b['status']}, {b['calls']} storage records, {format_aic(b['payouts_wei'])} "
+                      f"to {len(b['payouts'])} stores + fee {format_aic(b['fee_wei'])} (tx {b['settle_tx']})",
+                      highlight=False)  # fmt: skip
+        if not data and not errors:
+            out.print("no unpaid storage")
+    if errors:
+        raise ChainError("; ".join(errors))
+
+
 @app.command("payouts")
 def payouts_command(
     run_id: Annotated[str, typer.Argument(help="Run id, or a service batch id from `aib settle services`")],
@@ -246,12 +277,12 @@ def payouts_command(
 ) -> None:
     """Who was paid what for a run (or service batch): per asset the owner, amount in wei and transaction hash."""
     from builder.errors import NotFoundError
-    from runtime.db import ServiceBatch, Settlement, session_factory
+    from runtime.db import ServiceBatch, Settlement, StorageBatch, session_factory
     from runtime.service_settlement import batch_dict
     from runtime.settlement import settlement_dict
 
     with session_factory()() as s:
-        batch = s.get(ServiceBatch, run_id)
+        batch = s.get(ServiceBatch, run_id) or s.get(StorageBatch, run_id)
         if batch is not None:
             _print_batch(batch_dict(batch), json_)
             return

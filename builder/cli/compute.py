@@ -83,6 +83,27 @@ def _price_per_second(price: str) -> int:
     return max(1, round(_aic_option(price, "--price") / 3600))
 
 
+def _storage_offer(
+    gb: float | None, per_month: str | None, per_served: str | None, port: int, listen: str, url: str | None,
+    coordinator: str | None,
+) -> dict | None:  # fmt: skip
+    """The storage offer the options describe (None without --storage); exit 2 with one sentence when they do not
+    fit together."""
+    if gb is None:
+        if per_month is not None or per_served is not None or url is not None:
+            _fail("--price-gb-month, --price-gb-served and --storage-url go with --storage GB")
+        return None
+    if coordinator is None:
+        _fail("--storage is offered to a coordinator: add --coordinator URL (shown by `aib server start`)")
+    if not 0 < gb <= 1_000_000:
+        _fail(f"--storage must be between 0 and 1000000 GB, not {gb:g}")
+    if per_month is None:
+        _fail("--storage needs --price-gb-month: AIC per GB held for a month, e.g. '0.5'")
+    return {"capacity_gb": gb, "price_gb_month_wei": _aic_option(per_month, "--price-gb-month"),
+            "price_gb_served_wei": _aic_option(per_served, "--price-gb-served") if per_served else 0,
+            "port": port, "listen": listen, "url": url}  # fmt: skip
+
+
 def _offer_on_chain(provider_id: str, wallet: str | None, stake_wei: int) -> str:
     """With the chain running: the offer's compute-offer asset (registered once, owned by `wallet`) and the stake;
     a few words for the start line. Without a chain, --wallet and --stake are refused."""
@@ -127,8 +148,10 @@ def _pid_file(provider_id: str) -> Path:
 
 @provider_app.command("start")
 def provider_start(
-    tier: Annotated[str, typer.Option("--tier", help="cpu, gpu-small (≥ 8 GB), gpu-medium (≥ 24 GB), gpu-large")],
-    price: Annotated[str, typer.Option("--price", help="AIC per device-hour, e.g. '0.36' or '0.36 AIC'")],
+    tier: Annotated[
+        str | None, typer.Option("--tier", help="cpu, gpu-small (≥ 8 GB), gpu-medium (≥ 24 GB), gpu-large")
+    ] = None,
+    price: Annotated[str | None, typer.Option("--price", help="AIC per device-hour, e.g. '0.36' or '0.36 AIC'")] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Where this machine keeps data (reported for locality)")
     ] = None,
@@ -150,6 +173,29 @@ def provider_start(
             "(shown by `aib server start`): this machine then speaks only the provider protocol",
         ),
     ] = None,
+    storage: Annotated[
+        float | None,
+        typer.Option(
+            "--storage",
+            help="With --coordinator: GB of disk this machine offers for sealed shards (instead of, or beside, --tier)",
+        ),
+    ] = None,
+    price_gb_month: Annotated[
+        str | None, typer.Option("--price-gb-month", help="With --storage: AIC per GB held for a month, e.g. '0.5'")
+    ] = None,
+    price_gb_served: Annotated[
+        str | None, typer.Option("--price-gb-served", help="With --storage: AIC per GB sent to a leased provider")
+    ] = None,
+    storage_port: Annotated[int, typer.Option("--storage-port", help="With --storage: port shards are sent on")] = 8710,
+    storage_host: Annotated[str, typer.Option("--storage-host", help="With --storage: address to bind")] = "0.0.0.0",
+    storage_url: Annotated[
+        str | None,
+        typer.Option(
+            "--storage-url",
+            help="With --storage: where shards are fetched from this machine (default: "
+            "http://ADDRESS:PORT, the address on the route to the coordinator)",
+        ),
+    ] = None,
 ) -> None:
     """Offer this machine: check its hardware against the tier, register the offer (and, with the chain running,
     its compute-offer asset), pull the runs placed on it from its tier's Prefect work pool (runtime/fixed_worker.py)
@@ -167,18 +213,26 @@ def provider_start(
         register_offer,
     )
 
-    price_wei = _price_per_second(price)
+    if (tier is None) != (price is None):
+        _fail("--tier and --price go together: the compute tier offered and its price per device-hour")
+    if tier is None and storage is None:
+        _fail("offer compute (--tier and --price), storage (--coordinator URL --storage GB --price-gb-month P), "
+              "or both")  # fmt: skip
+    price_wei = _price_per_second(price) if price is not None else 0
     stake_wei = _aic_option(stake, "--stake") if stake is not None else 0
     if data_dir is not None and not data_dir.is_dir():
         _fail(f"--data-dir {data_dir} is not a folder")
+    offered = _storage_offer(storage, price_gb_month, price_gb_served, storage_port, storage_host, storage_url,
+                             coordinator)  # fmt: skip
     if coordinator is not None:
         if stake_wei:
             _fail("--stake is not offered over the provider protocol yet; stake from the offer's wallet on chain")
         from builder.cli.provider_agent import run_protocol_agent
 
         code = run_protocol_agent(coordinator, tier=tier, price_wei=price_wei, name=name, slots=slots, region=region,
-                                  wallet=wallet)  # fmt: skip
+                                  wallet=wallet, storage=offered)  # fmt: skip
         raise typer.Exit(code)
+    assert tier is not None
     url = api_url()
     hw = detect_hardware()
     name = name or socket.gethostname()
@@ -441,4 +495,28 @@ def providers_hosts(json_: JsonFlag = False) -> None:
         [{**r, "price/1k calls": format_aic(r["price_per_1k_calls_wei"]), "reputation": f"{r['reputation']:.2f}",
           "online": "yes" if r["online"] else "no",
           "services": ", ".join(f"{k} ({v})" for k, v in r["services"].items()) or "-"} for r in rows],
+    )  # fmt: skip
+
+
+@providers_app.command("stores")
+def providers_stores(json_: JsonFlag = False) -> None:
+    """Every machine offering storage (`aib provider start --storage`): capacity, what it holds, prices, reputation."""
+    from runtime.protocol.storage import store_rows
+
+    with _session() as s:
+        rows = store_rows(s)
+    if json_:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no machine offers storage yet; `aib provider start --coordinator URL --storage 100 "
+                  "--price-gb-month 0.5` offers one")  # fmt: skip
+        return
+    _table(
+        ["id", "name", "region", "held", "replicas", "price/GB-month", "price/GB served", "reputation", "online"],
+        [{**r, "held": f"{r['held_bytes'] / 1e9:.3f} of {r['capacity_bytes'] / 1e9:g} GB",
+          "replicas": ", ".join(f"{k} {v}" for k, v in r["replicas"].items() if v) or "-",
+          "price/GB-month": format_aic(r["price_gb_month_wei"]),
+          "price/GB served": format_aic(r["price_gb_served_wei"]),
+          "reputation": f"{r['reputation']:.2f}", "online": "yes" if r["online"] else "no"} for r in rows],
     )  # fmt: skip

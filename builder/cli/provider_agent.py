@@ -22,9 +22,13 @@ from builder.money import format_aic
 
 
 def run_protocol_agent(
-    coordinator: str, *, tier: str, price_wei: int, name: str | None, slots: int, region: str, wallet: str | None
-) -> int:
-    """Run the agent until stopped; its exit status."""
+    coordinator: str, *, tier: str | None, price_wei: int, name: str | None, slots: int, region: str,
+    wallet: str | None, storage: dict[str, Any] | None = None,
+) -> int:  # fmt: skip
+    """Run the agent until stopped; its exit status. `tier` None: storage only; `storage` ({capacity_gb,
+    price_gb_month_wei, price_gb_served_wei, port, listen, url}): this machine also holds sealed shards."""
+    if tier is None:
+        return _run_store_only(coordinator, name=name, region=region, wallet=wallet, storage=storage or {})
     from runtime.config import get_settings
     from runtime.protocol.client import BlobCache, Coordinator, CoordinatorError, agent_state_dir, write_agent_state
     from runtime.providers import OfferError, check_tier, detect_hardware
@@ -65,15 +69,21 @@ def run_protocol_agent(
               f"device-hour, wallet {address}{asset}, {hw.summary}. Ctrl-C or "
               f"`aib provider stop {offer_id}` stops it.", highlight=False, soft_wrap=True)  # fmt: skip
 
+    store = _start_store(coord, name, region, storage) if storage else None
+
     def beat() -> None:
         try:
             coord.call("POST", f"/v1/offers/{offer_id}/heartbeat", json={"held": cache.held()})
         except CoordinatorError as exc:  # the coordinator refused (not merely unreachable: that is retried)
             err.print(f"error: {exc}", highlight=False)
+        if store is not None:
+            store.beat()
 
     try:
         code = heartbeat_until_stopped(worker, beat)
     finally:
+        if store is not None:
+            store.stop()
         worker.stop()  # no new leases
         preempted = _preempt_leases(agent_state_dir() / "leases")
         try:
@@ -179,6 +189,94 @@ def run_host_agent(
         thread.join(timeout=10)
         coord.close()
         out.print(f"host {host_id} stopped")
+    return code
+
+
+class _Store:
+    """This machine's storage offer: its blob server in a thread, registered with the coordinator."""
+
+    def __init__(self, coord: Any, name: str, region: str, storage: dict[str, Any]) -> None:
+        import uvicorn
+
+        from runtime.processes import port_free
+        from runtime.protocol.client import CoordinatorError
+        from runtime.protocol.store_node import StoreNode
+
+        listen, port = storage.get("listen", "0.0.0.0"), int(storage.get("port", 8710))
+        if not port_free(listen, port):
+            _fail(f"port {port} on {listen} is already in use; choose another with --storage-port")
+        self.coord, self.node = coord, StoreNode()
+        self.url = (storage.get("url") or f"http://{_address_towards(coord.url)}:{port}").rstrip("/")
+        self.server = uvicorn.Server(uvicorn.Config(self.node.app, host=listen, port=port, log_level="warning",
+                                                    access_log=False))  # fmt: skip
+        self.thread = threading.Thread(target=self.server.run, name="store-server", daemon=True)
+        self.thread.start()
+        try:
+            got = coord.call("POST", "/v1/stores", json={
+                "name": name, "url": self.url, "region": region, "capacity_gb": storage["capacity_gb"],
+                "price_gb_month_wei": storage["price_gb_month_wei"],
+                "price_gb_served_wei": storage.get("price_gb_served_wei", 0)})  # fmt: skip
+        except CoordinatorError as exc:
+            self.server.should_exit = True
+            _fail(str(exc))
+        self.id = got["store_id"]
+        out.print(f"store {self.id} online at {coord.url}: {storage['capacity_gb']:g} GB for "
+                  f"{format_aic(storage['price_gb_month_wei'])} per GB-month, sends shards from {self.url}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    error = "the store's HTTP server stopped"
+
+    def beat(self) -> None:
+        """Heartbeat with what it holds; fetch what was placed on it since."""
+        from runtime.protocol.client import CoordinatorError
+
+        def fetch(digest: str, part: Any) -> bytes:
+            return self.coord.fetch_sealed(f"/v1/stores/{self.id}/blobs/{digest}", self.coord.wallet_token(), digest,
+                                           part)  # fmt: skip
+
+        try:
+            for _ in range(2):  # once more at once when it fetched something (the coordinator may send leases to it)
+                before = self.node.held()
+                wanted = self.coord.call("POST", f"/v1/stores/{self.id}/heartbeat", json={"held": before})["replicas"]
+                self.node.sync(wanted, fetch, _say)
+                if self.node.held() == before:
+                    break
+        except CoordinatorError as exc:
+            err.print(f"error: {exc}", highlight=False)
+
+    def stop(self) -> None:
+        from runtime.protocol.client import CoordinatorError
+
+        try:
+            self.coord.call("POST", f"/v1/stores/{self.id}/stop")
+        except CoordinatorError as exc:
+            err.print(f"warning: the coordinator was not told that this store stopped: {exc}", highlight=False)
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def _start_store(coord: Any, name: str, region: str, storage: dict[str, Any]) -> _Store:
+    return _Store(coord, name, region, storage)
+
+
+def _run_store_only(coordinator: str, *, name: str | None, region: str, wallet: str | None,
+                    storage: dict[str, Any]) -> int:  # fmt: skip
+    """`aib provider start --coordinator URL --storage GB` without --tier: hold shards until stopped."""
+    from runtime.protocol.client import Coordinator
+
+    key, _address = _signing_key(coordinator, wallet)
+    coord = Coordinator(coordinator, key, say=_say)
+    store = _start_store(coord, name or socket.gethostname(), region, storage)
+    store.beat()
+    try:
+        code = heartbeat_until_stopped(store, store.beat)
+    finally:
+        store.stop()
+        coord.close()
+        out.print(f"store {store.id} stopped")
     return code
 
 

@@ -3,7 +3,8 @@ beside `prefect server`; OpenAPI at /docs).
 
 Routers per resource: auth (wallet challenge → bearer token), offers (register, heartbeat, stop), leases (claim,
 job, sealed blobs, uploads, heartbeat, commitments, release, complete), hosts (machines that serve services for the
-gateway: register, heartbeat with the services they answer for, their sealed bundles, stop). Requests are pydantic
+gateway: register, heartbeat with the services they answer for, their sealed bundles, stop), stores (machines that
+hold sealed shards: register, heartbeat with what they hold, the blobs placed on them, stop). Requests are pydantic
 models that forbid unknown fields, so a provider cannot slip usage, prices or verification results into any of them;
 the coordinator computes those itself. Every refusal is one sentence in `{"error": …}` with a 4xx status, and stores
 nothing.
@@ -12,7 +13,9 @@ nothing.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
@@ -24,6 +27,7 @@ from sqlalchemy.orm import Session
 from runtime.db import Challenge, Lease, ProviderRow, session_factory, utcnow
 from runtime.protocol import hosting as H
 from runtime.protocol import leases as L
+from runtime.protocol import storage as S
 from runtime.protocol.blobs import BlobError, BlobStore, Staging, check_digest
 from runtime.protocol.identity import (
     CHALLENGE_LIFETIME,
@@ -106,6 +110,23 @@ class HostIn(Strict):
     hardware: dict[str, Any] = Field(default_factory=dict)
 
 
+class StoreIn(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    url: str = Field(
+        max_length=300,
+        pattern=r"^https?://[^/\s]+$",
+        description="Where its blobs are fetched: http(s)://host:port, no path",
+    )
+    region: str = Field("", max_length=40)
+    capacity_gb: float = Field(gt=0, le=1_000_000)
+    price_gb_month_wei: int = Field(ge=0, description="AIC wei per GB held for a month")
+    price_gb_served_wei: int = Field(0, ge=0, description="AIC wei per GB a lease is sent from it")
+
+
+class StoreBeatIn(Strict):
+    held: list[str] = Field(default_factory=list, max_length=1_000_000, description="sealed sha256 of blobs held")
+
+
 class ReadyIn(Strict):
     ready: list[str] = Field(default_factory=list, max_length=1000, description="Services loaded and answering")
 
@@ -142,6 +163,7 @@ auth = APIRouter(prefix="/v1/auth", tags=["auth"])
 offers = APIRouter(prefix="/v1/offers", tags=["offers"])
 leases = APIRouter(prefix="/v1/leases", tags=["leases"])
 hosts = APIRouter(prefix="/v1/hosts", tags=["hosts"])
+stores = APIRouter(prefix="/v1/stores", tags=["stores"])
 
 
 @auth.post("/challenge")
@@ -273,6 +295,45 @@ def host_blob(
 def host_stop(host_id: str, s: DB, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict:
     """The host goes offline: the gateway stops calling it."""
     H.own_host(s, host_id, claims.wallet).status = "stopped"
+    s.commit()
+    return {"ok": True}
+
+
+@stores.post("")
+def store_register(body: StoreIn, s: DB, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict[str, Any]:
+    """Register (or renew) a machine of the signed-in wallet that holds sealed shards."""
+    row = S.register_store(s, wallet=claims.wallet, name=body.name, url=body.url, region=body.region,
+                           capacity_bytes=int(body.capacity_gb * S.GB), price_gb_month_wei=body.price_gb_month_wei,
+                           price_gb_served_wei=body.price_gb_served_wei)  # fmt: skip
+    s.commit()
+    return {"store_id": row.id, "wallet": row.wallet}
+
+
+@stores.post("/{store_id}/heartbeat")
+def store_heartbeat(store_id: str, body: StoreBeatIn, s: DB, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict:
+    """The store is alive and holds `held`; what it must hold (each sealed blob it lacks is fetched from here)."""
+    store = S.own_store(s, store_id, claims.wallet)
+    wanted = S.beat(s, store, [check_digest(h) for h in body.held])
+    s.commit()
+    return {"replicas": wanted}
+
+
+@stores.get("/{store_id}/blobs/{digest}")
+def store_blob(
+    store_id: str, digest: str, s: DB, claims: Annotated[Claims, Depends(wallet_claims)],
+    range_: Annotated[str | None, Header(alias="Range")] = None,
+) -> Response:  # fmt: skip
+    """A sealed blob placed on this store (from a byte offset with `Range: bytes=N-`)."""
+    store = S.own_store(s, store_id, claims.wallet)
+    if check_digest(digest) not in S.readable(s, store):
+        raise L.LeaseError(f"blob {digest} is not placed on store {store_id}", 403)
+    return _stream(digest, range_, lambda chunks: chunks)
+
+
+@stores.post("/{store_id}/stop")
+def store_stop(store_id: str, s: DB, claims: Annotated[Claims, Depends(wallet_claims)]) -> dict:
+    """The store goes offline: leases are no longer sent to it."""
+    S.own_store(s, store_id, claims.wallet).status = "stopped"
     s.commit()
     return {"ok": True}
 
@@ -433,11 +494,38 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message})
 
 
+def _spot_checks(stop: threading.Event) -> None:
+    """Spot-check a random replica held by a store every AIB_STORAGE_CHECK_SECONDS (default 30): a store is paid
+    for holding only up to its last passed check (runtime/protocol/storage.py)."""
+    import logging
+
+    every = float(os.environ.get("AIB_STORAGE_CHECK_SECONDS", "30") or 30)
+    while not stop.wait(every):
+        try:
+            with session_factory().begin() as s:
+                for replica_id, why in S.check_some(s):
+                    if why:
+                        logging.getLogger("aib.storage").warning("replica %s failed its spot check: %s", replica_id,
+                                                                 why)  # fmt: skip
+        except Exception:  # a database hiccup: the next round checks again
+            logging.getLogger("aib.storage").exception("spot check round failed")
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    stop = threading.Event()
+    checker = threading.Thread(target=_spot_checks, args=(stop,), name="storage-spot-checks", daemon=True)
+    checker.start()
+    yield
+    stop.set()
+    checker.join(timeout=5)
+
+
 def create_app() -> FastAPI:
     """The coordinator API application."""
-    app = FastAPI(title="Easy AI Builder coordinator", version="1",
+    app = FastAPI(title="Easy AI Builder coordinator", version="1", lifespan=_lifespan,
                   description="The provider protocol: sign in with a wallet, take leases, send work back.")  # fmt: skip
-    for router in (auth, offers, leases, hosts):
+    for router in (auth, offers, leases, hosts, stores):
         app.include_router(router)
 
     @app.get("/v1/health", tags=["health"])

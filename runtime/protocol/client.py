@@ -123,39 +123,68 @@ class Coordinator:
 
     def download(self, where: str, token: str, entry: dict[str, Any], cache: BlobCache) -> bytes:
         """The plaintext of a sealed blob under the route `where` (a lease's or a host's `…/blobs`): from the local
-        cache when held (no byte fetched), else downloaded sealed (resuming a cut transfer from the bytes already
-        here), opened with its key, checked and cached."""
+        cache when held (no byte fetched); else from the store the job names as its `source` (a storage provider
+        nearby), else from the coordinator (resuming a cut transfer from the bytes already here); opened with its
+        key, checked and cached."""
         found = cache.get(entry["sha256"])
         if found is not None:
             return found
-        part = cache.partial(entry["sealed_sha256"])
+        sealed = None
+        source = entry.get("source")
+        if source:
+            try:  # a store is a stranger too: no token is sent to it, and what it sends is checked by hash
+                sealed = self.fetch_sealed(f"{source['url']}/blobs/{entry['sealed_sha256']}", None,
+                                           entry["sealed_sha256"], cache.partial(entry["sealed_sha256"]),
+                                           cut_retries=1)  # fmt: skip
+            except CoordinatorError as exc:
+                self.say(f"store {source.get('store_id')} did not send {entry['sealed_sha256'][:12]}… ({exc}); "
+                         "fetching it from the coordinator")  # fmt: skip
+                cache.partial(entry["sealed_sha256"]).unlink(missing_ok=True)
+        if sealed is None:
+            sealed = self.fetch_sealed(f"{where}/{entry['sealed_sha256']}", token, entry["sealed_sha256"],
+                                       cache.partial(entry["sealed_sha256"]))  # fmt: skip
+        plain = unseal(sealed, bytes.fromhex(entry["key"]), entry["sha256"])
+        if hashlib.sha256(plain).hexdigest() != entry["sha256"]:
+            raise CoordinatorError(f"input {entry['sha256'][:12]}… does not match its hash once opened")
+        cache.put(entry["sha256"], plain)
+        return plain
+
+    def fetch_sealed(self, url: str, token: str | None, digest: str, part: Path, cut_retries: int = 30) -> bytes:
+        """The bytes at `url` (a route of the coordinator, or a store's absolute URL), resuming into `part` after a
+        cut; they must hash to `digest` (CoordinatorError otherwise, or when refused)."""
+        cuts = 0
         while True:
             have = part.stat().st_size if part.exists() else 0
             headers = {"Range": f"bytes={have}-"} if have else {}
+            if token is not None:
+                headers["Authorization"] = f"Bearer {token}"
             try:
-                with self.http.stream("GET", f"{where}/{entry['sealed_sha256']}",
-                                      headers={**headers, "Authorization": f"Bearer {token}"}) as r:  # fmt: skip
+                with self.http.stream("GET", url, headers=headers) as r:
                     if r.status_code >= 400:
                         r.read()
-                        raise CoordinatorError(f"the coordinator refused blob {entry['sealed_sha256'][:12]}…: "
-                                               f"{r.json().get('error', r.text)}", r.status_code)  # fmt: skip
+                        try:
+                            message = r.json().get("error", r.text)
+                        except ValueError:
+                            message = r.text[:200]
+                        raise CoordinatorError(f"blob {digest[:12]}… was refused: {message}", r.status_code)
+                    if have and r.status_code != 206:  # the server ignored the range: start again
+                        part.unlink(missing_ok=True)
                     with open(part, "ab") as f:
                         for chunk in r.iter_bytes():
                             f.write(chunk)
                             self.bytes_downloaded += len(chunk)
                 break
             except httpx.TransportError as exc:  # cut mid-transfer: resume from what arrived
-                self.say(f"download of {entry['sealed_sha256'][:12]}… cut ({type(exc).__name__}); resuming")
+                cuts += 1
+                if cuts > cut_retries:
+                    raise CoordinatorError(f"blob {digest[:12]}… could not be fetched ({type(exc).__name__})") from None
+                self.say(f"download of {digest[:12]}… cut ({type(exc).__name__}); resuming")
                 time.sleep(1.0)
         sealed = part.read_bytes()
         part.unlink(missing_ok=True)
-        if hashlib.sha256(sealed).hexdigest() != entry["sealed_sha256"]:
-            raise CoordinatorError(f"blob {entry['sealed_sha256'][:12]}… arrived altered (its hash differs)")
-        plain = unseal(sealed, bytes.fromhex(entry["key"]), entry["sha256"])
-        if hashlib.sha256(plain).hexdigest() != entry["sha256"]:
-            raise CoordinatorError(f"input {entry['sha256'][:12]}… does not match its hash once opened")
-        cache.put(entry["sha256"], plain)
-        return plain
+        if hashlib.sha256(sealed).hexdigest() != digest:
+            raise CoordinatorError(f"blob {digest[:12]}… arrived altered (its hash differs)")
+        return sealed
 
     def upload(self, lease_id: str, token: str, name: str, data: bytes) -> str:
         """Send `data` as blob sha256(data) for the lease, in chunks, resuming from what already arrived; its hash."""

@@ -90,7 +90,10 @@ class HostedPredictor:
     def start(self) -> HostedPredictor:
         """Keep the service placed on `replicas` hosts and the routes fresh, in a thread of its own (placing seals
         the bundle and may register a host's asset on chain: never on a call's path)."""
-        self.refresh()
+        try:
+            self.refresh()
+        except Exception as exc:  # the placement thread tries again; calls are answered here meanwhile
+            self.say(f"placing service {self.service_id} on hosts failed this time: {exc}")
         self.thread = threading.Thread(target=self._keep_placed, name="gateway-placement", daemon=True)
         self.thread.start()
         return self

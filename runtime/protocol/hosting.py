@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import secrets
 import tarfile
 from datetime import timedelta
@@ -106,14 +107,27 @@ def place(s: Session, service: Service, replicas: int) -> list[Hosting]:
     hosts.sort(key=lambda h: (int(h.call_price_wei), -h.reputation, h.id))
     if hosts:
         entry = L.seal_blob(s, BlobStore(), bundle_bytes(Path(service.bundle_dir)))
-    for host in hosts[: replicas - len(live)]:
-        _ensure_asset(s, host)
+    for host in [h for h in hosts if _asset_ready(s, h)][: replicas - len(live)]:
         row = Hosting(service_id=service.id, host_id=host.id, status="assigned", bundle=entry,
                       secret=secrets.token_hex(32))  # fmt: skip
         s.add(row)
         live.append(row)
     s.flush()
     return live
+
+
+def _asset_ready(s: Session, host: Host) -> bool:
+    """Whether the host can be paid (its asset registered, or payments off); a chain that refuses is said in the
+    log and the host is passed over this time (the service is placed elsewhere, or answered by the gateway)."""
+    from builder.errors import ChainError
+
+    try:
+        _ensure_asset(s, host)
+        return True
+    except ChainError as exc:
+        logging.getLogger("aib.hosting").warning("host %s passed over: its offer asset cannot be registered: %s",
+                                                 host.id, exc)  # fmt: skip
+        return False
 
 
 def _ensure_asset(s: Session, host: Host) -> None:

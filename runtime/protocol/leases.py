@@ -41,7 +41,7 @@ def new_lease_id() -> str:
 
 def seal_blob(s: Session, store: BlobStore, plain: bytes) -> dict[str, Any]:
     """Seal `plain` (once per content: the same shard is sealed and stored once) and put it in the store; its
-    entry for a job manifest: {sha256, sealed_sha256, size, key}."""
+    entry for a job manifest: {sha256, sealed_sha256, size, sealed_size, key}."""
     digest = sha256_bytes(plain)
     row = s.get(SealedBlob, digest)
     if row is None or not store.has(row.sealed_sha256):
@@ -53,7 +53,13 @@ def seal_blob(s: Session, store: BlobStore, plain: bytes) -> dict[str, Any]:
             s.add(row)
         row.sealed_sha256, row.key, row.size, row.sealed_size = sealed_digest, key.hex(), len(plain), len(sealed)
         s.flush()
-    return {"sha256": digest, "sealed_sha256": row.sealed_sha256, "size": row.size, "key": row.key}
+    return {
+        "sha256": digest,
+        "sealed_sha256": row.sealed_sha256,
+        "size": row.size,
+        "sealed_size": row.sealed_size,
+        "key": row.key,
+    }
 
 
 def readable(lease: Lease) -> set[str]:

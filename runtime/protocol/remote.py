@@ -24,6 +24,7 @@ from builder.errors import RunError
 from builder.files import atomic_write_bytes
 from runtime.db import Lease, ProviderRow, Run, session_factory, utcnow
 from runtime.protocol import leases as L
+from runtime.protocol import storage as S
 from runtime.protocol.blobs import BlobStore
 
 MAX_LEASES = 5  # a step preempted or lost this many times in a row fails rather than chase providers forever
@@ -84,6 +85,8 @@ class RemoteTraining:
             atomic_write_bytes(ctx.segments_dir / "commitments.json", json.dumps([L.sha256_bytes(initial)]).encode())
             atomic_write_bytes(ctx.segments_dir / "layout.json", json.dumps({"segment_batches": layout}).encode())
         data_shards = frozenset(inputs[n]["sha256"] for n in ("x", "y", "ex", "ey"))
+        with Session.begin() as s:  # the sealed data shards on storage providers, if any are online
+            S.place(s, [inputs[n] for n in ("x", "y", "ex", "ey")])
         failures: list[str] = []
         for _ in range(MAX_LEASES):
             commitments = json.loads((ctx.segments_dir / "commitments.json").read_text())
@@ -91,11 +94,11 @@ class RemoteTraining:
                 return torch.load(ctx.work_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
             with Session.begin() as s:
                 resume = L.seal_blob(s, store, (ctx.work_dir / "checkpoint.pt").read_bytes())
-            provider = self._place(ctx, data_shards, failures)
+            provider = self._place(ctx, data_shards, failures, [inputs[n] for n in ("x", "y", "ex", "ey")])
             job = {
                 "run_id": self.run_id,
                 "price_wei_per_s": int(provider.price_wei_per_s),  # what the lease is billed at (leases.bill)
-                "inputs": inputs,
+                "inputs": _with_sources(inputs, provider),
                 "resume": resume,
                 "resume_blobs": [resume],
                 "commitments": commitments,
@@ -119,9 +122,10 @@ class RemoteTraining:
             ctx.reporter.progress(ctx.node_id, 0, 1, f"{provider.id} {why}; resuming on another provider")
         raise RunError(f"no provider finished step {ctx.node_id!r} in {MAX_LEASES} leases: {'; '.join(failures)}")
 
-    def _place(self, ctx: Any, shards: frozenset[str], failures: list[str]) -> ProviderRow:
+    def _place(self, ctx: Any, shards: frozenset[str], failures: list[str], entries: list[dict]) -> ProviderRow:
         """The provider for the next lease: the run's first placement, then the allocator's choice among online
-        protocol offers not excluded (holding the shards counts for data locality); records it on the run."""
+        protocol offers not excluded (data locality: holding the shards costs no transfer, and a provider in the
+        region of the store that holds them costs less than one elsewhere); records it on the run."""
         from runtime.allocator import RunRequest, allocate
         from runtime.providers import offers
 
@@ -134,6 +138,8 @@ class RemoteTraining:
                 api = {r.id for r in s.query(ProviderRow).filter(ProviderRow.via == "api")}
                 candidates = [o for o in offers(s) if o.id in api and o.id not in self.exclude]
                 request = RunRequest(id=self.run_id, tier=self.tier, memory_gb=self.memory_gb, datasets=shards,
+                                     data_bytes=sum(int(e["sealed_size"]) for e in entries),
+                                     storage_region=S.holder_region(s, [e["sealed_sha256"] for e in entries]),
                                      max_price_wei_per_s=self.max_price_wei_per_s)  # fmt: skip
                 [assignment] = allocate([request], candidates)
                 if assignment.provider_id is None:
@@ -224,7 +230,22 @@ class RemoteTraining:
                 compute["price"] = {**compute["price"], "amount_wei": price}
                 add_compute_usage(s, run_id=self.run_id, node_id=ctx.node_id, compute=compute, seconds=seconds,
                                   attempt=row.attempt)  # fmt: skip
+            if row.status in L.ENDED:  # what stores sent it (the coordinator's count), paid by `aib settle storage`
+                S.record_served(s, row, self.run_id)
             row.finished_at = row.finished_at or utcnow()
+
+
+def _with_sources(inputs: dict[str, dict], provider: ProviderRow) -> dict[str, dict]:
+    """The job's inputs, each data shard the provider does not hold already naming the store it fetches it from
+    (the nearest that holds it; none: from the coordinator)."""
+    held = set(provider.datasets or [])
+    out = {}
+    with session_factory()() as s:
+        for name, entry in inputs.items():
+            store = None if name == "program" or entry["sha256"] in held else \
+                S.source_for(s, entry["sealed_sha256"], provider.region or "")  # fmt: skip
+            out[name] = {**entry, "source": {"store_id": store.id, "url": store.url}} if store else dict(entry)
+    return out
 
 
 def _ensure_offer_asset(row: ProviderRow) -> None:

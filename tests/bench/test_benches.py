@@ -34,6 +34,12 @@ BENCHES: dict[str, tuple[set[str], int]] = {
          "raw_wav_bytes"},
         900,
     ),
+    # "Services answered on providers' machines"
+    "hosting": (
+        {"direct_p50_ms", "hosted_p50_ms", "hosted_latency_ratio", "hosted_extra_ms_p50", "direct_rps_c8",
+         "hosted_rps_c8", "hosted_throughput_ratio", "served_by_host", "hosted_records_at_least_host_answers"},
+        600,
+    ),
     # "Orchestration"
     "orchestration": ({"overhead_s_per_run", "direct_s_per_run", "prefect_s_per_run", "first_run_s"}, 900),
     # "Proof-of-Value epochs"

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from eth_account import Account
 from fastapi import FastAPI, Request
 
 from tests.conftest import free_port
 from tests.integration import test_provider_protocol
 from tests.integration.conftest import ServerThread
-from tests.integration.test_distributed import AIB, env, wait_for
+from tests.integration.test_distributed import AIB, wait_for
+from tests.integration.test_provider_protocol import agent_processes
 
 server = test_provider_protocol.server  # this module's coordinator: `aib server start`, as for compute providers
 
@@ -48,25 +50,11 @@ def hosts_listed() -> dict[str, dict]:
 @contextmanager
 def host_agent(server: dict, tmp_path: Path, name: str, price: str, extra_env: dict | None = None):
     """`aib provider serve` with its own home, yielded once online: (host row, process)."""
-    home = tmp_path / f"home-{name}"
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    e = {**env(), "AIB_HOME": str(home), **(extra_env or {})}
-    e.pop("AIB_DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [*AIB, "provider", "serve", "--coordinator", server["coordinator_url"], "--price-per-1k-calls", price,
-         "--host", "127.0.0.1", "--port", str(free_port()), "--name", name],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=e, start_new_session=True,
-    )  # fmt: skip
-    try:
+    argv = ["provider", "serve", "--coordinator", server["coordinator_url"], "--price-per-1k-calls", price, "--host",
+            "127.0.0.1", "--port", str(free_port()), "--name", name]  # fmt: skip
+    with agent_processes(tmp_path, {name: argv}, {name: extra_env or {}}) as (procs, _homes):
         row = wait_for(lambda: (r := hosts_listed().get(name)) and r["online"] and r, 120, f"host {name} online")
-        yield row, proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        yield row, procs[name]
 
 
 @contextmanager
@@ -210,7 +198,7 @@ def test_a_host_whose_answers_are_not_the_services_is_taken_off_without_an_audit
     service_id = trained["service_id"]
     with ServerThread(garbage) as fake:
         with session_factory().begin() as s:
-            wallet = "0x" + os.urandom(20).hex()
+            wallet = Account.create().address
             host = H.register_host(s, wallet=wallet, name="garbage", url=fake.url, call_price_wei=0, hardware={})
             s.flush()
             s.query(Hosting).filter(Hosting.service_id == service_id, Hosting.status != "dropped").update(
@@ -224,10 +212,11 @@ def test_a_host_whose_answers_are_not_the_services_is_taken_off_without_an_audit
                            headers={"X-API-Key": gw.key}, timeout=60)  # fmt: skip
             assert r.status_code == 200 and r.headers["X-Served-By"] == "gateway"
             assert "buy now" not in [x["answer"] for x in r.json()["results"]]
-    with session_factory()() as s:
+    with session_factory().begin() as s:
         hosting = s.query(Hosting).filter_by(service_id=service_id, host_id=host_id).one()
         assert hosting.status == "dropped" and "not the service's response" in hosting.reason
         assert s.get(Host, host_id).reputation == 0.5
+        s.get(Host, host_id).status = "stopped"  # it is gone: later tests place services on real hosts
     assert not usage_of(service_id, "hosted-call", host_id)
 
 

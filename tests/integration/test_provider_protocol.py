@@ -57,27 +57,19 @@ def offers_listed() -> dict[str, dict]:
 
 
 @contextmanager
-def protocol_agents(server: dict, tmp_path: Path, *offers: tuple[str, str], envs: dict | None = None):
-    """Protocol agents (name, price per hour), each with its own AIB_HOME under tmp_path, yielded once online:
-    ({name: offer}, {name: process}, {name: home})."""
-    homes = {n: tmp_path / f"home-{n}" for n, _ in offers}
+def agent_processes(tmp_path: Path, commands: dict[str, list[str]], envs: dict | None = None):
+    """`aib` agent processes (name → its arguments), each with its own AIB_HOME under tmp_path and no database URL:
+    ({name: process}, {name: home}); stopped (SIGTERM, then SIGKILL) at the end."""
+    homes = {n: tmp_path / f"home-{n}" for n in commands}
     agents = {}
-    for n, price in offers:
+    for n, argv in commands.items():
         homes[n].mkdir(mode=0o700, parents=True, exist_ok=True)
         e = {**env(), "AIB_HOME": str(homes[n]), "PREFECT_WORKER_QUERY_SECONDS": "1", **(envs or {}).get(n, {})}
         e.pop("AIB_DATABASE_URL", None)
-        agents[n] = subprocess.Popen(
-            [*AIB, "provider", "start", "--coordinator", server["coordinator_url"], "--tier", "cpu", "--price", price,
-             "--name", n], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=e, start_new_session=True,
-        )  # fmt: skip
+        agents[n] = subprocess.Popen([*AIB, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=e, start_new_session=True)  # fmt: skip
     try:
-
-        def online():
-            listed = {n: r for n, r in offers_listed().items() if n in agents and r["online"]}
-            return listed if len(listed) == len(agents) else None
-
-        listed = wait_for(online, 120, f"{len(agents)} protocol providers online")
-        yield listed, agents, homes
+        yield agents, homes
     finally:
         for a in agents.values():
             if a.poll() is None:
@@ -87,6 +79,23 @@ def protocol_agents(server: dict, tmp_path: Path, *offers: tuple[str, str], envs
                 a.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(a.pid, signal.SIGKILL)
+
+
+@contextmanager
+def protocol_agents(server: dict, tmp_path: Path, *offers: tuple[str, str], envs: dict | None = None,
+                    extra: dict | None = None):  # fmt: skip
+    """Protocol agents (name, price per hour), each with its own AIB_HOME under tmp_path, yielded once online:
+    ({name: offer}, {name: process}, {name: home}). `extra`: more arguments of an agent, by name."""
+    commands = {n: ["provider", "start", "--coordinator", server["coordinator_url"], "--tier", "cpu", "--price", price,
+                    "--name", n, *(extra or {}).get(n, [])] for n, price in offers}  # fmt: skip
+    with agent_processes(tmp_path, commands, envs) as (agents, homes):
+
+        def online():
+            listed = {n: r for n, r in offers_listed().items() if n in agents and r["online"]}
+            return listed if len(listed) == len(agents) else None
+
+        listed = wait_for(online, 120, f"{len(agents)} protocol providers online")
+        yield listed, agents, homes
 
 
 def leases_of(run_id: str | None = None, provider_id: str | None = None) -> list:
