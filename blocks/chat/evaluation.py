@@ -31,9 +31,11 @@ def question_key(text: str) -> str:
 
 
 def fold_count(intents: list[str], keys: list[str]) -> int:
-    """k of the cross-validation: MAX_FOLDS, or fewer when an answer has fewer distinct questions; at least 2."""
-    fewest = min(len({k for k, i in zip(keys, intents, strict=True) if i == intent}) for intent in set(intents))
-    return max(2, min(MAX_FOLDS, fewest))
+    """k of the cross-validation: MAX_FOLDS, or fewer when an answer has fewer distinct questions; at least 2. An
+    answer with a single question does not lower k (it cannot be cross-validated: its one question is scored by
+    models that never saw the answer, and counts as wrong)."""
+    sizes = [len({k for k, i in zip(keys, intents, strict=True) if i == intent}) for intent in set(intents)]
+    return max(2, min([MAX_FOLDS, *(n for n in sizes if n > 1)]))
 
 
 def stratified_folds(intents: list[str], keys: list[str], k: int, seed: int) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import zipfile
@@ -13,6 +14,7 @@ import pandas as pd
 from pydantic import Field
 
 from blocks import DATA_PROVIDER
+from blocks.chat.confidence import OUT_OF_SCOPE_FILE, out_of_scope_questions
 from blocks.chat.evaluation import CROSS_VALIDATION, DEPENDABLE_EVAL_EXAMPLES, question_key
 from builder.datasets import read_csv_path
 from builder.errors import DataError
@@ -23,6 +25,8 @@ from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
 
 if TYPE_CHECKING:
     from runtime.context import StepContext
+
+log = logging.getLogger(__name__)
 
 TEXT_COLUMNS = ("question", "example", "text")
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -44,6 +48,18 @@ class FaqData:
     eval_split: str
     sources: dict[str, str] = field(default_factory=dict)  # file -> sha256
     heldout_repeats: int = 0  # held-out questions left out because they are also training questions
+    # Plain defaults (not factories), so data cached before these fields existed still load.
+    out_of_scope: tuple[str, ...] = ()  # general questions the FAQ has no answer for (blocks/chat/confidence.py)
+    warnings: tuple[str, ...] = ()  # problems that do not stop training, one sentence each
+
+    @property
+    def all_texts(self) -> list[str]:
+        """Every question of the FAQ file: what the served model trains on (a split's evaluation rows too)."""
+        return self.train_texts + (self.eval_texts if self.eval_split == "split" else [])
+
+    @property
+    def all_intents(self) -> list[str]:
+        return self.train_intents + (self.eval_intents if self.eval_split == "split" else [])
 
     @property
     def intents(self) -> list[str]:
@@ -108,6 +124,14 @@ def parse_faq(
     frame: pd.DataFrame, name: str, answers: dict[str, str] | None = None
 ) -> tuple[list[str], list[str], dict[str, str]]:
     """Turn a frame into (texts, intents, answers); every problem is reported in one DataError."""
+    return parse_faq_checked(frame, name, answers)[:3]  # type: ignore[return-value]
+
+
+def parse_faq_checked(
+    frame: pd.DataFrame, name: str, answers: dict[str, str] | None = None
+) -> tuple[list[str], list[str], dict[str, str], list[str]]:
+    """(texts, intents, answers, warnings): every problem that stops training in one DataError; an answer with a
+    single question is trained on, with a warning naming it."""
     if frame.empty:
         raise DataError(f"{name} has a header but no rows")
     text_col = next((c for c in TEXT_COLUMNS if c in frame.columns), None)
@@ -121,6 +145,8 @@ def parse_faq(
     found_answers: dict[str, str] = dict(answers or {})
     answer_row: dict[str, int] = {}
     intent_of_answer: dict[str, str] = {}
+    question_row: dict[str, tuple[int, str]] = {}  # question key -> (first line, its intent)
+    intent_row: dict[str, int] = {}  # intent -> its first line
     for i, row in enumerate(frame.to_dict("records")):
         line = i + 2  # header is line 1
         text = row[text_col]
@@ -138,6 +164,11 @@ def parse_faq(
         else:
             problems.append(f"row {line}: no intent and no answer for {text!r}")
             continue
+        key = question_key(text)
+        first = question_row.setdefault(key, (line, intent))
+        if first[1] != intent:
+            problems.append(f"rows {first[0]} and {line} ask the same question ({text!r}) with different answers")
+            continue
         if answer:
             if intent in answer_row and found_answers.get(intent) != answer:
                 problems.append(
@@ -147,14 +178,21 @@ def parse_faq(
                 found_answers[intent], answer_row[intent] = answer, line
         texts.append(text)
         intents.append(intent)
+        intent_row.setdefault(intent, line)
     if not texts and not problems:
         raise DataError(f"{name} has no examples")
     counts: dict[str, int] = {}
     for intent in intents:
         counts[intent] = counts.get(intent, 0) + 1
+    warnings: list[str] = []
     for intent, n in sorted(counts.items()):
-        if n < 2:
-            problems.append(f"intent {intent!r} has only one example; give at least 2 phrasings per intent")
+        if n < 2 and intent in found_answers:
+            named = f"the answer {_short(found_answers[intent])!r}" if intent in intent_of_answer.values() else (
+                f"intent {intent!r}")  # fmt: skip
+            warnings.append(
+                f"{name}: {named} has only one question (row {intent_row[intent]}); add a few more phrasings "
+                "of it, or the bot will rarely recognise it when it is asked in other words"
+            )
         if intent not in found_answers:
             problems.append(f"intent {intent!r} has no answer")
     if len(counts) < 2 and not problems:
@@ -162,7 +200,11 @@ def parse_faq(
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise DataError(f"{name}: " + "; ".join(problems[:3]) + more)
-    return texts, intents, {k: v for k, v in found_answers.items() if k in counts}
+    return texts, intents, {k: v for k, v in found_answers.items() if k in counts}, warnings
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _unique(base: str, taken: set[str]) -> str:
@@ -273,13 +315,15 @@ class FaqCsv(Block):
 
     def fingerprint(self, params: BlockParams, base_dir: Path) -> str:
         assert isinstance(params, FaqCsvParams)
-        return ",".join(sha256_file(p) if p.exists() else "missing" for p in self._paths(params, base_dir) if p)
+        files = [*self._paths(params, base_dir), OUT_OF_SCOPE_FILE]
+        return ",".join(sha256_file(p) if p.exists() else "missing" for p in files if p)
 
     def load(self, params: FaqCsvParams, base_dir: Path) -> FaqData:
         """Read, check and split the FAQ files."""
         main, held = self._paths(params, base_dir)
-        texts, intents, answers = parse_faq(read_table(main), main.name)
-        sources = {str(main): sha256_file(main)}
+        texts, intents, answers, warnings = parse_faq_checked(read_table(main), main.name)
+        sources = {str(main): sha256_file(main), str(OUT_OF_SCOPE_FILE): sha256_file(OUT_OF_SCOPE_FILE)}
+        extra = {"out_of_scope": out_of_scope_questions(), "warnings": tuple(warnings)}
         if held is not None:
             eval_texts, eval_intents = parse_heldout(read_table(held), held.name, answers)
             sources[str(held)] = sha256_file(held)
@@ -289,12 +333,13 @@ class FaqCsv(Block):
             repeats = len(eval_texts) - len(kept)
             if kept:
                 eval_texts, eval_intents = [t for t, _ in kept], [i for _, i in kept]
-                return FaqData(texts, intents, eval_texts, eval_intents, answers, "heldout", sources, repeats)
-            return FaqData(texts, intents, [], [], answers, CROSS_VALIDATION, sources, repeats)
+                return FaqData(texts, intents, eval_texts, eval_intents, answers, "heldout", sources, repeats, **extra)
+            return FaqData(texts, intents, [], [], answers, CROSS_VALIDATION, sources, repeats, **extra)
         split = split_faq(texts, intents, params.eval_fraction, params.seed)
         if split is None:  # too little to hold out: the classifier cross-validates over every row
-            return FaqData(list(texts), list(intents), [], [], answers, CROSS_VALIDATION, sources)
-        return FaqData(*split, answers, "split", sources)
+            return FaqData(list(texts), list(intents), [], [], answers, CROSS_VALIDATION, sources, **extra)
+        # The split measures; the served model still trains on every row (FaqData.all_texts).
+        return FaqData(*split, answers, "split", sources, **extra)
 
     def preview(
         self, params: FaqCsvParams, base_dir: Path, rows: int = 5, seed: int | None = None
@@ -317,7 +362,9 @@ class FaqCsv(Block):
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         assert isinstance(params, FaqCsvParams)
         data = self.load(params, ctx.base_dir)
-        ctx.log_metric("train_examples", len(data.train_texts))
+        ctx.log_metric("train_examples", len(data.all_texts))
+        for warning in data.warnings:
+            log.warning(warning)
         ctx.log_metric("intents", len(data.answers))
         if data.heldout_repeats:
             ctx.log_metric("heldout_repeats_left_out", data.heldout_repeats)

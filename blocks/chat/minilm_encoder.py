@@ -88,8 +88,10 @@ class TextFeatures:
     answers: dict[str, str]
     eval_split: str  # "heldout", "split" or "cross-validation" (no eval rows: the classifier cross-validates)
     encoder: dict[str, Any]  # name, max_length, normalize
-    # A tuple with a default, so features cached before this field existed still load.
+    # Tuples and None as defaults, so features cached before these fields existed still load.
     train_texts: tuple[str, ...] = ()
+    oos_x: np.ndarray | None = None  # the general out-of-scope questions (blocks/chat/confidence.py), embedded
+    warnings: tuple[str, ...] = ()  # the data's warnings (chat.faq-csv), shown with the run's metrics
 
 
 def _cache_file(ctx: StepContext, config: dict[str, Any]) -> Path:
@@ -143,7 +145,8 @@ class MiniLMEncoder(Block):
         assert isinstance(params, MiniLMEncoderParams)
         data: FaqData = inputs["examples"]
         config = {"name": ENCODER_NAME, "max_length": params.max_length, "normalize": params.normalize}
-        texts = sorted(set(data.train_texts) | set(data.eval_texts))
+        out_of_scope = list(getattr(data, "out_of_scope", ()))
+        texts = sorted(set(data.train_texts) | set(data.eval_texts) | set(out_of_scope))
         cache_path = _cache_file(ctx, config)
         cached: dict[str, np.ndarray] = {}
         if cache_path.exists():
@@ -186,5 +189,7 @@ class MiniLMEncoder(Block):
                 eval_split=data.eval_split,
                 encoder=config,
                 train_texts=tuple(data.train_texts),
+                oos_x=lookup(out_of_scope),
+                warnings=tuple(getattr(data, "warnings", ())),
             )
         }

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from blocks import SERVICE_PROVIDER
+from blocks.chat.confidence import DEFAULT_WRONG_ANSWER_TARGET, FIXED_THRESHOLD
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
@@ -16,7 +17,20 @@ if TYPE_CHECKING:
 
 
 class ServiceApiParams(BlockParams):
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Below this confidence the fallback answer is given")
+    threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Below this confidence the fallback answer is given; empty: chosen from the data to meet "
+        "wrong_answer_target (0.5 for models that cannot choose one)",
+    )
+    wrong_answer_target: float = Field(
+        DEFAULT_WRONG_ANSWER_TARGET,
+        gt=0.0,
+        lt=1.0,
+        description="Most wrong answers allowed among the questions answered (0.05: 5 %); the threshold is chosen "
+        "from the data to meet it, unless a threshold is given",
+    )
     fallback_answer: str = Field(
         "Sorry, I don't know that yet.",
         min_length=1,
@@ -34,7 +48,10 @@ class ServiceApi(Block):
     kind = Kind.SERVICE
     domain = "service"
     inputs = (Port("model", PortType.MODEL, "the trained model to serve"),)
-    outputs = (Port("service", PortType.SERVICE_BUNDLE, "self-contained ONNX bundle"),)
+    outputs = (
+        Port("service", PortType.SERVICE_BUNDLE, "self-contained ONNX bundle"),
+        Port("metrics", PortType.METRICS, "the fallback threshold and what it does"),
+    )
     Params = ServiceApiParams
     price = Price(10**15, PriceUnit.RUN)  # export fee, 0.001 AIC per run
     call_price = Price(10**15, PriceUnit.CALLS_1K)  # 0.001 AIC per 1k served calls
@@ -51,6 +68,7 @@ class ServiceApi(Block):
 
         assert isinstance(params, ServiceApiParams)
         model = inputs["model"]
+        service, metrics = service_settings(model, params)
         ctx.progress(0, 2, "exporting to ONNX")
         blocks = [
             {
@@ -71,10 +89,29 @@ class ServiceApi(Block):
                 "plan_hash": ctx.plan["plan_hash"],
                 "metrics": getattr(model, "metrics", {}),
                 "blocks": blocks,
-                "service": params.model_dump(mode="json"),
+                "service": service,
             },
         )
         ctx.progress(2, 2, "bundle exported and parity-checked")
         parity = manifest["parity"]
         ctx.log_metric("parity_max_abs_diff", parity["parity_max_abs_diff"])
-        return {"service": bundle}
+        return {"service": bundle, "metrics": metrics}
+
+
+def service_settings(model: Any, params: ServiceApiParams) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the manifest's service section, the run's metrics): the threshold the user gave, else the one the model
+    chooses from its data to meet the wrong-answer target (models that cannot: FIXED_THRESHOLD)."""
+    service = params.model_dump(mode="json")
+    if params.threshold is not None:
+        found: dict[str, Any] = {"threshold": params.threshold, "threshold_source": "user"}
+    elif hasattr(model, "threshold_for"):
+        found = model.threshold_for(params.wrong_answer_target)
+    else:
+        found = {"threshold": FIXED_THRESHOLD, "threshold_source": "fixed"}
+    service.update(threshold=found["threshold"], threshold_source=found["threshold_source"])
+    if not hasattr(model, "threshold_for"):  # a threshold means nothing to other models' services
+        return service, {}
+    metrics = {k: v for k, v in found.items() if k != "threshold_source"}
+    if found["threshold_source"] == "data":
+        metrics["wrong_answer_target"] = params.wrong_answer_target
+    return service, metrics

@@ -103,6 +103,11 @@ def _print_run(summary: dict[str, Any]) -> None:
         out.print(f"accuracy {how}: [bold]{m['accuracy']:.3f}[/] ({m.get('eval_examples', '?')} examples)")
         if m.get("metric_note"):
             out.print(f"[yellow]{m['metric_note']}[/]", highlight=False)
+    if "threshold" in m and "wrong_answer_target" in m:
+        out.print(f"fallback below confidence {m['threshold']:.3f}, chosen for at most "
+                  f"{m['wrong_answer_target']:.0%} wrong answers", highlight=False)  # fmt: skip
+    for warning in m.get("data_warnings") or []:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     out.print(f"cost: {summary['cost']['total']} (quoted {format_aic(summary['cost']['quote_wei'])})")
     if summary["service_id"]:
         out.print(f"service: [bold]{summary['service_id']}[/]  →  {_aib()} serve {summary['service_id']}")

@@ -24,7 +24,9 @@ __all__ = [
     "confusion_chart",
     "display_label",
     "log_lines",
+    "picked_suggestion",
     "series_chart",
+    "suggestion_buttons",
 ]
 
 # The classes every keyword spotter adds, in words.
@@ -135,6 +137,29 @@ def accuracy_notes(metrics: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, words.get(str(split)) if split else None
 
 
+def _pick_suggestion(suggestion: dict[str, Any]) -> None:
+    """A "did you mean…?" button's callback: the question goes into the box and its answer is shown."""
+    st.session_state["try-text"] = suggestion["question"]
+    st.session_state["try-picked"] = suggestion
+
+
+def suggestion_buttons(suggestions: list[dict[str, Any]]) -> None:
+    """The FAQ questions closest to an unsure one, as buttons that show their answer."""
+    if not suggestions:
+        return
+    st.markdown("**Did you mean…?**")
+    for i, suggestion in enumerate(suggestions):
+        st.button(suggestion["question"], key=f"try-suggestion-{i}", on_click=_pick_suggestion, args=(suggestion,))
+
+
+def picked_suggestion() -> None:
+    """The answer of the "did you mean…?" question the user picked (from the FAQ itself: no call is billed)."""
+    picked = st.session_state.pop("try-picked", None)
+    if picked:
+        st.markdown(f"**{picked['question']}**")
+        st.success(picked["answer"])
+
+
 def answer_card(result: dict[str, Any], manifest: dict[str, Any]) -> None:
     """Draw a Try-it answer: the answer as its own text, a confident one in green, "I don't know" neutral."""
     answers = manifest.get("answers") or {}
@@ -146,6 +171,7 @@ def answer_card(result: dict[str, Any], manifest: dict[str, Any]) -> None:
                 st.markdown(result["answer"])
                 best = display_label(result.get("top_intent"), answers)
                 st.caption(f"Its best guess ({score:.0%} sure) was: {best}" if best else f"{score:.0%} sure")
+                suggestion_buttons(result.get("suggestions") or [])
         else:
             st.success(result["answer"])
             st.caption(f"{score:.0%} sure")

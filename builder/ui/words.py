@@ -26,7 +26,14 @@ _PARAMS: dict[str, tuple[str, str]] = {
     "memory_gb": ("Memory needed (GB)", "Memory the run needs; on graphics cards, their memory."),
     "max_price_per_hour": ("Highest price per hour", "The most you pay per machine-hour; 0 takes the cheapest."),
     "segment_batches": ("Check every … steps", "How often a rented machine's work is checked; 0: once per round."),
-    "threshold": ("Confidence needed", "Below this confidence the service says it does not know."),
+    "threshold": (
+        "Confidence needed",
+        "Below this confidence the service says it does not know; empty: chosen from your data.",
+    ),
+    "wrong_answer_target": (
+        "Most wrong answers allowed",
+        "Share of wrong answers allowed among the questions answered (0.05: 5 %); sets the confidence needed.",
+    ),
     "fallback_answer": ("'I don't know' answer", "What the service answers when it is not confident."),
     "max_text_chars": ("Longest question (characters)", "Longer questions are refused."),
     "max_batch": ("Most questions per request", "Larger requests are refused."),
@@ -107,6 +114,13 @@ _METRICS: dict[str, tuple[str, str]] = {
     "vocabulary": ("Vocabulary", "A fixed list of phrases, or any speech."),
     "accuracy_by_label": ("Accuracy per command", "Share recognised right, for each command."),
     "confusion_matrix": ("Confusion matrix", "Which answers the model mixes up."),
+    "threshold": ("Confidence needed", "Below this confidence the service says it does not know."),
+    "wrong_answer_target": ("Most wrong answers allowed", "The confidence needed was chosen to stay within this."),
+    "out_of_scope_rejection": (
+        "Unrelated questions declined",
+        "Share of questions your FAQ has no answer for that get the 'I don't know' answer (general set).",
+    ),
+    "answered_right": ("Test questions answered right", "Share of test questions given their right answer."),
 }
 
 # What a step is doing, by block id.

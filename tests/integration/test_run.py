@@ -90,12 +90,17 @@ def test_bundle_manifest_is_self_describing_and_parity_checked(trained, template
     ids = np.array([e.ids for e in encoded], dtype=np.int64)
     mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
     graph = onnxruntime.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
-    exported = graph.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    exported, similar = graph.run(None, {"input_ids": ids, "attention_mask": mask})
     with torch.inference_mode():
-        reference = trained_model(trained).torch_module("cpu")(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-    assert exported.shape == reference.shape == (len(texts), len(manifest["labels"]))
-    assert np.abs(exported - reference).max() <= 1e-4
-    assert (exported.argmax(-1) == reference.argmax(-1)).all()
+        module = trained_model(trained).torch_module("cpu")
+        ref, ref_similar = (t.numpy() for t in module(torch.from_numpy(ids), torch.from_numpy(mask)))
+    assert exported.shape == ref.shape == (len(texts), len(manifest["labels"]))
+    assert np.abs(exported - ref).max() <= 1e-4
+    assert (exported.argmax(-1) == ref.argmax(-1)).all()
+    # The second output: each question's cosine similarity to every FAQ question the manifest lists ("did you
+    # mean…?"), one per distinct question of the file.
+    assert similar.shape == ref_similar.shape == (len(texts), len(manifest["questions"])) == (len(texts), 160)
+    assert np.abs(similar - ref_similar).max() <= 1e-4
 
 
 def trained_model(summary: dict) -> Any:

@@ -43,8 +43,17 @@ def test_predict_answers_a_known_question(served):
 
 def test_out_of_scope_question_gets_the_fallback_answer(served):
     body = post(served, "/v1/predict", {"text": "What is the capital of Mongolia?"}).json()
-    assert body == {**body, "answer": "Sorry, I don't know that yet.", "intent": None}
-    assert body["score"] < 0.5 and body["top_intent"]
+    assert body == {**body, "answer": "Sorry, I don't know that yet.", "intent": None} and body["top_intent"]
+    faq = (Path(__file__).parents[2] / "templates" / "data" / "faq.csv").read_text(encoding="utf-8")
+    close = body["suggestions"]  # "did you mean…?": FAQ questions, each with its own answer, closest first
+    assert 2 <= len(close) <= 3 and len({s["answer"] for s in close}) == len(close)
+    assert all(s["question"] in faq and s["answer"] in faq for s in close)
+    assert [s["score"] for s in close] == sorted((s["score"] for s in close), reverse=True)
+
+
+def test_a_confident_answer_has_no_suggestions(served):
+    body = post(served, "/v1/predict", {"text": "Do you take PayPal?"}).json()
+    assert body["intent"] == "payment_methods" and body["suggestions"] == []
 
 
 def test_batch_answers_in_order_and_meters_each_input(served):

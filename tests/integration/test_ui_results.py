@@ -4,6 +4,7 @@ of a real run with a Cancel that stops it, and usage counts that update without 
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 from sqlalchemy import select
 
+from tests.conftest import TEMPLATES
 from tests.integration.test_ui_pages import page as app_page
 from tests.integration.test_ui_pages import texts
 
@@ -113,6 +115,16 @@ def test_try_it_shows_an_answer_card_and_i_dont_know_is_neutral(trained):
     assert "Sorry, I don't know that yet." in texts(at.markdown)  # the fallback answer, in the neutral card
     assert not texts(at.success)  # never a green success box
     assert not any(re.search(r"\b[a-z0-9]+(-[a-z0-9]+){3,}\b", c) for c in texts(at.caption))  # no slug shown
+    # "Did you mean…?": the closest FAQ questions as buttons; a click shows that question's own answer.
+    suggested = [b for b in at.button if b.key and b.key.startswith("try-suggestion-")]
+    assert 2 <= len(suggested) <= 3, [b.key for b in at.button]
+    question = suggested[0].label
+    suggested[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    faq = {r["question"]: r for r in csv.DictReader((TEMPLATES / "data" / "faq.csv").open(encoding="utf-8"))}
+    first_of_intent = {r["intent"]: r["answer"] for r in faq.values() if r["answer"]}
+    assert texts(at.success) == [first_of_intent[faq[question]["intent"]]]
+    assert at.session_state["try-text"] == question
 
 
 def test_a_real_run_shows_its_epoch_and_elapsed_time_and_cancel_stops_it(tmp_path):

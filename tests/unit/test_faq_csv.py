@@ -5,7 +5,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from blocks.chat.faq_csv import MAX_FILE_BYTES, FaqCsv, FaqCsvParams, parse_faq, read_table, read_table_described
+from blocks.chat.faq_csv import (
+    MAX_FILE_BYTES,
+    FaqCsv,
+    FaqCsvParams,
+    parse_faq,
+    parse_faq_checked,
+    read_table,
+    read_table_described,
+)
 from builder.errors import DataError
 
 
@@ -42,7 +50,7 @@ def test_xlsx_is_read_like_csv(tmp_path):
         ("", "faq.csv is empty"),
         ("question,answer\n", "faq.csv has a header but no rows"),
         ("q,a\nx,y\n", "needs columns `question,answer` (or `intent,example` plus answers); found: q, a"),
-        ("question,answer\nhi,Hello\nhey,Hello\nbye,See you\n", "intent 'see-you' has only one example"),
+        ("question,answer\nhi,Hello\nhey,Hello\nHI ,See you\nbye,See you\n", "rows 2 and 4 ask the same question"),
         ("question,answer\nhi,Hello\nhey,Hello\n", "only one intent found; a classifier needs at least 2"),
         ("intent,question\ngreet,hi\ngreet,hey\nbye,a\nbye,b\n", "intent 'bye' has no answer"),
         (
@@ -50,6 +58,7 @@ def test_xlsx_is_read_like_csv(tmp_path):
             "row 3: intent 'g' already has a different answer (row 2)",
         ),
         ("question,answer\n,Hello\nhey,Hello\n", "row 2: the question is empty"),
+        ("question,answer\nhi,Hello\nhey,Hello\nbye,See you\n  ,See you\n", "row 5: the question is empty"),
     ],
 )
 def test_bad_files_are_explained_in_one_sentence(tmp_path, content, message):
@@ -121,3 +130,14 @@ def test_the_preview_shows_an_intent_only_when_the_file_names_one(tmp_path):
     (tmp_path / "named.csv").write_text("\n".join(rows) + "\n")
     shown = FaqCsv().preview(FaqCsvParams(path="named.csv"), tmp_path, rows=4, seed=0)
     assert {r["intent"] for r in shown} <= {"billing", "password"} and all("answer" in r for r in shown)
+
+
+def test_an_answer_with_one_question_is_trained_on_with_a_warning_naming_it(tmp_path):
+    p = write(tmp_path, "question,answer\nhi,Hello\nhey,Hello\nbye,See you later\n")
+    texts, intents, answers, warnings = parse_faq_checked(read_table(p), p.name)
+    assert texts == ["hi", "hey", "bye"] and sorted(answers.values()) == ["Hello", "See you later"]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "faq.csv: the answer 'See you later' has only one question (row 4); add a few more phrasings"
+    )
+    data = FaqCsv().load(FaqCsvParams(path=p.name), tmp_path)
+    assert data.warnings == tuple(warnings) and "bye" in data.all_texts

@@ -171,9 +171,9 @@ def test_budget_below_quote_is_refused():
 
 def test_bad_data_file_is_reported_at_validation(tmp_path):
     bad = tmp_path / "faq.csv"
-    bad.write_text("question,answer\nonly one,yes\nsecond,no\n", encoding="utf-8")
+    bad.write_text("question,answer\nsame question,yes\nother,yes\nSame  question,no\nfourth,no\n", encoding="utf-8")
     errs = problems_of(GOOD.replace(str(DATA / "faq.csv"), str(bad)), base_dir=tmp_path)
     assert errs == [
-        "blocks.faq.params.path (line 7): faq.csv: intent 'no' has only one example; give at least "
-        "2 phrasings per intent; intent 'yes' has only one example; give at least 2 phrasings per intent"
+        "blocks.faq.params.path (line 7): faq.csv: rows 2 and 4 ask the same question ('Same  question') with "
+        "different answers"
     ]

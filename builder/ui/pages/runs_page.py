@@ -33,7 +33,8 @@ from runtime.runs import get_run, list_runs, reap_stale_runs, run_summary  # noq
 
 # Shown first, in this order; the others follow alphabetically. Text-valued metrics are shown as notes instead.
 MAIN_METRICS = ("accuracy", "baseline_accuracy", "mae", "baseline_mae", "train_accuracy", "train_mae", "loss")
-HIDDEN_METRICS = {"eval_split", "metric_note", "vocabulary"}
+HIDDEN_METRICS = {"eval_split", "metric_note", "vocabulary", "data_warnings"}
+SHARES = {"out_of_scope_rejection", "answered_right", "wrong_answer_target"}  # shown as percentages
 RUN_ID = re.compile(r"^run-[A-Za-z0-9-]{1,80}$")
 
 with db() as s:
@@ -100,7 +101,7 @@ def _utc(when: datetime | None) -> datetime | None:
 
 
 def _value(name: str, value: object) -> str:
-    if isinstance(value, float) and "accuracy" in name:
+    if isinstance(value, float) and ("accuracy" in name or name in SHARES):
         return f"{value:.1%}"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -149,6 +150,8 @@ def _metrics(summary: dict) -> None:
     warning, note = accuracy_notes(metrics)
     if warning:
         st.warning(warning)
+    for data_warning in metrics.get("data_warnings") or []:
+        st.warning(data_warning)
     if shown:
         order = [k for k in MAIN_METRICS if k in shown] + sorted(k for k in shown if k not in MAIN_METRICS)
         cols = st.columns(min(4, len(order)))

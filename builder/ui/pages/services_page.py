@@ -12,7 +12,7 @@ from sqlalchemy import select
 from builder.ui import actions
 from builder.ui.common import aic, batches_table, choice_box, db, keep_address, setup, take_address
 from builder.ui.draft import DraftError
-from builder.ui.results import answer_card, bundle_manifest
+from builder.ui.results import answer_card, bundle_manifest, picked_suggestion
 
 setup("Services", "services")
 USAGE_REFRESH_S = 2.0  # how often the Usage tab is redrawn
@@ -82,6 +82,7 @@ with tab_try:
                 for field_name, field in predictor.Request.model_fields.items():
                     values[field_name] = st.text_area(field_name, help=field.description, key=f"try-{field_name}")
             asked = st.form_submit_button("Ask", type="primary")
+        picked_suggestion()
         if asked and getattr(predictor, "accepts_file", False) and "file" not in values:
             st.error("Choose a file first.")
         elif asked:
