@@ -351,7 +351,7 @@ class Hosting(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     service_id: Mapped[str] = mapped_column(ForeignKey("services.id"), index=True)
     host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"), index=True)
-    status: Mapped[str] = mapped_column(String(20), index=True)  # assigned -> ready | dropped
+    status: Mapped[str] = mapped_column(String(20), index=True)  # assigned -> ready | dropped (failed) | caught
     bundle: Mapped[dict] = mapped_column(JSON)  # the sealed bundle's entry: {sha256, sealed_sha256, size, key}
     secret: Mapped[str] = mapped_column(String(64))  # the gateway's bearer token for this hosting alone
     reason: Mapped[str | None] = mapped_column(Text)  # why it was dropped

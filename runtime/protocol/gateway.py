@@ -114,9 +114,9 @@ class HostedPredictor:
         with session_factory()() as s:
             pairs = H.ready_hostings(s, self.service_id)
         with self.lock:
-            known = {r.hosting_id: r for r in self.routes}
-            self.routes = [known.get(h.id) or Route(h.id, host.id, host.url, h.secret, int(host.call_price_wei))
-                           for h, host in pairs]  # fmt: skip
+            known = {(r.hosting_id, r.secret): r for r in self.routes}  # a hosting placed again has a new secret
+            fresh = [Route(h.id, host.id, host.url, h.secret, int(host.call_price_wei)) for h, host in pairs]
+            self.routes = [known.get((r.hosting_id, r.secret), r) for r in fresh]
 
     def _routes(self) -> list[Route]:
         """The routes, starting with the next one in turn (calls spread over the hosts)."""

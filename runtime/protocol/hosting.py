@@ -31,6 +31,7 @@ HOST_HEARTBEAT_DEADLINE = timedelta(seconds=30)
 MIN_REPUTATION = 0.5  # a host below this gets no new hosting
 CAUGHT_FACTOR = 0.5  # what a wrong answer does to a host's reputation
 HOSTED_UNIT = "hosted-call"
+LIVE = ("assigned", "ready")  # a hosting the host is to serve; "dropped" (it failed) and "caught" (it lied) end it
 
 
 def host_id(wallet: str, name: str) -> str:
@@ -67,7 +68,7 @@ def beat(s: Session, host: Host, ready: list[str]) -> list[dict[str, Any]]:
     """The host is alive and serves `ready` (service ids it has loaded); what it must host now (each with its
     bundle entry and the gateway's secret)."""
     host.heartbeat_at, host.status = utcnow(), "online"
-    rows = list(s.scalars(select(Hosting).where(Hosting.host_id == host.id, Hosting.status != "dropped")))
+    rows = list(s.scalars(select(Hosting).where(Hosting.host_id == host.id, Hosting.status.in_(LIVE))))
     for row in rows:
         if row.status == "assigned" and row.service_id in ready:
             row.status, row.ready_at = "ready", utcnow()
@@ -78,7 +79,7 @@ def beat(s: Session, host: Host, ready: list[str]) -> list[dict[str, Any]]:
 
 def readable(s: Session, host: Host) -> set[str]:
     """The sealed blobs a host may download: the bundles of its hostings that are not dropped."""
-    rows = s.scalars(select(Hosting).where(Hosting.host_id == host.id, Hosting.status != "dropped"))
+    rows = s.scalars(select(Hosting).where(Hosting.host_id == host.id, Hosting.status.in_(LIVE)))
     return {r.bundle["sealed_sha256"] for r in rows}
 
 
@@ -96,20 +97,27 @@ def bundle_bytes(bundle_dir: Path) -> bytes:
 
 def place(s: Session, service: Service, replicas: int) -> list[Hosting]:
     """The service's live hostings, placing it on more online hosts (cheapest, then best reputation) until
-    `replicas` are live; hosts it was dropped from are not chosen again."""
-    live = list(s.scalars(select(Hosting).where(Hosting.service_id == service.id, Hosting.status != "dropped")))
-    live = [h for h in live if host_online(s.get(Host, h.host_id))]
+    `replicas` are live. A host caught answering wrong for it is never chosen again for it; one taken off for
+    failing (unreachable, errors) may be, once it is back online."""
+    rows = {h.host_id: h for h in s.scalars(select(Hosting).where(Hosting.service_id == service.id))}
+    live = [h for h in rows.values() if h.status in LIVE and host_online(s.get(Host, h.host_id))]
     if len(live) >= replicas:
         return live
-    tried = set(s.scalars(select(Hosting.host_id).where(Hosting.service_id == service.id)))
-    hosts = [h for h in s.scalars(select(Host)) if host_online(h) and h.id not in tried
-             and h.reputation >= MIN_REPUTATION]  # fmt: skip
-    hosts.sort(key=lambda h: (int(h.call_price_wei), -h.reputation, h.id))
-    if hosts:
+    candidates = [h for h in s.scalars(select(Host)) if host_online(h) and h.reputation >= MIN_REPUTATION
+                  and (h.id not in rows or rows[h.id].status == "dropped")]  # fmt: skip
+    candidates.sort(key=lambda h: (int(h.call_price_wei), -h.reputation, h.id))
+    chosen: list[Host] = []
+    for host in candidates:
+        if len(live) + len(chosen) >= replicas:
+            break
+        if _asset_ready(s, host):
+            chosen.append(host)
+    if chosen:  # sealed only when it goes somewhere (a bundle can be hundreds of MB)
         entry = L.seal_blob(s, BlobStore(), bundle_bytes(Path(service.bundle_dir)))
-    for host in [h for h in hosts if _asset_ready(s, h)][: replicas - len(live)]:
-        row = Hosting(service_id=service.id, host_id=host.id, status="assigned", bundle=entry,
-                      secret=secrets.token_hex(32))  # fmt: skip
+    for host in chosen:
+        row = rows.get(host.id) or Hosting(service_id=service.id, host_id=host.id)
+        row.status, row.bundle, row.secret, row.reason = "assigned", entry, secrets.token_hex(32), None
+        row.ready_at = None
         s.add(row)
         live.append(row)
     s.flush()
@@ -152,12 +160,13 @@ def ready_hostings(s: Session, service_id: str) -> list[tuple[Hosting, Host]]:
 
 
 def drop(s: Session, hosting_id: int, reason: str, *, caught: bool) -> int:
-    """Take a service off a host with `reason`. `caught` (it answered wrong): its reputation is cut and its calls
-    not yet paid are not paid (their hosting amount is set to 0); how many calls it forfeited."""
+    """Take a service off a host with `reason` ("dropped"; it may be placed there again once back online).
+    `caught` (it answered wrong; "caught", never placed there again): its reputation is cut and its calls not yet
+    paid are not paid (their hosting amount is set to 0); how many calls it forfeited."""
     row = s.get(Hosting, hosting_id)
-    if row is None or row.status == "dropped":
+    if row is None or row.status not in LIVE:
         return 0
-    row.status, row.reason = "dropped", reason
+    row.status, row.reason = ("caught" if caught else "dropped"), reason
     if not caught:
         return 0
     host = s.get(Host, row.host_id)

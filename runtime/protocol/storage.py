@@ -110,8 +110,9 @@ def place(s: Session, entries: list[dict[str, Any]], factor: int | None = None) 
     for entry in entries:
         digest, size = entry["sealed_sha256"], int(entry.get("sealed_size") or entry["size"])
         rows = list(s.scalars(select(Replica).where(Replica.sealed_sha256 == digest)))
-        live = [r for r in rows if r.status in LIVE]
-        tried = {r.store_id for r in rows}
+        # Replicas on stores offline now do not count: the shard is placed elsewhere meanwhile.
+        live = [r for r in rows if r.status in LIVE and store_online(s.get(Store, r.store_id))]
+        tried = {r.store_id for r in rows}  # a store that failed a shard's check never holds it again
         regions = {s.get(Store, r.store_id).region for r in live}
         free = [x for x in stores if x.id not in tried and _used_bytes(s, x) + size <= int(x.capacity_bytes)]
         free.sort(key=lambda x: (x.region in regions, int(x.price_gb_month_wei), -x.reputation, x.id))
@@ -232,6 +233,9 @@ def check_some(s: Session, count: int = 1, rng: random.Random | None = None) -> 
     which is next, and none waits much longer than the others): (id, failure)."""
     rng = rng or random.SystemRandom()
     held = list(s.scalars(select(Replica).where(Replica.status == "held")))
+    # A store offline (stopped, or no heartbeat) is not checked: it is not paid for the time since its last
+    # passed check either way, and is not sent to leases meanwhile.
+    held = [r for r in held if store_online(s.get(Store, r.store_id))]
     held.sort(key=lambda r: (r.checked_at is not None, r.checked_at or r.created_at, r.id))
     oldest = held[: max(count, (len(held) + 1) // 2)]
     picked = rng.sample(oldest, min(count, len(oldest)))

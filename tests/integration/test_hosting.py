@@ -175,7 +175,7 @@ def test_a_host_caught_answering_wrong_is_taken_off_and_not_paid(server, trained
         assert sum(u.amount_wei for u in usage_of(service_id, "hosted-call", host_id)) == 0  # forfeited
         with session_factory()() as s:
             hosting = s.query(Hosting).filter_by(service_id=service_id, host_id=host_id).one()
-            assert hosting.status == "dropped" and "differ" in hosting.reason
+            assert hosting.status == "caught" and "differ" in hosting.reason
             assert s.get(Host, host_id).reputation == pytest.approx(0.5)
 
 
@@ -214,7 +214,7 @@ def test_a_host_whose_answers_are_not_the_services_is_taken_off_without_an_audit
             assert "buy now" not in [x["answer"] for x in r.json()["results"]]
     with session_factory().begin() as s:
         hosting = s.query(Hosting).filter_by(service_id=service_id, host_id=host_id).one()
-        assert hosting.status == "dropped" and "not the service's response" in hosting.reason
+        assert hosting.status == "caught" and "not the service's response" in hosting.reason
         assert s.get(Host, host_id).reputation == 0.5
         s.get(Host, host_id).status = "stopped"  # it is gone: later tests place services on real hosts
     assert not usage_of(service_id, "hosted-call", host_id)

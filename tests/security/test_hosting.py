@@ -150,3 +150,23 @@ def test_the_host_answers_only_the_gateways_secret_for_that_service():
             "/v1/hosted/svc-a/predict", json={"items": "x"}, headers={"Authorization": "Bearer " + "s" * 64}
         )
         assert bad.status_code == 422 and bad.json() == {"error": "items must be a list of objects"}
+
+
+def test_a_host_that_failed_is_placed_again_once_back_but_one_caught_lying_never(api, two_hosts, tmp_path):
+    (ta, ha), (_tb, hb) = two_hosts["a"], two_hosts["b"]
+    sid = service(tmp_path)
+    with session_factory().begin() as s:
+        s.query(Host).filter(Host.id.not_in([ha, hb])).update({"status": "stopped"})
+    [first] = placed(sid)
+    assert first.host_id == ha
+    with session_factory().begin() as s:
+        H.drop(s, first.id, "unreachable 3 calls in a row", caught=False)
+    [again] = placed(sid)  # alice is online: the service goes back to her, with a new secret for the gateway
+    assert again.host_id == ha and again.id == first.id and again.secret != first.secret
+    with session_factory().begin() as s:
+        H.drop(s, again.id, "its answers differ from the service's own model's", caught=True)
+        assert s.get(Hosting, again.id).status == "caught"
+    [third] = placed(sid)  # caught: never again for this service (and her reputation is halved)
+    assert third.host_id == hb
+    beat = api.post(f"/v1/hosts/{ha}/heartbeat", headers=bearer(ta), json={"ready": [sid]})
+    assert beat.json()["hostings"] == []
