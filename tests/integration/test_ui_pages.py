@@ -189,17 +189,30 @@ def test_provide_publishes_a_dataset_refuses_bad_input_and_the_builder_offers_it
 
 def test_provide_lists_compute_offers_and_how_to_add_one():
     from runtime.db import session_factory
+    from runtime.protocol.hosting import register_host
+    from runtime.protocol.storage import register_store
     from runtime.providers import Hardware, register_offer
 
+    wallet = "0x" + "5a" * 20
     with session_factory()() as s:
         row = register_offer(s, name="ui-rig", tier="cpu", price_wei_per_s=10**14, hardware=Hardware((), 4, 8.0))
+        host = register_host(s, wallet=wallet, name="ui-host", url="http://10.1.2.3:8700", call_price_wei=2 * 10**15,
+                             hardware={})  # fmt: skip
+        store = register_store(s, wallet=wallet, name="ui-disk", url="http://10.1.2.4:8710", region="eu",
+                               capacity_bytes=10**11, price_gb_month_wei=5 * 10**17, price_gb_served_wei=0)  # fmt: skip
         s.commit()
     at = page("provide")
     assert not at.exception, [e.value for e in at.exception]
     assert any("aib provider start --tier gpu-small" in c.value for c in at.code)
-    offers = at.dataframe[-1].value
+    assert any("aib provider serve --coordinator" in c.value and "--storage 100" in c.value for c in at.code)
+    tables = {tuple(d.value.columns): d.value for d in at.dataframe}
+    offers = next(t for cols, t in tables.items() if "tier" in cols)
     shown = offers[offers["id"] == row.id]
     assert list(shown["tier"]) == ["cpu"] and list(shown["price / hour"]) == ["0.36 AIC"]
+    hosts = next(t for cols, t in tables.items() if "price / 1k calls" in cols)
+    assert list(hosts[hosts["id"] == host.id]["price / 1k calls"]) == ["0.002 AIC"]
+    stores = next(t for cols, t in tables.items() if "price / GB-month" in cols)
+    assert list(stores[stores["id"] == store.id]["held"]) == ["0.000 of 100 GB"]
 
 
 def test_runs_page_shows_where_a_rented_run_ran_and_its_verification():

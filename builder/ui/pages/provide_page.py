@@ -218,6 +218,10 @@ with tab_compute:
         st.code(
             "# another person's machine: it talks to this coordinator only, never to its database or files\n"
             f"aib provider start --coordinator {coordinator} --tier gpu-small --price 0.36\n"
+            "# …or host trained services for this coordinator's gateway (`aib serve SERVICE --on-providers`)\n"
+            f"aib provider serve --coordinator {coordinator} --price-per-1k-calls 0.002\n"
+            "# …or offer disk for sealed data shards (paid per GB-month held, checked at random)\n"
+            f"aib provider start --coordinator {coordinator} --storage 100 --price-gb-month 0.5 --region eu\n"
             "# one of your own machines, sharing this installation\n"
             "aib provider start --tier gpu-small --price 0.36 --stake 100\n"
             "aib server start --host 0.0.0.0    # the button above, reachable from other machines",
@@ -243,3 +247,23 @@ with tab_compute:
         st.dataframe(pd.DataFrame(offers), hide_index=True, width="stretch")
     else:
         st.caption("No machine has offered compute yet.")
+    from runtime.protocol.hosting import host_rows
+    from runtime.protocol.storage import store_rows
+
+    with db() as s:
+        hosts, stores = host_rows(s), store_rows(s)
+    if hosts:
+        st.markdown("**Machines hosting services** (paid per call they answer through the gateway)")
+        st.dataframe(pd.DataFrame([{
+            "id": r["id"], "name": r["name"], "price / 1k calls": aic(r["price_per_1k_calls_wei"]),
+            "reputation": round(r["reputation"], 2), "owner (paid)": names.who(r["wallet"]), "online": r["online"],
+            "services": ", ".join(f"{k} ({v})" for k, v in r["services"].items()) or "—"} for r in hosts]),
+            hide_index=True, width="stretch")  # fmt: skip
+    if stores:
+        st.markdown("**Machines offering storage** (paid per GB-month held, up to their last passed spot check)")
+        st.dataframe(pd.DataFrame([{
+            "id": r["id"], "name": r["name"], "region": r["region"] or "—",
+            "held": f"{r['held_bytes'] / 1e9:.3f} of {r['capacity_bytes'] / 1e9:g} GB",
+            "price / GB-month": aic(r["price_gb_month_wei"]), "reputation": round(r["reputation"], 2),
+            "owner (paid)": names.who(r["wallet"]), "online": r["online"]} for r in stores]),
+            hide_index=True, width="stretch")  # fmt: skip
