@@ -98,6 +98,7 @@ bench: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/settlement.py
 	$(PY) bench/ui.py
 	$(PY) bench/templates.py
+	$(PY) bench/faq_quality.py
 	$(PY) bench/data_cache.py
 	$(PY) bench/provider_protocol.py
 	$(PY) bench/hosting.py
@@ -110,6 +111,7 @@ bench-quick: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/settlement.py --quick
 	$(PY) bench/ui.py --quick
 	$(PY) bench/templates.py --quick
+	$(PY) bench/faq_quality.py --quick
 	$(PY) bench/data_cache.py --quick
 	$(PY) bench/provider_protocol.py --quick
 	$(PY) bench/hosting.py --quick

@@ -28,6 +28,20 @@ BENCHES: dict[str, tuple[set[str], int]] = {
          "clips", "shard_mb"},
         600,
     ),
+    # "FAQ quality, leave-one-FAQ-out"
+    "faq_quality": (
+        {"in_scope_accuracy_mean", "in_scope_accuracy_worst", "out_of_scope_rejection_mean",
+         "out_of_scope_rejection_worst", "answered_wrong_rate_mean", "answered_wrong_rate_worst",
+         "train_seconds_100_rows", "margin_mean", "margin_worst", "baseline_in_scope_accuracy_mean",
+         "baseline_in_scope_accuracy_worst", "baseline_out_of_scope_answer_rate", "baseline_margin_mean",
+         "baseline_margin_worst", "margin_gain_over_baseline_mean", "beats_baseline_on_every_faq",
+         "chosen_wrong_answer_target", "chosen_epochs", "best_target_on_all_faqs", "best_epochs_on_all_faqs", "faqs",
+         "keep_5pct_rule_in_scope_accuracy_mean", "keep_5pct_rule_out_of_scope_rejection_mean",
+         "keep_5pct_rule_answered_wrong_rate_mean", "keep_5pct_rule_margin_mean",
+         "template_defaults_in_scope_accuracy_mean", "template_defaults_out_of_scope_rejection_mean",
+         "template_defaults_answered_wrong_rate_mean", "template_defaults_margin_mean"},
+        900,
+    ),
     # "Provider protocol"
     "provider_protocol": (
         {"transfer_ratio", "shard_ratio", "protocol_overhead", "cache_hit_second_run", "bytes_sent_second_run",
