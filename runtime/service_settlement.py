@@ -8,6 +8,7 @@ reconciled from the chain's events and never pays twice (the escrow refuses a se
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -187,21 +188,23 @@ def settle_services(
     errors: list[str] = []
     for service in services:
         try:
-            for batch in list(
-                session.scalars(
-                    select(ServiceBatch)
-                    .where(ServiceBatch.service_id == service.id, ServiceBatch.status == "pending")
-                    .order_by(ServiceBatch.created_at)
-                )
-            ):
-                done.append(finish_batch(session, chain, batch))
-            batch = open_batch(session, chain, service)
-            if batch is not None:
-                done.append(finish_batch(session, chain, batch))
+            opener = functools.partial(open_batch, session, chain, service)
+            done += _finish_then_open(session, chain, ServiceBatch, opener, ServiceBatch.service_id == service.id)
         except ChainError as exc:
             session.rollback()
             errors.append(str(exc))
     return done, errors
+
+
+def _finish_then_open(session: Session, chain: Chain, table: Any, opener: Any, *where: Any) -> list[Any]:
+    """Finish the pending batches of `table` matching `where` (oldest first: a crash may have left them open), then
+    open and pay a new one (`opener()`, None when nothing is owed): the batches handled."""
+    pending = select(table).where(table.status == "pending", *where).order_by(table.created_at)
+    done = [finish_batch(session, chain, b) for b in list(session.scalars(pending))]
+    batch = opener()
+    if batch is not None:
+        done.append(finish_batch(session, chain, batch))
+    return done
 
 
 def open_storage_batch(session: Session, chain: Chain) -> StorageBatch | None:
@@ -279,12 +282,7 @@ def settle_storage(session: Session, chain: Chain) -> tuple[list[StorageBatch], 
     done: list[StorageBatch] = []
     errors: list[str] = []
     try:
-        for batch in list(session.scalars(select(StorageBatch).where(StorageBatch.status == "pending")
-                                          .order_by(StorageBatch.created_at))):  # fmt: skip
-            done.append(finish_batch(session, chain, batch))
-        batch = open_storage_batch(session, chain)
-        if batch is not None:
-            done.append(finish_batch(session, chain, batch))
+        done += _finish_then_open(session, chain, StorageBatch, functools.partial(open_storage_batch, session, chain))
     except ChainError as exc:
         session.rollback()
         errors.append(str(exc))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -454,26 +454,35 @@ def provider_stop(
     out.print(f"stopped {len(files)} provider agent(s)")
 
 
+def _listing(rows_of: Any, json_: bool, empty: str, columns: list[str], shown: Any) -> None:
+    """Rows read by `rows_of(session)`, printed as JSON or as a table of `columns` (`shown(row)` formats one row),
+    or the sentence `empty` when there are none."""
+    with _session() as s:
+        rows = rows_of(s)
+    if json_:
+        _print_json(rows)
+    elif not rows:
+        out.print(empty, highlight=False)
+    else:
+        _table(columns, [shown(r) for r in rows])
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
 @providers_app.command("list")
 def providers_list(json_: JsonFlag = False) -> None:
     """Every compute offer: tier, price, hardware, reputation, load and whether it is online."""
     from runtime.providers import offer_rows
 
-    with _session() as s:
-        rows = offer_rows(s)
-    if json_:
-        _print_json(rows)
-        return
-    if not rows:
-        out.print("no provider has offered compute yet; `aib provider start --tier cpu --price 0.36` offers this one")
-        return
-    _table(
-        ["id", "name", "tier", "price/h", "memory", "load", "reputation", "online", "where"],
-        [{**r, "price/h": format_aic(r["price_per_hour_wei"]), "memory": f"{r['memory_gb']:g} GB",
-          "load": f"{r['load']}/{r['slots']}", "reputation": f"{r['reputation']:.2f}",
-          "online": "yes" if r["online"] else "no",
-          "where": "other machine" if r["via"] == "api" else "this machine"} for r in rows],
-    )  # fmt: skip
+    _listing(offer_rows, json_,
+             "no provider has offered compute yet; `aib provider start --tier cpu --price 0.36` offers this one",
+             ["id", "name", "tier", "price/h", "memory", "load", "reputation", "online", "where"],
+             lambda r: {**r, "price/h": format_aic(r["price_per_hour_wei"]), "memory": f"{r['memory_gb']:g} GB",
+                        "load": f"{r['load']}/{r['slots']}", "reputation": f"{r['reputation']:.2f}",
+                        "online": _yes(r["online"]),
+                        "where": "other machine" if r["via"] == "api" else "this machine"})  # fmt: skip
 
 
 @providers_app.command("hosts")
@@ -481,21 +490,13 @@ def providers_hosts(json_: JsonFlag = False) -> None:
     """Every machine hosting services (`aib provider serve`): price per 1k calls, reputation, what it serves."""
     from runtime.protocol.hosting import host_rows
 
-    with _session() as s:
-        rows = host_rows(s)
-    if json_:
-        _print_json(rows)
-        return
-    if not rows:
-        out.print("no machine hosts services yet; `aib provider serve --coordinator URL --price-per-1k-calls 0.002` "
-                  "offers one")  # fmt: skip
-        return
-    _table(
-        ["id", "name", "price/1k calls", "reputation", "online", "services", "url"],
-        [{**r, "price/1k calls": format_aic(r["price_per_1k_calls_wei"]), "reputation": f"{r['reputation']:.2f}",
-          "online": "yes" if r["online"] else "no",
-          "services": ", ".join(f"{k} ({v})" for k, v in r["services"].items()) or "-"} for r in rows],
-    )  # fmt: skip
+    _listing(host_rows, json_,
+             "no machine hosts services yet; `aib provider serve --coordinator URL --price-per-1k-calls 0.002` "
+             "offers one",
+             ["id", "name", "price/1k calls", "reputation", "online", "services", "url"],
+             lambda r: {**r, "price/1k calls": format_aic(r["price_per_1k_calls_wei"]),
+                        "reputation": f"{r['reputation']:.2f}", "online": _yes(r["online"]),
+                        "services": ", ".join(f"{k} ({v})" for k, v in r["services"].items()) or "-"})  # fmt: skip
 
 
 @providers_app.command("stores")
@@ -503,20 +504,12 @@ def providers_stores(json_: JsonFlag = False) -> None:
     """Every machine offering storage (`aib provider start --storage`): capacity, what it holds, prices, reputation."""
     from runtime.protocol.storage import store_rows
 
-    with _session() as s:
-        rows = store_rows(s)
-    if json_:
-        _print_json(rows)
-        return
-    if not rows:
-        out.print("no machine offers storage yet; `aib provider start --coordinator URL --storage 100 "
-                  "--price-gb-month 0.5` offers one")  # fmt: skip
-        return
-    _table(
-        ["id", "name", "region", "held", "replicas", "price/GB-month", "price/GB served", "reputation", "online"],
-        [{**r, "held": f"{r['held_bytes'] / 1e9:.3f} of {r['capacity_bytes'] / 1e9:g} GB",
-          "replicas": ", ".join(f"{k} {v}" for k, v in r["replicas"].items() if v) or "-",
-          "price/GB-month": format_aic(r["price_gb_month_wei"]),
-          "price/GB served": format_aic(r["price_gb_served_wei"]),
-          "reputation": f"{r['reputation']:.2f}", "online": "yes" if r["online"] else "no"} for r in rows],
-    )  # fmt: skip
+    _listing(store_rows, json_,
+             "no machine offers storage yet; `aib provider start --coordinator URL --storage 100 --price-gb-month 0.5` "
+             "offers one",
+             ["id", "name", "region", "held", "replicas", "price/GB-month", "price/GB served", "reputation", "online"],
+             lambda r: {**r, "held": f"{r['held_bytes'] / 1e9:.3f} of {r['capacity_bytes'] / 1e9:g} GB",
+                        "replicas": ", ".join(f"{k} {v}" for k, v in r["replicas"].items() if v) or "-",
+                        "price/GB-month": format_aic(r["price_gb_month_wei"]),
+                        "price/GB served": format_aic(r["price_gb_served_wei"]),
+                        "reputation": f"{r['reputation']:.2f}", "online": _yes(r["online"])})  # fmt: skip

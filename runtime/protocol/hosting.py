@@ -50,18 +50,28 @@ def register_host(s: Session, *, wallet: str, name: str, url: str, call_price_we
     return row
 
 
-def own_host(s: Session, host: str, wallet: str) -> Host:
-    """The host `host` if `wallet` owns it; 404 otherwise (the same answer as for a host that does not exist)."""
-    row = s.get(Host, host)
+def owned(s: Session, model: Any, key: str, wallet: str, what: str) -> Any:
+    """The `what` (host, store) `key` if `wallet` owns it; 404 otherwise (the same answer as for one that does not
+    exist, so ids cannot be probed)."""
+    row = s.get(model, key)
     if row is None or row.wallet != wallet:
-        raise L.LeaseError(f"there is no host {host} of this wallet", 404)
+        raise L.LeaseError(f"there is no {what} {key} of this wallet", 404)
     return row
+
+
+def heard_within(row: Any, deadline: timedelta) -> bool:
+    """Online, and its last heartbeat within `deadline`."""
+    return row.status == "online" and row.heartbeat_at is not None and utcnow() - row.heartbeat_at < deadline
+
+
+def own_host(s: Session, host: str, wallet: str) -> Host:
+    """The host `host` if `wallet` owns it; 404 otherwise."""
+    return owned(s, Host, host, wallet, "host")
 
 
 def host_online(row: Host) -> bool:
     """Online and heard from within the deadline."""
-    heard = row.heartbeat_at is not None and utcnow() - row.heartbeat_at < HOST_HEARTBEAT_DEADLINE
-    return row.status == "online" and heard
+    return heard_within(row, HOST_HEARTBEAT_DEADLINE)
 
 
 def beat(s: Session, host: Host, ready: list[str]) -> list[dict[str, Any]]:

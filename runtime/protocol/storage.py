@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from runtime.db import Replica, Store, Usage, utcnow
-from runtime.protocol import leases as L
+from runtime.protocol.hosting import heard_within, owned
 
 STORE_HEARTBEAT_DEADLINE = timedelta(seconds=30)
 MIN_REPUTATION = 0.5
@@ -66,16 +66,12 @@ def register_store(s: Session, *, wallet: str, name: str, url: str, region: str,
 
 def own_store(s: Session, store: str, wallet: str) -> Store:
     """The store `store` if `wallet` owns it; 404 otherwise."""
-    row = s.get(Store, store)
-    if row is None or row.wallet != wallet:
-        raise L.LeaseError(f"there is no store {store} of this wallet", 404)
-    return row
+    return owned(s, Store, store, wallet, "store")
 
 
 def store_online(row: Store) -> bool:
     """Online and heard from within the deadline."""
-    heard = row.heartbeat_at is not None and utcnow() - row.heartbeat_at < STORE_HEARTBEAT_DEADLINE
-    return row.status == "online" and heard
+    return heard_within(row, STORE_HEARTBEAT_DEADLINE)
 
 
 def beat(s: Session, store: Store, held: list[str]) -> list[dict[str, Any]]:
