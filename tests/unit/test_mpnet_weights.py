@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from blocks.chat import mpnet_encoder as M
+from blocks.chat import mpnet_weights as M
 from builder.errors import BlockError
 
 
