@@ -30,7 +30,6 @@ from blocks.chat.minilm_encoder import (
     EMBED_DIM,
     SentenceEncoder,
     TextFeatures,
-    embed_dim,
     encoder_dir,
     load_tokenizer,
     load_transformer,
@@ -106,7 +105,8 @@ class TextClassifierModel:
         return threshold_for(self.calibration, target)
 
     def head(self) -> nn.Module:
-        head = build_head(len(self.labels), self.hidden, embed_dim(self.encoder["name"]))
+        first = next(iter(self.head_state.values()))  # its first layer's weights: (out, embedding width)
+        head = build_head(len(self.labels), self.hidden, int(first.shape[1]))
         head.load_state_dict({k: torch.from_numpy(v) for k, v in self.head_state.items()})
         return head.eval()
 

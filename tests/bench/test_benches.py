@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -105,15 +107,21 @@ def test_every_bench_is_covered():
 def test_quick_bench_prints_its_figures(bench: str, tmp_path: Path):
     figures_named, timeout = BENCHES[bench]
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}  # not this session's
-    env |= {"AIB_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}  # its data and scratch files, removed after
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / f"{bench}.py"), "--quick"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    # Its scratch files in a short folder of its own: Chromium's profile socket must fit in 107 bytes of path, and
+    # pytest's per-test folders leave no room for it from the tenth bench on (".../test_quick_bench_prints_its_fi10").
+    scratch = Path(tempfile.mkdtemp(prefix="bq-"))
+    env |= {"AIB_HOME": str(tmp_path / "home"), "TMPDIR": str(scratch)}  # its data and scratch files, removed after
+    try:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / f"{bench}.py"), "--quick"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     assert done.returncode == 0, f"bench/{bench}.py --quick failed:\n{done.stderr[-4000:]}"
     last = done.stdout.strip().splitlines()[-1]
     figures = json.loads(last)

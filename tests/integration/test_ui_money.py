@@ -99,7 +99,7 @@ def test_names_replace_addresses_where_something_has_a_name(market, paid_chain):
     assert not any(re.search(r"0x[0-9a-fA-F]{40}", str(v)) for v in received["provider"])  # only names, short forms
     assert blocks.MODEL_PROVIDER in plain(wallet)[1]  # behind the name, in Details
     provide = page("provide")
-    offers = provide.dataframe[-1].value
+    offers = next(d.value for d in provide.dataframe if "tier" in d.value.columns)  # hosts and stores follow it
     assert list(offers[offers["name"] == "money-rig"]["owner (paid)"]) == ["money-rig (compute provider)"]
     datasets = next(d.value for d in provide.dataframe if "owner (paid)" in d.value.columns and "runs" in d.value)
     assert list(datasets[datasets["name"] == "Money FAQ"]["owner (paid)"]) == ["You"]

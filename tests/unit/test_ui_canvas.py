@@ -178,7 +178,8 @@ def test_a_refused_edge_says_why_and_offers_the_block_that_fits_between(browser,
     assert edges(d) == []
     _, kind, text = st.session_state["flash"]
     assert kind == "error" and text.startswith("Cannot connect faq-csv to intent-classifier: ")
-    assert st.session_state["fit_offer"] == ("faq-csv", "intent-classifier", [ENCODER])
+    # Every encoder of the catalog fits between (the cheaper, MiniLM, first).
+    assert st.session_state["fit_offer"] == ("faq-csv", "intent-classifier", [ENCODER, "chat.mpnet-encoder@1.0.0"])
 
 
 def test_the_change_callback_applies_events_before_the_page_and_the_page_not_again(browser, tmp_path, monkeypatch):
