@@ -23,7 +23,7 @@ import httpx
 from runtime.db import session_factory
 from runtime.metering import HostBilling
 from runtime.protocol import hosting as H
-from runtime.protocol.host import pack_items
+from runtime.protocol.host import answer, pack_items
 
 REFRESH_S = 2.0  # how often the gateway places the service on hosts and reads which answer
 FAILURES_TO_DROP = 3  # calls in a row a host fails (unreachable, errors, time-outs) before it is taken off
@@ -126,10 +126,6 @@ class HostedPredictor:
             self.turn = (self.turn + 1) % len(self.routes)
             return self.routes[self.turn :] + self.routes[: self.turn]
 
-    def _own(self, items: list[Any]) -> list[Any]:
-        prepare = getattr(self.local, "prepare", None)
-        return self.local.predict([prepare(i) for i in items] if prepare else items)
-
     def predict_served(self, items: list[Any]) -> tuple[list[Any], HostBilling | None]:
         """The answers, and the host that gave them (None: the gateway answered itself; nothing is owed to a host)."""
         for route in self._routes():
@@ -137,13 +133,13 @@ class HostedPredictor:
             if results is None:
                 continue
             if self.rng.random() < self.audit_rate:
-                own = [self.Response.model_validate(x).model_dump() for x in self._own(items)]
+                own = [self.Response.model_validate(x).model_dump() for x in answer(self.local, items)]
                 if not same_answer(results, own):
                     self._drop(route, "its answers differ from the service's own model's", caught=True)
                     return own, None  # the gateway's own answers; no host is owed for them
             route.failures = 0
             return results, HostBilling(route.host_id, route.call_price_wei)
-        return self._own(items), None
+        return answer(self.local, items), None
 
     def _ask(self, route: Route, items: list[Any]) -> list[Any] | None:
         """The host's answers, checked against the response model; None when it failed (counted)."""

@@ -14,14 +14,13 @@ import io
 import json
 import shutil
 import tarfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from builder.errors import AibError, BadItem
 from runtime.config import get_settings
@@ -53,6 +52,12 @@ def unpack_items(items: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def answer(predictor: Any, items: list[dict[str, Any]]) -> list[Any]:
+    """A bundle's answers to raw items: decoded first when its predictor needs it (images, audio), as `aib serve`."""
+    prepare = getattr(predictor, "prepare", None)
+    return predictor.predict([prepare(item) for item in items] if prepare is not None else items)
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy arrays and scalars
         return value.tolist()
@@ -72,8 +77,7 @@ class HostServer:
     """The host's HTTP server: POST /v1/hosted/{service_id}/predict {"items": [...]} → {"results": [...]}."""
 
     def __init__(self) -> None:
-        self.hosted: dict[str, Hosted] = {}
-        self.lock = threading.Lock()
+        self.hosted: dict[str, Hosted] = {}  # written by the heartbeat loop, read by the server: item by item
         self.app = self._app()
 
     def _app(self) -> FastAPI:
@@ -94,19 +98,12 @@ class HostServer:
                 return JSONResponse({"error": "only the coordinator's gateway calls this host"}, status_code=401)
             try:
                 items = unpack_items(json.loads(await request.body()).get("items"))
-                results = await run_in_threadpool(self._answer, hosted.predictor, items)
+                results = await run_in_threadpool(answer, hosted.predictor, items)
             except (BadItem, ValueError, AttributeError) as exc:
                 return JSONResponse({"error": str(exc) or "the request cannot be read"}, status_code=422)
-            return JSONResponse(json.loads(json.dumps({"results": results}, default=_jsonable)))
+            return Response(json.dumps({"results": results}, default=_jsonable), media_type="application/json")
 
         return app
-
-    @staticmethod
-    def _answer(predictor: Any, items: list[dict[str, Any]]) -> list[Any]:
-        prepare = getattr(predictor, "prepare", None)
-        if prepare is not None:
-            items = [prepare(item) for item in items]
-        return predictor.predict(items)
 
     def ready(self) -> list[str]:
         """The services loaded and answering."""
@@ -119,8 +116,7 @@ class HostServer:
 
         wanted = {h["service_id"]: h for h in hostings}
         for service_id in [s for s in self.hosted if s not in wanted]:
-            with self.lock:
-                self.hosted.pop(service_id, None)
+            self.hosted.pop(service_id, None)
             say(f"service {service_id} was taken off this host")
         for service_id, h in wanted.items():
             have = self.hosted.get(service_id)
@@ -133,8 +129,7 @@ class HostServer:
             except (AibError, OSError, tarfile.TarError) as exc:
                 say(f"service {service_id} cannot be hosted here: {exc}")
                 continue
-            with self.lock:
-                self.hosted[service_id] = Hosted(predictor, h["secret"], h["bundle"]["sha256"])
+            self.hosted[service_id] = Hosted(predictor, h["secret"], h["bundle"]["sha256"])
             say(f"hosting service {service_id}")
 
 
@@ -156,4 +151,4 @@ def unpack_bundle(data: bytes, folder: Path) -> Path:
     return folder
 
 
-__all__ = ["HostServer", "Hosted", "hosted_dir", "pack_items", "unpack_bundle", "unpack_items"]
+__all__ = ["HostServer", "Hosted", "answer", "hosted_dir", "pack_items", "unpack_bundle", "unpack_items"]

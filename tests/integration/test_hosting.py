@@ -33,7 +33,7 @@ def _answer(predictor, items):
     return [{"answer": "wrong", "intent": predictor.labels[0], "score": 1.0, "top_intent": predictor.labels[0]}
             for _ in items]
 
-host.HostServer._answer = staticmethod(_answer)
+host.answer = _answer
 """
 
 QUESTIONS = ["how do I reset my password", "can I get a refund", "where is my order", "what are your opening hours"]
