@@ -128,138 +128,115 @@ def run_host_agent(
     wallet: str | None,
 ) -> int:  # fmt: skip
     """`aib provider serve`: host services for the coordinator's gateway until stopped; the exit status."""
-    import uvicorn
-
-    from runtime.processes import port_free
-    from runtime.protocol.client import BlobCache, Coordinator, CoordinatorError
+    from runtime.protocol.client import BlobCache, Coordinator
     from runtime.protocol.host import HostServer
     from runtime.providers import detect_hardware
 
     key, address = _signing_key(coordinator, wallet)
-    if not port_free(listen, port):
-        _fail(f"port {port} on {listen} is already in use; choose another with --port")
-    url = (url or f"http://{_address_towards(coordinator)}:{port}").rstrip("/")
-    server = HostServer()
-    uv = uvicorn.Server(uvicorn.Config(server.app, host=listen, port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=uv.run, name="host-server", daemon=True)
-    thread.start()
+    server, cache = HostServer(), BlobCache()
     coord = Coordinator(coordinator, key, say=_say)
-    name = name or socket.gethostname()
-    try:
-        got = coord.call("POST", "/v1/hosts", json={"name": name, "url": url, "price_per_1k_calls_wei": price_wei,
-                                                    "hardware": detect_hardware().to_dict()})  # fmt: skip
-    except CoordinatorError as exc:
-        uv.should_exit = True
-        _fail(str(exc))
-    host_id, cache = got["host_id"], BlobCache()
 
-    def fetch(entry: dict[str, Any]) -> bytes:
-        return coord.download(f"/v1/hosts/{host_id}/blobs", coord.wallet_token(), entry, cache)
+    def sync(node: _Node, hostings: list[dict[str, Any]]) -> None:
+        where = f"/v1/hosts/{node.id}/blobs"
+        server.sync(hostings, lambda entry: coord.download(where, coord.wallet_token(), entry, cache), _say)
 
-    def beat() -> None:
-        try:
-            for _ in range(2):  # once more at once when the services answering changed (the gateway may call them)
-                before = server.ready()
-                hostings = coord.call("POST", f"/v1/hosts/{host_id}/heartbeat", json={"ready": before})["hostings"]
-                server.sync(hostings, fetch, _say)
-                if server.ready() == before:
-                    break
-        except CoordinatorError as exc:
-            err.print(f"error: {exc}", highlight=False)
-
-    class _Serving:  # what heartbeat_until_stopped watches
-        error = "the host's HTTP server stopped"
-
-        @staticmethod
-        def alive() -> bool:
-            return thread.is_alive()
-
-    out.print(f"host {host_id} online at {coordinator}: answers the gateway at {url} for "
+    node = _Node(coord, "hosts", server.app, listen=listen, port=port, url=url, port_option="--port",
+                 body={"name": name or socket.gethostname(), "price_per_1k_calls_wei": price_wei,
+                       "hardware": detect_hardware().to_dict()},
+                 state=server.ready, field="ready", answer="hostings", sync=sync)  # fmt: skip
+    out.print(f"host {node.id} online at {coordinator}: answers the gateway at {node.url} for "
               f"{format_aic(price_wei)} per 1k calls, wallet {address}. Ctrl-C stops it.",
               highlight=False, soft_wrap=True)  # fmt: skip
-    beat()
+    node.beat()
     try:
-        code = heartbeat_until_stopped(_Serving, beat)
+        code = heartbeat_until_stopped(node, node.beat)
     finally:
-        try:
-            coord.call("POST", f"/v1/hosts/{host_id}/stop")
-        except CoordinatorError as exc:
-            err.print(f"warning: the coordinator was not told that this host stopped: {exc}", highlight=False)
-        uv.should_exit = True
-        thread.join(timeout=10)
+        node.stop()
         coord.close()
-        out.print(f"host {host_id} stopped")
+        out.print(f"host {node.id} stopped")
     return code
 
 
-class _Store:
-    """This machine's storage offer: its blob server in a thread, registered with the coordinator."""
+class _Node:
+    """A server of this machine (a host's or a store's) in a thread of its own, registered with the coordinator
+    under /v1/`kind`: each beat reports `state()` as `field` and hands the coordinator's `answer` (what it must
+    serve or hold) to `sync`, once more at once when that changed what it reports (the coordinator may send calls
+    or leases to it)."""
 
-    def __init__(self, coord: Any, name: str, region: str, storage: dict[str, Any]) -> None:
+    def __init__(self, coord: Any, kind: str, app: Any, *, listen: str, port: int, url: str | None, port_option: str,
+                 body: dict[str, Any], state: Any, field: str, answer: str, sync: Any) -> None:  # fmt: skip
         import uvicorn
 
         from runtime.processes import port_free
         from runtime.protocol.client import CoordinatorError
-        from runtime.protocol.store_node import StoreNode
 
-        listen, port = storage.get("listen", "0.0.0.0"), int(storage.get("port", 8710))
         if not port_free(listen, port):
-            _fail(f"port {port} on {listen} is already in use; choose another with --storage-port")
-        self.coord, self.node = coord, StoreNode()
-        self.url = (storage.get("url") or f"http://{_address_towards(coord.url)}:{port}").rstrip("/")
-        self.server = uvicorn.Server(uvicorn.Config(self.node.app, host=listen, port=port, log_level="warning",
-                                                    access_log=False))  # fmt: skip
-        self.thread = threading.Thread(target=self.server.run, name="store-server", daemon=True)
+            _fail(f"port {port} on {listen} is already in use; choose another with {port_option}")
+        self.coord, self.kind, self.state, self.field, self.answer, self.sync = coord, kind, state, field, answer, sync
+        self.url = (url or f"http://{_address_towards(coord.url)}:{port}").rstrip("/")
+        self.error = f"the {kind[:-1]}'s HTTP server stopped"
+        self.server = uvicorn.Server(uvicorn.Config(app, host=listen, port=port, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, name=f"{kind[:-1]}-server", daemon=True)
         self.thread.start()
         try:
-            got = coord.call("POST", "/v1/stores", json={
-                "name": name, "url": self.url, "region": region, "capacity_gb": storage["capacity_gb"],
-                "price_gb_month_wei": storage["price_gb_month_wei"],
-                "price_gb_served_wei": storage.get("price_gb_served_wei", 0)})  # fmt: skip
+            self.id = coord.call("POST", f"/v1/{kind}", json={**body, "url": self.url})[f"{kind[:-1]}_id"]
         except CoordinatorError as exc:
             self.server.should_exit = True
             _fail(str(exc))
-        self.id = got["store_id"]
-        out.print(f"store {self.id} online at {coord.url}: {storage['capacity_gb']:g} GB for "
-                  f"{format_aic(storage['price_gb_month_wei'])} per GB-month, sends shards from {self.url}",
-                  highlight=False, soft_wrap=True)  # fmt: skip
 
     def alive(self) -> bool:
         return self.thread.is_alive()
 
-    error = "the store's HTTP server stopped"
-
     def beat(self) -> None:
-        """Heartbeat with what it holds; fetch what was placed on it since."""
+        """Heartbeat with what it reports; sync what the coordinator placed on it since."""
         from runtime.protocol.client import CoordinatorError
 
-        def fetch(digest: str, part: Any) -> bytes:
-            return self.coord.fetch_sealed(f"/v1/stores/{self.id}/blobs/{digest}", self.coord.wallet_token(), digest,
-                                           part)  # fmt: skip
-
         try:
-            for _ in range(2):  # once more at once when it fetched something (the coordinator may send leases to it)
-                before = self.node.held()
-                wanted = self.coord.call("POST", f"/v1/stores/{self.id}/heartbeat", json={"held": before})["replicas"]
-                self.node.sync(wanted, fetch, _say)
-                if self.node.held() == before:
+            for _ in range(2):
+                before = self.state()
+                placed = self.coord.call("POST", f"/v1/{self.kind}/{self.id}/heartbeat",
+                                         json={self.field: before})[self.answer]  # fmt: skip
+                self.sync(self, placed)
+                if self.state() == before:
                     break
         except CoordinatorError as exc:
             err.print(f"error: {exc}", highlight=False)
 
     def stop(self) -> None:
+        """Tell the coordinator it goes offline, then stop the server."""
         from runtime.protocol.client import CoordinatorError
 
         try:
-            self.coord.call("POST", f"/v1/stores/{self.id}/stop")
+            self.coord.call("POST", f"/v1/{self.kind}/{self.id}/stop")
         except CoordinatorError as exc:
-            err.print(f"warning: the coordinator was not told that this store stopped: {exc}", highlight=False)
+            err.print(f"warning: the coordinator was not told that this {self.kind[:-1]} stopped: {exc}",
+                      highlight=False)  # fmt: skip
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
 
-def _start_store(coord: Any, name: str, region: str, storage: dict[str, Any]) -> _Store:
-    return _Store(coord, name, region, storage)
+def _start_store(coord: Any, name: str, region: str, storage: dict[str, Any]) -> _Node:
+    """This machine's storage offer: its blob server, registered with the coordinator."""
+    from runtime.protocol.store_node import StoreNode
+
+    blobs = StoreNode()
+
+    def sync(node: _Node, replicas: list[dict[str, Any]]) -> None:
+        def fetch(digest: str, part: Any) -> bytes:
+            return coord.fetch_sealed(f"/v1/stores/{node.id}/blobs/{digest}", coord.wallet_token(), digest, part)
+
+        blobs.sync(replicas, fetch, _say)
+
+    node = _Node(coord, "stores", blobs.app, listen=storage.get("listen", "0.0.0.0"),
+                 port=int(storage.get("port", 8710)), url=storage.get("url"), port_option="--storage-port",
+                 body={"name": name, "region": region, "capacity_gb": storage["capacity_gb"],
+                       "price_gb_month_wei": storage["price_gb_month_wei"],
+                       "price_gb_served_wei": storage.get("price_gb_served_wei", 0)},
+                 state=blobs.held, field="held", answer="replicas", sync=sync)  # fmt: skip
+    out.print(f"store {node.id} online at {coord.url}: {storage['capacity_gb']:g} GB for "
+              f"{format_aic(storage['price_gb_month_wei'])} per GB-month, sends shards from {node.url}",
+              highlight=False, soft_wrap=True)  # fmt: skip
+    return node
 
 
 def _run_store_only(coordinator: str, *, name: str | None, region: str, wallet: str | None,
