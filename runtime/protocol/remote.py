@@ -231,7 +231,7 @@ class RemoteTraining:
                 add_compute_usage(s, run_id=self.run_id, node_id=ctx.node_id, compute=compute, seconds=seconds,
                                   attempt=row.attempt)  # fmt: skip
             if row.status in L.ENDED:  # what stores sent it (the coordinator's count), paid by `aib settle storage`
-                S.record_served(s, row, self.run_id)
+                S.record_served(s, row)
             row.finished_at = row.finished_at or utcnow()
 
 

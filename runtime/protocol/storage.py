@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -155,7 +155,7 @@ def holder_region(s: Session, sealed: list[str]) -> str:
     return max(sorted(count), key=lambda k: count[k]) if count else ""
 
 
-def record_served(s: Session, lease: Any, run_id: str) -> int:
+def record_served(s: Session, lease: Any) -> int:
     """GB-served records for the shards `lease` was directed to fetch from stores and did not get from the
     coordinator (its bytes sent by the coordinator are counted per blob); how many were written."""
     written = 0
@@ -178,14 +178,13 @@ def record_served(s: Session, lease: Any, run_id: str) -> int:
     return written
 
 
-def accrue_held(s: Session, now: datetime | None = None) -> int:
+def accrue_held(s: Session) -> int:
     """GB-month records for what each replica held up to its last passed spot check and was not yet billed; how
     many were written. A replica's time after its last passed check is billed only once a later check passes."""
     written = 0
     for r in s.scalars(select(Replica).where(Replica.checked_at.is_not(None))):
-        start = r.billed_until or r.held_at or r.created_at
-        end = r.checked_at
-        if end is None or end <= start:
+        start, end = r.billed_until or r.held_at or r.created_at, r.checked_at
+        if end <= start:  # nothing proven since it was last billed
             continue
         store = s.get(Store, r.store_id)
         seconds = (end - start).total_seconds()
@@ -203,11 +202,13 @@ def check_one(s: Session, replica: Replica, http: httpx.Client | None = None) ->
     failed: why (it is ended, the store's reputation halves, and the shard is placed on another store)."""
     if replica.status != "held":  # ended meanwhile (another check, or taken off)
         return None
+    if http is None:
+        with httpx.Client(timeout=CHECK_TIMEOUT) as client:
+            return check_one(s, replica, client)
     store = s.get(Store, replica.store_id)
     why = None
     try:
-        client = http or httpx.Client(timeout=CHECK_TIMEOUT)
-        r = client.get(f"{store.url}/blobs/{replica.sealed_sha256}")
+        r = http.get(f"{store.url}/blobs/{replica.sealed_sha256}")
         if r.status_code != 200:
             why = f"it answered HTTP {r.status_code} for a blob it holds"
         elif hashlib.sha256(r.content).hexdigest() != replica.sealed_sha256:
@@ -235,7 +236,8 @@ def check_some(s: Session, count: int = 1, rng: random.Random | None = None) -> 
     held.sort(key=lambda r: (r.checked_at is not None, r.checked_at or r.created_at, r.id))
     oldest = held[: max(count, (len(held) + 1) // 2)]
     picked = rng.sample(oldest, min(count, len(oldest)))
-    return [(r.id, check_one(s, r)) for r in picked]
+    with httpx.Client(timeout=CHECK_TIMEOUT) as http:
+        return [(r.id, check_one(s, r, http)) for r in picked]
 
 
 def store_rows(s: Session) -> list[dict[str, Any]]:
