@@ -54,35 +54,9 @@ def open_batch(session: Session, chain: Chain, service: Service) -> ServiceBatch
                 f"host {host}, which answered calls of service {service.id}, has no offer asset on this "
                 "chain (it gets one when a service is placed on it while payments are on)"
             )
-    chain_id, fee_bps = chain.w3.eth.chain_id, chain.escrow.functions.feeBps().call()  # before any write
     number = session.scalar(select(func.count()).where(ServiceBatch.service_id == service.id)) + 1
-    batch_id = f"{service.id}:batch:{number}"
-    try:
-        batch = ServiceBatch(
-            id=batch_id,
-            service_id=service.id,
-            chain_id=chain_id,
-            escrow=chain.escrow.address,
-            onchain_id="0x" + chain.onchain_id(batch_id).hex(),
-            payer=chain.payer,
-            status="opening",
-            calls=0,
-            first_usage_id=0,
-            last_usage_id=last_id,
-            payouts=[],
-            payouts_wei=0,
-            fee_wei=0,
-        )
-        session.add(batch)
-        session.flush()  # claims the id: a concurrent opener of the same batch fails here
-        session.execute(
-            update(Usage).where(*unbatched, Usage.id <= last_id).values(batch_id=batch_id),
-            execution_options={"synchronize_session": False},
-        )
-        first_id = session.scalar(select(func.min(Usage.id)).where(Usage.batch_id == batch_id))
-        if first_id is None:  # another settlement took these calls first
-            session.rollback()
-            return None
+
+    def owed_of(batch_id: str) -> tuple[dict[str, int], int]:
         calls = round(session.scalar(select(func.coalesce(func.sum(Usage.quantity), 0))
                                      .where(Usage.batch_id == batch_id, Usage.unit == "call")))  # fmt: skip
         owed: dict[str, int] = {}
@@ -90,6 +64,40 @@ def open_batch(session: Session, chain: Chain, service: Service) -> ServiceBatch
             owed[ref] = owed.get(ref, 0) + amount
         for host, amount in _hosted_amounts(session, Usage.batch_id == batch_id).items():
             owed[offer_ref(host)] = owed.get(offer_ref(host), 0) + amount
+        return owed, calls
+
+    return _open(session, chain, ServiceBatch, f"{service.id}:batch:{number}", unbatched, last_id, owed_of,
+                 f"another settlement is opening a batch of service {service.id} at this moment; run it again",
+                 service_id=service.id)  # fmt: skip
+
+
+def _open(
+    session: Session, chain: Chain, table: Any, batch_id: str, unbatched: tuple, last_id: int, owed_of: Any,
+    busy: str, **columns: Any,
+) -> Any:  # fmt: skip
+    """A new batch `batch_id` of `table` holding the records `unbatched` up to `last_id`, priced from the records it
+    actually took (`owed_of(batch_id)` → ({asset ref: wei}, count)); None when another settlement took them first.
+
+    One database transaction claims the id, assigns the records and computes the payouts, so two settlements racing
+    can neither share records nor pay for records they did not take (the loser's transaction fails and changes
+    nothing); ChainError `busy` for the loser."""
+    chain_id, fee_bps = chain.w3.eth.chain_id, chain.escrow.functions.feeBps().call()  # before any write
+    try:
+        batch = table(id=batch_id, chain_id=chain_id, escrow=chain.escrow.address,
+                      onchain_id="0x" + chain.onchain_id(batch_id).hex(), payer=chain.payer, status="opening", calls=0,
+                      first_usage_id=0, last_usage_id=last_id, payouts=[], payouts_wei=0, fee_wei=0,
+                      **columns)  # fmt: skip
+        session.add(batch)
+        session.flush()  # claims the id: a concurrent opener of the same batch fails here
+        session.execute(
+            update(Usage).where(*unbatched, Usage.id <= last_id).values(batch_id=batch_id),
+            execution_options={"synchronize_session": False},
+        )
+        first_id = session.scalar(select(func.min(Usage.id)).where(Usage.batch_id == batch_id))
+        if first_id is None:  # another settlement took these records first
+            session.rollback()
+            return None
+        owed, count = owed_of(batch_id)
         batch.payouts = [
             {"block_ref": ref, "asset_id": chain.asset_of[ref], "amount_wei": amount}
             for ref, amount in sorted(owed.items())
@@ -97,14 +105,12 @@ def open_batch(session: Session, chain: Chain, service: Service) -> ServiceBatch
         ]
         batch.payouts_wei = sum(p["amount_wei"] for p in batch.payouts)
         batch.fee_wei = fee_on(batch.payouts_wei, fee_bps)
-        batch.calls, batch.first_usage_id = calls, first_id
+        batch.calls, batch.first_usage_id = count, first_id
         batch.status = "pending" if batch.payouts_wei else "nothing_owed"
-        session.commit()  # the batch and the calls it pays, on disk before anything is sent
+        session.commit()  # the batch and the records it pays, on disk before anything is sent
     except (IntegrityError, OperationalError):
         session.rollback()
-        raise ChainError(
-            f"another settlement is opening a batch of service {service.id} at this moment; run it again"
-        ) from None
+        raise ChainError(busy) from None
     return batch
 
 
@@ -226,41 +232,19 @@ def open_storage_batch(session: Session, chain: Chain) -> StorageBatch | None:
         if amount and ref not in chain.asset_of:
             raise ChainError(
                 f"store {ref.removeprefix('offer:')} is owed for storage but has no offer asset on this "
-                "chain (it gets one when a shard is first placed on it while payments are on)"
+                "chain (`aib settle storage` registers it before paying; run it again)"
             )
-    chain_id, fee_bps = chain.w3.eth.chain_id, chain.escrow.functions.feeBps().call()  # before any write
     number = session.scalar(select(func.count()).select_from(StorageBatch)) + 1
-    batch_id = f"storage:batch:{number}"
-    try:
-        batch = StorageBatch(id=batch_id, chain_id=chain_id, escrow=chain.escrow.address,
-                             onchain_id="0x" + chain.onchain_id(batch_id).hex(), payer=chain.payer, status="opening",
-                             calls=0, first_usage_id=0, last_usage_id=last_id, payouts=[], payouts_wei=0,
-                             fee_wei=0)  # fmt: skip
-        session.add(batch)
-        session.flush()  # claims the id: a concurrent opener of the same batch fails here
-        session.execute(
-            update(Usage).where(*unbatched, Usage.id <= last_id).values(batch_id=batch_id),
-            execution_options={"synchronize_session": False},
-        )
-        taken = select(Usage.id, Usage.provider, Usage.amount_wei).where(Usage.batch_id == batch_id)
-        rows = session.execute(taken).all()
-        if not rows:  # another settlement took these records first
-            session.rollback()
-            return None
-        owed = {}
-        for _id, store, amount in rows:  # from the records actually taken
+
+    def owed_of(batch_id: str) -> tuple[dict[str, int], int]:
+        rows = session.execute(select(Usage.provider, Usage.amount_wei).where(Usage.batch_id == batch_id)).all()
+        owed: dict[str, int] = {}
+        for store, amount in rows:  # from the records actually taken
             owed[offer_ref(store)] = owed.get(offer_ref(store), 0) + int(amount)
-        batch.payouts = [{"block_ref": ref, "asset_id": chain.asset_of[ref], "amount_wei": amount}
-                         for ref, amount in sorted(owed.items()) if amount > 0]  # fmt: skip
-        batch.payouts_wei = sum(p["amount_wei"] for p in batch.payouts)
-        batch.fee_wei = fee_on(batch.payouts_wei, fee_bps)
-        batch.calls, batch.first_usage_id = len(rows), min(r[0] for r in rows)
-        batch.status = "pending" if batch.payouts_wei else "nothing_owed"
-        session.commit()  # the batch and the records it pays, on disk before anything is sent
-    except (IntegrityError, OperationalError):
-        session.rollback()
-        raise ChainError("another settlement is opening a storage batch at this moment; run it again") from None
-    return batch
+        return owed, len(rows)
+
+    return _open(session, chain, StorageBatch, f"storage:batch:{number}", unbatched, last_id, owed_of,
+                 "another settlement is opening a storage batch at this moment; run it again")  # fmt: skip
 
 
 def settle_storage(session: Session, chain: Chain) -> tuple[list[StorageBatch], list[str]]:
