@@ -79,12 +79,22 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 	@echo "installing Debian's espeak-ng for the speech blocks…"
 	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq espeak-ng >/dev/null
 
+# Debian's Festival and its English voices (a second training engine for the command words) and flite (the engine
+# the speech tests and bench/speech_generalise.py judge on; never training data).
+FESTIVAL_VOICES := /usr/share/festival/voices/english/kal_diphone /usr/share/festival/voices/english/ked_diphone \
+	/usr/share/festival/voices/us/cmu_us_slt_arctic_hts
+SPEECH := /usr/bin/espeak-ng /usr/bin/text2wave /usr/bin/flite $(FESTIVAL_VOICES)
+/usr/bin/text2wave /usr/bin/flite $(FESTIVAL_VOICES) &:
+	@echo "installing Debian's festival, its English voices and flite for the speech blocks…"
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq festival \
+		festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite >/dev/null
+
 ## make run: install, then start the workbench, train the FAQ chatbot template, serve it and print a ready curl line.
-run: install /usr/bin/espeak-ng
+run: install $(SPEECH)
 	$(AIB) quickstart
 
 ## make test: install test extras, check the floor plan (layers in pyproject.toml), run every test.
-test: install-test node_modules/.installed /usr/bin/chromium /usr/bin/espeak-ng
+test: install-test node_modules/.installed /usr/bin/chromium $(SPEECH)
 	$(VENV)/bin/lint-imports --no-logo --no-cache
 	$(PY) -m pytest
 
@@ -92,7 +102,7 @@ lint: install-test
 	$(VENV)/bin/ruff check builder blocks runtime chain tests bench
 	$(VENV)/bin/lint-imports --no-logo --no-cache
 
-bench: install-test /usr/bin/chromium /usr/bin/espeak-ng
+bench: install-test /usr/bin/chromium $(SPEECH)
 	$(PY) bench/serve.py
 	$(PY) bench/orchestration.py
 	$(PY) bench/settlement.py
@@ -105,7 +115,7 @@ bench: install-test /usr/bin/chromium /usr/bin/espeak-ng
 	$(PY) bench/allocator.py
 	$(PY) bench/verification.py
 
-bench-quick: install-test /usr/bin/chromium /usr/bin/espeak-ng
+bench-quick: install-test /usr/bin/chromium $(SPEECH)
 	$(PY) bench/serve.py --quick
 	$(PY) bench/orchestration.py --quick
 	$(PY) bench/settlement.py --quick

@@ -1,5 +1,6 @@
-"""speech.synth-commands: labelled command words spoken by Debian's espeak-ng in many voices, speeds and pitches,
-with noise and room-reverb augmentation; generated once and cached."""
+"""speech.synth-commands: labelled command words spoken by Debian's espeak-ng and Festival in many voices, speeds
+and pitches, augmented (speed, pitch, vocal tract, time shift, noise, reverb, telephone line); generated once and
+cached. flite never speaks here: it is the engine the leave-one-engine-out check listens with."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from blocks import DATA_PROVIDER
 from blocks.speech.audio import MAX_SECONDS, SAMPLE_RATE, decode_wav, encode_wav, fit_length
+from blocks.speech.engines import EVAL_ENGINE, TRAIN_ENGINES, festival_voices, installed, missing, speak_festival
 from builder.errors import BadItem, DataError
 from builder.files import atomic_write_bytes
 from builder.ports import Port, PortType
@@ -35,11 +37,15 @@ if TYPE_CHECKING:
 ESPEAK = "espeak-ng"
 log = logging.getLogger(__name__)
 COMMANDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
-UNKNOWN_WORDS = ["cat", "house", "bird", "tree", "happy", "seven", "learn", "wow", "sheila", "marvin", "bed", "dog"]
+# Other words for `_unknown_`: Speech Commands v2's, and some that sound near a command (so "up" is not any "uh").
+UNKNOWN_WORDS = [
+    "cat", "house", "bird", "tree", "happy", "seven", "learn", "wow", "sheila", "marvin", "bed", "dog", "backward",
+    "follow", "forward", "visual", "zero", "one", "two", "three", "four", "five", "six", "eight", "nine", "cup",
+    "know", "yet", "of", "lift", "own", "goal", "top", "town",
+]  # fmt: skip
 UNKNOWN, SILENCE = "_unknown_", "_silence_"
 ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029"]
-GENERATOR = "synth-commands-v2"  # v2: noise floors from none to `noise`
-CLEAN_SHARE = 0.25  # of clips without background noise
+GENERATOR = "synth-commands-v3"  # v3: espeak-ng and Festival, augmentation, clean test clips
 
 
 @dataclass
@@ -102,36 +108,102 @@ def speak(text: str, voice: str, speed: int, pitch: int, max_seconds: float = MA
     return decode_wav(data, max_seconds)
 
 
-def _augment(clip: np.ndarray, rng: np.random.Generator, noise: float, reverb: float) -> np.ndarray:
-    """Random placement in the window, room reverb (an exponentially decaying noise impulse) and background noise."""
-    x = clip
-    if rng.random() < reverb:
-        length = int(SAMPLE_RATE * rng.uniform(0.05, 0.25))
-        ir = rng.normal(0, 1, length) * np.exp(-np.linspace(0, rng.uniform(4, 9), length))
-        ir[0] = 1.0
-        x = np.convolve(x, ir / np.abs(ir).sum() * 2)[: len(x)]
-    x = x / (np.abs(x).max() + 1e-6) * rng.uniform(0.3, 0.9)
-    # Background noise from none at all (digital silence, as a synthesised or noise-gated recording has) to `noise`,
-    # spread over two decades: a model that only ever heard one noise floor takes a quiet one for another word.
-    if rng.random() >= CLEAN_SHARE:
-        x = x + rng.normal(0, noise * 10 ** rng.uniform(-2.0, 0.0), len(x))
-    return np.clip(x, -1.0, 1.0).astype(np.float32)
+def _level(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A clip at a random peak level between -10 and -1 dBFS (a recording's gain is never known)."""
+    return (x / (np.abs(x).max() + 1e-6) * rng.uniform(0.3, 0.9)).astype(np.float32)
+
+
+def _background(samples: int, rng: np.random.Generator, level: float, babble_sources: np.ndarray) -> np.ndarray:
+    """Noise with no speech for the `_silence_` class: digital silence, white, pink or babble, over two decades of
+    loudness up to `level` (standard deviation)."""
+    from blocks.speech import augment
+
+    kind = rng.integers(4)
+    if kind == 0:
+        return np.zeros(samples, np.float32)
+    if kind == 1:
+        noise = rng.normal(0, 1, samples)
+    elif kind == 2:
+        noise = augment.pink_noise(samples, rng)
+    else:
+        noise = augment.babble(samples, rng, babble_sources)
+    noise = noise / (np.std(noise) + 1e-9) * level * 10 ** rng.uniform(-2.0, 0.0)
+    return np.clip(noise, -1.0, 1.0).astype(np.float32)
 
 
 class SynthParams(BlockParams):
     words: list[str] = Field(default_factory=lambda: list(COMMANDS), min_length=2, description="The command words")
-    voices: int = Field(24, ge=4, le=200, description="Voices (accent × espeak variant) to speak them")
-    test_voices: float = Field(0.25, gt=0.0, lt=1.0, description="Share of the voices held out for testing")
+    engines: list[str] = Field(
+        default_factory=lambda: list(TRAIN_ENGINES), min_length=1, description="Speech engines: espeak-ng, festival"
+    )
+    voices: int = Field(24, ge=4, le=200, description="espeak-ng voices (accent × variant) to speak them")
+    test_voices: float = Field(0.25, gt=0.0, lt=1.0, description="Share of each engine's voices held out for testing")
+    test_engine: str = Field("", description="An engine whose clips are only tested on, never trained on ('' for none)")
     speeds: list[int] = Field(default_factory=lambda: [120, 160, 200], min_length=1, description="Words per minute")
     pitches: list[int] = Field(default_factory=lambda: [25, 50, 75], min_length=1, description="espeak pitch 0-99")
     unknown: bool = Field(True, description="Add an `_unknown_` class of other words")
     silence: bool = Field(True, description="Add a `_silence_` class of background noise only")
-    noise: float = Field(
-        0.01, ge=0.0, le=0.2, description="Loudest background noise (standard deviation); clips get none up to this"
+    copies: int = Field(1, ge=1, le=20, description="Augmented copies of each spoken training clip")
+    balance: bool = Field(True, description="Give an engine with fewer voices more augmented copies")
+    speed: float = Field(0.1, ge=0.0, le=0.3, description="Speed perturbation: ± this share of the tempo and pitch")
+    pitch: float = Field(2.0, ge=0.0, le=6.0, description="Pitch shift: up to ± this many semitones")
+    vtlp: float = Field(0.1, ge=0.0, le=0.3, description="Vocal-tract-length perturbation: warp factor 1 ± this")
+    shift_ms: float = Field(100.0, ge=0.0, le=500.0, description="Random time shift in the window, up to ± ms")
+    snr_db: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0], min_length=2, max_length=2, description="Noise SNR range (dB)"
     )
-    reverb: float = Field(0.5, ge=0.0, le=1.0, description="Share of clips with room reverb")
+    noise_share: float = Field(0.8, ge=0.0, le=1.0, description="Share of training clips with background noise")
+    reverb: float = Field(0.5, ge=0.0, le=1.0, description="Share of training clips with room reverb")
+    telephone: float = Field(0.2, ge=0.0, le=1.0, description="Share of training clips through a telephone channel")
+    noise: float = Field(0.05, ge=0.0, le=0.3, description="Loudest `_silence_` noise (standard deviation)")
     seconds: float = Field(1.0, ge=0.5, le=3.0, description="Clip length")
     seed: int = Field(0, ge=0, description="Random seed: voices chosen, split, augmentation")
+
+    @model_validator(mode="after")
+    def _engines(self) -> SynthParams:
+        for engine in [*self.engines, *([self.test_engine] if self.test_engine else [])]:
+            if engine == EVAL_ENGINE:
+                raise ValueError(
+                    "flite is kept out of all training data: it is the engine the leave-one-engine-out check listens "
+                    "with; choose espeak-ng or festival"
+                )
+            if engine not in TRAIN_ENGINES:
+                raise ValueError(f"there is no speech engine {engine!r}; choose from {', '.join(TRAIN_ENGINES)}")
+        if len(set(self.engines)) != len(self.engines):
+            raise ValueError("an engine is named twice in engines")
+        if self.test_engine and self.test_engine not in self.engines:
+            raise ValueError(f"test_engine {self.test_engine!r} is not one of the engines {self.engines}")
+        if self.test_engine and len(self.engines) < 2:
+            raise ValueError("a test_engine needs another engine to train on")
+        if not 0 <= self.snr_db[0] <= self.snr_db[1] <= 60:
+            raise ValueError(f"snr_db must be two numbers from 0 to 60, low first; got {self.snr_db}")
+        return self
+
+    def augmentation(self) -> Any:
+        """The augmentation settings these params ask for (their `key()` is part of the cache key)."""
+        from blocks.speech.augment import Augment
+
+        return Augment(
+            speed_range=(1 - self.speed, 1 + self.speed),
+            pitch_semitones=self.pitch,
+            vtlp_range=(1 - self.vtlp, 1 + self.vtlp),
+            shift_ms=self.shift_ms,
+            noise_prob=self.noise_share,
+            snr_db=tuple(self.snr_db),
+            reverb_prob=self.reverb,
+            telephone_prob=self.telephone,
+        )
+
+
+@dataclass(frozen=True)
+class _Job:
+    engine: str
+    voice: str
+    speed: int
+    pitch: int
+    text: str
+    label: str
+    test: bool
 
 
 @register_block
@@ -145,77 +217,157 @@ class SynthCommands(Block):
     Params = SynthParams
     price = Price(10**15, PriceUnit.RUN)  # 0.001 AIC per run
     provider = DATA_PROVIDER
-    license = "GPL-3.0 (espeak-ng output, free to use)"
-    description = "Command words spoken by espeak-ng in many voices, speeds and pitches, with noise and reverb."
+    license = "GPL-3.0 (espeak-ng output) and Festival's voice licences (free to use)"
+    description = (
+        "Command words spoken by espeak-ng and Festival in many voices, speeds and pitches, with speed, pitch, "
+        "vocal-tract, noise, reverb and telephone augmentation."
+    )
 
     def fingerprint(self, params: BlockParams, base_dir: Path) -> str:
         return GENERATOR
 
     def estimate_seconds(self, params: BlockParams) -> float:
         assert isinstance(params, SynthParams)
-        return 0.01 * params.voices * len(params.speeds) * len(params.pitches) * (len(params.words) + 2)
+        combos = (params.voices + 3) * len(params.speeds) * len(params.pitches) * (len(params.words) + 2)
+        return 0.01 * combos * (1 + params.copies)
 
     def check(self, params: BlockParams, base_dir: Path) -> list[tuple[str, str]]:
         assert isinstance(params, SynthParams)
-        try:
-            variants = espeak_variants()
-        except DataError as exc:
-            return [("voices", str(exc))]
-        if params.voices > len(variants) * len(ACCENTS):
-            return [("voices", f"espeak-ng has {len(variants) * len(ACCENTS)} voices here; ask for at most that")]
+        problems: list[tuple[str, str]] = []
+        for engine in params.engines:
+            if not installed(engine):
+                problems.append(("engines", missing(engine)))
+        if problems:
+            return problems
+        if "espeak-ng" in params.engines and params.voices > len(espeak_variants()) * len(ACCENTS):
+            return [
+                ("voices", f"espeak-ng has {len(espeak_variants()) * len(ACCENTS)} voices here; ask for at most that")
+            ]
+        if "festival" in params.engines:
+            try:
+                festival_voices()
+            except DataError as exc:
+                return [("engines", str(exc))]
         bad = [w for w in params.words if not w.strip() or len(w) > 40]
         return [("words", f"{bad[0]!r} is not a word to speak")] if bad else []
 
     def voices(self, params: SynthParams) -> list[str]:
-        """The chosen voices, e.g. `en-gb+f3`: accents and variants mixed, the same for the same seed."""
+        """The chosen espeak-ng voices, e.g. `en-gb+f3`: accents and variants mixed, the same for the same seed."""
         pool = [f"{a}+{v}" for v in espeak_variants() for a in ACCENTS]
         return random.Random(params.seed).sample(pool, params.voices)
 
+    def engine_voices(self, params: SynthParams) -> dict[str, list[str]]:
+        """Each engine's voices, the held-out ones last (`espeak-ng`'s chosen by the seed, all of Festival's)."""
+        out: dict[str, list[str]] = {}
+        for engine in params.engines:
+            if engine == "espeak-ng":
+                out[engine] = self.voices(params)
+            else:
+                found = festival_voices()
+                out[engine] = random.Random(params.seed).sample(found, len(found))
+        return out
+
+    def _jobs(self, params: SynthParams) -> tuple[list[_Job], dict[str, list[str]], int]:
+        """Every clip to speak, and how many augmented copies each training clip of each engine gets."""
+        rng = random.Random(params.seed)
+        voices = self.engine_voices(params)
+        jobs: list[_Job] = []
+        for engine, names in voices.items():
+            if engine == params.test_engine:
+                n_test = len(names)
+            elif params.test_engine or len(names) < 2:
+                n_test = 0  # the test engine is the test set; a single voice cannot be split
+            else:
+                n_test = max(1, round(len(names) * params.test_voices))
+            for vi, voice in enumerate(names):
+                test = vi >= len(names) - n_test
+                for speed in params.speeds:
+                    for pitch in params.pitches:
+                        for word in params.words:
+                            jobs.append(_Job(engine, voice, speed, pitch, word, word, test))
+                        if params.unknown:
+                            jobs.append(_Job(engine, voice, speed, pitch, rng.choice(UNKNOWN_WORDS), UNKNOWN, test))
+        train_by_engine = {e: sum(1 for j in jobs if j.engine == e and not j.test) for e in voices}
+        most = max(train_by_engine.values())
+        copies = {
+            e: params.copies * (max(1, round(most / n / 2)) if params.balance and n else 1)
+            for e, n in train_by_engine.items()
+        }  # an engine with few voices is brought to about half of the largest one, by augmented copies
+        return jobs, copies, sum(train_by_engine.values())
+
+    def _speak(self, job: _Job) -> np.ndarray:
+        if job.engine == "festival":
+            # Festival's voices are recordings of people: its speed is a duration stretch, its pitch a shift.
+            from blocks.speech.augment import pitch_shift
+
+            clip = speak_festival(job.text, job.voice, stretch=160 / job.speed)
+            return pitch_shift(clip, (job.pitch - 50) / 12.5) if job.pitch != 50 else clip
+        return speak(job.text, job.voice, job.speed, job.pitch)
+
     def generate(self, params: SynthParams, on_progress: Callable[[int, int], None] | None = None) -> AudioClips:
-        """Speak every (voice, speed, pitch, word), augment, and split by voice."""
-        voices = self.voices(params)
-        n_test = max(1, round(len(voices) * params.test_voices))
+        """Speak every (engine, voice, speed, pitch, word), augment the training clips, and split by voice (or by
+        engine when `test_engine` is set). Test clips are clean: what is measured is the voice, not the noise."""
+        from blocks.speech.augment import augment
+
+        jobs, copies, _ = self._jobs(params)
         labels = (
             sorted(set(params.words)) + ([UNKNOWN] if params.unknown else []) + ([SILENCE] if params.silence else [])
         )
-        jobs = []
-        rng = random.Random(params.seed)
-        for vi, voice in enumerate(voices):
-            for speed in params.speeds:
-                for pitch in params.pitches:
-                    for word in params.words:
-                        jobs.append((vi, voice, speed, pitch, word, word))
-                    if params.unknown:
-                        jobs.append((vi, voice, speed, pitch, rng.choice(UNKNOWN_WORDS), UNKNOWN))
         spoken = []
         every = max(1, len(jobs) // 50)  # about 50 progress reports, each a database write
-        with ThreadPoolExecutor(max_workers=4) as pool:  # espeak-ng runs as separate processes
-            for clip in pool.map(lambda j: speak(j[4], j[1], j[2], j[3]), jobs):
+        with ThreadPoolExecutor(max_workers=4) as pool:  # the engines run as separate processes
+            for clip in pool.map(self._speak, jobs):
                 spoken.append(clip)
                 if on_progress is not None and (len(spoken) % every == 0 or len(spoken) == len(jobs)):
                     on_progress(len(spoken), len(jobs))
         samples = int(SAMPLE_RATE * params.seconds)
         nrng = np.random.default_rng(params.seed)
-        xs, ys, test = [], [], []
+        cfg = params.augmentation()
+        # Babble is other speech mixed: the training clips of other words (never a test voice).
+        pool_ = [fit_length(c, samples) for j, c in zip(jobs, spoken, strict=True) if not j.test and j.label == UNKNOWN]
+        babble_sources = np.stack(pool_) if pool_ else np.stack([fit_length(c, samples) for c in spoken[:8]])
+        xs, ys, test, engines = [], [], [], []
         for job, clip in zip(jobs, spoken, strict=True):
-            xs.append(_augment(fit_length(clip, samples), nrng, params.noise, params.reverb))
-            ys.append(labels.index(job[5]))
-            test.append(job[0] >= len(voices) - n_test)
+            if job.test:
+                xs.append(_level(fit_length(clip, samples), nrng))
+            else:
+                for _ in range(copies[job.engine]):
+                    xs.append(augment(_level(fit_length(clip, samples), nrng), nrng, cfg, babble_sources))
+                    ys.append(labels.index(job.label))
+                    test.append(False)
+                    engines.append(job.engine)
+                continue
+            ys.append(labels.index(job.label))
+            test.append(True)
+            engines.append(job.engine)
         if params.silence:
-            per_voice = len(params.speeds) * len(params.pitches)
-            for vi in range(len(voices)):
-                for _ in range(per_voice):
-                    xs.append(_augment(np.zeros(samples, np.float32), nrng, params.noise * 3, params.reverb))
+            per_word = max(1, sum(1 for t, y in zip(test, ys, strict=True) if not t and y == 0))
+            n_test_word = sum(1 for t, y in zip(test, ys, strict=True) if t and y == 0)
+            for is_test, n in ((False, per_word), (True, n_test_word)):
+                for _ in range(n):
+                    xs.append(_background(samples, nrng, params.noise, babble_sources))
                     ys.append(labels.index(SILENCE))
-                    test.append(vi >= len(voices) - n_test)
+                    test.append(is_test)
+                    engines.append("")
         x, y, t = np.stack(xs), np.asarray(ys, dtype=np.int64), np.asarray(test)
+        voices = self.engine_voices(params)
+        held = sorted({f"{j.engine}:{j.voice}" for j in jobs if j.test})
         return AudioClips(
             x[~t],
             y[~t],
             x[t],
             y[t],
             labels,
-            {"generator": GENERATOR, "voices": voices, "test_voices": voices[-n_test:]},
+            {
+                "generator": GENERATOR,
+                "engines": list(params.engines),
+                "voices": [f"{e}:{v}" for e, names in voices.items() for v in names],
+                "test_voices": held,
+                "test_engine": params.test_engine,
+                "copies": copies,
+                "augmentation": cfg.key(),
+                "test_clip_engines": sorted({e for e, tt in zip(engines, test, strict=True) if tt and e}),
+            },
         )
 
     def load(
@@ -239,25 +391,29 @@ class SynthCommands(Block):
         return data
 
     def preview(self, params: SynthParams, base_dir: Path, rows: int = 5, seed: int | None = None) -> list[dict]:
-        """A few freshly spoken, augmented clips (the audio column holds WAV data URIs for players)."""
+        """A few freshly spoken, augmented training clips (the audio column holds WAV data URIs for players)."""
         import base64
 
+        from blocks.speech.augment import augment
+
         rng = random.Random(seed)
-        voices = self.voices(params)
+        voices = self.engine_voices(params)
         nrng = np.random.default_rng(rng.randrange(2**32))
+        samples = int(SAMPLE_RATE * params.seconds)
         out = []
         for _ in range(rows):
-            word, voice = rng.choice(params.words), rng.choice(voices)
-            speed, pitch = rng.choice(params.speeds), rng.choice(params.pitches)
-            clip = _augment(fit_length(speak(word, voice, speed, pitch), int(SAMPLE_RATE * params.seconds)), nrng,
-                            params.noise, params.reverb)  # fmt: skip
+            engine = rng.choice(sorted(voices))
+            job = _Job(engine, rng.choice(voices[engine]), rng.choice(params.speeds), rng.choice(params.pitches),
+                       word := rng.choice(params.words), word, False)  # fmt: skip
+            clip = augment(_level(fit_length(self._speak(job), samples), nrng), nrng, params.augmentation())
             uri = "data:audio/wav;base64," + base64.b64encode(encode_wav(clip)).decode()
-            out.append({"audio": uri, "label": word, "voice": voice, "speed": speed, "pitch": pitch})
+            out.append({"audio": uri, "label": word, "engine": engine, "voice": job.voice, "speed": job.speed,
+                        "pitch": job.pitch})  # fmt: skip
         return out
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         assert isinstance(params, SynthParams)
-        ctx.progress(0, 1, "speaking the words with espeak-ng (once; then cached)")
+        ctx.progress(0, 1, f"speaking the words with {' and '.join(params.engines)} (once; then cached)")
         data = self.load(
             params,
             ctx.shared_cache_dir,

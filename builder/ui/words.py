@@ -75,7 +75,34 @@ _PARAMS: dict[str, tuple[str, str]] = {
 _PARAMS_BY_BLOCK: dict[tuple[str, str], tuple[str, str]] = {
     ("chat.minilm-encoder", "batch_size"): ("Sentences at once", "How many sentences are read at once."),
     ("driving.synthetic-roads", "width"): ("Picture width (pixels)", "Width of each picture."),
-    ("speech.synth-commands", "noise"): ("Background noise", "The loudest background noise added to recordings."),
+    ("speech.synth-commands", "noise"): ("Silence noise", "The loudest noise in the 'silence' recordings."),
+    ("speech.synth-commands", "copies"): (
+        "Changed copies per recording",
+        "Each training recording is also learnt in this many changed versions (speed, pitch, noise, echo, phone).",
+    ),
+    ("speech.synth-commands", "speed"): ("Speed change", "How much faster or slower the copies may be (0.1 = 10 %)."),
+    ("speech.synth-commands", "pitch"): ("Pitch change (semitones)", "How much higher or lower the copies may be."),
+    ("speech.synth-commands", "engines"): ("Speech engines", "The programs that speak the words: espeak-ng, festival."),
+    ("speech.synth-commands", "test_engine"): (
+        "Test-only engine",
+        "An engine only used to test the model, so its score is on voices it never heard; empty: held-out voices.",
+    ),
+    ("speech.synth-commands", "balance"): ("Balance engines", "Give an engine with few voices more changed copies."),
+    ("speech.synth-commands", "vtlp"): (
+        "Voice-shape change",
+        "How much the copies' voices are made longer or shorter in the throat (0.1 = 10 %).",
+    ),
+    ("speech.synth-commands", "shift_ms"): ("Time shift (ms)", "How far the word may move inside the clip."),
+    ("speech.synth-commands", "snr_db"): ("Noise level (dB SNR)", "How loud background noise is: low is loud."),
+    ("speech.synth-commands", "noise_share"): ("Share with noise", "Share of the training recordings with noise."),
+    ("speech.synth-commands", "telephone"): (
+        "Share on a phone line",
+        "Share of training recordings sent through a telephone line (narrow band, 8 kHz).",
+    ),
+    ("speech.kws-cnn", "spec_augment"): (
+        "Hide bits while learning",
+        "Hide random pitch bands and moments of each recording while training, so no single detail decides.",
+    ),
     ("speech.synth-commands", "seconds"): ("Clip length (seconds)", "Length of each recording."),
     ("vision.augment", "noise"): ("Pixel noise", "How much random noise is added to the copies."),
     ("chat.faq-csv", "seed"): ("Random seed", "Which questions are kept for testing; the same number, the same."),

@@ -113,23 +113,90 @@ def test_synthesised_clips_are_split_by_voice_and_cached(tmp_path):
     from blocks.speech.synth import SILENCE, UNKNOWN, SynthCommands, SynthParams
 
     block = SynthCommands()
-    params = SynthParams(words=["yes", "no"], voices=4, test_voices=0.25, speeds=[160], pitches=[50])
+    params = SynthParams(words=["yes", "no"], voices=4, test_voices=0.25, speeds=[160], pitches=[50], balance=False)
     assert block.check(params, tmp_path) == []
     heard: list[tuple[int, int]] = []
     data = block.load(params, tmp_path, lambda done, total: heard.append((done, total)))
-    # 4 voices x (2 words + 1 other word) clips spoken: the Runs page's bar fills as they are, not at the end only
-    assert heard[-1] == (12, 12) and len(heard) >= 6 and [d for d, _ in heard] == sorted({d for d, _ in heard})
+    # (4 espeak-ng + 3 Festival voices) x (2 words + 1 other word) clips spoken: the Runs page's bar fills as they are
+    assert heard[-1] == (21, 21) and len(heard) >= 6 and [d for d, _ in heard] == sorted({d for d, _ in heard})
     assert data.labels == ["no", "yes", UNKNOWN, SILENCE]
-    assert data.train_x.shape == (3 * 4, SAMPLE_RATE) and data.test_x.shape == (1 * 4, SAMPLE_RATE)
-    assert set(data.source["test_voices"]).isdisjoint(set(data.source["voices"][:3]))
+    # One voice of each engine held out: 5 training voices x 3 clips + silence as much as one word (5).
+    assert data.train_x.shape == (5 * 3 + 5, SAMPLE_RATE) and data.test_x.shape == (2 * 3 + 2, SAMPLE_RATE)
+    held = set(data.source["test_voices"])
+    assert len(held) == 2 and {v.split(":")[0] for v in held} == {"espeak-ng", "festival"}
+    assert held.isdisjoint(set(data.source["voices"]) - held) and data.source["test_clip_engines"] == sorted(
+        {"espeak-ng", "festival"}
+    )
     assert np.abs(data.train_x).max() <= 1.0 and data.train_x[data.train_y == 0].std() > 0.01
     again = block.load(params, tmp_path, lambda done, total: heard.append((-1, -1)))  # from the cache, byte for byte
-    assert heard[-1] == (12, 12)  # nothing spoken again
+    assert heard[-1] == (21, 21)  # nothing spoken again
     assert np.array_equal(again.train_x, data.train_x) and again.labels == data.labels
     assert len(list(tmp_path.glob("*.npz"))) == 1
     rows = block.preview(params, tmp_path, rows=2, seed=0)
     assert all(r["audio"].startswith("data:audio/wav;base64,") and r["label"] in ("yes", "no") for r in rows)
     assert block.check(SynthParams(words=["yes", " "]), tmp_path) == [("words", "' ' is not a word to speak")]
+
+
+def test_a_test_engine_is_only_tested_on_and_the_smaller_engine_gets_more_copies(tmp_path):
+    from blocks.speech.synth import SynthCommands, SynthParams
+
+    block = SynthCommands()
+    held = SynthParams(words=["yes", "no"], voices=4, speeds=[160], pitches=[50], test_engine="festival", unknown=False,
+                       silence=False, balance=False)  # fmt: skip
+    data = block.load(held, tmp_path)
+    # Every espeak-ng voice trains, every Festival voice tests: 4 x 2 training clips, 3 x 2 test clips.
+    assert data.train_x.shape[0] == 8 and data.test_x.shape[0] == 6
+    assert data.source["test_engine"] == "festival" and data.source["test_clip_engines"] == ["festival"]
+    assert all(v.startswith("festival:") for v in data.source["test_voices"])
+    # With balance, Festival's 2 training voices are brought towards espeak-ng's 12 by augmented copies.
+    balanced = SynthParams(words=["yes", "no"], voices=16, speeds=[160], pitches=[50], unknown=False, silence=False)
+    jobs, copies, _ = block._jobs(balanced)
+    assert copies == {"espeak-ng": 1, "festival": 3}  # 12 espeak-ng voices train against 2 Festival ones
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"engines": ["flite"]}, "flite is kept out of all training data"),
+        ({"engines": ["espeak-ng"], "test_engine": "flite"}, "flite is kept out of all training data"),
+        ({"engines": ["espeak-ng", "pico"]}, "there is no speech engine 'pico'"),
+        ({"engines": ["espeak-ng"], "test_engine": "festival"}, "is not one of the engines"),
+        ({"engines": ["festival"], "test_engine": "festival"}, "needs another engine to train on"),
+        ({"snr_db": [30, 5]}, "snr_db must be two numbers from 0 to 60, low first"),
+    ],
+)
+def test_speech_engine_params_are_refused_in_one_sentence(params, message):
+    from pydantic import ValidationError
+
+    from blocks.speech.synth import SynthParams
+
+    with pytest.raises(ValidationError, match=message):
+        SynthParams(**params)
+
+
+def test_a_missing_engine_is_named_with_the_package_that_provides_it(tmp_path, monkeypatch):
+    from blocks.speech import engines
+    from blocks.speech.synth import SynthCommands, SynthParams
+
+    monkeypatch.setattr(engines.shutil, "which", lambda name: None if name == "text2wave" else "/usr/bin/" + name)
+    problems = SynthCommands().check(SynthParams(), tmp_path)
+    assert problems == [("engines", "festival is not installed; `make run` or `make test` installs it (apt-get install "
+                                    "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)")]  # fmt: skip
+    with pytest.raises(engines.DataError, match="apt-get install festival"):
+        engines.festival_voices()
+    with pytest.raises(engines.BadItem, match="flite has no voice 'bob'"):
+        engines.speak_flite("yes", "bob")
+
+
+def test_festival_and_flite_speak_and_a_voice_name_cannot_inject_scheme():
+    from blocks.speech.engines import festival_voices, speak_festival, speak_flite
+
+    assert {"kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"} <= set(festival_voices())
+    slow, fast = speak_festival("forward", "kal_diphone", 1.3), speak_festival("forward", "kal_diphone", 0.8)
+    assert len(slow) > 1.3 * len(fast) and slow.std() > 0.01  # the stretch reaches the voice
+    assert speak_flite("forward", "awb").std() > 0.01
+    with pytest.raises(BadItem, match="is not a Festival voice name"):
+        speak_festival("yes", 'kal_diphone) (system "touch /tmp/pwned")')
 
 
 def recordings(root, layout: dict[str, list[tuple[str, float, int, int]]]) -> None:
@@ -295,3 +362,25 @@ def test_tts_speaks_any_text_as_wav_and_refuses_unknown_voices(tmp_path):
     assert predictor.check_item({"text": "x" * 1001}).startswith("text is 1001 characters long")
     with pytest.raises(BadItem, match="blank"):
         predictor.predict([{"text": "   "}])
+
+
+def test_spec_augment_masks_in_training_are_replayed_exactly_from_a_checkpoint():
+    from blocks.speech.kws import KwsNet, OnFeatures
+
+    torch.manual_seed(0)
+    net = KwsNet(4, channels=8, blocks=1)
+    feats = torch.randn(6, 1, 40, 101)
+    a = OnFeatures(net, spec_augment=True, seed=3).train()
+    a(feats)  # one step: the next masks depend on it
+    saved = {k: v.clone() for k, v in a.state_dict().items()}
+    torch.manual_seed(1)  # dropout's random state (the training loop restores it from the checkpoint too)
+    first = a(feats)
+    torch.manual_seed(0)
+    b = OnFeatures(KwsNet(4, channels=8, blocks=1), spec_augment=True, seed=0).train()
+    b.load_state_dict(saved)  # a verifier replaying the segment from the checkpoint
+    torch.manual_seed(1)
+    assert int(saved["mask_step"]) == 1 and torch.equal(b(feats), first)
+    torch.manual_seed(1)
+    assert not torch.equal(a(feats), first)  # the next step masks other bands
+    # Without training mode nothing is masked: the served graph sees whole features.
+    assert torch.equal(a.eval()(feats), net.eval().classify(feats))
