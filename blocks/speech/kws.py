@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,13 +16,17 @@ from blocks import MODEL_PROVIDER
 from blocks.speech.audio import SAMPLE_RATE
 from blocks.speech.features import DEFAULT_SPEC, compute_features, log_mel_module
 from blocks.speech.synth import AudioClips
+from builder.errors import DataError
 from builder.ports import Port, PortType
 from builder.registry import register_block
 from builder.spec import Block, BlockParams, Kind, Price, PriceUnit
 
 if TYPE_CHECKING:
+    from blocks.speech.personalise import OwnClips
     from runtime.context import StepContext
     from runtime.training import WithSoftmax
+
+log = logging.getLogger(__name__)
 
 
 def _ds_block(channels: int) -> nn.Sequential:
@@ -134,6 +139,11 @@ class KwsParams(BlockParams):
     blocks: int = Field(4, ge=1, le=12, description="Depthwise-separable blocks")
     spec_augment: bool = Field(True, description="Mask random frequency bands and time spans while training")
     seed: int = Field(0, ge=0, description="Random seed: the same seed and data give the same model")
+    own_clips_path: str = Field(
+        "",
+        description="Your own recordings to fine-tune on: a folder or .zip with one sub-folder per word ('' for none)",
+    )
+    own_epochs: int = Field(5, ge=1, le=100, description="Fine-tuning passes over your own recordings")
 
 
 def held_out_metrics(net: KwsNet, data: AudioClips, device: str) -> dict[str, Any]:
@@ -166,6 +176,37 @@ def held_out_metrics(net: KwsNet, data: AudioClips, device: str) -> dict[str, An
     return out
 
 
+def personalise(
+    ctx: StepContext,
+    net: KwsNet,
+    own: OwnClips,
+    labels: list[str],
+    base: tuple[torch.Tensor, torch.Tensor],
+    params: KwsParams,
+) -> dict[str, Any]:
+    """Fine-tune the trained net on the user's own recordings (with its training features as a base); the metrics
+    that say so."""
+    from blocks.speech.personalise import LR_FACTOR, fine_tune
+
+    # This runs here, on the coordinator, also when `fit` trained on a rented machine: it is short, and the user's
+    # voice never goes to a rented machine.
+    ctx.progress(0, 1, f"fine-tuning on {len(own.words)} own recordings")
+    if own.missing:
+        log.info("no own recordings of %s: these words keep the synthetic training only", ", ".join(own.missing))
+    own_y = np.array([labels.index(w) for w in own.words], dtype=np.int64)
+    fine_tune(net, own.clips, own_y, *base, epochs=params.own_epochs, lr=params.lr * LR_FACTOR,
+              batch_size=params.batch_size, spec_augment=params.spec_augment, seed=params.seed,
+              device=ctx.device)  # fmt: skip
+    ctx.progress(1, 1, f"fine-tuned on {len(own.words)} own recordings")
+    return {
+        "personalised": True,
+        "own_clips": len(own.words),
+        "own_words_missing": own.missing,
+        "own_epochs": params.own_epochs,
+        "personal_fine_tune_on": "coordinator",
+    }
+
+
 @register_block
 class KwsCnn(Block):
     id = "speech.kws-cnn"
@@ -189,12 +230,44 @@ class KwsCnn(Block):
         assert isinstance(params, KwsParams)
         return 4.0 * params.epochs
 
+    @staticmethod
+    def _own_root(params: KwsParams, base_dir: Path) -> Path:
+        p = Path(params.own_clips_path)
+        return p if p.is_absolute() else base_dir / p
+
+    def check(self, params: BlockParams, base_dir: Path) -> list[tuple[str, str]]:
+        from blocks.speech.personalise import read_own_clips
+
+        assert isinstance(params, KwsParams)
+        # (a folder outside the pipeline's is refused before this, like every `…path` param: builder/pipeline.py)
+        if not params.own_clips_path:
+            return []
+        try:  # the model's words and clip length come with its input: the run checks those
+            read_own_clips(self._own_root(params, base_dir))
+        except DataError as exc:
+            return [("own_clips_path", str(exc))]
+        return []
+
+    def fingerprint(self, params: BlockParams, base_dir: Path) -> str:
+        from blocks.folders import content_fingerprint
+
+        assert isinstance(params, KwsParams)
+        # The recordings' content, not their path: a re-recorded word is a new step, a moved folder is not.
+        return content_fingerprint(self._own_root(params, base_dir)) if params.own_clips_path else ""
+
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
         from runtime.training import classifier_metrics, fit
 
         assert isinstance(params, KwsParams)
         data: AudioClips = inputs["clips"]
         d = ctx.device
+        own = None
+        # Read before training, so that a bad recording stops the step at once; a verifier replays `fit` only.
+        if params.own_clips_path and ctx.verify_epochs is None:
+            from blocks.speech.personalise import read_own_clips
+
+            own_root = self._own_root(params, ctx.base_dir)
+            own = read_own_clips(own_root, data.labels, data.train_x.shape[1] / SAMPLE_RATE)
         # Features from speech.log-mel when it precedes this block, else the default ones; either way they come
         # from the digitized-data cache when these clips were seen before.
         feats = data.features or compute_features(ctx.shards, data, DEFAULT_SPEC, d, ctx.progress)
@@ -207,9 +280,11 @@ class KwsCnn(Block):
         loss_value = fit(
             ctx, trainable, opt, (x, y, tx, ty), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
         )
+        personal = personalise(ctx, net, own, data.labels, (x, y), params) if own is not None else {}
         metrics = {
             **classifier_metrics(trainable, (x, y, tx, ty), len(data.labels), loss_value, params.epochs),
             **held_out_metrics(net, data, d),
+            **personal,
         }
         net = net.cpu()
         model = AudioClassifierModel(
