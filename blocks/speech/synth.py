@@ -367,6 +367,8 @@ class SynthCommands(Block):
                 "copies": copies,
                 "augmentation": cfg.key(),
                 "test_clip_engines": sorted({e for e, tt in zip(engines, test, strict=True) if tt and e}),
+                # Each test clip's engine ("" for background noise), in order: accuracy is reported per engine.
+                "test_engine_of_clip": [e for e, tt in zip(engines, test, strict=True) if tt],
             },
         )
 

@@ -384,3 +384,29 @@ def test_spec_augment_masks_in_training_are_replayed_exactly_from_a_checkpoint()
     assert not torch.equal(a(feats), first)  # the next step masks other bands
     # Without training mode nothing is masked: the served graph sees whole features.
     assert torch.equal(a.eval()(feats), net.eval().classify(feats))
+
+
+def test_held_out_metrics_count_engines_phone_line_and_unknown_words_from_the_answers():
+    from blocks.speech.kws import held_out_metrics
+    from blocks.speech.synth import SILENCE, UNKNOWN, AudioClips
+
+    class Loud(torch.nn.Module):
+        """Answers "yes" (0) for a loud clip, `_unknown_` (2) for a quiet one: what each metric counts is known."""
+
+        def forward(self, w):
+            loud = (w.abs().amax(dim=1) > 0.5).float()
+            return torch.stack([loud, torch.zeros_like(loud), 1 - loud, torch.zeros_like(loud)], dim=1)
+
+    labels = ["yes", "no", UNKNOWN, SILENCE]
+    x = np.zeros((6, SAMPLE_RATE), np.float32)
+    x[[0, 2, 3], 100] = 0.9  # loud: answered "yes"
+    y = np.array([0, 0, 1, 2, 2, 3])  # yes (right), yes (quiet: rejected), no (answered yes), 2 others, silence
+    engines = ["espeak-ng", "festival", "festival", "espeak-ng", "festival", ""]
+    clips = AudioClips(x[:0], y[:0], x, y, labels, {"test_engine": "festival", "test_engine_of_clip": engines})
+    m = held_out_metrics(Loud(), clips, "cpu")
+    assert m["eval_split"] == "held-out engine (festival)"
+    # espeak-ng: "yes" right, the other wrong; Festival: only the other word right.
+    assert m["accuracy_by_engine"] == {"espeak-ng": 0.5, "festival": round(1 / 3, 6)}
+    assert m["unknown_rejection"] == 0.5 and m["commands_rejected"] == round(1 / 3, 6)
+    # Through the telephone line the one-sample click is filtered away: every clip is quiet, answered `_unknown_`.
+    assert m["phone_line_accuracy"] == round(2 / 6, 6)
