@@ -141,8 +141,8 @@ def personalise(net: Any, labels: list[str], base: tuple, commands: tuple, unkno
     with its default params, judged on the user's test clips, flite's other voices and the user's unseen words."""
     import copy
 
-    from blocks.speech.kws import KwsParams
-    from blocks.speech.personalise import LR_FACTOR, fine_tune
+    from blocks.speech.kws import KwsParams, fine_tune
+    from blocks.speech.personalise import LR_FACTOR
     from blocks.speech.synth import COMMANDS, UNKNOWN
 
     p, samples = KwsParams(), 16000

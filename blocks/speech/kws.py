@@ -183,6 +183,44 @@ def held_out_metrics(net: KwsNet, data: AudioClips, device: str) -> dict[str, An
     return out
 
 
+def fine_tune(
+    net: torch.nn.Module,
+    own_x: np.ndarray,
+    own_y: np.ndarray,
+    base_feats: torch.Tensor,
+    base_y: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    spec_augment: bool,
+    seed: int,
+    device: str,
+) -> float:
+    """Fine-tune a trained KwsNet in place on own clips (each also in `COPIES` augmented copies) mixed with as many
+    of its training examples (`base_feats`, drawn at random), at learning rate `lr`; the last epoch's mean loss."""
+    from blocks.speech.augment import Augment, augment
+    from blocks.speech.personalise import COPIES
+    from runtime.training import fit_quietly
+
+    rng = np.random.default_rng(seed)
+    cfg = Augment()
+    waves = np.stack([*own_x, *(augment(x, rng, cfg) for x in own_x for _ in range(COPIES))])
+    y = np.concatenate([own_y, np.repeat(own_y, COPIES)]).astype(np.int64)
+    with torch.no_grad():  # not inference_mode: these tensors are trained on
+        feats = torch.cat([net.features(torch.from_numpy(waves[i : i + 256]).to(device))
+                           for i in range(0, len(waves), 256)])  # fmt: skip
+    # The synthetic base, as many clips as the own ones: what keeps the model from forgetting the other voices.
+    pick = torch.from_numpy(rng.choice(len(base_y), size=min(len(y), len(base_y)), replace=False)).to(device)
+    x = torch.cat([feats, base_feats[pick]])
+    y_all = torch.cat([torch.from_numpy(y).to(device), base_y[pick]])
+    trainable = OnFeatures(net, spec_augment, seed)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    loss = fit_quietly(trainable, opt, x, y_all, epochs=epochs, batch_size=batch_size, seed=seed, device=device)
+    net.eval()
+    return loss
+
+
 def personalise(
     ctx: StepContext,
     net: KwsNet,
@@ -193,7 +231,7 @@ def personalise(
 ) -> dict[str, Any]:
     """Fine-tune the trained net on the user's own recordings (with its training features as a base); the metrics
     that say so."""
-    from blocks.speech.personalise import LR_FACTOR, fine_tune
+    from blocks.speech.personalise import LR_FACTOR
 
     # This runs here, on the coordinator, also when `fit` trained on a rented machine: it is short, and the user's
     # voice never goes to a rented machine.

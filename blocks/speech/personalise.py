@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from blocks.folders import labelled_files
 from blocks.speech.audio import SAMPLE_RATE, decode_audio, fit_length
-from blocks.speech.augment import Augment, augment
 from blocks.speech.synth import SILENCE, UNKNOWN
 from blocks.speech.wav_folder import AUDIO_SUFFIXES, MAX_FILE_BYTES, MAX_FILES
 from builder.errors import BadItem, DataError
@@ -151,47 +149,9 @@ def read_own_clips(root: Path, labels: Sequence[str] | None = None, clip_seconds
     return OwnClips(np.stack(clips).astype(np.float32), found, names, missing)
 
 
-def fine_tune(
-    net: torch.nn.Module,
-    own_x: np.ndarray,
-    own_y: np.ndarray,
-    base_feats: torch.Tensor,
-    base_y: torch.Tensor,
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    spec_augment: bool,
-    seed: int,
-    device: str,
-) -> float:
-    """Fine-tune a trained KwsNet in place on own clips (each also in `COPIES` augmented copies) mixed with as many
-    of its training examples (`base_feats`, drawn at random), at learning rate `lr`; the last epoch's mean loss."""
-    from blocks.speech.kws import OnFeatures
-    from runtime.training import fit_quietly
-
-    rng = np.random.default_rng(seed)
-    cfg = Augment()
-    waves = np.stack([*own_x, *(augment(x, rng, cfg) for x in own_x for _ in range(COPIES))])
-    y = np.concatenate([own_y, np.repeat(own_y, COPIES)]).astype(np.int64)
-    with torch.no_grad():  # not inference_mode: these tensors are trained on
-        feats = torch.cat([net.features(torch.from_numpy(waves[i : i + 256]).to(device))
-                           for i in range(0, len(waves), 256)])  # fmt: skip
-    # The synthetic base, as many clips as the own ones: what keeps the model from forgetting the other voices.
-    pick = torch.from_numpy(rng.choice(len(base_y), size=min(len(y), len(base_y)), replace=False)).to(device)
-    x = torch.cat([feats, base_feats[pick]])
-    y_all = torch.cat([torch.from_numpy(y).to(device), base_y[pick]])
-    trainable = OnFeatures(net, spec_augment, seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    loss = fit_quietly(trainable, opt, x, y_all, epochs=epochs, batch_size=batch_size, seed=seed, device=device)
-    net.eval()
-    return loss
-
-
 __all__ = [
     "MIN_CLIPS_PER_WORD",
     "OwnClips",
-    "fine_tune",
     "max_recording_seconds",
     "read_own_clips",
     "recording_problem",

@@ -103,6 +103,15 @@ _PARAMS_BY_BLOCK: dict[tuple[str, str], tuple[str, str]] = {
         "Hide bits while learning",
         "Hide random pitch bands and moments of each recording while training, so no single detail decides.",
     ),
+    ("speech.kws-cnn", "own_clips_path"): (
+        "Your own recordings",
+        "A folder (or .zip) with a folder of your recordings per word, 3 or more each; the model also learns your "
+        "voice from them. Empty: none.",
+    ),
+    ("speech.kws-cnn", "own_epochs"): (
+        "Rounds on your recordings",
+        "How many times the model goes over your own recordings after its training.",
+    ),
     ("speech.synth-commands", "seconds"): ("Clip length (seconds)", "Length of each recording."),
     ("vision.augment", "noise"): ("Pixel noise", "How much random noise is added to the copies."),
     ("chat.faq-csv", "seed"): ("Random seed", "Which questions are kept for testing; the same number, the same."),

@@ -178,8 +178,7 @@ def test_fine_tuning_on_a_few_own_recordings_raises_accuracy_on_that_voice(one_t
     word by rms (other speaking rates and pitches than the test clips) teach it that voice, and it keeps espeak's."""
     from blocks.speech.augment import pitch_shift
     from blocks.speech.engines import speak_flite
-    from blocks.speech.kws import KwsNet, OnFeatures
-    from blocks.speech.personalise import fine_tune
+    from blocks.speech.kws import KwsNet, OnFeatures, fine_tune
     from blocks.speech.synth import speak
     from runtime.training import fit_quietly
 

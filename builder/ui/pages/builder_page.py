@@ -12,7 +12,7 @@ import streamlit as st
 
 from builder.datasets import kinds_text, upload_types
 from builder.spec import Kind
-from builder.ui import actions, canvas, forms, saved
+from builder.ui import actions, canvas, forms, own_voice, saved
 from builder.ui.common import (
     aic,
     bump_canvas,
@@ -375,6 +375,13 @@ with right:
                     )
                     st.button(
                         "Use this dataset", key=f"use-{selected}", on_click=_use_dataset, args=(draft, selected, choice)
+                    )
+            voice = own_voice.task_for(draft, selected) if selected != "compute" else None
+            if voice is not None:  # a keyword model trained on spoken words, or the words it is trained on
+                with st.container(border=True):
+                    own_voice.show(draft, voice, f"voice-{draft.base_dir.name}")
+                    own_voice.use_button(
+                        draft, voice, f"voice-{draft.base_dir.name}", lambda note: flash("success", note, bump_canvas())
                     )
             st.markdown("**Settings**")
             form_key = f"p-{selected}-{st.session_state.get('canvas_version', 0)}"

@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import select
 
-from builder.ui import actions
-from builder.ui.common import aic, batches_table, choice_box, db, keep_address, setup, take_address
+from builder.ui import actions, own_voice
+from builder.ui.common import aic, batches_table, choice_box, current_draft, db, keep_address, setup, take_address
 from builder.ui.draft import DraftError
 from builder.ui.results import answer_card, bundle_manifest, picked_suggestion
 
@@ -55,6 +55,55 @@ def _create_key(service_id: str) -> None:
     st.session_state["key-just-created"] = service_id
 
 
+def _train_with_voice(draft, task: own_voice.VoiceTask) -> None:
+    """Point the pipeline at the user's recordings and start its run; the Runs page opens on it."""
+    try:
+        own_voice.use(draft, task)
+        run_id = actions.start_run(draft)
+    except DraftError as exc:
+        st.session_state["voice-error"] = str(exc)
+        return
+    st.session_state["selected_run"] = run_id
+    st.session_state["notice"] = f"run {run_id} started"
+    st.session_state["goto"] = "runs"
+
+
+def teach_your_voice(run_id: str) -> None:
+    """Record the words of a keyword service in the user's voice, for the pipeline it was trained from, and train
+    that pipeline again."""
+    from runtime.db import Run
+
+    with db() as s:
+        run = s.get(Run, run_id)
+        path = run.pipeline_path if run is not None else None
+    draft = own_voice.trained_pipeline(path, current_draft())
+    task = own_voice.task_for(draft) if draft is not None else None
+    st.divider()
+    if draft is None:
+        st.caption(
+            f"To teach it your voice, open the pipeline it was trained from ({path or 'not known'}) in the Builder "
+            "(My pipelines → open a pipeline YAML file) and record the words there."
+        )
+    if draft is None or task is None:
+        return
+    key = f"voice-{draft.base_dir.name}"
+    own_voice.show(draft, task, key)
+    reason = own_voice.not_ready(draft, task)
+    st.button(
+        "Train it again with my voice",
+        key=f"{key}-train",
+        type="primary",
+        disabled=bool(reason),
+        on_click=_train_with_voice,
+        args=(draft, task),
+        help=f"Runs {draft.data.get('name') or 'its pipeline'} again, now also on your recordings.",
+    )
+    if reason:
+        st.caption(reason)
+    if "voice-error" in st.session_state:
+        st.error(st.session_state.pop("voice-error"))
+
+
 tab_try, tab_api, tab_keys, tab_usage = st.tabs(["Try it", "API", "API keys", "Usage"])
 
 with tab_try:
@@ -64,27 +113,34 @@ with tab_try:
         st.error(f"The service's files cannot be loaded: {exc}")
         predictor = None
     if predictor is not None:
+        what, types = getattr(predictor, "upload", ("Image (PNG or JPEG)", ["png", "jpg", "jpeg"]))
+        sound = getattr(predictor, "accepts_file", False) and ("wav" in types or "flac" in types)
         with st.form("try-it"):
             values: dict = {}
             if getattr(predictor, "accepts_file", False):
-                what, types = getattr(predictor, "upload", ("Image (PNG or JPEG)", ["png", "jpg", "jpeg"]))
-                upload = st.file_uploader(what, type=types, key="try-file")
+                # The browser records a WAV file: what the service takes, like an upload.
+                recorded = st.audio_input("Record it", key="try-record") if sound else None
+                upload = st.file_uploader(f"…or upload a file: {what}" if sound else what, type=types, key="try-file")
                 if upload is not None:
                     values["file"] = upload.getvalue()
                     try:
-                        if "wav" in types or "flac" in types:
+                        if sound:
                             st.audio(upload.getvalue(), format="audio/wav")
                         else:
                             st.image(upload.getvalue(), width=96)
                     except Exception:  # not what it claims to be: the answer below says so in one sentence
                         pass
+                if recorded is not None:
+                    values["file"] = recorded.getvalue()
+                if sound:
+                    st.caption("When there is both a recording and a file, the recording is sent.")
             else:  # the label stays the field's name: it is what the API takes (the help says it in words)
                 for field_name, field in predictor.Request.model_fields.items():
                     values[field_name] = st.text_area(field_name, help=field.description, key=f"try-{field_name}")
             asked = st.form_submit_button("Ask", type="primary")
         picked_suggestion()
         if asked and getattr(predictor, "accepts_file", False) and "file" not in values:
-            st.error("Choose a file first.")
+            st.error("Record something or choose a file first." if sound else "Choose a file first.")
         elif asked:
             try:
                 result = actions.try_service(predictor, service_id, values)
@@ -99,6 +155,8 @@ with tab_try:
                 st.caption("Billed as one call, like an API call.")
             except DraftError as exc:
                 st.error(str(exc))
+        if bundle_manifest(bundle_dir).get("type") == "audio-classifier":
+            teach_your_voice(run_id)
 
 with tab_api:
     server = actions.server_of(service_id)
