@@ -77,6 +77,14 @@ BENCHES: dict[str, tuple[set[str], int]] = {
          "service_batch_gas", "service_batch_vs_transfers"},
         600,
     ),
+    # "Speech on voices it never heard"
+    "speech_generalise": (
+        {"leave_one_engine_out_accuracy", "phone_line_accuracy", "unknown_rejection", "commands_rejected",
+         "baseline_leave_one_engine_out_accuracy", "baseline_phone_line_accuracy", "accuracy_gain_over_baseline",
+         "personalise_accuracy_k0", "personalise_accuracy_k3", "personalise_accuracy_k10", "personalise_gain",
+         "train_s", "speak_s", "clips"},
+        900,
+    ),
     # "Every template against its target"
     "templates": (
         {"faq_accuracy", "faq_vs_chance", "digit_accuracy", "digit_vs_chance", "lane_mae", "lane_baseline_mae",

@@ -120,8 +120,9 @@ def test_synthesised_clips_are_split_by_voice_and_cached(tmp_path):
     # (4 espeak-ng + 3 Festival voices) x (2 words + 1 other word) clips spoken: the Runs page's bar fills as they are
     assert heard[-1] == (21, 21) and len(heard) >= 6 and [d for d, _ in heard] == sorted({d for d, _ in heard})
     assert data.labels == ["no", "yes", UNKNOWN, SILENCE]
-    # One voice of each engine held out: 5 training voices x 3 clips + silence as much as one word (5).
-    assert data.train_x.shape == (5 * 3 + 5, SAMPLE_RATE) and data.test_x.shape == (2 * 3 + 2, SAMPLE_RATE)
+    # One voice of each engine held out: 5 training voices x 3 clips, each as spoken and in one augmented copy, and
+    # silence as much as one word (10).
+    assert data.train_x.shape == (5 * 3 * 2 + 10, SAMPLE_RATE) and data.test_x.shape == (2 * 3 + 2, SAMPLE_RATE)
     held = set(data.source["test_voices"])
     assert len(held) == 2 and {v.split(":")[0] for v in held} == {"espeak-ng", "festival"}
     assert held.isdisjoint(set(data.source["voices"]) - held) and data.source["test_clip_engines"] == sorted(
@@ -144,8 +145,9 @@ def test_a_test_engine_is_only_tested_on_and_the_smaller_engine_gets_more_copies
     held = SynthParams(words=["yes", "no"], voices=4, speeds=[160], pitches=[50], test_engine="festival", unknown=False,
                        silence=False, balance=False)  # fmt: skip
     data = block.load(held, tmp_path)
-    # Every espeak-ng voice trains, every Festival voice tests: 4 x 2 training clips, 3 x 2 test clips.
-    assert data.train_x.shape[0] == 8 and data.test_x.shape[0] == 6
+    # Every espeak-ng voice trains, every Festival voice tests: 4 x 2 training clips (as spoken and augmented), 3 x 2
+    # test clips.
+    assert data.train_x.shape[0] == 16 and data.test_x.shape[0] == 6
     assert data.source["test_engine"] == "festival" and data.source["test_clip_engines"] == ["festival"]
     assert all(v.startswith("festival:") for v in data.source["test_voices"])
     # With balance, Festival's 2 training voices are brought towards espeak-ng's 12 by augmented copies.
