@@ -3,6 +3,7 @@ engine no training data ever uses (its clips are spoken here, in the bench, and 
 
     python bench/speech_generalise.py           # the template's data and model (24 espeak-ng voices, 20 epochs)
     python bench/speech_generalise.py --quick   # 8 espeak-ng voices, 2 speeds, 2 pitches, 8 epochs
+    python bench/speech_generalise.py --no-ablations   # full size, only the baseline and the template's recipe
 
 Each row trains the template's keyword spotter (DS-CNN over log-mel features) on one recipe and answers flite's
 four voices (kal, awb, rms, slt) at three speeds: the ten commands (`leave_one_engine_out_accuracy`), the same clips
@@ -180,6 +181,7 @@ def personalise(net: Any, labels: list[str], base: tuple, commands: tuple, unkno
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer voices, speeds, pitches and epochs")
+    parser.add_argument("--no-ablations", action="store_true", help="only the baseline and the template's recipe")
     args = parser.parse_args()
 
     from blocks.speech.synth import COMMANDS, SynthParams
@@ -192,7 +194,7 @@ def main() -> None:
         base = {}
         epochs, channels, stretches, unseen = 20, 48, FLITE_STRETCHES, UNSEEN_WORDS
     plain = {"speed": 0.0, "pitch": 0.0, "vtlp": 0.0, "shift_ms": 0.0, "noise_share": 0.0, "reverb": 0.0,
-             "telephone": 0.0, "balance": False}  # fmt: skip
+             "telephone": 0.0, "balance": False, "clean_copy": False}  # fmt: skip
     recipes = [
         (
             "espeak-ng, noise and reverb only (before)",
@@ -201,7 +203,7 @@ def main() -> None:
         ),  # fmt: skip
         ("espeak-ng + festival, augmented (template)", {}, True),
     ]
-    if not args.quick:
+    if not args.quick and not args.no_ablations:
         recipes.insert(1, ("espeak-ng, augmented", {"engines": ["espeak-ng"]}, True))
         recipes.insert(2, ("espeak-ng + festival, not augmented", plain, False))
 

@@ -224,3 +224,18 @@ __all__ = [
     "start_local_chain",
     "take_address",
 ]
+
+
+def start_and_open_run(draft: Draft, error_key: str) -> None:
+    """Start the draft's run and open the Runs page on it; a refusal goes to `st.session_state[error_key]`."""
+    from builder.ui import actions
+    from builder.ui.draft import DraftError
+
+    try:
+        run_id = actions.start_run(draft)  # idempotent for a few seconds: a double click runs once
+    except DraftError as exc:
+        st.session_state[error_key] = str(exc)
+        return
+    st.session_state["selected_run"] = run_id
+    st.session_state["notice"] = f"run {run_id} started"
+    st.session_state["goto"] = "runs"

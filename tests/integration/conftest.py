@@ -148,9 +148,9 @@ def browser():
         b.close()
 
 
-@pytest.fixture()
-def page(browser, ui_url, tmp_path):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+def open_page(browser, ui_url: str, tmp_path: Path, **context_options):
+    """A fresh browser page on the workbench (a generator for fixtures): screenshot of the end kept for failures."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, **context_options)
     pg = context.new_page()
     pg.set_default_timeout(30_000)
     pg.base = ui_url
@@ -158,3 +158,8 @@ def page(browser, ui_url, tmp_path):
     pg.screenshot(path=str(tmp_path / "last.png"), full_page=True)  # what the page showed at the end (failures)
     print(f"last screenshot: {tmp_path / 'last.png'}")
     context.close()
+
+
+@pytest.fixture()
+def page(browser, ui_url, tmp_path):
+    yield from open_page(browser, ui_url, tmp_path)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from playwright.sync_api import expect
 
-from tests.integration.conftest import run_pipeline
+from tests.integration.conftest import open_page, run_pipeline
 from tests.integration.test_ui_browser import settled
 
 PIPELINE = {
@@ -71,14 +71,7 @@ def browser(microphone):
 
 @pytest.fixture()
 def page(browser, ui_url, tmp_path):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["microphone"])
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    pg.base = ui_url
-    yield pg
-    pg.screenshot(path=str(tmp_path / "last.png"), full_page=True)  # what the page showed at the end (failures)
-    print(f"last screenshot: {tmp_path / 'last.png'}")
-    context.close()
+    yield from open_page(browser, ui_url, tmp_path, permissions=["microphone"])
 
 
 @pytest.fixture(scope="module")

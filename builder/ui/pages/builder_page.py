@@ -26,6 +26,7 @@ from builder.ui.common import (
     set_draft,
     setup,
     show_flash,
+    start_and_open_run,
     take_address,
 )
 from builder.ui.draft import (
@@ -241,14 +242,7 @@ def _start_run(draft) -> None:
     if _unsaved():
         st.session_state["run_error"] = "Some settings are not valid (marked in red); fix them before running."
         return
-    try:
-        run_id = actions.start_run(draft)  # idempotent for a few seconds: a double click runs once
-    except DraftError as exc:
-        st.session_state["run_error"] = str(exc)
-        return
-    st.session_state["selected_run"] = run_id
-    st.session_state["notice"] = f"run {run_id} started"
-    st.session_state["goto"] = "runs"
+    start_and_open_run(draft, "run_error")
 
 
 def _close() -> None:

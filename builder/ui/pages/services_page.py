@@ -10,7 +10,17 @@ import streamlit as st
 from sqlalchemy import select
 
 from builder.ui import actions, own_voice
-from builder.ui.common import aic, batches_table, choice_box, current_draft, db, keep_address, setup, take_address
+from builder.ui.common import (
+    aic,
+    batches_table,
+    choice_box,
+    current_draft,
+    db,
+    keep_address,
+    setup,
+    start_and_open_run,
+    take_address,
+)
 from builder.ui.draft import DraftError
 from builder.ui.results import answer_card, bundle_manifest, picked_suggestion
 
@@ -59,13 +69,10 @@ def _train_with_voice(draft, task: own_voice.VoiceTask) -> None:
     """Point the pipeline at the user's recordings and start its run; the Runs page opens on it."""
     try:
         own_voice.use(draft, task)
-        run_id = actions.start_run(draft)
     except DraftError as exc:
         st.session_state["voice-error"] = str(exc)
         return
-    st.session_state["selected_run"] = run_id
-    st.session_state["notice"] = f"run {run_id} started"
-    st.session_state["goto"] = "runs"
+    start_and_open_run(draft, "voice-error")
 
 
 def teach_your_voice(run_id: str) -> None:
