@@ -199,7 +199,13 @@ def test_the_voice_template_first_block_lists_show_their_defaults_and_take_one_w
     assert words.value.splitlines()[:3] == ["yes", "no", "up"]  # the defaults, shown
     set_widget(widget(at, "speech", "voices"), "12")  # changing only voices saves only voices
     at.run()
-    assert params_in_file(path, "speech") == {"voices": 12, "test_voices": 0.25, "seed": 0}
+    assert params_in_file(path, "speech") == {
+        "engines": ["espeak-ng", "festival"],
+        "voices": 12,
+        "test_voices": 0.25,
+        "copies": 1,
+        "seed": 0,
+    }
     set_widget(widget(at, "speech", "words"), "yes, no, up")
     at.run()
     assert params_in_file(path, "speech")["words"] == ["yes", "no", "up"]
