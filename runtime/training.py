@@ -15,17 +15,27 @@ from builder.files import atomic_write_bytes
 from runtime.context import StepContext
 from runtime.verification import checkpoint_hash, state_bytes
 
+EVAL_BATCH = 128  # examples per forward pass when measuring (fastest of 32-512 here for the speech model)
+
+
+def predicted_classes(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The highest-scoring class of every example, in batches: one pass over thousands of audio clips held ~1 GB of
+    activations and took 2.6× a whole training epoch (measured on 5,724 clips: 24 s in one pass, 4.1 s in batches
+    of 128, 9.4 s for a training epoch)."""
+    with torch.no_grad():
+        if len(x) <= EVAL_BATCH:
+            return module(x).argmax(dim=-1)
+        return torch.cat([module(x[i : i + EVAL_BATCH]).argmax(dim=-1) for i in range(0, len(x), EVAL_BATCH)])
+
 
 def accuracy(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Share of `x` whose highest-scoring class is `y` (0 for no examples)."""
-    with torch.no_grad():
-        return float((module(x).argmax(dim=-1) == y).float().mean()) if len(y) else 0.0
+    return float((predicted_classes(module, x) == y).float().mean()) if len(y) else 0.0
 
 
 def confusion_matrix(module: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int) -> list[list[int]]:
     """Counts of (true class row, predicted class column) on (x, y)."""
-    with torch.no_grad():
-        predicted = module(x).argmax(dim=-1).cpu().tolist()
+    predicted = predicted_classes(module, x).cpu().tolist() if len(y) else []
     matrix = [[0] * classes for _ in range(classes)]
     for truth, guess in zip(y.cpu().tolist(), predicted, strict=True):
         matrix[truth][guess] += 1

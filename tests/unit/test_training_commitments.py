@@ -138,3 +138,23 @@ def test_work_is_checked_and_continued_as_it_was_cut_whatever_is_asked_later(tmp
     wctx, wnet, wopt, wdata = setup(tmp_path, verify_epochs=[3, 4])
     fit(wctx, wnet, wopt, wdata, epochs=4, batch_size=8, seed=1)
     assert wctx.verification["ok"] is True
+
+
+def test_accuracy_and_confusion_are_measured_in_batches_with_the_one_pass_result():
+    import torch
+
+    from runtime.training import EVAL_BATCH, accuracy, confusion_matrix
+
+    torch.manual_seed(0)
+    module = torch.nn.Linear(8, 3).eval()
+    x, y = torch.randn(EVAL_BATCH * 3 + 7, 8), torch.randint(0, 3, (EVAL_BATCH * 3 + 7,))
+    calls = []
+    module.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
+    with torch.no_grad():
+        one_pass = module(x).argmax(dim=-1)
+    calls.clear()
+    assert accuracy(module, x, y) == float((one_pass == y).float().mean())
+    assert max(calls) == EVAL_BATCH and sum(calls) == len(x)  # never the whole set at once
+    matrix = confusion_matrix(module, x, y, 3)
+    assert sum(map(sum, matrix)) == len(x) and sum(matrix[i][i] for i in range(3)) == int((one_pass == y).sum())
+    assert accuracy(module, x[:0], y[:0]) == 0.0 and confusion_matrix(module, x[:0], y[:0], 3) == [[0] * 3] * 3
