@@ -91,8 +91,9 @@ def train(
 
 
 def predict(net: Any, x: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        return np.concatenate([net(torch.from_numpy(x[i : i + 256])).argmax(1).numpy() for i in range(0, len(x), 256)])
+    from runtime.training import predicted_classes
+
+    return predicted_classes(net, torch.from_numpy(x)).numpy()
 
 
 def evaluate(net: Any, labels: list[str], commands: tuple, unknown: tuple) -> dict[str, Any]:

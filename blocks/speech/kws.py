@@ -146,11 +146,11 @@ class KwsParams(BlockParams):
     own_epochs: int = Field(5, ge=1, le=100, description="Fine-tuning passes over your own recordings")
 
 
-def _predict(net: KwsNet, clips: np.ndarray, device: str, batch: int = 256) -> np.ndarray:
-    """The class each clip is given by the net (waveforms in, in batches)."""
-    with torch.inference_mode():
-        return np.concatenate([net(torch.from_numpy(clips[i : i + batch]).to(device)).argmax(1).cpu().numpy()
-                               for i in range(0, len(clips), batch)])  # fmt: skip
+def _predict(net: KwsNet, clips: np.ndarray, device: str) -> np.ndarray:
+    """The class each clip (a waveform) is given by the net."""
+    from runtime.training import predicted_classes
+
+    return predicted_classes(net, torch.from_numpy(clips).to(device)).cpu().numpy()
 
 
 def held_out_metrics(net: KwsNet, data: AudioClips, device: str) -> dict[str, Any]:

@@ -84,12 +84,18 @@ def recording_problem(x: np.ndarray, max_seconds: float = 3.0) -> str | None:
     return None
 
 
+def sound_span(x: np.ndarray) -> tuple[int, int] | None:
+    """The samples [start, end) from the first to the last frame above the noise gate; None when none is."""
+    frames = np.flatnonzero(sound_frames(x))
+    return (int(frames[0]) * FRAME, (int(frames[-1]) + 1) * FRAME) if len(frames) else None
+
+
 def word_window(x: np.ndarray, samples: int) -> np.ndarray:
     """`samples` of a recording centred on its sound (not on the recording: a word is rarely in its middle)."""
-    frames = np.flatnonzero(sound_frames(x))
-    if len(x) <= samples or len(frames) == 0:
+    span = sound_span(x)
+    if len(x) <= samples or span is None:
         return fit_length(np.asarray(x, np.float32), samples)
-    centre = (frames[0] + frames[-1] + 1) * FRAME // 2
+    centre = (span[0] + span[1]) // 2
     start = int(np.clip(centre - samples // 2, 0, len(x) - samples))
     return np.asarray(x[start : start + samples], np.float32)
 
@@ -156,5 +162,6 @@ __all__ = [
     "read_own_clips",
     "recording_problem",
     "sound_frames",
+    "sound_span",
     "word_window",
 ]

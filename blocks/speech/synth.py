@@ -276,8 +276,9 @@ class SynthCommands(Block):
                 out[engine] = random.Random(params.seed).sample(found, len(found))
         return out
 
-    def _jobs(self, params: SynthParams) -> tuple[list[_Job], dict[str, list[str]], int]:
-        """Every clip to speak, and how many augmented copies each training clip of each engine gets."""
+    def _jobs(self, params: SynthParams) -> tuple[list[_Job], dict[str, int], dict[str, list[str]]]:
+        """Every clip to speak, how many augmented copies each training clip of each engine gets, and each engine's
+        voices."""
         rng = random.Random(params.seed)
         voices = self.engine_voices(params)
         jobs: list[_Job] = []
@@ -302,7 +303,7 @@ class SynthCommands(Block):
             e: params.copies * (max(1, round(most / n / 2)) if params.balance and n else 1)
             for e, n in train_by_engine.items()
         }  # an engine with few voices is brought to about half of the largest one, by augmented copies
-        return jobs, copies, sum(train_by_engine.values())
+        return jobs, copies, voices
 
     def _speak(self, job: _Job) -> np.ndarray:
         if job.engine == "festival":
@@ -318,7 +319,7 @@ class SynthCommands(Block):
         engine when `test_engine` is set). Test clips are clean: what is measured is the voice, not the noise."""
         from blocks.speech.augment import augment
 
-        jobs, copies, _ = self._jobs(params)
+        jobs, copies, voices = self._jobs(params)
         labels = (
             sorted(set(params.words)) + ([UNKNOWN] if params.unknown else []) + ([SILENCE] if params.silence else [])
         )
@@ -363,7 +364,6 @@ class SynthCommands(Block):
                     test.append(is_test)
                     engines.append("")
         x, y, t = np.stack(xs), np.asarray(ys, dtype=np.int64), np.asarray(test)
-        voices = self.engine_voices(params)
         held = sorted({f"{j.engine}:{j.voice}" for j in jobs if j.test})
         return AudioClips(
             x[~t],

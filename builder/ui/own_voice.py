@@ -19,7 +19,7 @@ import numpy as np
 import streamlit as st
 
 from blocks.speech.audio import SAMPLE_RATE, decode_audio, encode_wav
-from blocks.speech.personalise import FRAME, MIN_CLIPS_PER_WORD, max_recording_seconds, recording_problem, sound_frames
+from blocks.speech.personalise import MIN_CLIPS_PER_WORD, max_recording_seconds, recording_problem, sound_span
 from blocks.speech.synth import COMMANDS
 from blocks.speech.wav_folder import AUDIO_SUFFIXES, MAX_FILE_BYTES
 from builder.errors import BadItem
@@ -146,11 +146,11 @@ def count_words(n: int) -> str:
 def _around_the_word(x: np.ndarray) -> np.ndarray:
     """The recording cut to its sound, with a little silence before and after (a recording made in the browser
     starts and ends with the clicks on Record and Stop, far from the word); unchanged when it holds no sound."""
-    frames = np.flatnonzero(sound_frames(x))
-    if len(frames) == 0:
+    span = sound_span(x)
+    if span is None:
         return x
     margin = int(MARGIN_SECONDS * SAMPLE_RATE)
-    return x[max(0, frames[0] * FRAME - margin) : min(len(x), (frames[-1] + 1) * FRAME + margin)]
+    return x[max(0, span[0] - margin) : min(len(x), span[1] + margin)]
 
 
 def keep(draft: Draft, word: str, data: bytes, max_seconds: float, what: str) -> str:

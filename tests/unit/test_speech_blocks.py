@@ -152,7 +152,7 @@ def test_a_test_engine_is_only_tested_on_and_the_smaller_engine_gets_more_copies
     assert all(v.startswith("festival:") for v in data.source["test_voices"])
     # With balance, Festival's 2 training voices are brought towards espeak-ng's 12 by augmented copies.
     balanced = SynthParams(words=["yes", "no"], voices=16, speeds=[160], pitches=[50], unknown=False, silence=False)
-    jobs, copies, _ = block._jobs(balanced)
+    _, copies, _ = block._jobs(balanced)
     assert copies == {"espeak-ng": 1, "festival": 3}  # 12 espeak-ng voices train against 2 Festival ones
 
 
