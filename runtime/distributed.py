@@ -31,10 +31,11 @@ from runtime.allocator import TIERS
 from runtime.config import get_settings
 from runtime.prefect_env import configure_prefect
 from runtime.processes import pid_alive, stop_process_group, wait_for_http
+from runtime.providers import HEARTBEAT_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW_NAME = "aib-pipeline"
-LOST_AFTER_SECONDS = 15.0
+LOST_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS  # offline this long after its heartbeat deadline: vanished
 PREEMPT_SIGNAL = signal.SIGUSR1
 # What the flow runs of each deployment stand for; agents never load these (runtime/fixed_worker.py runs our code).
 ENTRYPOINT = "runtime/distributed.py:pipeline_flow_impl"

@@ -21,8 +21,24 @@ from builder.errors import AibError
 from runtime.allocator import TIERS, Provider
 from runtime.db import ProviderRow, Run, utcnow
 
-HEARTBEAT_SECONDS = 5.0
-HEARTBEAT_DEADLINE = timedelta(seconds=30)  # an offer without a heartbeat for this long is offline
+
+def _heartbeat_seconds() -> float:
+    raw = os.environ.get("AIB_HEARTBEAT_SECONDS") or "5"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.5 <= value <= 600:  # (also refuses nan) a process that cannot beat as its peers expect must not start
+        raise SystemExit(f"AIB_HEARTBEAT_SECONDS is {raw!r}: set it to a number of seconds from 0.5 to 600 (default 5)")
+    return value
+
+
+# How often an agent says it is alive (AIB_HEARTBEAT_SECONDS, default 5). The deadlines built on it are multiples:
+# an offer silent for six beats is offline; a run on it is given up after three more (runtime/distributed.py), a
+# leased step silent for three beats is lost (runtime/protocol/leases.py). Tests shorten it to see a provider vanish
+# in seconds; every process that judges or sends heartbeats must see the same value.
+HEARTBEAT_SECONDS = _heartbeat_seconds()
+HEARTBEAT_DEADLINE = timedelta(seconds=6 * HEARTBEAT_SECONDS)  # an offer without a heartbeat for this long is offline
 # What each tier needs: a CUDA GPU with at least this much memory (the CPU tier needs nothing).
 TIER_GPU_MEMORY_GB = {"cpu": None, "gpu-small": 8.0, "gpu-medium": 24.0, "gpu-large": 48.0}
 

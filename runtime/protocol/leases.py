@@ -20,8 +20,10 @@ from builder.errors import AibError
 from runtime.db import Lease, ProviderRow, SealedBlob, utcnow
 from runtime.protocol.blobs import BlobStore, sha256_bytes
 from runtime.protocol.sealing import new_key, seal
+from runtime.providers import HEARTBEAT_SECONDS
 
-LEASE_HEARTBEAT_DEADLINE = timedelta(seconds=15)  # a claimed lease silent this long is lost (the provider vanished)
+# A claimed lease silent this long is lost (the provider vanished); its provider beats three times in it.
+LEASE_HEARTBEAT_DEADLINE = timedelta(seconds=3 * HEARTBEAT_SECONDS)
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # the largest single blob a lease may send (a checkpoint)
 ENDED = ("completed", "preempted", "released", "lost", "failed", "cancelled")
 

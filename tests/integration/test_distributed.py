@@ -23,17 +23,24 @@ from tests.conftest import TEMPLATES, free_port
 AIB = [sys.executable, "-m", "builder.cli"]
 # Epochs of the interrupted trainings: long enough that stopping one mid-way is never a race (about 10 ms each).
 EPOCHS = 200
+# For the processes of a test where a provider vanishes: a heartbeat every 2 s, so a silent offer is offline after
+# 12 s and its run given up 6 s later (runtime/providers.py; 30 s and 15 s by default): the same detection, sooner.
+QUICK_HEARTBEATS = {"AIB_HEARTBEAT_SECONDS": "2"}
 
 
 def env() -> dict[str, str]:
     e = os.environ.copy()
     e.pop("PREFECT_API_URL", None)  # the session's test server is not the distributed one
     e["AIB_PAYMENTS"] = "off"  # figures of placement here; paid runs are covered by the chain tests
+    # Torch on one thread in every process of these tests: their model is a small head whose steps are far too small
+    # to share out, and on a busy machine two threads waiting on each other made an epoch 20x slower (measured).
+    e["OMP_NUM_THREADS"] = "1"
     return e
 
 
-def aib(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*AIB, *args], capture_output=True, text=True, timeout=timeout, env=env())
+def aib(*args: str, timeout: float = 300, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*AIB, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**env(), **(extra_env or {})})  # fmt: skip
 
 
 def spawn(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -49,7 +56,7 @@ def wait_for(predicate, timeout: float, what: str):
         value = predicate()
         if value:
             return value
-        time.sleep(1)
+        time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -77,9 +84,11 @@ def workers_online(api_url: str, pool: str, names: set[str]) -> bool:
 @contextmanager
 def agents_online(api_url: str, *offers: tuple[str, str], envs: dict[str, dict[str, str]] | None = None):
     """Provider agents (name, price per hour) on this machine, yielded once all are online and their Prefect workers
-    are too: ({name: offer}, {name: agent process}). `envs`: more environment for some agents (by name)."""
+    are too: ({name: offer}, {name: agent process}). `envs`: more environment for some agents (by name). Their
+    workers look for work every second (5 s by default), as the protocol tests' agents do."""
     agents = {n: spawn("provider", "start", "--tier", "cpu", "--price", p, "--name", n,
-                       extra_env=(envs or {}).get(n)) for n, p in offers}  # fmt: skip
+                       extra_env={"PREFECT_WORKER_QUERY_SECONDS": "1", **(envs or {}).get(n, {})})
+              for n, p in offers}  # fmt: skip
     try:
 
         def online():
@@ -319,11 +328,12 @@ def test_a_provider_that_vanishes_is_dropped_and_its_run_resumes_elsewhere_unpai
 
     from runtime.db import MetricPoint, Usage, session_factory
 
-    with agents_online(server["api_url"], ("flaky", "0.30"), ("steady", "0.90")) as (offers, agents):
+    with agents_online(server["api_url"], ("flaky", "0.30"), ("steady", "0.90"),
+                       envs={"flaky": QUICK_HEARTBEATS, "steady": QUICK_HEARTBEATS}) as (offers, agents):  # fmt: skip
         path = rented_copy(tmp_path)
         overrides = [f"classifier.epochs={EPOCHS}", "classifier.batch_size=4",
                      f"classifier.seed={time.time_ns() % 10**6}"]  # fmt: skip
-        run = spawn("run", str(path), "--json", *sum((["--set", o] for o in overrides), []))
+        run = spawn("run", str(path), "--json", *sum((["--set", o] for o in overrides), []), extra_env=QUICK_HEARTBEATS)
         # The machine dies in the middle of the training: the agent, its worker and the run's process, all at once
         # (kill -9; the run is held still from its second epoch until then).
         flaky = offers["flaky"]["id"]
@@ -347,7 +357,7 @@ def test_a_provider_that_vanishes_is_dropped_and_its_run_resumes_elsewhere_unpai
         # Steps the vanished provider finished are paid; the training step it never finished is not.
         assert billed == {offers["steady"]["id"]}
         assert resumed is not None and resumed >= 2  # from the checkpoint the vanished provider left
-        listed = {r["id"]: r for r in json.loads(aib("providers", "list", "--json").stdout)}
+        listed = {r["id"]: r for r in json.loads(aib("providers", "list", "--json", extra_env=QUICK_HEARTBEATS).stdout)}
         assert listed[flaky]["online"] is False and listed[offers["steady"]["id"]]["online"] is True
 
 

@@ -38,6 +38,7 @@ def env() -> dict[str, str]:
     e = os.environ.copy()
     e.pop("PREFECT_API_URL", None)
     e.pop("AIB_PAYMENTS", None)  # paid on chain
+    e["OMP_NUM_THREADS"] = "1"  # torch on one thread, as in test_distributed.env (the providers' runs too)
     return e
 
 
@@ -65,7 +66,8 @@ def provider_on(host, coordinator_port: int, name: str, price: str) -> subproces
     return host.popen(
         [PYTHON, "-m", "builder.cli", "provider", "start", "--coordinator",
          f"http://{host.coordinator_address}:{coordinator_port}", "--tier", "cpu", "--price", price, "--name", name],
-        env={"AIB_HOME": str(home), "PREFECT_WORKER_QUERY_SECONDS": "1", "HF_HUB_OFFLINE": "1"}, cwd=str(ROOT),
+        env={"AIB_HOME": str(home), "PREFECT_WORKER_QUERY_SECONDS": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        cwd=str(ROOT),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 

@@ -21,6 +21,7 @@ from tests.conftest import free_port
 from tests.integration.test_distributed import (
     AIB,
     EPOCHS,
+    QUICK_HEARTBEATS,
     aib,
     assert_same_as_on_local_compute,
     env,
@@ -243,9 +244,10 @@ def test_a_provider_that_vanishes_is_not_paid_and_its_step_resumes_elsewhere(ser
         path = rented_copy(tmp_path)
         overrides = [f"classifier.epochs={EPOCHS}", "classifier.batch_size=4",
                      f"classifier.seed={time.time_ns() % 10**6}"]  # fmt: skip
+        # A lease syncs every 0.5 s: this run gives one silent for 6 s up as lost (15 s by default).
         run = subprocess.Popen([*AIB, "run", str(path), "--json", *sum((["--set", o] for o in overrides), [])],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(),
-                               start_new_session=True)  # fmt: skip
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**env(), **QUICK_HEARTBEATS}, start_new_session=True)  # fmt: skip
         flaky = offers["flaky"]["id"]
         pid, _ = stopped_mid_lease(run, flaky)
         worker = subprocess.run(["pgrep", "-f", f"worker start .*--name {flaky}"], capture_output=True, text=True)

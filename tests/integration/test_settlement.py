@@ -258,8 +258,9 @@ def test_eight_paid_runs_started_together_from_one_wallet_all_deposit_and_settle
     assert aib("wallet", "fund", address, "20 AIC").returncode == 0
     (tmp_path / "pw").write_text("a long enough password\n")
     (tmp_path / "pw").chmod(0o600)  # a password file must be private
+    # Torch on one thread each: eight runs share this machine's cores, and a run's second thread only waits on them.
     env = {**os.environ, "AIB_KEYSTORE": str(tmp_path / "payer.json"),
-           "AIB_KEYSTORE_PASSWORD_FILE": str(tmp_path / "pw")}  # fmt: skip
+           "AIB_KEYSTORE_PASSWORD_FILE": str(tmp_path / "pw"), "OMP_NUM_THREADS": "1"}  # fmt: skip
     runs = [
         subprocess.Popen(
             [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -59,3 +60,16 @@ def test_bad_offers_are_refused_in_one_sentence(session):
     with pytest.raises(OfferError, match="needs a CUDA GPU"):
         register_offer(session, name="x", tier="gpu-small", price_wei_per_s=1, hardware=CPU_BOX)
     assert offers(session) == []
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "100000"])
+def test_a_bad_heartbeat_setting_stops_the_process_with_one_sentence(value):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import runtime.providers"], capture_output=True, text=True,
+                          env={**os.environ, "AIB_HEARTBEAT_SECONDS": value})  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        f"AIB_HEARTBEAT_SECONDS is {value!r}: set it to a number of seconds from 0.5 to 600 (default 5)"
+    )
