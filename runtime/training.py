@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -146,7 +146,7 @@ def fit(
         else:  # segments inside the epoch: each boundary's state (with the random state) is kept and committed
             first = start_chunk if epoch == start_epoch else 0
             total = partial if first else 0.0
-            order = _begin_epoch(module, y, seed, epoch, None if not first else rng)
+            order = _begin_epoch(module, opt, y, seed, epoch, None if not first else rng)
             for chunk in range(first, per_epoch):
                 lo, hi = _chunk_batches(len(y), batch_size, seg, chunk)
                 total += _batches(module, opt, x, y, loss_fn, order, lo, hi, batch_size, ctx.device)
@@ -203,9 +203,26 @@ def _chunk_batches(examples: int, batch_size: int, segment_batches: int, chunk: 
     return chunk * segment_batches, min((chunk + 1) * segment_batches, batches)
 
 
-def _begin_epoch(module: nn.Module, y: torch.Tensor, seed: int, epoch: int, rng: torch.Tensor | None):
-    """Set up an epoch (or its continuation): train mode, the random state, and the epoch's example order."""
+def cosine_groups(params: Iterable[nn.Parameter], lr: float, epochs: int) -> list[dict[str, Any]]:
+    """Optimiser parameter groups whose learning rate falls from `lr` to 0 along a half cosine over `epochs`. The
+    schedule lives in the groups (so in the optimiser's state): a resumed run, a provider training it and a
+    verifier replaying one segment all set each epoch's rate from its number alone."""
+    return [{"params": list(params), "lr": lr, "base_lr": lr, "cosine_epochs": epochs}]
+
+
+def _schedule(opt: torch.optim.Optimizer, epoch: int) -> None:
+    """Set the learning rate of every scheduled group (cosine_groups) for `epoch`."""
+    for g in opt.param_groups:
+        if "cosine_epochs" in g:
+            done = min(epoch, g["cosine_epochs"]) / max(1, g["cosine_epochs"])
+            g["lr"] = g["base_lr"] * 0.5 * (1 + math.cos(math.pi * done))
+
+
+def _begin_epoch(module: nn.Module, opt, y: torch.Tensor, seed: int, epoch: int, rng: torch.Tensor | None):
+    """Set up an epoch (or its continuation): train mode, the learning rate, the random state, and the epoch's
+    example order."""
     module.train()
+    _schedule(opt, epoch)
     epoch_seed = seed * 100_003 + epoch
     if rng is None:
         torch.manual_seed(epoch_seed)
@@ -257,7 +274,7 @@ def _write_layout(ctx: StepContext, segment_batches: int) -> None:
 def _epoch(module, opt, x, y, loss_fn, seed: int, epoch: int, batch_size: int, device: str) -> float:
     """One training epoch; its mean loss. Its order and dropout masks depend only on (seed, epoch), so a
     resumed run repeats it exactly and a verifier can replay it from the checkpoint before it."""
-    order = _begin_epoch(module, y, seed, epoch, None)
+    order = _begin_epoch(module, opt, y, seed, epoch, None)
     batches = max(1, math.ceil(len(y) / batch_size))
     return _batches(module, opt, x, y, loss_fn, order, 0, batches, batch_size, device) / len(y)
 
@@ -308,7 +325,7 @@ def _verify(ctx: StepContext, module, opt, x, y, loss_fn, seed: int, batch_size:
                 loss = _epoch(module, opt, x, y, loss_fn, seed, epoch, batch_size, ctx.device)
                 replayed = state_bytes(module, opt, epoch=k, loss=loss)
             else:
-                order = _begin_epoch(module, y, seed, epoch, before["rng"] if chunk else None)
+                order = _begin_epoch(module, opt, y, seed, epoch, before["rng"] if chunk else None)
                 lo, hi = _chunk_batches(len(y), batch_size, seg, chunk)
                 total = (float(before["partial"]) if chunk else 0.0) + _batches(
                     module, opt, x, y, loss_fn, order, lo, hi, batch_size, ctx.device
@@ -354,6 +371,7 @@ __all__ = [
     "baseline_accuracy",
     "classifier_metrics",
     "confusion_matrix",
+    "cosine_groups",
     "fit",
     "fit_quietly",
 ]

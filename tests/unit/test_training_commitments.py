@@ -158,3 +158,31 @@ def test_accuracy_and_confusion_are_measured_in_batches_with_the_one_pass_result
     matrix = confusion_matrix(module, x, y, 3)
     assert sum(map(sum, matrix)) == len(x) and sum(matrix[i][i] for i in range(3)) == int((one_pass == y).sum())
     assert accuracy(module, x[:0], y[:0]) == 0.0 and confusion_matrix(module, x[:0], y[:0], 3) == [[0] * 3] * 3
+
+
+def test_a_cosine_schedule_is_followed_by_resumes_and_replays_exactly(tmp_path):
+    import shutil
+
+    from runtime.training import cosine_groups
+
+    def cosine(tmp, **kw):
+        ctx, net, _, data = setup(tmp, **kw)
+        return ctx, net, torch.optim.Adam(cosine_groups(net.parameters(), 0.02, 4)), data
+
+    ctx, net, opt, data = cosine(tmp_path / "a", keep_segments=True, segment_batches=3)
+    fit(ctx, net, opt, data, epochs=4, batch_size=8, seed=1)
+    # Each epoch's rate is set from its number: 0.02 × (1 + cos(π e / 4)) / 2 for e = 0 … 3.
+    rates = [torch.load(ctx.segments_dir / f"epoch-{3 * e + 1}.pt", weights_only=True)["optimizer"]["param_groups"]
+             [0]["lr"] for e in range(4)]  # fmt: skip
+    assert [round(r, 6) for r in rates] == [0.02, 0.017071, 0.01, 0.002929]
+    ref_ctx, ref_net, ref_opt, ref_data = setup(tmp_path / "constant", keep_segments=True, segment_batches=3)
+    fit(ref_ctx, ref_net, ref_opt, ref_data, epochs=4, batch_size=8, seed=1)
+    assert not all(torch.equal(v, _weights(ref_net)[k]) for k, v in net.state_dict().items())  # it changed training
+    # Resumed on another machine mid-epoch 3, it ends where the uninterrupted run did; a verifier replays any segment.
+    rctx, rnet, ropt, rdata = cosine(tmp_path / "b", keep_segments=True, segment_batches=3)
+    shutil.copy(ctx.segments_dir / "epoch-8.pt", rctx.work_dir / "checkpoint.pt")
+    fit(rctx, rnet, ropt, rdata, epochs=4, batch_size=8, seed=1)
+    assert all(torch.equal(v, _weights(net)[k]) for k, v in rnet.state_dict().items())
+    vctx, vnet, vopt, vdata = cosine(tmp_path / "a", verify_epochs=[2, 7, 12], segment_batches=3)
+    fit(vctx, vnet, vopt, vdata, epochs=4, batch_size=8, seed=1)
+    assert vctx.verification["ok"] is True and vctx.verification["max_abs_diff"] == 0.0
