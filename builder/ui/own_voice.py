@@ -20,7 +20,7 @@ import streamlit as st
 
 from blocks.speech.audio import SAMPLE_RATE, decode_audio, encode_wav
 from blocks.speech.personalise import MIN_CLIPS_PER_WORD, max_recording_seconds, recording_problem, sound_span
-from blocks.speech.synth import COMMANDS
+from blocks.speech.synth import COMMANDS, UNKNOWN
 from blocks.speech.wav_folder import AUDIO_SUFFIXES, MAX_FILE_BYTES
 from builder.errors import BadItem
 from builder.pipeline import EDGE
@@ -36,6 +36,7 @@ __all__ = [
     "recordings",
     "remove",
     "show",
+    "shown",
     "stop_using",
     "task_for",
     "trained_pipeline",
@@ -51,7 +52,8 @@ _NUMBERED = re.compile(r"^(\d+)\.wav$")
 
 @dataclass(frozen=True)
 class VoiceTask:
-    """What to record for one keyword model node: its words and the longest recording its clips allow."""
+    """What to record for one keyword model node: its words (and `_unknown_`, other words, when it learns them) and
+    the longest recording its clips allow."""
 
     kws: str
     words: list[str]
@@ -96,7 +98,9 @@ def task_for(draft: Draft, node_id: str | None = None) -> VoiceTask | None:
     """What to record for the keyword model that `node_id` is (or whose spoken words it makes), or for the
     pipeline's first keyword model when no node is given; None when there is no keyword model fed by spoken words.
 
-    The words are the `speech.synth-commands` node's (its default ten when it names none)."""
+    The words are the `speech.synth-commands` node's (its default ten when it names none), then `_unknown_` unless
+    that node learns no other words: the user's own other words teach the model that their voice alone is no
+    command (fine-tuned on commands only, it answered a command to most of them)."""
     if node_id is None:
         node_id = next((n for n in draft.blocks if _block_id(draft, n) == KWS), None)
         if node_id is None:
@@ -116,6 +120,8 @@ def task_for(draft: Draft, node_id: str | None = None) -> VoiceTask | None:
     words = [str(w) for w in raw] if isinstance(raw, list) and raw else list(COMMANDS)
     # A word becomes a folder name: one that cannot be one is not offered (the run would never find it).
     words = [w for w in dict.fromkeys(words) if w.strip() and "/" not in w and "\\" not in w and w[0] != "."]
+    if params.get("unknown", True) is not False and UNKNOWN not in words:
+        words.append(UNKNOWN)
     seconds = params.get("seconds", 1.0)
     seconds = float(seconds) if isinstance(seconds, int | float) and seconds > 0 else 1.0
     return VoiceTask(kws, words, max_recording_seconds(seconds))
@@ -132,6 +138,11 @@ def recordings(draft: Draft, words: list[str]) -> dict[str, list[str]]:
             p.name for p in found if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")
         )
     return out
+
+
+def shown(word: str) -> str:
+    """A word as the page names it: `_unknown_` is "other words"."""
+    return "other words" if word == UNKNOWN else word
 
 
 def count_words(n: int) -> str:
@@ -187,7 +198,8 @@ def not_ready(draft: Draft, task: VoiceTask) -> str | None:
     few = next((w for w in task.words if 0 < counts[w] < MIN_CLIPS_PER_WORD), None)
     if few is not None:
         more = MIN_CLIPS_PER_WORD - counts[few]
-        return f"“{few}” has {counts[few]} recording{'s' if counts[few] > 1 else ''}: record {more} more, or remove it."
+        n = counts[few]
+        return f"“{shown(few)}” has {n} recording{'s' if n > 1 else ''}: record {more} more, or remove it."
     if not any(counts.values()):
         return f"Record at least one word {MIN_CLIPS_PER_WORD} times first."
     return None
@@ -272,7 +284,8 @@ def _recorded(draft: Draft, task: VoiceTask, key: str, word: str, widget: str) -
         return
     st.session_state[f"{key}-said"] = []
     try:
-        name = keep(draft, word, clip.getvalue(), task.max_seconds, f"This recording of “{word}”")
+        of = "another word" if word == UNKNOWN else f"“{word}”"
+        name = keep(draft, word, clip.getvalue(), task.max_seconds, f"This recording of {of}")
     except DraftError as exc:
         _said(key, word, "error", str(exc))
         return
@@ -293,7 +306,7 @@ def _uploaded(draft: Draft, task: VoiceTask, key: str, word: str, widget: str) -
         except DraftError as exc:
             _said(key, word, "error", str(exc))
     if kept:
-        _said(key, word, "success", f"Kept {kept} recording{'s' if kept > 1 else ''} of “{word}”.")
+        _said(key, word, "success", f"Kept {kept} recording{'s' if kept > 1 else ''} of “{shown(word)}”.")
     _fresh_widgets(key, word)
 
 
@@ -309,15 +322,20 @@ def show(draft: Draft, task: VoiceTask, key: str) -> None:
     if st.session_state.get(f"{key}-word") not in task.words:  # the words were changed since
         st.session_state.pop(f"{key}-word", None)
     # The words alone: a radio whose labels change (a count) is shown with nothing picked in the browser.
-    word = st.radio("Word to record", task.words, horizontal=True, key=f"{key}-word")
-    so_far = [f"{w} {len(counts[w])}" + (" ✓" if len(counts[w]) >= MIN_CLIPS_PER_WORD else "") for w in task.words]
+    word = st.radio("Word to record", task.words, horizontal=True, key=f"{key}-word", format_func=shown)
+    so_far = [f"{shown(w)} {len(counts[w])}" + (" ✓" if len(counts[w]) >= MIN_CLIPS_PER_WORD else "")
+              for w in task.words]  # fmt: skip
     st.caption("Recorded so far: " + " · ".join(so_far))
     take = st.session_state.get(f"{key}-take-{word}", 0)
     recorder = f"{key}-rec-{word}-{take}"
-    st.audio_input(f"Say “{word}”", key=recorder, on_change=_recorded, args=(draft, task, key, word, recorder))
+    if word == UNKNOWN:
+        st.caption("Say a word that is not one of the commands, a different one each time: the model learns to "
+                   "answer “_unknown_” to your voice when it says no command.")  # fmt: skip
+    said = "any other word" if word == UNKNOWN else f"“{word}”"
+    st.audio_input(f"Say {said}", key=recorder, on_change=_recorded, args=(draft, task, key, word, recorder))
     uploader = f"{key}-up-{word}-{take}"
     st.file_uploader(
-        f"…or upload recordings of “{word}” (WAV or FLAC)",
+        f"…or upload recordings of {'other words' if word == UNKNOWN else said} (WAV or FLAC)",
         type=["wav", "flac"],
         accept_multiple_files=True,
         key=uploader,
@@ -332,8 +350,9 @@ def show(draft: Draft, task: VoiceTask, key: str) -> None:
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
         c1.audio((draft.base_dir / OWN_VOICE / word / name).read_bytes(), format="audio/wav")
         c2.button("Remove", key=f"{key}-remove-{word}-{name}", on_click=remove, args=(draft, word, name))
-    enough = sum(1 for w in task.words if len(counts[w]) >= MIN_CLIPS_PER_WORD)
-    st.caption(f"Enough recordings for {enough} of {len(task.words)} words.")
+    commands = [w for w in task.words if w != UNKNOWN]
+    enough = sum(1 for w in commands if len(counts[w]) >= MIN_CLIPS_PER_WORD)
+    st.caption(f"Enough recordings for {enough} of {len(commands)} commands.")
 
 
 def use_button(draft: Draft, task: VoiceTask, key: str, after: Callable[[str], None]) -> None:

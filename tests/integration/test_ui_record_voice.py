@@ -145,5 +145,6 @@ def test_a_recording_in_the_browser_is_answered_by_the_service_and_kept_for_the_
     assert kept.is_file()
     page.get_by_text("1 recording: record 2 more.").wait_for()
     expect(page.get_by_role("radio", name="stop")).to_be_checked()  # the word stays picked
-    page.get_by_text(re.compile(r"^Recorded so far: yes 0 · .* stop 1 · go 0$")).wait_for()
+    page.get_by_text(re.compile(r"^Recorded so far: yes 0 · .* stop 1 · go 0 · other words 0$")).wait_for()
+    expect(page.get_by_role("radio", name="other words")).to_be_visible()  # `_unknown_`, by its name for people
     expect(page.get_by_role("button", name="Train it again with my voice")).to_be_disabled()

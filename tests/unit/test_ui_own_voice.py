@@ -37,10 +37,14 @@ def draft(tmp_path):
 def test_the_recorder_is_for_the_keyword_model_and_its_spoken_words(draft):
     for node in ("kws", "speech", None):
         task = own_voice.task_for(draft, node)
-        assert task == own_voice.VoiceTask("kws", ["lights", "music", "stop"], 3.0)
+        assert task == own_voice.VoiceTask("kws", ["lights", "music", "stop", "_unknown_"], 3.0)
     assert own_voice.task_for(draft, "features") is None and own_voice.task_for(draft, "api") is None
     draft.blocks["speech"]["params"] = {}  # no words named: the block's ten commands
     assert own_voice.task_for(draft, "kws").words[:3] == ["yes", "no", "up"]
+    # Other words are recorded (as "other words") only when the model learns them.
+    assert own_voice.shown("_unknown_") == "other words" and own_voice.shown("up") == "up"
+    draft.blocks["speech"]["params"] = {"words": ["lights"], "unknown": False}
+    assert own_voice.task_for(draft, "kws").words == ["lights"]
 
 
 def test_a_silent_recording_is_refused_in_one_sentence_and_nothing_is_kept(draft):
@@ -51,7 +55,7 @@ def test_a_silent_recording_is_refused_in_one_sentence_and_nothing_is_kept(draft
     assert str(refused.value).endswith("record it again closer to the microphone.")
     with pytest.raises(DraftError, match=r"^junk.wav was not kept: the data is not WAV or FLAC audio\.$"):
         own_voice.keep(draft, "stop", b"RIFF not really", task.max_seconds, "junk.wav")
-    assert own_voice.recordings(draft, task.words) == {"lights": [], "music": [], "stop": []}
+    assert own_voice.recordings(draft, task.words) == {"lights": [], "music": [], "stop": [], "_unknown_": []}
 
 
 def test_a_browser_recording_is_cut_to_its_word_and_kept_as_a_numbered_wav(draft):
@@ -80,7 +84,7 @@ def test_counts_say_how_many_more_and_use_points_the_model_at_them(draft):
     for seconds in (0.45, 0.5):
         own_voice.keep(draft, "lights", encode_wav(word_like(seconds)), task.max_seconds, "b.wav")
     counts = own_voice.recordings(draft, task.words)
-    assert counts == {"lights": ["001.wav", "002.wav", "003.wav"], "music": [], "stop": []}
+    assert counts == {"lights": ["001.wav", "002.wav", "003.wav"], "music": [], "stop": [], "_unknown_": []}
     assert own_voice.count_words(3) == "3 recordings: enough." and own_voice.not_ready(draft, task) is None
 
     note = own_voice.use(draft, task)
@@ -95,3 +99,15 @@ def test_counts_say_how_many_more_and_use_points_the_model_at_them(draft):
     assert yaml.safe_load((draft.base_dir / "pipeline.yaml").read_text())["blocks"]["kws"] == {
         "use": "speech.kws-cnn@1.0.0"
     }
+
+
+def test_other_words_of_the_users_voice_are_kept_and_used_as_unknown(draft):
+    task = own_voice.task_for(draft, "kws")
+    for _ in range(2):
+        own_voice.keep(draft, "_unknown_", encode_wav(word_like()), task.max_seconds, "x.wav")
+    assert own_voice.not_ready(draft, task) == "“other words” has 2 recordings: record 1 more, or remove it."
+    own_voice.keep(draft, "_unknown_", encode_wav(word_like(0.5)), task.max_seconds, "y.wav")
+    for _ in range(3):
+        own_voice.keep(draft, "stop", encode_wav(word_like()), task.max_seconds, "s.wav")
+    assert own_voice.use(draft, task) == "The next run of kws also learns your voice, from 6 recordings of 2 words."
+    assert validate(draft)[0] == []  # the block reads `_unknown_` as the model's class of other words
