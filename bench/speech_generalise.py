@@ -1,15 +1,18 @@
 """Speech on voices it never heard: the voice-commands model trained on some speech engines, judged on flite, an
 engine no training data ever uses (its clips are spoken here, in the bench, and nowhere else).
 
-    python bench/speech_generalise.py           # the template's data and model (24 espeak-ng voices, 20 epochs)
+    python bench/speech_generalise.py           # the template's data and model (templates/voice-commands.yaml)
     python bench/speech_generalise.py --quick   # 8 espeak-ng voices, 2 speeds, 2 pitches, 8 epochs
-    python bench/speech_generalise.py --no-ablations   # full size, only the baseline and the template's recipe
+    python bench/speech_generalise.py --no-ablations   # full size: the baseline, both networks, the template
 
-Each row trains the template's keyword spotter (DS-CNN over log-mel features) on one recipe and answers flite's
+Each row trains a keyword spotter over log-mel features on one recipe (the template's data and network settings, read
+from its file, unless the row says otherwise) and answers flite's
 four voices (kal, awb, rms, slt) at three speeds: the ten commands (`leave_one_engine_out_accuracy`), the same clips
 through a telephone line (`phone_line_accuracy`: 300-3400 Hz, 8 kHz, mu-law), and words it was never taught
 (`unknown_rejection`: answered `_unknown_`; `commands_rejected`: commands wrongly answered `_unknown_`). The first
-row is the baseline measured in the same run: espeak-ng alone, as the template was trained before.
+row is the baseline measured in the same run: espeak-ng alone, as the template was trained before. Without
+`--quick` the other network (DS-CNN or BC-ResNet, whichever the template does not use) is trained on the
+template's data at a similar size: the comparison that chose the template's.
 
 The user's own voice (`personalise_*`): flite's rms is the user. Copies of the template recipe's net are fine-tuned
 (blocks/speech/personalise.py, as speech.kws-cnn does with `own_clips_path`) on k = 3 and 10 recordings of each command
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from common import print_figures, print_table
 
 # Words no recipe ever trains on, for `unknown_rejection` (the training `_unknown_` words are others).
@@ -41,7 +45,13 @@ USER_VOICE = "rms"
 OWN_TAKES = [(0.8, 1.0), (1.04, -1.0), (1.25, 0.5), (0.75, -0.5), (0.88, 1.5), (0.96, -1.5), (1.12, 0.0),
              (1.16, 1.0), (1.3, -1.0), (1.4, 0.5)]  # fmt: skip
 USER_TEST_STRETCHES = (0.85, 0.92, 1.0, 1.08, 1.2, 1.35)
-PERSONAL_KS = (0, 3, 10)
+# (k own clips per command, own recordings of other words): without and with the user's other words.
+PERSONAL_CASES = ((0, 0), (3, 0), (10, 0), (3, 3), (10, 10))
+# Other words the user records as `_unknown_`: neither a training `_unknown_` word nor one of UNSEEN_WORDS.
+OWN_OTHER_WORDS = ["hello", "water", "button", "kitchen", "dinner", "lemon", "pocket", "sunday", "travel", "wonder"]
+TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "voice-commands.yaml"
+ARCH_NAMES = {"ds-cnn": "DS-CNN", "bc-resnet": "BC-ResNet"}
+OTHER_ARCH = {"ds-cnn": {"arch": "bc-resnet", "channels": 16}, "bc-resnet": {"arch": "ds-cnn", "channels": 48}}
 
 
 def flite_set(words: list[str], stretches: tuple[float, ...], samples: int) -> tuple[np.ndarray, list[str], list[str]]:
@@ -61,12 +71,12 @@ def flite_set(words: list[str], stretches: tuple[float, ...], samples: int) -> t
 
 
 def train(
-    params: Any, epochs: int, channels: int, spec_augment: bool, cache: Path
+    params: Any, net_params: dict[str, Any], cache: Path
 ) -> tuple[Any, list[str], dict, tuple[torch.Tensor, torch.Tensor]]:
     """The recipe's clips (train and held-out voices alike: flite is the test here), a KwsNet fitted on them, and the
     features and labels it was fitted on."""
     from blocks.speech.features import DEFAULT_SPEC, log_mel_module
-    from blocks.speech.kws import KwsNet, OnFeatures
+    from blocks.speech.kws import KwsNet, KwsParams, OnFeatures, optimiser
     from blocks.speech.synth import SynthCommands
     from runtime.training import fit_quietly
 
@@ -80,13 +90,15 @@ def train(
         mel = log_mel_module(DEFAULT_SPEC)
         feats = torch.cat([mel(torch.from_numpy(x[i : i + 256])) for i in range(0, len(x), 256)])
     feats = feats.clone()  # a plain tensor (not an inference one): it is trained on
-    torch.manual_seed(params.seed)
-    net = KwsNet(len(clips.labels), channels, 4, DEFAULT_SPEC)
-    trainable = OnFeatures(net, spec_augment, params.seed)
-    fit_quietly(trainable, torch.optim.Adam(net.parameters(), lr=0.003), feats, torch.from_numpy(y),
-                epochs=epochs, batch_size=64, seed=params.seed, device="cpu")  # fmt: skip
+    p = KwsParams(**net_params)
+    torch.manual_seed(p.seed)
+    net = KwsNet(len(clips.labels), p.channels, p.blocks, DEFAULT_SPEC, p.arch)
+    trainable = OnFeatures(net, p.spec_augment, p.seed)
+    fit_quietly(trainable, optimiser(net, p), feats, torch.from_numpy(y),
+                epochs=p.epochs, batch_size=p.batch_size, seed=p.seed, device="cpu")  # fmt: skip
     train_s = time.perf_counter() - t0
-    info = {"clips": len(y), "speak_s": round(speak_s, 1), "train_s": round(train_s, 1)}
+    info = {"clips": len(y), "params": sum(p.numel() for p in net.body.parameters()), "speak_s": round(speak_s, 1),
+            "train_s": round(train_s, 1)}  # fmt: skip
     return net.eval(), clips.labels, info, (feats, torch.from_numpy(y))
 
 
@@ -138,9 +150,10 @@ def accuracy(net: Any, labels: list[str], x: np.ndarray, words: list[str]) -> fl
     return round(float(np.mean([labels[i] == w for i, w in zip(predict(net, x), words, strict=True)])), 4)
 
 
-def personalise(net: Any, labels: list[str], base: tuple, commands: tuple, unknown: tuple, ks: tuple) -> list[dict]:
-    """Copies of `net` fine-tuned on k own recordings of each command (k = 0: `net` itself) as speech.kws-cnn does
-    with its default params, judged on the user's test clips, flite's other voices and the user's unseen words."""
+def personalise(net: Any, labels: list[str], base: tuple, commands: tuple, unknown: tuple, cases: tuple) -> list[dict]:
+    """Copies of `net` fine-tuned, for each (k, m) in `cases`, on k own recordings of each command and m of other
+    words (`_unknown_`, one word each) as speech.kws-cnn does with its default params ((0, 0): `net` itself), judged
+    on the user's test clips, flite's other voices and the user's unseen words."""
     import copy
 
     from blocks.speech.kws import KwsParams, fine_tune
@@ -154,22 +167,24 @@ def personalise(net: Any, labels: list[str], base: tuple, commands: tuple, unkno
     others = [i for i, v in enumerate(cv) if v != USER_VOICE]
     ux, _, uv = unknown
     unseen = ux[[i for i, v in enumerate(uv) if v == USER_VOICE]]
-    takes = OWN_TAKES[: max(ks)]
-    own = {(w, t): user_clip(w, *t, samples) for t in takes for w in COMMANDS}
+    most = max(k for k, _ in cases)
+    own = {(w, t): user_clip(w, *t, samples) for t in OWN_TAKES[:most] for w in COMMANDS}
+    own_other = [user_clip(w, *t, samples) for w, t in zip(OWN_OTHER_WORDS, OWN_TAKES, strict=True)]
     rows = []
-    for k in ks:
+    for k, m in cases:
         t0 = time.perf_counter()
         tuned = copy.deepcopy(net)
-        if k:
+        if k or m:
             pairs = [(w, t) for t in OWN_TAKES[:k] for w in COMMANDS]
-            own_x = np.stack([own[pair] for pair in pairs])
-            own_y = np.array([labels.index(w) for w, _ in pairs], dtype=np.int64)
+            own_x = np.stack([own[pair] for pair in pairs] + own_other[:m])
+            own_y = np.array([labels.index(w) for w, _ in pairs] + [labels.index(UNKNOWN)] * m, dtype=np.int64)
             fine_tune(tuned, own_x, own_y, *base, epochs=p.own_epochs, lr=p.lr * LR_FACTOR, batch_size=p.batch_size,
                       spec_augment=p.spec_augment, seed=p.seed, device="cpu")  # fmt: skip
         rows.append(
             {
                 "k": k,
-                "own_clips": k * len(COMMANDS),
+                "other_words": m,
+                "own_clips": k * len(COMMANDS) + m,
                 "user_accuracy": accuracy(tuned, labels, test_x, [w for w, _ in test]),
                 "other_voices_accuracy": accuracy(tuned, labels, cx[others], [cw[i] for i in others]),
                 "user_unknown_rejection": accuracy(tuned, labels, unseen, [UNKNOWN] * len(unseen)),
@@ -188,42 +203,58 @@ def main() -> None:
     from blocks.speech.synth import COMMANDS, SynthParams
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    # The template's own data and model settings: the bench measures what users get.
+    blocks = yaml.safe_load(TEMPLATE.read_text())["blocks"]
+    base, net = dict(blocks["speech"]["params"]), dict(blocks["kws"]["params"])
+    stretches, unseen = FLITE_STRETCHES, UNSEEN_WORDS
     if args.quick:
-        base = {"voices": 8, "speeds": [140, 180], "pitches": [40, 60]}
-        epochs, channels, stretches, unseen = 8, 32, (1.0,), UNSEEN_WORDS[:10]
-    else:
-        base = {}
-        epochs, channels, stretches, unseen = 20, 48, FLITE_STRETCHES, UNSEEN_WORDS
+        base.update(voices=8, speeds=[140, 180], pitches=[40, 60])
+        net.update(epochs=8, channels=net.get("channels", 48) // 2)
+        stretches, unseen = (1.0,), UNSEEN_WORDS[:10]
     plain = {"speed": 0.0, "pitch": 0.0, "vtlp": 0.0, "shift_ms": 0.0, "noise_share": 0.0, "reverb": 0.0,
              "telephone": 0.0, "balance": False, "clean_copy": False}  # fmt: skip
+    before = {
+        "arch": "ds-cnn",
+        "channels": 48,
+        "blocks": 4,
+        "spec_augment": False,
+        "lr": 0.003,
+        "lr_schedule": "constant",
+    }
     recipes = [
         (
-            "espeak-ng, noise and reverb only (before)",
+            "espeak-ng, noise and reverb only, DS-CNN (before)",
             {**plain, "engines": ["espeak-ng"], "noise_share": 0.75, "reverb": 0.5},
-            False,
+            {**net, **before},
         ),  # fmt: skip
-        ("espeak-ng + festival, augmented (template)", {}, True),
+        (f"espeak-ng + festival, augmented, {ARCH_NAMES[net.get('arch', 'ds-cnn')]} (template)", {}, net),
     ]
+    if not args.quick:
+        # The other architecture at a similar size (~15k and ~27k weights) on the template's data.
+        other = OTHER_ARCH[net.get("arch", "ds-cnn")]
+        recipes.insert(1, (f"espeak-ng + festival, augmented, {ARCH_NAMES[other['arch']]}", {}, {**net, **other}))
     if not args.quick and not args.no_ablations:
-        recipes.insert(1, ("espeak-ng, augmented", {"engines": ["espeak-ng"]}, True))
-        recipes.insert(2, ("espeak-ng + festival, not augmented", plain, False))
+        recipes.insert(1, ("espeak-ng, augmented", {"engines": ["espeak-ng"]}, net))
+        recipes.insert(2, ("espeak-ng + festival, not augmented", plain, {**net, "spec_augment": False}))
 
     commands = flite_set(COMMANDS, stretches, 16000)
     unknown = flite_set(unseen, (1.0,), 16000)
     rows, results = [], []
     with tempfile.TemporaryDirectory(prefix="aib-bench-speech-") as tmp:
-        for name, overrides, spec in recipes:
+        for name, overrides, net_params in recipes:
             params = SynthParams(**{**base, **overrides})
-            net, labels, info, fitted_on = train(params, epochs, channels, spec, Path(tmp))
-            figures = {**evaluate(net, labels, commands, unknown), **info}
+            model, labels, info, fitted_on = train(params, net_params, Path(tmp))
+            figures = {**evaluate(model, labels, commands, unknown), **info}
             results.append((name, figures))
             keys = ["leave_one_engine_out_accuracy", "phone_line_accuracy", "unknown_rejection", "commands_rejected"]
-            rows.append([name, info["clips"], *[figures[k] for k in keys], info["speak_s"], info["train_s"]])
+            rows.append([name, info["clips"], info["params"], *[figures[k] for k in keys], info["speak_s"],
+                         info["train_s"]])  # fmt: skip
     # The template recipe is the last row: its net is the one the user's own recordings fine-tune.
-    personal = personalise(net, labels, fitted_on, commands, unknown, PERSONAL_KS)
+    cases = tuple(c for c in PERSONAL_CASES if c != (3, 3)) if args.quick else PERSONAL_CASES
+    personal = personalise(model, labels, fitted_on, commands, unknown, cases)
     print_table(
         f"train engines -> flite ({len(commands[1])} command clips, {len(unknown[1])} unseen-word clips, 4 voices)",
-        ["recipe", "clips", "flite acc", "phone acc", "unknown rej", "cmd rejected", "speak s", "train s"],
+        ["recipe", "clips", "weights", "flite acc", "phone acc", "unknown rej", "cmd rejected", "speak s", "train s"],
         rows,
     )
     best = results[-1][1]
@@ -231,15 +262,17 @@ def main() -> None:
                 [[w, r] for w, r in best["per_word_recall"].items()])  # fmt: skip
     print_table(
         f"the user's own voice (flite {USER_VOICE}): the template net fine-tuned on k own recordings per command",
-        ["k", "own clips", "user acc", "other flite voices acc", "user unknown rej", "fine-tune s"],
+        ["k", "other words", "own clips", "user acc", "other flite voices acc", "user unknown rej", "fine-tune s"],
         [list(r.values()) for r in personal],
     )
-    by_k = {r["k"]: r["user_accuracy"] for r in personal}
+    by_k = {r["k"]: r["user_accuracy"] for r in personal if not r["other_words"]}
+    with_other = {r["k"]: r["user_unknown_rejection"] for r in personal if r["other_words"]}
     baseline = results[0][1]
     print_figures(
         {
             **{f"personalise_accuracy_k{k}": a for k, a in by_k.items()},
             "personalise_gain": round(by_k[10] - by_k[0], 4),
+            **{f"personalise_unknown_rejection_k{k}_with_other_words": r for k, r in with_other.items()},
             "personalise": personal,
             "quick": args.quick,
             "leave_one_engine_out_accuracy": best["leave_one_engine_out_accuracy"],

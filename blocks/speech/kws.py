@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -41,23 +41,108 @@ def _ds_block(channels: int) -> nn.Sequential:
     )
 
 
-class KwsNet(nn.Module):
-    """Waveform (batch, samples) → class logits: log-mel, normalisation, a strided conv, DS blocks, pooling."""
+class SubSpectralNorm(nn.Module):
+    """Batch normalisation per frequency sub-band (Chang et al. 2021): low and high bands keep their own statistics."""
 
-    def __init__(self, n_labels: int, channels: int = 64, blocks: int = 4, features: dict | None = None) -> None:
+    def __init__(self, channels: int, bands: int) -> None:
+        super().__init__()
+        self.bands = bands
+        self.bn = nn.BatchNorm2d(channels * bands)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, f, t = x.shape
+        return self.bn(x.reshape(n, c * self.bands, f // self.bands, t)).reshape(n, c, f, t)
+
+
+class BcResBlock(nn.Module):
+    """A broadcasted-residual block (BC-ResNet, Kim et al. 2021): a frequency-wise depthwise conv over the 2-D map,
+    then a temporal depthwise conv on its frequency average, broadcast back over every band. The transition block
+    changes the channel count (and may halve the frequency axis) and has no identity shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, freq: int, dilation: int, stride: int = 1, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.transition = c_in != c_out or stride != 1
+        self.enter = (
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+            if self.transition
+            else nn.Identity()
+        )
+        out_freq = (freq - 1) // stride + 1
+        self.freq_dw = nn.Conv2d(c_out, c_out, (3, 1), stride=(stride, 1), padding=(1, 0), groups=c_out, bias=False)
+        # Five sub-bands as in the paper where the band count divides evenly; one (plain batch norm) where not.
+        self.ssn = SubSpectralNorm(c_out, 5 if out_freq % 5 == 0 else 1)
+        self.temporal = nn.Sequential(
+            nn.Conv2d(c_out, c_out, (1, 3), padding=(0, dilation), dilation=(1, dilation), groups=c_out, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.SiLU(),
+            nn.Conv2d(c_out, c_out, 1, bias=False),
+            nn.Dropout2d(dropout),
+        )
+        self.out_freq = out_freq
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        entered = self.enter(x)
+        aux = self.ssn(self.freq_dw(entered))
+        out = aux + self.temporal(aux.mean(2, keepdim=True))
+        return torch.relu(out if self.transition else out + x)
+
+
+def _bc_resnet(n_labels: int, width: int, freq: int) -> nn.Sequential:
+    """BC-ResNet's layout: a 5×5 conv, stages of 2, 2, 4, 4 blocks at width × (1, 1.5, 2, 2.5) channels, the second
+    and third halving the frequency axis, temporal dilations 1, 2, 4, 8; a depthwise conv over what is left of the
+    frequency axis, a 1×1 conv, average over time and a 1×1 classifier. `width` 8 is BC-ResNet-1."""
+    stem = 2 * width
+    layers: list[nn.Module] = [nn.Conv2d(1, stem, 5, stride=(2, 1), padding=2), nn.BatchNorm2d(stem), nn.ReLU()]
+    f, c_in = (freq - 1) // 2 + 1, stem
+    for i, (mult, n, dilation) in enumerate(((2, 2, 1), (3, 2, 2), (4, 4, 4), (5, 4, 8))):
+        c_out = width * mult // 2
+        for j in range(n):
+            block = BcResBlock(c_in if j == 0 else c_out, c_out, f, dilation, 2 if j == 0 and i in (1, 2) else 1)
+            layers.append(block)
+            f, c_in = block.out_freq, c_out
+    head = 4 * width
+    return nn.Sequential(
+        *layers,
+        nn.Conv2d(c_in, c_in, (f, 5), padding=(0, 2), groups=c_in),
+        nn.Conv2d(c_in, head, 1, bias=False),
+        nn.BatchNorm2d(head),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(head, n_labels),
+    )
+
+
+ARCHITECTURES = ("ds-cnn", "bc-resnet")
+
+
+class KwsNet(nn.Module):
+    """Waveform (batch, samples) → class logits: log-mel, normalisation, then a DS-CNN (a strided conv, DS blocks,
+    pooling) or a BC-ResNet."""
+
+    def __init__(
+        self, n_labels: int, channels: int = 64, blocks: int = 4, features: dict | None = None, arch: str = "ds-cnn"
+    ) -> None:
         super().__init__()
         self.features = log_mel_module(features or DEFAULT_SPEC)
         self.norm = nn.BatchNorm2d(1)
-        self.body = nn.Sequential(
-            nn.Conv2d(1, channels, (10, 4), stride=(2, 2), padding=(5, 1)),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(),
-            *[_ds_block(channels) for _ in range(blocks)],
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Dropout(0.2),
-            nn.Linear(channels, n_labels),
-        )
+        if arch == "bc-resnet":
+            with torch.no_grad():
+                freq = int(self.features(torch.zeros(1, SAMPLE_RATE)).shape[2])
+            self.body = _bc_resnet(n_labels, channels, freq)
+        elif arch == "ds-cnn":
+            self.body = nn.Sequential(
+                nn.Conv2d(1, channels, (10, 4), stride=(2, 2), padding=(5, 1)),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(),
+                *[_ds_block(channels) for _ in range(blocks)],
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Dropout(0.2),
+                nn.Linear(channels, n_labels),
+            )
+        else:
+            raise ValueError(f"unknown keyword-spotter architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
 
     def forward(self, wave_: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(wave_))
@@ -98,6 +183,7 @@ class AudioClassifierModel:
     labels: list[str]
     samples: int
     metrics: dict[str, Any]
+    arch: str = "ds-cnn"
     eval_clips: np.ndarray = field(default_factory=lambda: np.zeros((0, SAMPLE_RATE), np.float32))
     features: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPEC))
 
@@ -105,7 +191,13 @@ class AudioClassifierModel:
         # A model pickled in the step cache before feature settings existed used the defaults.
         from runtime.training import WithSoftmax
 
-        net = KwsNet(len(self.labels), self.channels, self.blocks, getattr(self, "features", DEFAULT_SPEC))
+        net = KwsNet(
+            len(self.labels),
+            self.channels,
+            self.blocks,
+            getattr(self, "features", DEFAULT_SPEC),
+            getattr(self, "arch", "ds-cnn"),
+        )
         net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
         return WithSoftmax(net).eval()
 
@@ -132,11 +224,20 @@ class AudioClassifierModel:
 
 
 class KwsParams(BlockParams):
+    arch: Literal["ds-cnn", "bc-resnet"] = Field(
+        "ds-cnn",
+        description="The network: a depthwise-separable CNN (ds-cnn) or a broadcasted-residual net (bc-resnet)",
+    )
     epochs: int = Field(20, ge=1, le=1000, description="Passes over the training clips")
     lr: float = Field(0.003, gt=0.0, le=1.0, description="Learning rate of the Adam optimiser")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="The learning rate throughout (constant) or falling to 0 along a half cosine"
+    )
     batch_size: int = Field(64, ge=1, le=4096, description="Clips per optimisation step")
-    channels: int = Field(64, ge=4, le=512, description="Channels of the convolutions")
-    blocks: int = Field(4, ge=1, le=12, description="Depthwise-separable blocks")
+    channels: int = Field(
+        64, ge=4, le=512, description="Channels of the convolutions (bc-resnet: of its first stage; 8 is BC-ResNet-1)"
+    )
+    blocks: int = Field(4, ge=1, le=12, description="Depthwise-separable blocks (ds-cnn; bc-resnet has its own 12)")
     spec_augment: bool = Field(True, description="Mask random frequency bands and time spans while training")
     seed: int = Field(0, ge=0, description="Random seed: the same seed and data give the same model")
     own_clips_path: str = Field(
@@ -144,6 +245,15 @@ class KwsParams(BlockParams):
         description="Your own recordings to fine-tune on: a folder or .zip with one sub-folder per word ('' for none)",
     )
     own_epochs: int = Field(5, ge=1, le=100, description="Fine-tuning passes over your own recordings")
+
+
+def optimiser(net: nn.Module, params: KwsParams) -> torch.optim.Optimizer:
+    """Adam over the net's weights at the params' learning rate and schedule."""
+    from runtime.training import cosine_groups
+
+    if params.lr_schedule == "cosine":
+        return torch.optim.Adam(cosine_groups(net.parameters(), params.lr, params.epochs))
+    return torch.optim.Adam(net.parameters(), lr=params.lr)
 
 
 def _predict(net: KwsNet, clips: np.ndarray, device: str) -> np.ndarray:
@@ -268,7 +378,7 @@ class KwsCnn(Block):
     call_price = Price(3 * 10**14, PriceUnit.CALLS_1K)
     provider = MODEL_PROVIDER
     license = "Apache-2.0"
-    description = "Trains a DS-CNN keyword spotter on log-mel features computed inside the exported model."
+    description = "Trains a DS-CNN or BC-ResNet keyword spotter on log-mel features computed inside the exported model."
     trains = True
 
     def estimate_seconds(self, params: BlockParams) -> float:
@@ -317,11 +427,11 @@ class KwsCnn(Block):
         # from the digitized-data cache when these clips were seen before.
         feats = data.features or compute_features(ctx.shards, data, DEFAULT_SPEC, d, ctx.progress)
         torch.manual_seed(params.seed)
-        net = KwsNet(len(data.labels), params.channels, params.blocks, feats.spec).to(d)
+        net = KwsNet(len(data.labels), params.channels, params.blocks, feats.spec, params.arch).to(d)
         x, tx = torch.from_numpy(feats.train).to(d), torch.from_numpy(feats.test).to(d)
         y, ty = torch.from_numpy(data.train_y).to(d), torch.from_numpy(data.test_y).to(d)
         trainable = OnFeatures(net, params.spec_augment, params.seed)
-        opt = torch.optim.Adam(net.parameters(), lr=params.lr)
+        opt = optimiser(net, params)
         loss_value = fit(
             ctx, trainable, opt, (x, y, tx, ty), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
         )
@@ -336,6 +446,7 @@ class KwsCnn(Block):
             state={k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},
             channels=params.channels,
             blocks=params.blocks,
+            arch=params.arch,
             labels=list(data.labels),
             samples=int(data.train_x.shape[1]),
             metrics=metrics,

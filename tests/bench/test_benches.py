@@ -82,7 +82,7 @@ BENCHES: dict[str, tuple[set[str], int]] = {
         {"leave_one_engine_out_accuracy", "phone_line_accuracy", "unknown_rejection", "commands_rejected",
          "baseline_leave_one_engine_out_accuracy", "baseline_phone_line_accuracy", "accuracy_gain_over_baseline",
          "personalise_accuracy_k0", "personalise_accuracy_k3", "personalise_accuracy_k10", "personalise_gain",
-         "train_s", "speak_s", "clips"},
+         "personalise_unknown_rejection_k10_with_other_words", "train_s", "speak_s", "clips"},
         900,
     ),
     # "Every template against its target"

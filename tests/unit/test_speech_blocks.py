@@ -412,3 +412,51 @@ def test_held_out_metrics_count_engines_phone_line_and_unknown_words_from_the_an
     assert m["unknown_rejection"] == 0.5 and m["commands_rejected"] == round(1 / 3, 6)
     # Through the telephone line the one-sample click is filtered away: every clip is quiet, answered `_unknown_`.
     assert m["phone_line_accuracy"] == round(2 / 6, 6)
+
+
+@pytest.mark.parametrize("settings", [{}, {"n_mels": 32}, {"n_mels": 24, "mfcc": 13}])
+def test_bc_resnet_serves_the_same_answers_from_onnx_for_any_feature_settings(tmp_path, settings):
+    from blocks.speech.features import LogMelParams, feature_spec
+    from blocks.speech.kws import AudioClassifierModel, KwsNet, SubSpectralNorm
+    from runtime.bundle import onnx_session
+
+    spec = feature_spec(LogMelParams(**settings).settings())
+    torch.manual_seed(0)
+    net = KwsNet(3, channels=8, features=spec, arch="bc-resnet")
+    # 40 mel bands give 20, 10, 5 per stage: five sub-bands each; 32 and 13 rows do not divide, one band.
+    bands = {m.bands for m in net.modules() if isinstance(m, SubSpectralNorm)}
+    assert bands == ({5} if not settings else {1})
+    assert 5_000 < sum(p.numel() for p in net.body.parameters()) < 12_000  # BC-ResNet-1's size: 9.2k
+    net.eval()
+    clips = tiny_clips()
+    model = AudioClassifierModel(
+        {k: v.numpy() for k, v in net.state_dict().items()}, 8, 4, ["a", "b", "c"], SAMPLE_RATE, {},
+        arch="bc-resnet", features=spec,
+    )  # fmt: skip
+    manifest = model.export(tmp_path)
+    served = onnx_session(tmp_path / manifest["model_file"], 1).run(None, {"waveform": clips.test_x})[0]
+    assert served.shape == (len(clips.test_x), 3)
+    with torch.no_grad():
+        expected = torch.softmax(net(torch.from_numpy(clips.test_x)), -1).numpy()
+    assert np.abs(served - expected).max() < 1e-4
+
+
+def test_bc_resnet_learns_to_tell_two_tones_apart():
+    from blocks.speech.kws import KwsNet, OnFeatures
+    from runtime.training import fit_quietly
+
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    rng = np.random.default_rng(0)
+    x = np.stack([0.3 * np.sin(2 * np.pi * (300 if i % 2 else 2000) * t) + 0.05 * rng.standard_normal(SAMPLE_RATE)
+                  for i in range(16)]).astype(np.float32)  # fmt: skip
+    y = torch.tensor([i % 2 for i in range(16)])
+    torch.manual_seed(0)
+    net = KwsNet(2, channels=8, arch="bc-resnet")
+    with torch.no_grad():
+        feats = net.features(torch.from_numpy(x))
+    fit_quietly(OnFeatures(net), torch.optim.Adam(net.parameters(), lr=0.01), feats, y, epochs=6, batch_size=4,
+                seed=0, device="cpu")  # fmt: skip
+    with torch.no_grad():
+        assert (net.eval()(torch.from_numpy(x)).argmax(1) == y).all()
+    with pytest.raises(ValueError, match="unknown keyword-spotter architecture 'resnet'"):
+        KwsNet(2, arch="resnet")
