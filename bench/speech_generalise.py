@@ -97,7 +97,7 @@ def train(
     fit_quietly(trainable, optimiser(net, p), feats, torch.from_numpy(y),
                 epochs=p.epochs, batch_size=p.batch_size, seed=p.seed, device="cpu")  # fmt: skip
     train_s = time.perf_counter() - t0
-    info = {"clips": len(y), "params": sum(p.numel() for p in net.body.parameters()), "speak_s": round(speak_s, 1),
+    info = {"clips": len(y), "params": sum(w.numel() for w in net.body.parameters()), "speak_s": round(speak_s, 1),
             "train_s": round(train_s, 1)}  # fmt: skip
     return net.eval(), clips.labels, info, (feats, torch.from_numpy(y))
 
@@ -200,6 +200,7 @@ def main() -> None:
     parser.add_argument("--no-ablations", action="store_true", help="only the baseline and the template's recipe")
     args = parser.parse_args()
 
+    from blocks.speech.kws import KwsParams
     from blocks.speech.synth import COMMANDS, SynthParams
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -211,6 +212,7 @@ def main() -> None:
         base.update(voices=8, speeds=[140, 180], pitches=[40, 60])
         net.update(epochs=8, channels=net.get("channels", 48) // 2)
         stretches, unseen = (1.0,), UNSEEN_WORDS[:10]
+    arch = KwsParams(**net).arch
     plain = {"speed": 0.0, "pitch": 0.0, "vtlp": 0.0, "shift_ms": 0.0, "noise_share": 0.0, "reverb": 0.0,
              "telephone": 0.0, "balance": False, "clean_copy": False}  # fmt: skip
     before = {
@@ -227,11 +229,11 @@ def main() -> None:
             {**plain, "engines": ["espeak-ng"], "noise_share": 0.75, "reverb": 0.5},
             {**net, **before},
         ),  # fmt: skip
-        (f"espeak-ng + festival, augmented, {ARCH_NAMES[net.get('arch', 'ds-cnn')]} (template)", {}, net),
+        (f"espeak-ng + festival, augmented, {ARCH_NAMES[arch]} (template)", {}, net),
     ]
     if not args.quick:
         # The other architecture at a similar size (~15k and ~27k weights) on the template's data.
-        other = OTHER_ARCH[net.get("arch", "ds-cnn")]
+        other = OTHER_ARCH[arch]
         recipes.insert(1, (f"espeak-ng + festival, augmented, {ARCH_NAMES[other['arch']]}", {}, {**net, **other}))
     if not args.quick and not args.no_ablations:
         recipes.insert(1, ("espeak-ng, augmented", {"engines": ["espeak-ng"]}, net))

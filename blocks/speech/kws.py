@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -113,7 +113,8 @@ def _bc_resnet(n_labels: int, width: int, freq: int) -> nn.Sequential:
     )
 
 
-ARCHITECTURES = ("ds-cnn", "bc-resnet")
+Arch = Literal["ds-cnn", "bc-resnet"]
+ARCHITECTURES: tuple[str, ...] = get_args(Arch)
 
 
 class KwsNet(nn.Module):
@@ -188,16 +189,11 @@ class AudioClassifierModel:
     features: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPEC))
 
     def torch_module(self) -> WithSoftmax:
-        # A model pickled in the step cache before feature settings existed used the defaults.
+        # A model pickled in the step cache before feature settings existed used the defaults (one pickled before
+        # `arch` existed reads the class default, ds-cnn).
         from runtime.training import WithSoftmax
 
-        net = KwsNet(
-            len(self.labels),
-            self.channels,
-            self.blocks,
-            getattr(self, "features", DEFAULT_SPEC),
-            getattr(self, "arch", "ds-cnn"),
-        )
+        net = KwsNet(len(self.labels), self.channels, self.blocks, getattr(self, "features", DEFAULT_SPEC), self.arch)
         net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
         return WithSoftmax(net).eval()
 
@@ -224,7 +220,7 @@ class AudioClassifierModel:
 
 
 class KwsParams(BlockParams):
-    arch: Literal["ds-cnn", "bc-resnet"] = Field(
+    arch: Arch = Field(
         "ds-cnn",
         description="The network: a depthwise-separable CNN (ds-cnn) or a broadcasted-residual net (bc-resnet)",
     )
