@@ -11,6 +11,7 @@ import hashlib
 import queue
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,10 +51,16 @@ class HostBilling:
 class UsageWriter:
     """Queue drained by one thread; each batch of records is one transaction (no per-call fsync stalls)."""
 
-    def __init__(self, engine: Engine, billing: ServiceBilling, max_group: int = 512) -> None:
+    def __init__(
+        self, engine: Engine, billing: ServiceBilling, max_group: int = 512,
+        on_written: Callable[[int, int], None] | None = None,
+    ) -> None:  # fmt: skip
+        """`on_written(records, calls)`: told after each commit how many usage records it wrote (a retried request's
+        record already there is not written again) and how many calls they bill."""
         self.engine = engine
         self.billing = billing
         self.max_group = max_group
+        self.on_written = on_written
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._stop = object()
@@ -171,7 +178,9 @@ class UsageWriter:
                     conn.commit()
                 try:
                     with conn.begin():
-                        conn.execute(_insert_once(conn.dialect.name), rows)
+                        # RETURNING names the rows really inserted (not those a retry's bill key skipped).
+                        stmt = _insert_once(conn.dialect.name).returning(Usage.unit, Usage.quantity)
+                        inserted = conn.execute(stmt, rows).all()
                 finally:
                     if full:
                         conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
@@ -179,8 +188,12 @@ class UsageWriter:
             self.written += len(group)
         except BaseException as exc:  # the callers answer 503: nothing was served unbilled
             error = exc
-        for _q, fut, loop, _idem, _host in group:
-            loop.call_soon_threadsafe(_resolve, fut, error)
+        try:
+            if error is None and self.on_written is not None:  # counted before any of these calls is answered
+                self.on_written(len(inserted), sum(quantity for unit, quantity in inserted if unit == "call"))
+        finally:
+            for _q, fut, loop, _idem, _host in group:
+                loop.call_soon_threadsafe(_resolve, fut, error)
 
 
 def _insert_once(dialect: str) -> Any:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,9 +24,11 @@ from runtime.keys import find_active_key
 from runtime.metering import ServiceBilling, UsageWriter, idempotency_hash
 from runtime.processes import port_free
 from runtime.runs import get_service
+from runtime.service_metrics import CONTENT_TYPE, Measured, ServiceMetrics, metrics_key_ok
 
 MAX_BODY_BYTES = 1_000_000
-OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# /metrics has its own optional key (checked by its route), never an API key: a monitoring system is not a client.
+OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 KEY_HEADERS = [(b"www-authenticate", b"X-API-Key")]
 KEY_CACHE_SECONDS = 2.0  # a revoked key stops working within this time
 KEY_CACHE_MAX = 10_000
@@ -114,21 +116,26 @@ class Gate:
         await self.app(scope, replay, send)
 
 
-def create_app(service_id: str, threads: int | None = None, on_providers: dict[str, Any] | None = None) -> FastAPI:
+def create_app(
+    service_id: str, threads: int | None = None, on_providers: dict[str, Any] | None = None,
+    metrics_key: str | None = None,
+) -> FastAPI:  # fmt: skip
     """Build the FastAPI app serving `service_id` (bundle loaded once; checksums verified). `on_providers`
     ({replicas, audit_rate}): the answers come from providers' machines hosting the service, through the
-    coordinator's gateway (runtime/protocol/gateway.py); keys and metering stay here."""
+    coordinator's gateway (runtime/protocol/gateway.py); keys and metering stay here. `metrics_key`: what a scrape
+    of /metrics must send as `Authorization: Bearer …` (None: /metrics is open, like /health)."""
     Session = session_factory()
     with Session() as s:
         svc = get_service(s, service_id)
         billing = ServiceBilling(svc.id, svc.block_id, svc.version, svc.provider, svc.call_price_wei)
         bundle_dir, plan_hash, pipeline = svc.bundle_dir, svc.plan_hash, svc.name
+        metrics = ServiceMetrics(svc.id, svc.name, svc.plan_hash, svc.version, svc.run_id or "")
     predictor = load_bundle(bundle_dir, threads=threads)
     if on_providers is not None:
         from runtime.protocol.gateway import HostedPredictor
 
         predictor = HostedPredictor(service_id, predictor, say=_log, **on_providers).start()
-    writer = UsageWriter(get_engine(), billing)
+    writer = UsageWriter(get_engine(), billing, on_written=metrics.usage_written)
     max_batch = int(predictor.manifest.get("service", {}).get("max_batch", 64))
     key_cache: dict[str, tuple[bool, float]] = {}
 
@@ -151,6 +158,7 @@ def create_app(service_id: str, threads: int | None = None, on_providers: dict[s
     )
     app.state.writer = writer
     app.state.predictor = predictor
+    app.state.metrics = metrics
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -187,6 +195,7 @@ def create_app(service_id: str, threads: int | None = None, on_providers: dict[s
         return ok
 
     app.add_middleware(Gate, key_ok=key_ok)
+    app.add_middleware(Measured, metrics=metrics)  # added last, so outermost: requests the gate refuses count too
 
     async def require_key(x_api_key: Annotated[str | None, Header(description="Your API key")] = None) -> str:
         if not x_api_key:
@@ -248,6 +257,26 @@ def create_app(service_id: str, threads: int | None = None, on_providers: dict[s
             plan_hash=plan_hash,
             intents=list(predictor.manifest.get("labels", [])),
         )
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE: {}}}, 401: {"model": ErrorBody}},
+        tags=["service"],
+    )
+    async def metrics_route(
+        authorization: Annotated[
+            str | None, Header(description="`Bearer <metrics key>`, when the server was started with one")
+        ] = None,
+    ) -> Response:
+        """Prometheus metrics: requests and errors by route and code, latency histogram, usage records written,
+        the model answering (`aib_model_info`). Needs the server's metrics key when it has one, never an API key."""
+        if not metrics_key_ok(metrics_key, authorization):
+            raise HTTPException(
+                401, "this server's metrics need its metrics key: send `Authorization: Bearer <key>`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     prepare = getattr(predictor, "prepare", None)
 
@@ -348,6 +377,7 @@ def create_app(service_id: str, threads: int | None = None, on_providers: dict[s
         response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())
         return {"results": results}
 
+    metrics.routes = frozenset(route.path for route in app.routes)  # every route is known by now
     return app
 
 
@@ -370,13 +400,14 @@ def ensure_port_free(host: str, port: int) -> None:
 
 def serve(
     service_id: str, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
-    on_providers: dict[str, Any] | None = None,
+    on_providers: dict[str, Any] | None = None, metrics_key: str | None = None,
 ) -> None:  # fmt: skip
-    """Serve `service_id` with uvicorn until interrupted (`on_providers`: answered by hosts, see create_app)."""
+    """Serve `service_id` with uvicorn until interrupted (`on_providers`: answered by hosts; `metrics_key`: what
+    /metrics needs; see create_app)."""
     import uvicorn
 
     ensure_port_free(host, port)
-    app = create_app(service_id, threads=threads, on_providers=on_providers)
+    app = create_app(service_id, threads=threads, on_providers=on_providers, metrics_key=metrics_key)
     server = _quiet_server_class()(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
     server.run()
     if server.stopped_by_signal:

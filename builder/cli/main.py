@@ -244,8 +244,19 @@ def serve(
             max=1.0,
         ),
     ] = 0.05,
+    metrics_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="AIB_METRICS_KEY",
+            show_envvar=True,
+            help="A secret that a scrape of /metrics (Prometheus format) must send as `Authorization: Bearer KEY`; "
+            "without it /metrics is open like /health. Prefer the environment variable: a command line is visible "
+            "to every user of the machine",
+        ),
+    ] = None,
 ) -> None:
-    """Serve a trained service over HTTP (OpenAPI docs at /docs)."""
+    """Serve a trained service over HTTP (OpenAPI docs at /docs, Prometheus metrics at /metrics)."""
+    from builder.errors import ServeError
     from runtime.runs import get_service
     from runtime.serving import ensure_port_free
     from runtime.serving import serve as serve_http
@@ -253,14 +264,17 @@ def serve(
     with _session() as s:
         get_service(s, service_id)
     ensure_port_free(host, port)
+    if metrics_key is not None and len(metrics_key) < 16:
+        raise ServeError("the metrics key is shorter than 16 characters; choose a longer secret")
     where = f"; answered on providers' machines ({replicas} host(s), {audit_rate:.0%} of calls checked)" \
         if on_providers else ""  # fmt: skip
+    where += "; /metrics needs the metrics key" if metrics_key else "; /metrics is open (no --metrics-key)"
     err.print(
         f"serving {service_id} on http://{host}:{port}  (docs: http://{host}:{port}/docs){where} — Ctrl-C stops",
         highlight=False,
     )
     hosted = {"replicas": replicas, "audit_rate": audit_rate} if on_providers else None
-    serve_http(service_id, host=host, port=port, threads=threads or None, on_providers=hosted)
+    serve_http(service_id, host=host, port=port, threads=threads or None, on_providers=hosted, metrics_key=metrics_key)
 
 
 @app.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -340,9 +341,12 @@ def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
     ui_servers_dir().mkdir(parents=True, exist_ok=True)
     log_path = ui_servers_dir() / f"{service_id}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child process
+    # Its /metrics answers only the workbench (which shows them on the Services page): the key goes to the server in
+    # its environment, not on a command line other users can read, and stays in the workbench's own record.
+    metrics_key = secrets.token_urlsafe(24)
     proc = subprocess.Popen(
         [sys.executable, "-m", "builder.cli", "serve", service_id, "--port", str(port)],
-        env=child_env(),
+        env={**child_env(), "AIB_METRICS_KEY": metrics_key},
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -371,9 +375,30 @@ def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
         "url": url,
         "started": process_started(proc.pid),
         "workbench": {"pid": os.getpid(), "started": process_started(os.getpid())},
+        "metrics_key": metrics_key,
     }
-    (ui_servers_dir() / f"{service_id}.json").write_text(json.dumps(info))
+    record = ui_servers_dir() / f"{service_id}.json"
+    record.write_text(json.dumps(info))
+    record.chmod(0o600)  # the metrics key: this user's alone, whatever the umask of the process that wrote it
     return info
+
+
+def server_metrics(service_id: str) -> dict[str, Any] | None:
+    """What the API server the UI started for a service says of itself (runtime.service_metrics.summarise: latency
+    percentiles, error rates, records written); None when none runs or it does not answer."""
+    import httpx
+
+    from runtime.service_metrics import summarise
+
+    info = server_of(service_id)
+    if info is None:
+        return None
+    headers = {"Authorization": f"Bearer {info['metrics_key']}"} if info.get("metrics_key") else {}
+    try:
+        r = httpx.get(f"{info['url']}/metrics", headers=headers, timeout=2)
+    except httpx.HTTPError:
+        return None
+    return summarise(r.text) if r.status_code == 200 else None
 
 
 def stop_server(service_id: str) -> bool:

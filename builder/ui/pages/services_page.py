@@ -249,6 +249,39 @@ def usage(service_id: str) -> None:
     if batches:
         batches_table(batches)
     st.caption("Unpaid calls are paid to every block's owner with `aib settle services` (one transaction per batch).")
+    server_health(service_id)
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f} ms"
+
+
+def server_health(service_id: str) -> None:
+    """The running API server's own figures, from its /metrics: how fast it answers and how often it fails."""
+    st.subheader("API server")
+    figures = actions.server_metrics(service_id)
+    if figures is None:
+        st.caption(
+            "Start the API server (API tab) to see here how fast it answers and how often calls fail; a server "
+            "started elsewhere shows the same at its /metrics (Prometheus format)."
+        )
+        return
+    latency = figures["latency_ms"]
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Latency p50", _ms(latency["p50"]), help="Half the prediction calls were answered faster than this.")
+    c2.metric("Latency p95", _ms(latency["p95"]), help="95 in 100 prediction calls were answered faster than this.")
+    c3.metric("Latency p99", _ms(latency["p99"]), help="99 in 100 prediction calls were answered faster than this.")
+    c4.metric(
+        "Failed calls",
+        f"{figures['predict_error_rate']:.1%}",
+        help="Share of prediction calls answered with an error (a missing or wrong key, a bad input, …).",
+    )
+    codes = ", ".join(f"{code} × {n:,}" for code, n in figures["errors_by_code"].items())
+    st.caption(
+        f"Since it started: {figures['requests']:,} requests, {figures['predict_requests']:,} of them prediction "
+        f"calls; {figures['billed_calls']:,} calls billed in {figures['usage_records_written']:,} usage records."
+        + (f" Errors by status code: {codes}." if codes else "")
+    )
 
 
 with tab_usage:
