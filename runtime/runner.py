@@ -220,7 +220,8 @@ def _finish_run(state: _RunState, run_id: str) -> None:
         for port, value in state.outputs.get(step.node_id, {}).items():
             ptype = node.block.output(port).type
             if ptype == PortType.METRICS and isinstance(value, dict):
-                metrics.update(value)
+                # A model's evaluation stays with its step (run_summary's `evaluation`, one per model node).
+                metrics.update({k: v for k, v in value.items() if k != "evaluation"})
             elif ptype == PortType.SERVICE_BUNDLE:
                 services.append((step, value))
     with Session.begin() as s:

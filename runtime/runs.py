@@ -150,6 +150,8 @@ def run_summary(session: Session, run: Run) -> dict[str, Any]:
             for s in steps
         ],
         "settlement": _settlement_of(session, run.id),
+        # Why each model is wrong (runtime/evaluation.py), by the node that trained it.
+        "evaluation": {s.node_id: s.metrics["evaluation"] for s in steps if "evaluation" in (s.metrics or {})},
         "artifacts": [
             {"node_id": a.node_id, "name": a.name, "path": a.path, "sha256": a.sha256, "size": a.size}
             for a in artifacts

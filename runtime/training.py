@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,17 +52,29 @@ def baseline_accuracy(train_y: torch.Tensor, eval_y: torch.Tensor) -> float:
     return round(float((eval_y.cpu() == majority).float().mean()), 6)
 
 
+def class_probabilities(module: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Softmax of the classifier's scores for every example (rows × classes), in batches, as numpy."""
+    with torch.no_grad():
+        parts = [torch.softmax(module(x[i : i + EVAL_BATCH]), dim=-1).cpu() for i in range(0, len(x), EVAL_BATCH)]
+    return torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
+
+
 def classifier_metrics(
     module: nn.Module,
     data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     classes: int,
     loss: float,
     epochs: int,
+    labels: Sequence[str] | None = None,
+    example: Callable[[int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A trained classifier's run metrics: accuracy on both splits, the trivial baseline's, last loss, sizes and the
-    confusion matrix."""
+    confusion matrix; with `labels`, its `evaluation` on the held-out split (runtime/evaluation.py; `example(i)`:
+    held-out row i as its user knows it)."""
+    from runtime.evaluation import classification_evaluation
+
     x, y, ex, ey = data
-    return {
+    metrics = {
         "accuracy": round(accuracy(module, ex, ey), 6),
         "baseline_accuracy": baseline_accuracy(y, ey),
         "train_accuracy": round(accuracy(module, x, y), 6),
@@ -69,8 +82,12 @@ def classifier_metrics(
         "eval_examples": len(ey),
         "classes": classes,
         "epochs": epochs,
-        "confusion_matrix": confusion_matrix(module, ex, ey, classes),
     }
+    if labels is None or not len(ey):
+        return {**metrics, "confusion_matrix": confusion_matrix(module, ex, ey, classes)}
+    # One pass over the held-out split gives the evaluation and its confusion matrix (the same counts).
+    evaluation = classification_evaluation(ey.cpu().numpy(), class_probabilities(module, ex), labels, example)
+    return {**metrics, "confusion_matrix": evaluation["confusion_matrix"], "evaluation": evaluation}
 
 
 class WithSoftmax(nn.Module):
@@ -370,6 +387,7 @@ __all__ = [
     "accuracy",
     "baseline_accuracy",
     "classifier_metrics",
+    "class_probabilities",
     "confusion_matrix",
     "cosine_groups",
     "fit",

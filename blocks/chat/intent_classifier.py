@@ -269,6 +269,7 @@ class IntentClassifier(Block):
         note = metric_note(measured["eval_split"], measured.get("eval_examples", 0), per_answer,
                            measured.get("cv_folds", 0))  # fmt: skip
         temperature, calibration = calibrate(cv, y, eval_logits, ey) if cv is not None else (1.0, None)
+        evaluation = faq_evaluation(feats, labels, (y, rows_texts), (ey, eval_logits), cv, temperature)
         metrics = {
             **measured,
             "train_accuracy": round(accuracy(head, x, y), 6),
@@ -277,6 +278,7 @@ class IntentClassifier(Block):
             "epochs": params.epochs,
             **({"metric_note": note} if note else {}),
             **({"data_warnings": list(feats.warnings)} if getattr(feats, "warnings", ()) else {}),
+            **({"evaluation": evaluation} if evaluation is not None else {}),
         }
         first_of: dict[str, int] = {}  # the FAQ's distinct questions, in file order, for suggestions
         for i, key in enumerate(keys):
@@ -375,6 +377,31 @@ def hold_out(
         "eval_split": "split",
     }
     return measured, logits
+
+
+def faq_evaluation(
+    feats: TextFeatures, labels: list[str], rows: tuple[torch.Tensor, list[str]],
+    held: tuple[torch.Tensor, torch.Tensor | None], cv: dict[str, Any] | None, temperature: float,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The evaluation (runtime/evaluation.py) of the questions the metric was measured on, each answered by a model
+    that never trained on it: the held-out ones, else every row by cross-validation; probabilities calibrated as
+    the service's are, misclassified questions shown as their text."""
+    from runtime.evaluation import classification_evaluation
+
+    if held[1] is not None:
+        truth, logits, texts = held[0], held[1], list(feats.eval_texts)
+    elif cv is not None:
+        truth, logits, texts = rows[0], cv["logits"], rows[1]
+    else:
+        return None
+    if not len(truth):
+        return None
+    probs = torch.softmax(logits.detach().cpu() / temperature, dim=-1).numpy()
+
+    def shown(i: int) -> dict[str, str]:
+        return {"text": texts[i]} if i < len(texts) else {}
+
+    return classification_evaluation(truth.cpu().numpy(), probs, labels, shown)
 
 
 def cross_validate(

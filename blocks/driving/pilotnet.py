@@ -22,6 +22,42 @@ if TYPE_CHECKING:
     from runtime.context import StepContext
 
 
+def steering_evaluation(net: nn.Module, tx: torch.Tensor, data: DrivingFrames) -> dict[str, Any]:
+    """The held-out scenes' errors (runtime/evaluation.py), the worst shown as their road frames with the true
+    steering drawn in green and the model's in red."""
+    from runtime.evaluation import regression_evaluation
+
+    with torch.no_grad():
+        predicted = torch.cat([net(tx[i : i + 256]).reshape(-1).cpu() for i in range(0, len(tx), 256)]).numpy()
+
+    def shown(i: int) -> dict[str, str]:
+        return {"image_png": frame_with_steering(data.test_x[i], float(data.test_y[i]), float(predicted[i]))}
+
+    return regression_evaluation(data.test_y, predicted, shown)
+
+
+def frame_with_steering(frame: np.ndarray, true: float, predicted: float, scale: int = 3) -> str:
+    """A greyscale road frame enlarged, with two steering needles from the bottom centre (−1 full left … 1 full
+    right, drawn as ±45°): the true angle in green, the predicted in red; base64 PNG."""
+    import base64
+    import io
+    import math
+
+    from PIL import Image, ImageDraw
+
+    grey = (np.clip(frame, 0, 1) * 255).astype(np.uint8)
+    img = Image.fromarray(grey).convert("RGB")
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(img)
+    x0, y0, length = img.width / 2, img.height - 1, img.height * 0.8
+    for angle, colour in ((true, (40, 200, 60)), (predicted, (230, 40, 40))):
+        a = max(-1.0, min(1.0, angle)) * math.pi / 4
+        draw.line((x0, y0, x0 + length * math.sin(a), y0 - length * math.cos(a)), fill=colour, width=3)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 class PilotNet(nn.Module):
     """Strided convolutions then fully connected layers down to one angle (after Bojarski et al., 2016)."""
 
@@ -154,6 +190,7 @@ class PilotNetRegressor(Block):
             "loss": round(loss_value, 6) if loss_value == loss_value else None,
             "eval_examples": len(ty),
             "epochs": params.epochs,
+            "evaluation": steering_evaluation(net, tx, data),
         }
         model = SteeringModel(
             state={k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},

@@ -407,6 +407,7 @@ class KwsCnn(Block):
         return content_fingerprint(self._own_root(params, base_dir)) if params.own_clips_path else ""
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        from runtime.evaluation import wav_base64
         from runtime.training import classifier_metrics, fit
 
         assert isinstance(params, KwsParams)
@@ -433,7 +434,15 @@ class KwsCnn(Block):
         )
         personal = personalise(ctx, net, own, data.labels, (x, y), params) if own is not None else {}
         metrics = {
-            **classifier_metrics(trainable, (x, y, tx, ty), len(data.labels), loss_value, params.epochs),
+            **classifier_metrics(
+                trainable,
+                (x, y, tx, ty),
+                len(data.labels),
+                loss_value,
+                params.epochs,
+                labels=list(data.labels),
+                example=lambda i: {"audio_wav": wav_base64(data.test_x[i], SAMPLE_RATE)},
+            ),  # fmt: skip
             **held_out_metrics(net, data, d),
             **personal,
         }

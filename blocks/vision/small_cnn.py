@@ -105,6 +105,7 @@ class SmallCnnClassifier(Block):
         return 0.3 * params.epochs
 
     def run(self, ctx: StepContext, inputs: dict[str, Any], params: BlockParams) -> dict[str, Any]:
+        from runtime.evaluation import png_base64
         from runtime.training import classifier_metrics, fit
 
         assert isinstance(params, SmallCnnParams)
@@ -116,7 +117,14 @@ class SmallCnnClassifier(Block):
         loss_value = fit(
             ctx, net, opt, (x, y, tx, ty), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
         )
-        metrics = classifier_metrics(net, (x, y, tx, ty), len(data.labels), loss_value, params.epochs)
+        scale = max(1, 96 // max(data.size))  # small images (8×8 digits) are shown big enough to read
+
+        def shown(i: int) -> dict[str, str]:
+            return {"image_png": png_base64(data.test_x[i], scale)}
+
+        metrics = classifier_metrics(
+            net, (x, y, tx, ty), len(data.labels), loss_value, params.epochs, labels=list(data.labels), example=shown
+        )
         model = ImageClassifierModel(
             state={k: v.detach().cpu().numpy() for k, v in net.state_dict().items()},
             channels=params.channels,

@@ -191,3 +191,21 @@ def test_run_id_already_taken_is_refused_before_any_work(trained):
     r = aib("run", str(TEMPLATES / "faq-chatbot.yaml"), "--run-id", trained["run_id"])
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: run id {trained['run_id']!r} is already taken; choose another --run-id"
+
+
+def test_runs_show_json_says_why_the_faq_model_is_wrong_with_the_questions_it_missed(trained):
+    r = aib("runs", "show", trained["run_id"], "--json")
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout.strip().splitlines()[-1])
+    evaluation = shown["evaluation"]["classifier"]  # by the node that trained the model
+    assert evaluation["kind"] == "classification" and evaluation["examples"] == shown["metrics"]["eval_examples"]
+    assert evaluation["accuracy"] == pytest.approx(shown["metrics"]["accuracy"], abs=1e-6)
+    heldout = (TEMPLATES / "data" / "faq-heldout.csv").read_text(encoding="utf-8")
+    wrong = evaluation["misclassified"]
+    assert all(w["text"] in heldout and w["true"] != w["predicted"] for w in wrong)
+    assert len(wrong) == min(8, round(evaluation["examples"] * (1 - evaluation["accuracy"])))
+    # What a threshold does, read at the service's own threshold: answered share and accuracy move opposite ways.
+    coverage = evaluation["coverage"]
+    assert coverage[0]["coverage"] == 1.0 and coverage[-1]["coverage"] <= coverage[0]["coverage"]
+    assert 0 <= evaluation["calibration"]["ece"] < 0.5
+    assert "evaluation" not in shown["metrics"]

@@ -114,6 +114,19 @@ def test_the_workbench_shows_the_run_the_image_sample_and_reads_an_uploaded_imag
     runs = page("runs", selected_run=reader.summary["run_id"])
     assert any(m.label == "Accuracy" for m in runs.metric)
     assert any("each column what the model said" in c.value for c in runs.caption)  # above the confusion matrix
+    # Why it is wrong: stored by the run (`evaluation`, by model node) and shown with the images it got wrong.
+    (node, evaluation), *_ = reader.summary["evaluation"].items()
+    assert evaluation["kind"] == "classification" and len(evaluation["per_class"]) == 10
+    assert sum(c["support"] for c in evaluation["per_class"]) == reader.summary["metrics"]["eval_examples"]
+    assert evaluation["confusion_matrix"] == reader.summary["metrics"]["confusion_matrix"]
+    wrong = evaluation["misclassified"]
+    assert wrong and all(w["true"] != w["predicted"] and w["image_png"] for w in wrong)
+    assert "Why it is wrong" in [h.value for h in runs.subheader]
+    per_class = next(d.value for d in runs.dataframe if "Precision" in d.value.columns)
+    assert list(per_class["Class"]) == [str(i) for i in range(10)]
+    mistakes = [c.value for c in runs.caption if c.value.startswith("Really: ")]
+    assert len(mistakes) == len(wrong) and f"the model said: **{wrong[0]['predicted']}**" in mistakes[0]
+    assert len(runs.get("image")) >= len(wrong)  # each mistake shown as its picture
 
     market = page("marketplace")
     market.selectbox(key="market-detail").select("vision.digits@1.0.0").run()

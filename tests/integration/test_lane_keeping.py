@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.integration.conftest import ServerThread, run_pipeline
@@ -31,6 +33,17 @@ def test_a_reduced_lane_keeping_run_beats_the_mean_angle_and_is_served(prefect_a
     m = summary["metrics"]
     assert m["mae"] <= 0.75 * m["baseline_mae"], m
     assert m["mae_vs_baseline"] == round(m["mae"] / m["baseline_mae"], 4)
+    # Where it is wrong: the run's evaluation agrees with its metric and shows its worst held-out road frames.
+    (evaluation,) = summary["evaluation"].values()
+    assert evaluation["kind"] == "regression" and evaluation["mae"] == pytest.approx(m["mae"], abs=1e-4)
+    assert evaluation["examples"] == m["eval_examples"] and evaluation["r2"] > 0
+    worst = evaluation["worst"]
+    assert [abs(w["error"]) for w in worst] == sorted((abs(w["error"]) for w in worst), reverse=True)
+    assert abs(worst[0]["error"]) >= m["mae"]
+    frame = Image.open(io.BytesIO(base64.b64decode(worst[0]["image_png"]))).convert("RGB")
+    colours = set(frame.getdata())
+    assert (40, 200, 60) in colours and (230, 40, 40) in colours  # the true needle and the model's
+    assert "evaluation" not in m  # kept by its step, not copied into the run's metrics
     with session_factory()() as s:
         key, _ = create_key(s, summary["service_id"])
     rng = np.random.default_rng(12345)  # scenes the run never generated

@@ -33,6 +33,14 @@ def test_a_reduced_voice_commands_run_recognises_held_out_voices_over_http(prefe
     m = summary["metrics"]
     assert m["accuracy"] >= 0.5 and m["eval_split"] == "held-out voices", m  # 12 classes: chance is 0.08
     assert np.array(m["confusion_matrix"]).shape == (12, 12)
+    # Why it is wrong: the held-out clips it missed, kept as the recordings themselves.
+    evaluation = summary["evaluation"]["kws"]
+    assert evaluation["confusion_matrix"] == m["confusion_matrix"] and len(evaluation["per_class"]) == 12
+    wrong = evaluation["misclassified"]
+    assert wrong, "a reduced model that makes no mistake on held-out voices would be a surprise worth a look"
+    clip, rate = soundfile.read(io.BytesIO(base64.b64decode(wrong[0]["audio_wav"])))
+    assert rate == 16000 and 0.5 <= len(clip) / rate <= 2 and np.abs(clip).max() > 0.01
+    hear_a_mistake_on_the_run_page(summary["run_id"], wrong[0])
     # The features were computed once and stored: the same clips and settings read them back.
     again = run_pipeline(template_dir / "voice-commands.yaml", [*reduced, "kws.epochs=1"])
     assert again["status"] == "succeeded", again["error"]
@@ -129,3 +137,40 @@ def steps_metric(run_id: str, node_id: str, name: str) -> float | None:
             )
         ).all()
     return rows[-1] if rows else None
+
+
+def hear_a_mistake_on_the_run_page(run_id: str, mistake: dict) -> None:
+    """The run page in a real browser shows the confusion matrix and plays a clip the model got wrong."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    from builder.cli.launch import CHROMIUM, CHROMIUM_FLAGS, start_ui, stop_ui
+    from builder.ui.results import display_label
+    from tests.conftest import free_port
+
+    assert shutil.which(CHROMIUM)
+    proc, url = start_ui("127.0.0.1", free_port())
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}/runs?run={run_id}")
+            page.get_by_text("Why it is wrong").wait_for()
+            page.get_by_text("Which answers the model mixes up").first.wait_for()  # the confusion matrix's title
+            page.get_by_text(f"the model said: {display_label(mistake['predicted'])}").first.wait_for()
+            audio = page.locator("audio").first
+            audio.scroll_into_view_if_needed()
+            played = audio.evaluate(
+                """a => new Promise((done, fail) => {
+                    a.muted = true;
+                    a.addEventListener('ended', () => done(a.currentTime), {once: true});
+                    a.addEventListener('error', () => fail(String(a.error && a.error.code)), {once: true});
+                    a.play().catch(e => fail(String(e)));
+                })"""
+            )
+            assert played > 0.5  # seconds of the clip played to its end
+            browser.close()
+    finally:
+        stop_ui(proc)

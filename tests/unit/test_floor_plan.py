@@ -20,6 +20,7 @@ BLOCK_KIT = {
     "runtime.bundle",
     "runtime.config",
     "runtime.context",
+    "runtime.evaluation",
     "runtime.export",
     "runtime.shards",
     "runtime.store",

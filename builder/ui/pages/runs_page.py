@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from builder.ui import actions
 from builder.ui.common import aic, choice_box, db, goto, keep_address, setup, take_address
+from builder.ui.evaluation_view import show_evaluation
 from builder.ui.names import details, directory
 from builder.ui.progress import duration_text, step_view
 from builder.ui.results import (
@@ -172,8 +173,13 @@ def _metrics(summary: dict) -> None:
             st.error(f"Verification of {node} failed: {found.get('reason')}. The provider is not paid for this run.")
         else:
             st.warning(f"{node} was not verified: {found.get('reason')}.")
+    evaluations = summary.get("evaluation") or {}
+    for node, evaluation in evaluations.items():
+        threshold = metrics.get("threshold")
+        show_evaluation(node, evaluation, bundle_manifest(summary.get("bundle_dir")),
+                        threshold if isinstance(threshold, (int, float)) else None)  # fmt: skip
     matrix = metrics.get("confusion_matrix")
-    if isinstance(matrix, list) and matrix:
+    if isinstance(matrix, list) and matrix and not evaluations:  # a run from before evaluations were stored
         names = class_names(bundle_manifest(summary.get("bundle_dir")), len(matrix))
         st.caption("Each row is what an example really was; each column what the model said. The diagonal is right.")
         st.altair_chart(confusion_chart(matrix, names), width="content")
