@@ -199,6 +199,18 @@ class Service(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Promotion(Base):
+    """Which version of a service its stable endpoint (`aib serve NAME`) serves: the latest row of a name wins; the
+    rows are its history (promote, rollback, the version pinned when first served)."""
+
+    __tablename__ = "promotions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    service_id: Mapped[str] = mapped_column(ForeignKey("services.id"))
+    action: Mapped[str] = mapped_column(String(20))  # promote | rollback | pin
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ApiKey(Base):
     """An API key of a service; only the sha256 of the key is stored."""
 
@@ -511,6 +523,7 @@ __all__ = [
     "Artifact",
     "Base",
     "MetricPoint",
+    "Promotion",
     "ProviderRow",
     "RewardEpoch",
     "Run",

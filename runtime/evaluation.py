@@ -29,8 +29,10 @@ def classification_evaluation(
     labels: Sequence[str],
     example: Example | None = None,
     max_examples: int = MAX_EXAMPLES,
+    keys: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The evaluation of a classifier from its held-out probabilities `probs` (rows × classes) and true classes."""
+    """The evaluation of a classifier from its held-out probabilities `probs` (rows × classes) and true classes;
+    `keys` name the held-out rows (a FAQ's questions) so that two versions can be compared answer by answer."""
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(probs, dtype=np.float64)
     k = len(labels)
@@ -78,6 +80,10 @@ def classification_evaluation(
             }
             for i in wrong
         ],
+        # Every held-out answer, for comparing versions (runtime/versions.py).
+        "truth": [labels[int(t)] for t in y],
+        "answers": [labels[int(a)] for a in predicted],
+        **({"keys": list(keys)} if keys is not None else {}),
     }
 
 
@@ -148,6 +154,8 @@ def regression_evaluation(
             }
             for i in worst
         ],
+        "truth": [round(float(v), 4) for v in t],
+        "answers": [round(float(v), 4) for v in p],
     }
 
 

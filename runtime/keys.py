@@ -51,6 +51,17 @@ def find_active_key(session: Session, key: str, service_id: str) -> ApiKey | Non
     return record
 
 
+def find_active_key_of(session: Session, key: str, name: str) -> ApiKey | None:
+    """The unrevoked key record matching `key` for any version of service `name` (its stable endpoint), or None."""
+    from runtime.db import Service
+
+    record = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+    if record is None or record.revoked_at is not None:
+        return None
+    service = session.get(Service, record.service_id)
+    return record if service is not None and service.name == name else None
+
+
 def list_keys(session: Session, service_id: str | None = None) -> list[ApiKey]:
     """Key records (never the secrets), newest first."""
     q = select(ApiKey).order_by(ApiKey.created_at.desc())
@@ -59,4 +70,4 @@ def list_keys(session: Session, service_id: str | None = None) -> list[ApiKey]:
     return list(session.scalars(q))
 
 
-__all__ = ["create_key", "find_active_key", "hash_key", "list_keys", "revoke_key"]
+__all__ = ["create_key", "find_active_key", "find_active_key_of", "hash_key", "list_keys", "revoke_key"]

@@ -82,16 +82,19 @@ class UsageWriter:
         """Whether the writer thread runs (a call cannot be billed, so must not be served, without it)."""
         return self._thread is not None and self._thread.is_alive()
 
-    async def record(self, quantity: int = 1, idempotency: str | None = None, host: HostBilling | None = None) -> None:
+    async def record(
+        self, quantity: int = 1, idempotency: str | None = None, host: HostBilling | None = None,
+        billing: ServiceBilling | None = None,
+    ) -> None:  # fmt: skip
         """Bill `quantity` calls; returns once the record is committed. Raises at once when the writer is not
         running, and as soon as it dies while this record waits; `idempotency` (a hash naming the client's
         request) bills a retried request once; `host`: the provider's machine that answered them (paid too, in the
-        same transaction)."""
+        same transaction); `billing`: the version of the service that answered (default: the writer's)."""
         if not self.alive():
             raise WriterDown("the usage writer is not running")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._queue.put((quantity, fut, loop, idempotency, host))
+        self._queue.put((quantity, fut, loop, idempotency, host, billing or self.billing))
         while True:
             done, _ = await asyncio.wait({fut}, timeout=WATCH_S)
             if done:
@@ -135,7 +138,6 @@ class UsageWriter:
             self._write(rest[start : start + self.max_group])
 
     def _write(self, group: list[Any]) -> None:
-        b = self.billing
         error: BaseException | None = None
         rows = [
             {
@@ -149,7 +151,7 @@ class UsageWriter:
                 "amount_wei": per_call_amount(b.call_price_wei, quantity),
                 "created_at": utcnow(),
             }
-            for quantity, _fut, _loop, idem, _host in group
+            for quantity, _fut, _loop, idem, _host, b in group
         ]
         # A call answered on a provider's machine (runtime/protocol/gateway.py) also owes that host its price; keyed
         # like the call, so a retried request pays its host once too.
@@ -165,7 +167,7 @@ class UsageWriter:
                 "amount_wei": per_call_amount(host.call_price_wei, quantity),
                 "created_at": utcnow(),
             }
-            for quantity, _fut, _loop, idem, host in group
+            for quantity, _fut, _loop, idem, host, b in group
             if host is not None
         ]
         try:
@@ -192,7 +194,7 @@ class UsageWriter:
             if error is None and self.on_written is not None:  # counted before any of these calls is answered
                 self.on_written(len(inserted), sum(quantity for unit, quantity in inserted if unit == "call"))
         finally:
-            for _q, fut, loop, _idem, _host in group:
+            for _q, fut, loop, _idem, _host, _b in group:
                 loop.call_soon_threadsafe(_resolve, fut, error)
 
 

@@ -50,10 +50,16 @@ class ServiceMetrics:
         self.billed_calls = Counter(
             "aib_billed_calls", "Calls billed in those records (a batch is billed one call per input)", registry=r
         )
-        Gauge(
+        self.model = Gauge(
             "aib_model_info", "The model this server answers with (always 1; its labels say which)",
             ["service_id", "pipeline", "plan_hash", "version", "run_id"], registry=r,
-        ).labels(service_id, pipeline, plan_hash, version, run_id).set(1)  # fmt: skip
+        )  # fmt: skip
+        self.set_model(service_id, pipeline, plan_hash, version, run_id)
+
+    def set_model(self, service_id: str, pipeline: str, plan_hash: str, version: str, run_id: str) -> None:
+        """Name the model answering now (a stable endpoint switches it when a version is promoted)."""
+        self.model.clear()
+        self.model.labels(service_id, pipeline, plan_hash, version, run_id).set(1)
 
     def route_of(self, path: str) -> str:
         """The route label of a request path: one of the app's routes, else 'other'."""

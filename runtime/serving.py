@@ -3,10 +3,12 @@
 # No `from __future__ import annotations` here: FastAPI must see the per-bundle request models
 # (closure variables) as real types, not strings.
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
@@ -18,9 +20,10 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from builder.errors import BadItem, ServeError
+from runtime import versions
 from runtime.bundle import load_bundle
-from runtime.db import get_engine, session_factory
-from runtime.keys import find_active_key
+from runtime.db import Service, get_engine, session_factory
+from runtime.keys import find_active_key, find_active_key_of
 from runtime.metering import ServiceBilling, UsageWriter, idempotency_hash
 from runtime.processes import port_free
 from runtime.runs import get_service
@@ -32,6 +35,7 @@ OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/docs/oauth2-redirect",
 KEY_HEADERS = [(b"www-authenticate", b"X-API-Key")]
 KEY_CACHE_SECONDS = 2.0  # a revoked key stops working within this time
 KEY_CACHE_MAX = 10_000
+PROMOTION_POLL_S = 0.5  # how often a stable endpoint looks for a promoted version
 
 
 class Health(BaseModel):
@@ -40,6 +44,26 @@ class Health(BaseModel):
     pipeline: str
     plan_hash: str
     intents: list[str] = Field(default_factory=list)
+    version: int | None = Field(None, description="On a stable endpoint (`aib serve NAME`): the live version")
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of a service as loaded to answer: a request takes the live one when it starts and finishes on
+    it, whatever is promoted meanwhile."""
+
+    service_id: str
+    number: int | None  # None when served by id rather than as its name's stable endpoint
+    plan_hash: str
+    run_id: str
+    billing: ServiceBilling
+    predictor: Any
+
+
+def _load_version(service: Service, number: int | None, threads: int | None) -> Version:
+    billing = ServiceBilling(service.id, service.block_id, service.version, service.provider, service.call_price_wei)
+    predictor = load_bundle(service.bundle_dir, threads=threads)
+    return Version(service.id, number, service.plan_hash, service.run_id or "", billing, predictor)
 
 
 class ErrorBody(BaseModel):
@@ -120,29 +144,71 @@ def create_app(
     service_id: str, threads: int | None = None, on_providers: dict[str, Any] | None = None,
     metrics_key: str | None = None,
 ) -> FastAPI:  # fmt: skip
-    """Build the FastAPI app serving `service_id` (bundle loaded once; checksums verified). `on_providers`
-    ({replicas, audit_rate}): the answers come from providers' machines hosting the service, through the
-    coordinator's gateway (runtime/protocol/gateway.py); keys and metering stay here. `metrics_key`: what a scrape
-    of /metrics must send as `Authorization: Bearer …` (None: /metrics is open, like /health)."""
+    """Build the FastAPI app serving `service_id` (bundle loaded once; checksums verified), or, given a service's
+    name, its stable endpoint: the live version (runtime/versions.py), switched without a pause when another is
+    promoted (requests in flight finish on the version they started on; keys of any version of the name work).
+    `on_providers` ({replicas, audit_rate}): the answers come from providers' machines hosting the service, through
+    the coordinator's gateway (runtime/protocol/gateway.py); keys and metering stay here. `metrics_key`: what a
+    scrape of /metrics must send as `Authorization: Bearer …` (None: /metrics is open, like /health)."""
     Session = session_factory()
     with Session() as s:
-        svc = get_service(s, service_id)
-        billing = ServiceBilling(svc.id, svc.block_id, svc.version, svc.provider, svc.call_price_wei)
-        bundle_dir, plan_hash, pipeline = svc.bundle_dir, svc.plan_hash, svc.name
+        stable = s.get(Service, service_id) is None and bool(versions.versions_of(s, service_id))
+        if stable and on_providers is not None:
+            raise ServeError(
+                f"{service_id!r} names a service, whose stable endpoint answers here; serve one version's id "
+                "with --on-providers"
+            )
+        svc = versions.pin(s, service_id) if stable else get_service(s, service_id)
+        number = versions.number_of(s, svc) if stable else None
+        pipeline = svc.name
         metrics = ServiceMetrics(svc.id, svc.name, svc.plan_hash, svc.version, svc.run_id or "")
-    predictor = load_bundle(bundle_dir, threads=threads)
+        first = _load_version(svc, number, threads)
     if on_providers is not None:
         from runtime.protocol.gateway import HostedPredictor
 
-        predictor = HostedPredictor(service_id, predictor, say=_log, **on_providers).start()
-    writer = UsageWriter(get_engine(), billing, on_written=metrics.usage_written)
+        hosted = HostedPredictor(service_id, first.predictor, say=_log, **on_providers).start()
+        first = Version(first.service_id, None, first.plan_hash, first.run_id, first.billing, hosted)
+    live = [first]  # live[0]: the version a new request is answered by (one reference, swapped whole)
+    predictor = first.predictor  # the request and answer schemas, fixed for the life of the server
+    writer = UsageWriter(get_engine(), first.billing, on_written=metrics.usage_written)
     max_batch = int(predictor.manifest.get("service", {}).get("max_batch", 64))
     key_cache: dict[str, tuple[bool, float]] = {}
+    refused: set[str] = set()  # promoted versions this server could not switch to (said once in its log)
+
+    def _promoted() -> Version | None:
+        with Session() as s:
+            target = versions.live_service(s, pipeline)
+            if target.id == live[0].service_id or target.id in refused:
+                return None
+            return _load_version(target, versions.number_of(s, target), threads)
+
+    async def follow_promotions() -> None:
+        """Switch to the promoted version: loaded beside the live one first, then swapped in one assignment."""
+        while True:
+            await asyncio.sleep(PROMOTION_POLL_S)
+            try:
+                new = await run_in_threadpool(_promoted)
+            except Exception as exc:  # a damaged bundle or a database hiccup: keep serving, say why
+                _log(f"the promoted version of {pipeline} could not be loaded ({exc}); still serving the live one")
+                await asyncio.sleep(5 * PROMOTION_POLL_S)
+                continue
+            if new is None:
+                continue
+            if new.predictor.Request.model_json_schema() != predictor.Request.model_json_schema():
+                refused.add(new.service_id)
+                _log(f"version {new.number} of {pipeline} takes other requests; still serving {live[0].number}")
+                continue
+            live[0] = new
+            metrics.set_model(new.service_id, pipeline, new.plan_hash, new.billing.version, new.run_id)
+            _log(f"{pipeline}: now serving version {new.number} ({new.service_id})")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         writer.start()
+        follower = asyncio.create_task(follow_promotions()) if stable else None
         yield
+        if follower is not None:
+            follower.cancel()
         writer.stop()
         if on_providers is not None:
             predictor.close()
@@ -151,14 +217,19 @@ def create_app(
         title=f"{pipeline} — Easy AI Builder service",
         version="1",
         description=(
-            f"Service `{service_id}` trained by pipeline `{pipeline}` (plan {plan_hash[:12]}). "
-            "Send your API key in the `X-API-Key` header. Every successful call is metered."
+            (
+                f"The live version of service `{pipeline}` (at start version {number}, `{first.service_id}`). "
+                if stable
+                else f"Service `{service_id}` trained by pipeline `{pipeline}` (plan {first.plan_hash[:12]}). "
+            )
+            + "Send your API key in the `X-API-Key` header. Every successful call is metered."
         ),
         lifespan=lifespan,
     )
     app.state.writer = writer
     app.state.predictor = predictor
     app.state.metrics = metrics
+    app.state.live = live
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -182,7 +253,8 @@ def create_app(
     def _check_key(key: str) -> bool:
         now = time.monotonic()
         with Session() as s:
-            ok = find_active_key(s, key, service_id) is not None
+            found = find_active_key_of(s, key, pipeline) if stable else find_active_key(s, key, service_id)
+            ok = found is not None
         if len(key_cache) >= KEY_CACHE_MAX:  # random keys sprayed at the server must not grow memory
             key_cache.clear()
         key_cache[key] = (ok, now + KEY_CACHE_SECONDS)
@@ -231,31 +303,36 @@ def create_app(
         503: {"model": ErrorBody},
     }
 
-    def _too_large(items: list[Any]) -> None:
+    def _too_large(v: Version, items: list[Any]) -> None:
         for i, item in enumerate(items):
-            why = predictor.check_item(item)
+            why = v.predictor.check_item(item)
             if why:
                 raise HTTPException(413, why if len(items) == 1 else f"item {i}: {why}")
 
-    async def _bill(quantity: int, idempotency: str | None, host: Any, response: Response) -> None:
+    async def _bill(v: Version, quantity: int, idempotency: str | None, host: Any, response: Response) -> None:
         try:
-            await writer.record(quantity, idempotency, host)
+            await writer.record(quantity, idempotency, host, billing=v.billing)
         except Exception:
             raise HTTPException(503, "usage could not be recorded, so the call was not served; retry") from None
         if on_providers is not None:  # who answered: a host's id, or this gateway itself
             response.headers["X-Served-By"] = host.host_id if host is not None else "gateway"
+        response.headers["X-Service-Id"] = v.service_id  # which version answered (and was billed)
+        if v.number is not None:
+            response.headers["X-Service-Version"] = str(v.number)
 
     Request_, Response_, Batch_ = predictor.Request, predictor.Response, predictor.BatchRequest
 
     @app.get("/health", response_model=Health, tags=["service"])
     async def health() -> Health:
-        """Liveness and what this service is; needs no API key."""
+        """Liveness and what this service is (on a stable endpoint: the live version); needs no API key."""
+        v = live[0]
         return Health(
             status="ok",
-            service_id=service_id,
+            service_id=v.service_id,
             pipeline=pipeline,
-            plan_hash=plan_hash,
-            intents=list(predictor.manifest.get("labels", [])),
+            plan_hash=v.plan_hash,
+            intents=list(v.predictor.manifest.get("labels", [])),
+            version=v.number,
         )
 
     @app.get(
@@ -278,10 +355,9 @@ def create_app(
             )  # fmt: skip
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
-    prepare = getattr(predictor, "prepare", None)
-
-    def _prepare(items: list[Any]) -> list[Any]:
+    def _prepare(v: Version, items: list[Any]) -> list[Any]:
         """Decode inputs that need it (images, audio) before the call is billed; a bad one is a 422."""
+        prepare = getattr(v.predictor, "prepare", None)
         if prepare is None:
             return items
         out = []
@@ -292,24 +368,24 @@ def create_app(
                 raise HTTPException(422, str(exc) if len(items) == 1 else f"item {i}: {exc}") from None
         return out
 
-    served = getattr(predictor, "predict_served", None)
-
-    async def _predict(items: list[Any]) -> tuple[list[Any], Any]:
+    async def _predict(v: Version, items: list[Any]) -> tuple[list[Any], Any]:
         """The model's answers and the host that gave them (None: answered here); an input it cannot serve (BadItem,
         raised while predicting) is a 422, not a 500."""
+        served = getattr(v.predictor, "predict_served", None)
         try:
             if served is not None:
                 return await run_in_threadpool(served, items)
-            return await run_in_threadpool(lambda: predictor.predict(_prepare(items))), None
+            return await run_in_threadpool(lambda: v.predictor.predict(_prepare(v, items))), None
         except BadItem as exc:
             raise HTTPException(422, str(exc)) from None
 
     async def _answer(item: dict[str, Any], response: Response, idempotency: str | None) -> Any:
-        _too_large([item])
+        v = live[0]  # this request's version, to its end
+        _too_large(v, [item])
         t0 = time.perf_counter()
-        results, host = await _predict([item])
+        results, host = await _predict(v, [item])
         t1 = time.perf_counter()
-        await _bill(1, idempotency, host, response)
+        await _bill(v, 1, idempotency, host, response)
         response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())
         return results[0]
 
@@ -366,14 +442,15 @@ def create_app(
     @app.post("/v1/predict/batch", response_model=BatchResponse, responses=errors, tags=["predict"])
     async def predict_batch(body: Batch_, bill_as: Billing, response: Response) -> Any:  # type: ignore[valid-type]
         """Answer many inputs in one call; metered as one call per input."""
-        items = predictor.items_from_batch(body)
+        v = live[0]
+        items = v.predictor.items_from_batch(body)
         if len(items) > max_batch:
             raise HTTPException(413, f"the batch has {len(items)} items; this service accepts at most {max_batch}")
-        _too_large(items)
+        _too_large(v, items)
         t0 = time.perf_counter()
-        results, host = await _predict(items)
+        results, host = await _predict(v, items)
         t1 = time.perf_counter()
-        await _bill(len(items), bill_as, host, response)
+        await _bill(v, len(items), bill_as, host, response)
         response.headers["Server-Timing"] = _timing(t0, t1, time.perf_counter())
         return {"results": results}
 

@@ -401,7 +401,8 @@ def faq_evaluation(
     def shown(i: int) -> dict[str, str]:
         return {"text": texts[i]} if i < len(texts) else {}
 
-    return classification_evaluation(truth.cpu().numpy(), probs, labels, shown)
+    keyed = texts if len(texts) == len(truth) else None
+    return classification_evaluation(truth.cpu().numpy(), probs, labels, shown, keys=keyed)
 
 
 def cross_validate(

@@ -202,6 +202,106 @@ def services_list(json_: JsonFlag = False) -> None:
     _table(["service_id", "pipeline", "run_id", "created_at"], rows)
 
 
+@services_app.command("versions")
+def services_versions(
+    name: Annotated[str, typer.Argument(help="Service name (its pipeline's name)")], json_: JsonFlag = False
+) -> None:
+    """The versions of a service: what produced each (pipeline file, plan, data hashes), its metrics, which is live."""
+    from runtime.versions import describe
+
+    with _session() as s:
+        rows = describe(s, name)
+    if json_:
+        _print_json(rows)
+        return
+    shown = [
+        {
+            **r,
+            "live": "live" if r["live"] else "",
+            "accuracy": r["metrics"].get("accuracy", r["metrics"].get("mae")),
+            "plan": r["plan_hash"][:12],
+        }
+        for r in rows
+    ]
+    _table(["version", "live", "service_id", "run_id", "created_at", "accuracy", "plan", "pipeline_path"], shown)
+
+
+def _version_ref(ref: str) -> tuple[str, str]:
+    """(name, version) of `NAME@N` or of a service id."""
+    from runtime.db import Service
+
+    if "@" in ref:
+        name, _, version = ref.rpartition("@")
+        return name, version
+    with _session() as s:
+        svc = s.get(Service, ref)
+        if svc is None:
+            _fail(f"no service {ref!r}: name a version as NAME@N (e.g. faq-chatbot@2) or by its service id")
+        return svc.name, ref
+
+
+@services_app.command("compare")
+def services_compare(
+    a: Annotated[str, typer.Argument(help="A version: NAME@N or a service id")],
+    b: Annotated[str, typer.Argument(help="Another version of the same service")],
+    json_: JsonFlag = False,
+) -> None:
+    """Two versions side by side: their metrics, and the held-out examples whose answer changed."""
+    from runtime.versions import compare
+
+    (name_a, va), (name_b, vb) = _version_ref(a), _version_ref(b)
+    if name_a != name_b:
+        _fail(f"{a} is a version of {name_a!r} and {b} of {name_b!r}: compare two versions of one service")
+    with _session() as s:
+        found = compare(s, name_a, va, vb)
+    if json_:
+        _print_json(found)
+        return
+    keys = sorted(set(found["a"]["metrics"]) | set(found["b"]["metrics"]))
+    rows = [{"metric": k, f"v{found['a']['version']}": found["a"]["metrics"].get(k),
+             f"v{found['b']['version']}": found["b"]["metrics"].get(k)} for k in keys]  # fmt: skip
+    _table(["metric", f"v{found['a']['version']}", f"v{found['b']['version']}"], rows)
+    if found["changed"] is None:
+        out.print(f"answers not compared: {found['changed_note']}", highlight=False)
+        return
+    out.print(
+        f"{found['changed_count']} of {found['compared']} held-out examples changed their answer "
+        f"(matched {found['matched']}): {found['fixed']} fixed, {found['broken']} broken",
+        highlight=False,
+    )
+    _table(["example", "true", "a", "b"], found["changed"])
+
+
+def _switch(name: str, version: str, action: str) -> None:
+    from runtime.versions import switch
+
+    with _session() as s:
+        done = switch(s, name, version, action)
+    out.print(
+        f"{name}: version {done['version']} ({done['service_id']}) is live, was version {done['previous']}; "
+        f"`aib serve {name}` servers switch within a second, calls in flight finish on the old one",
+        highlight=False,
+    )
+
+
+@services_app.command("promote")
+def services_promote(
+    name: Annotated[str, typer.Argument(help="Service name")],
+    version: Annotated[str, typer.Argument(help="Version number (or its service id)")],
+) -> None:
+    """Make a version the one the service's stable endpoint (`aib serve NAME`) serves, with no downtime."""
+    _switch(name, version, "promote")
+
+
+@services_app.command("rollback")
+def services_rollback(
+    name: Annotated[str, typer.Argument(help="Service name")],
+    version: Annotated[str, typer.Argument(help="An older version number (or its service id)")],
+) -> None:
+    """Go back to an older version on the service's stable endpoint, with no downtime."""
+    _switch(name, version, "rollback")
+
+
 @app.command()
 def preview(
     file: Annotated[Path, typer.Argument(help="Pipeline YAML file")],

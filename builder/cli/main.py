@@ -222,7 +222,13 @@ def _run_with_leases(
 
 @app.command()
 def serve(
-    service_id: Annotated[str, typer.Argument(help="Service id (from `aib run` or `aib services list`)")],
+    service_id: Annotated[
+        str,
+        typer.Argument(
+            help="Service id (from `aib run` or `aib services list`), or a service's name for its stable endpoint: "
+            "the live version, switched by `aib services promote|rollback` without downtime"
+        ),
+    ],
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: all cores)")] = 0,
@@ -257,12 +263,15 @@ def serve(
 ) -> None:
     """Serve a trained service over HTTP (OpenAPI docs at /docs, Prometheus metrics at /metrics)."""
     from builder.errors import ServeError
+    from runtime.db import Service
     from runtime.runs import get_service
     from runtime.serving import ensure_port_free
     from runtime.serving import serve as serve_http
+    from runtime.versions import versions_of
 
     with _session() as s:
-        get_service(s, service_id)
+        if s.get(Service, service_id) is None and not versions_of(s, service_id):
+            get_service(s, service_id)  # one sentence: no such service
     ensure_port_free(host, port)
     if metrics_key is not None and len(metrics_key) < 16:
         raise ServeError("the metrics key is shorter than 16 characters; choose a longer secret")

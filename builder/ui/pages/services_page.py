@@ -111,7 +111,7 @@ def teach_your_voice(run_id: str) -> None:
         st.error(st.session_state.pop("voice-error"))
 
 
-tab_try, tab_api, tab_keys, tab_usage = st.tabs(["Try it", "API", "API keys", "Usage"])
+tab_try, tab_api, tab_keys, tab_usage, tab_versions = st.tabs(["Try it", "API", "API keys", "Usage", "Versions"])
 
 with tab_try:
     try:
@@ -286,3 +286,98 @@ def server_health(service_id: str) -> None:
 
 with tab_usage:
     usage(service_id)
+
+
+def _make_live(name: str, number: int, live_number: int) -> None:
+    from runtime.versions import switch
+
+    try:
+        with db() as s:
+            done = switch(s, name, str(number), "rollback" if number < live_number else "promote")
+        st.session_state["versions-notice"] = (
+            f"Version {done['version']} is live: `aib serve {name}` servers switch to it within a second; calls "
+            "already being answered finish on the old one."
+        )
+    except Exception as exc:  # AibError: one sentence (a damaged bundle, another kind of model)
+        st.session_state["versions-error"] = str(exc)
+
+
+def versions_tab(name: str) -> None:
+    """Every version of the service, which one its stable endpoint serves, and two versions compared."""
+    from runtime.versions import compare, describe
+
+    with db() as s:
+        rows = describe(s, name)
+    live_number = next(r["version"] for r in rows if r["live"])
+    st.caption(
+        f"Every run of {name} adds a version. `aib serve {name}` (its stable endpoint) serves the live one; making "
+        "another live switches it with no downtime."
+    )
+    table = pd.DataFrame([
+        {
+            "Version": r["version"],
+            "Live": "● live" if r["live"] else "",
+            "Trained": r["created_at"].replace("T", " "),
+            "Accuracy": r["metrics"].get("accuracy"),
+            "Mean error": r["metrics"].get("mae"),
+            "Run": r["run_id"],
+            "Service id": r["service_id"],
+        }
+        for r in rows
+    ]).dropna(axis=1, how="all")  # fmt: skip
+    st.dataframe(table, hide_index=True)
+    numbers = [r["version"] for r in rows]
+    c1, c2 = st.columns([2, 1])
+    chosen = c1.selectbox("Version", numbers, index=numbers.index(live_number), key=f"version-pick-{name}")
+    c2.button(
+        "Make it live",
+        key=f"make-live-{name}",
+        disabled=chosen == live_number,
+        on_click=_make_live,
+        args=(name, chosen, live_number),
+        help="Older than the live one: a rollback; newer: a promotion.",
+    )
+    if "versions-notice" in st.session_state:
+        st.success(st.session_state.pop("versions-notice"))
+    if "versions-error" in st.session_state:
+        st.error(st.session_state.pop("versions-error"))
+    if len(numbers) < 2:
+        return
+    st.markdown("**Compare two versions**")
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("This version", numbers, index=len(numbers) - 2, key=f"compare-a-{name}")
+    b = c2.selectbox("with", numbers, index=len(numbers) - 1, key=f"compare-b-{name}")
+    with db() as s:
+        found = compare(s, name, str(a), str(b))
+    keys = sorted(set(found["a"]["metrics"]) | set(found["b"]["metrics"]))
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "Figure": k,
+                    f"Version {a}": found["a"]["metrics"].get(k),
+                    f"Version {b}": found["b"]["metrics"].get(k),
+                }
+                for k in keys
+            ]  # fmt: skip
+        ).astype(str),
+        hide_index=True,
+    )
+    if found["changed"] is None:
+        st.caption(f"Answers not compared: {found['changed_note']}.")
+        return
+    st.caption(
+        f"{found['changed_count']} of {found['compared']} held-out examples changed their answer: "
+        f"{found['fixed']} fixed, {found['broken']} broken (matched {found['matched']})."
+    )
+    if found["changed"]:
+        st.dataframe(
+            pd.DataFrame(found["changed"]).rename(
+                columns={"example": "Example", "true": "Right answer", "a": f"Version {a}", "b": f"Version {b}"}
+            ),
+            hide_index=True,
+        )
+
+
+with tab_versions:
+    versions_tab(name)
