@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from builder.cli.base import JsonFlag, _print_json, _print_run, _session, app, err, out
+from builder.cli.base import _fail as _fail_usage
 from builder.cli.payments import _pay_deposit, _payment_check, _settle_after_run
 from builder.errors import AibError, ValidationError
 from builder.money import format_aic
@@ -41,9 +42,30 @@ def run(
         list[str] | None, typer.Option("--set", help="Override a param: node.param=value (repeatable)")
     ] = None,
     json_: JsonFlag = False,
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Use this run id (the UI passes one)")] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Use this run id (the UI passes one; with --tune: the first trial's)")
+    ] = None,
+    tune_trials: Annotated[
+        int | None,
+        typer.Option(
+            "--tune",
+            min=1,
+            max=200,
+            help="Tune the model block: N trials of its own params (each a real run, billed), the pipeline as "
+            "written first; prints the trials and the best params",
+        ),
+    ] = None,
+    budget: Annotated[
+        str | None, typer.Option(help="With --tune: spend at most this (e.g. '0.5' AIC): trials past it are left out")
+    ] = None,
 ) -> None:
     """Train a pipeline: validate, compile, run every step as a Prefect flow, export the service."""
+    if tune_trials is not None:
+        from builder.cli.tune import tune_or_exit
+
+        tune_or_exit(file, set_ or [], tune_trials, budget, json_, run_id)  # --run-id: the first trial's
+    if budget is not None:
+        _fail_usage("--budget goes with --tune")
     from builder.cli.progress import RichReporter
     from builder.pipeline import load_pipeline
     from runtime.datasets import compile_with_datasets

@@ -216,8 +216,9 @@ def quote(draft: Draft) -> int | None:
     return compile_with_datasets(parse_pipeline(to_yaml(draft), draft.base_dir)).quote_wei
 
 
-def start_run(draft: Draft) -> str:
-    """Validate, save and start `aib run` for the draft as a detached process; returns the run id."""
+def start_run(draft: Draft, tune_trials: int = 0) -> str:
+    """Validate, save and start `aib run` for the draft as a detached process (with `tune_trials`: a tune of that
+    many trials, `aib run --tune`); returns the run id (of the first trial)."""
     import hashlib
     import json
     import time
@@ -234,12 +235,14 @@ def start_run(draft: Draft) -> str:
         # The page can be rerun by the browser right after a click, before it records the run it started;
         # the same unchanged pipeline started again within seconds is that same click, not a new run.
         last = json.loads(marker.read_text())
-        if last.get("sha256") == digest and time.time() - last.get("at", 0) < START_DEDUP_S:
+        same = last.get("sha256") == digest and last.get("tune", 0) == tune_trials
+        if same and time.time() - last.get("at", 0) < START_DEDUP_S:
             return last["run_id"]
     run_id = new_run_id()
     log = open(draft.base_dir / f"{run_id}.log", "wb")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(
-        [sys.executable, "-m", "builder.cli", "run", str(path), "--run-id", run_id, "--json"],
+        [sys.executable, "-m", "builder.cli", "run", str(path), "--run-id", run_id, "--json"]
+        + (["--tune", str(tune_trials)] if tune_trials else []),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -249,7 +252,7 @@ def start_run(draft: Draft) -> str:
     )
     log.close()
     (draft.base_dir / f"{run_id}.pid").write_text(str(proc.pid))
-    marker.write_text(json.dumps({"sha256": digest, "run_id": run_id, "at": time.time()}))
+    marker.write_text(json.dumps({"sha256": digest, "run_id": run_id, "at": time.time(), "tune": tune_trials}))
     return run_id
 
 

@@ -226,13 +226,14 @@ __all__ = [
 ]
 
 
-def start_and_open_run(draft: Draft, error_key: str) -> None:
-    """Start the draft's run and open the Runs page on it; a refusal goes to `st.session_state[error_key]`."""
+def start_and_open_run(draft: Draft, error_key: str, tune_trials: int = 0) -> None:
+    """Start the draft's run (or a tune of `tune_trials` runs) and open the Runs page on it; a refusal goes to
+    `st.session_state[error_key]`."""
     from builder.ui import actions
     from builder.ui.draft import DraftError
 
     try:
-        run_id = actions.start_run(draft)  # idempotent for a few seconds: a double click runs once
+        run_id = actions.start_run(draft, tune_trials)  # idempotent for a few seconds: a double click runs once
     except DraftError as exc:
         st.session_state[error_key] = str(exc)
         return

@@ -238,11 +238,11 @@ def _keep_upload(draft, node_id: str, name: str, key: str) -> None:
     flash("success", f"{up['name']} stored as {rel}" + (f"; {note}" if note else ""), bump_canvas())
 
 
-def _start_run(draft) -> None:
+def _start_run(draft, tune: bool = False) -> None:
     if _unsaved():
         st.session_state["run_error"] = "Some settings are not valid (marked in red); fix them before running."
         return
-    start_and_open_run(draft, "run_error")
+    start_and_open_run(draft, "run_error", int(st.session_state.get("tune-trials", 8)) if tune else 0)
 
 
 def _close() -> None:
@@ -422,6 +422,14 @@ with left:
         st.button(
             "Run", type="primary", disabled=bool(problems or unsaved), key="run", on_click=_start_run, args=(draft,)
         )
+        with st.expander("Tune it: try other settings of the model automatically"):
+            trials = st.number_input("Trials", min_value=2, max_value=50, value=8, step=1, key="tune-trials")
+            if not problems:
+                st.caption(
+                    f"Each trial is a real run, billed: up to {aic(actions.quote(draft) * trials)} in all. The first "
+                    "trial is the pipeline as it is, so the best found is never worse; poor trials stop early."
+                )
+            st.button("Tune", key="tune", disabled=bool(problems or unsaved), on_click=_start_run, args=(draft, True))
         if "run_error" in st.session_state:
             st.error(st.session_state.pop("run_error"))
     with tab_edges:

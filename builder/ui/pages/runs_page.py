@@ -6,6 +6,7 @@ import re
 import time
 from datetime import UTC, datetime
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 from sqlalchemy import select
@@ -205,6 +206,74 @@ if running and st.button("Cancel this run", key="cancel"):
     st.rerun()
 
 summary, steps, points, _, _ = _load(run_id)
+
+
+def _trials(study: str) -> list[dict]:
+    """The runs of one tune (`aib run --tune`), by trial number."""
+    from runtime.db import Run
+
+    with db() as s:
+        found = [
+            (r.id, r.status, r.error, r.metrics or {})
+            for r in s.scalars(select(Run).order_by(Run.created_at.desc()).limit(2000))
+            if ((r.metrics or {}).get("tune") or {}).get("study") == study
+        ]
+    return sorted(
+        (
+            {"run_id": rid, "status": status, "error": error, "metrics": m, **m["tune"]}
+            for rid, status, error, m in found
+        ),
+        key=lambda t: t["trial"],
+    )
+
+
+def tune_view(study: str, planned: int) -> None:
+    """Every trial of the tune this run belongs to: a table and a chart, the best marked; redrawn until all ended."""
+    trials = _trials(study)
+    if not trials:
+        return
+    objective = "accuracy" if "accuracy" in trials[0]["metrics"] else "mae"
+    best = trials[-1].get("best_run")
+    st.subheader("Tuning")
+    rows = []
+    for t in trials:
+        pruned = "stopped early by the tuner" in (t["error"] or "")
+        rows.append({
+            "Trial": t["trial"],
+            "State": "stopped early" if pruned else t["status"],
+            objective: t["metrics"].get(objective) if t["status"] == "succeeded" else None,
+            **t["params"],
+            "Best": "★" if t["run_id"] == best else "",
+            "Run": t["run_id"],
+        })  # fmt: skip
+    frame = pd.DataFrame(rows)
+    st.caption(
+        f"{len(trials)} of {planned} trials ended; trial 0 is the pipeline as written. "
+        + ("The best is starred: open its run for its service." if best else "The search is still going.")
+    )
+    st.dataframe(frame, hide_index=True)
+    done = frame.dropna(subset=[objective])
+    if not done.empty:
+        label, _ = metric_words(objective)
+        chart = (
+            alt.Chart(done)
+            .mark_circle(size=90)
+            .encode(
+                x=alt.X("Trial:Q", axis=alt.Axis(tickMinStep=1)),
+                y=alt.Y(f"{objective}:Q", title=label, scale=alt.Scale(zero=False)),
+                color=alt.condition(alt.datum.Best == "★", alt.value("#d62728"), alt.value("#1f77b4")),
+                tooltip=list(done.columns),
+            )
+            .properties(height=200, title=f"{label} of each trial")
+        )
+        st.altair_chart(chart, width="stretch")
+
+
+tuned = summary["metrics"].get("tune")
+if isinstance(tuned, dict) and tuned.get("study"):
+    planned = int(tuned.get("planned", 0))
+    searching = len(_trials(tuned["study"])) < planned  # redrawn every 2 s until every trial has ended
+    st.fragment(run_every=2.0 if searching else None)(tune_view)(tuned["study"], planned)
 
 tab_cost, tab_pay, tab_files, tab_log = st.tabs(["Cost", "Payouts", "Artifacts", "Log"])
 with tab_cost:
