@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -269,7 +270,10 @@ class IntentClassifier(Block):
         note = metric_note(measured["eval_split"], measured.get("eval_examples", 0), per_answer,
                            measured.get("cv_folds", 0))  # fmt: skip
         temperature, calibration = calibrate(cv, y, eval_logits, ey) if cv is not None else (1.0, None)
+        started = time.perf_counter()
         evaluation = faq_evaluation(feats, labels, (y, rows_texts), (ey, eval_logits), cv, temperature)
+        if evaluation is not None:
+            evaluation["seconds"] = round(time.perf_counter() - started, 4)
         metrics = {
             **measured,
             "train_accuracy": round(accuracy(head, x, y), 6),

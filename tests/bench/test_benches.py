@@ -30,6 +30,13 @@ BENCHES: dict[str, tuple[set[str], int]] = {
          "clips", "shard_mb"},
         600,
     ),
+    # "Why a model is wrong, and a tune"
+    "evaluate_tune": (
+        {"eval_overhead", "eval_overhead_faq", "eval_overhead_digit", "eval_overhead_lane", "eval_overhead_met",
+         "faq_tune_default", "faq_tune_best", "faq_tune_gain", "faq_tune_trials", "faq_tune_pruned",
+         "tune_never_worse"},
+        600,
+    ),
     # "FAQ quality, leave-one-FAQ-out"
     "faq_quality": (
         {"in_scope_accuracy_mean", "in_scope_accuracy_worst", "out_of_scope_rejection_mean",
