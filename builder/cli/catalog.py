@@ -302,6 +302,38 @@ def services_rollback(
     _switch(name, version, "rollback")
 
 
+@app.command("export")
+def export(
+    target: Annotated[str, typer.Argument(help="A pipeline YAML file (with --to) or a service id (with --bundle)")],
+    to: Annotated[Path | None, typer.Option("--to", help="Write the pipeline as a standalone project here")] = None,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="Write the trained service with its server and a Dockerfile here")
+    ] = None,
+    json_: JsonFlag = False,
+) -> None:
+    """Export a pipeline as a standalone Python project (trains and serves without the workbench), or a trained
+    service as a self-contained bundle with a Dockerfile."""
+    from builder.cli.export_code import export_bundle, export_code
+
+    if (to is None) == (bundle is None):
+        _fail("give either --to DIR (a pipeline file as a project) or --bundle DIR (a service id as a bundle)")
+    if to is not None:
+        done = export_code(Path(target), to)
+        hint = f"cd {to} && pip install . && python flow.py --serve"
+    else:
+        from runtime.runs import get_service
+
+        with _session() as s:
+            svc = get_service(s, target)
+            bundle_dir, name = Path(svc.bundle_dir), svc.name
+        done = export_bundle(bundle_dir, name, bundle)
+        hint = f"cd {bundle} && docker build -t {name} . (or pip install . && python serve.py --bundle bundle)"
+    if json_:
+        _print_json(done)
+        return
+    out.print(f"exported to {to or bundle}; {hint}", highlight=False)
+
+
 @app.command()
 def preview(
     file: Annotated[Path, typer.Argument(help="Pipeline YAML file")],
