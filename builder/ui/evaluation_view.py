@@ -6,6 +6,7 @@ them (the question, the picture, a player for the recording, the road frame with
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 import altair as alt
@@ -17,11 +18,17 @@ from builder.ui.results import confusion_chart, display_label
 __all__ = ["show_evaluation"]
 
 
-def show_evaluation(node: str, evaluation: dict[str, Any], manifest: dict[str, Any], threshold: float | None) -> None:
-    """The evaluation a model node stored in its run (runtime/evaluation.py), under a subheading of its own."""
+Fixer = Callable[[dict[str, Any], str], None]  # draws "fix the data" for a mistake (an item, a widget key prefix)
+
+
+def show_evaluation(
+    node: str, evaluation: dict[str, Any], manifest: dict[str, Any], threshold: float | None, fix: Fixer | None = None
+) -> None:
+    """The evaluation a model node stored in its run (runtime/evaluation.py), under a subheading of its own; `fix`
+    offers to correct the data from each mistake."""
     answers = manifest.get("answers")
     if evaluation.get("kind") == "classification":
-        _classification(node, evaluation, answers, threshold)
+        _classification(node, evaluation, answers, threshold, fix)
     elif evaluation.get("kind") == "regression":
         _regression(node, evaluation)
 
@@ -30,7 +37,9 @@ def _name(label: str, answers: dict[str, str] | None) -> str:
     return display_label(label, answers)
 
 
-def _classification(node: str, ev: dict[str, Any], answers: dict[str, str] | None, threshold: float | None) -> None:
+def _classification(
+    node: str, ev: dict[str, Any], answers: dict[str, str] | None, threshold: float | None, fix: Fixer | None
+) -> None:
     names = [_name(x, answers) for x in ev["labels"]]
     st.subheader("Why it is wrong")
     st.caption(
@@ -78,6 +87,8 @@ def _classification(node: str, ev: dict[str, Any], answers: dict[str, str] | Non
         with st.container(border=True):
             _example(item, f"eval-{node}-{i}")
             st.caption(f"Really: **{really}** · the model said: **{said}** ({item['confidence']:.0%} sure)")
+            if fix is not None and "text" in item:
+                fix(item, f"fix-{node}-{i}")
 
 
 def _regression(node: str, ev: dict[str, Any]) -> None:

@@ -12,7 +12,18 @@ import streamlit as st
 from sqlalchemy import select
 
 from builder.ui import actions
-from builder.ui.common import aic, choice_box, db, goto, keep_address, setup, take_address
+from builder.ui.common import (
+    aic,
+    choice_box,
+    current_draft,
+    db,
+    goto,
+    keep_address,
+    setup,
+    start_and_open_run,
+    take_address,
+)
+from builder.ui.draft import DraftError
 from builder.ui.evaluation_view import show_evaluation
 from builder.ui.names import details, directory
 from builder.ui.progress import duration_text, step_view
@@ -93,6 +104,7 @@ def _load(run_id: str) -> tuple[dict, list[dict], list[dict], dict, datetime | N
             for p in s.scalars(select(MetricPoint).where(MetricPoint.run_id == run_id).order_by(MetricPoint.id))
         ]
         plan_steps = {p.get("node_id"): p for p in (run.plan or {}).get("steps", [])}
+        summary["pipeline_path"] = run.pipeline_path
         service = s.get(Service, run.service_id) if run.service_id else None
         summary["bundle_dir"] = service.bundle_dir if service is not None else None
         return summary, steps, points, plan_steps, _utc(run.started_at)
@@ -146,7 +158,65 @@ def _charts(points: list[dict], steps: list[dict]) -> None:
             st.altair_chart(series_chart(group[["step", "value"]], metric), width="stretch")
 
 
+NEW_ANSWER = "__new__"
+
+
+def _fixer(summary: dict):
+    """Fix the data from a FAQ mistake, when the run came from a pipeline of My pipelines (its own copy of the data);
+    else None."""
+    from builder.ui import fix_data, own_voice
+
+    draft = own_voice.trained_pipeline(summary.get("pipeline_path"), current_draft())
+    node = fix_data.faq_node(draft) if draft is not None else None
+    if node is None:
+        return None
+
+    def add(item: dict, key: str) -> None:
+        state = st.session_state
+        choice = state.get(f"{key}-answer")
+        answer = state.get(f"{key}-new", "") if choice == NEW_ANSWER else choice
+        more = [line for line in (state.get(f"{key}-more") or "").splitlines() if line.strip()]
+        try:
+            written = fix_data.add_questions(draft, node, [item["text"], *more], answer or "")
+            state["fix-notice"] = (
+                f"Added {1 + len(more)} question(s) to {written.name}, a new version of your FAQ (the old file is "
+                "kept). Run the pipeline again to train on it."
+            )
+        except DraftError as exc:
+            state["fix-error"] = str(exc)
+
+    def draw(item: dict, key: str) -> None:
+        with st.expander("Fix the data: teach it this question"):
+            try:
+                answers = fix_data.faq_answers(draft, node)
+            except DraftError as exc:
+                st.error(str(exc))
+                return
+            options = [*answers, NEW_ANSWER]
+            index = options.index(item["true"]) if item["true"] in answers else 0
+            choice = st.selectbox(
+                "Its right answer", options, index=index, key=f"{key}-answer",
+                format_func=lambda i: "A new answer…" if i == NEW_ANSWER else answers[i][:90],
+            )  # fmt: skip
+            if choice == NEW_ANSWER:
+                st.text_input("The new answer", key=f"{key}-new", help="Becomes a new answer of your FAQ.")
+            st.text_area("More ways to ask it (one per line, optional)", key=f"{key}-more")
+            st.button("Add to my FAQ", key=f"{key}-add", on_click=add, args=(item, key))
+
+    return draw
+
+
 def _metrics(summary: dict) -> None:
+    if "fix-notice" in st.session_state:
+        from builder.ui import own_voice
+
+        st.success(st.session_state.pop("fix-notice"))
+        draft = own_voice.trained_pipeline(summary.get("pipeline_path"), current_draft())
+        if draft is not None:
+            st.button("Run it again", key="fix-rerun", type="primary", on_click=start_and_open_run,
+                      args=(draft, "fix-error"))  # fmt: skip
+    if "fix-error" in st.session_state:
+        st.error(st.session_state.pop("fix-error"))
     metrics = summary["metrics"]
     shown = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict)) and k not in HIDDEN_METRICS}
     warning, note = accuracy_notes(metrics)
@@ -175,10 +245,11 @@ def _metrics(summary: dict) -> None:
         else:
             st.warning(f"{node} was not verified: {found.get('reason')}.")
     evaluations = summary.get("evaluation") or {}
+    fixer = _fixer(summary) if evaluations else None
     for node, evaluation in evaluations.items():
         threshold = metrics.get("threshold")
         show_evaluation(node, evaluation, bundle_manifest(summary.get("bundle_dir")),
-                        threshold if isinstance(threshold, (int, float)) else None)  # fmt: skip
+                        threshold if isinstance(threshold, (int, float)) else None, fixer)  # fmt: skip
     matrix = metrics.get("confusion_matrix")
     if isinstance(matrix, list) and matrix and not evaluations:  # a run from before evaluations were stored
         names = class_names(bundle_manifest(summary.get("bundle_dir")), len(matrix))
