@@ -7,12 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from runtime.processes import wait_for_http
 from tests.conftest import free_port
 from tests.integration.conftest import aib
 
@@ -46,15 +46,7 @@ def serve_and_ask(python: Path, cwd: Path, args: list[str], home: Path) -> None:
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "the exported server did not start"
-                time.sleep(0.2)
+        assert wait_for_http(proc, f"{url}/health", timeout_s=90), "the exported server did not start"
         ask = {"text": "Can I pay with PayPal?"}
         r = httpx.post(f"{url}/v1/predict", json=ask, headers={"X-API-Key": key}, timeout=30)
         assert r.status_code == 200 and r.json()["intent"] == "payment_methods", r.text
