@@ -105,12 +105,10 @@ def main() -> None:
     from runtime.keys import create_key
     from runtime.processes import free_port
 
-    service_id = train_template()["service_id"]
-    with session_factory()() as s:
-        key, _ = create_key(s, service_id)
-    server = json.loads(subprocess.run([*AIB, "server", "start", "--port", str(free_port()), "--coordinator-port",
-                                        str(free_port()), "--json"], env=env(coord), cwd=ROOT, capture_output=True,
-                                       text=True, timeout=300, check=True).stdout)  # fmt: skip
+    # The server starts while the service trains here: neither needs the other, and nothing is measured yet.
+    starting = subprocess.Popen([*AIB, "server", "start", "--port", str(free_port()), "--coordinator-port",
+                                 str(free_port()), "--json"], env=env(coord), cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
     procs: list[subprocess.Popen] = []
 
     def spawn(home: Path, *argv: str) -> subprocess.Popen:
@@ -120,6 +118,13 @@ def main() -> None:
         return p
 
     try:
+        service_id = train_template()["service_id"]
+        with session_factory()() as s:
+            key, _ = create_key(s, service_id)
+        started, failed = starting.communicate(timeout=300)
+        if starting.returncode != 0:
+            raise SystemExit(f"aib server start failed ({starting.returncode}):\n{failed[-3000:]}")
+        server = json.loads(started)
         host_port, direct_port, gw_port = free_port(), free_port(), free_port()
         host = spawn(host_home, "provider", "serve", "--coordinator", server["coordinator_url"],
                      "--price-per-1k-calls", "0.002", "--host", "127.0.0.1", "--port", str(host_port))  # fmt: skip
@@ -151,6 +156,8 @@ def main() -> None:
         with session_factory()() as s:
             hosted_records = s.query(Usage).filter(Usage.unit == "hosted-call").count() - hosted_before
     finally:
+        if starting.poll() is None:  # the training failed: the server is stopped below once it has started
+            starting.communicate(timeout=300)
         for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)

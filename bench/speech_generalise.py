@@ -2,7 +2,7 @@
 engine no training data ever uses (its clips are spoken here, in the bench, and nowhere else).
 
     python bench/speech_generalise.py           # the template's data and model (templates/voice-commands.yaml)
-    python bench/speech_generalise.py --quick   # 8 espeak-ng voices, 2 speeds, 2 pitches, 8 epochs
+    python bench/speech_generalise.py --quick   # 8 espeak-ng voices, 2 speeds, 2 pitches, 8 epochs; 2 fine-tune epochs
     python bench/speech_generalise.py --no-ablations   # full size: the baseline, both networks, the template
 
 Each row trains a keyword spotter over log-mel features on one recipe (the template's data and network settings, read
@@ -150,10 +150,13 @@ def accuracy(net: Any, labels: list[str], x: np.ndarray, words: list[str]) -> fl
     return round(float(np.mean([labels[i] == w for i, w in zip(predict(net, x), words, strict=True)])), 4)
 
 
-def personalise(net: Any, labels: list[str], base: tuple, commands: tuple, unknown: tuple, cases: tuple) -> list[dict]:
+def personalise(
+    net: Any, labels: list[str], base: tuple, commands: tuple, unknown: tuple, cases: tuple, epochs: int | None = None
+) -> list[dict]:
     """Copies of `net` fine-tuned, for each (k, m) in `cases`, on k own recordings of each command and m of other
     words (`_unknown_`, one word each) as speech.kws-cnn does with its default params ((0, 0): `net` itself), judged
-    on the user's test clips, flite's other voices and the user's unseen words."""
+    on the user's test clips, flite's other voices and the user's unseen words. `epochs` replaces the default
+    fine-tuning passes (--quick)."""
     import copy
 
     from blocks.speech.kws import KwsParams, fine_tune
@@ -178,8 +181,8 @@ def personalise(net: Any, labels: list[str], base: tuple, commands: tuple, unkno
             pairs = [(w, t) for t in OWN_TAKES[:k] for w in COMMANDS]
             own_x = np.stack([own[pair] for pair in pairs] + own_other[:m])
             own_y = np.array([labels.index(w) for w, _ in pairs] + [labels.index(UNKNOWN)] * m, dtype=np.int64)
-            fine_tune(tuned, own_x, own_y, *base, epochs=p.own_epochs, lr=p.lr * LR_FACTOR, batch_size=p.batch_size,
-                      spec_augment=p.spec_augment, seed=p.seed, device="cpu")  # fmt: skip
+            fine_tune(tuned, own_x, own_y, *base, epochs=epochs or p.own_epochs, lr=p.lr * LR_FACTOR,
+                      batch_size=p.batch_size, spec_augment=p.spec_augment, seed=p.seed, device="cpu")  # fmt: skip
         rows.append(
             {
                 "k": k,
@@ -208,16 +211,18 @@ def main() -> None:
     blocks = yaml.safe_load(TEMPLATE.read_text())["blocks"]
     base, net = dict(blocks["speech"]["params"]), dict(blocks["kws"]["params"])
     stretches, unseen = FLITE_STRETCHES, UNSEEN_WORDS
+    own_epochs = None  # the fine-tune's default passes (KwsParams.own_epochs)
     if args.quick:
+        # Two fine-tuning passes instead of five: the fine-tunes were two thirds of the quick run's training.
         base.update(voices=8, speeds=[140, 180], pitches=[40, 60])
         net.update(epochs=8, channels=net.get("channels", 48) // 2)
-        stretches, unseen = (1.0,), UNSEEN_WORDS[:10]
+        stretches, unseen, own_epochs = (1.0,), UNSEEN_WORDS[:10], 2
     arch = KwsParams(**net).arch
     plain = {"speed": 0.0, "pitch": 0.0, "vtlp": 0.0, "shift_ms": 0.0, "noise_share": 0.0, "reverb": 0.0,
              "telephone": 0.0, "balance": False, "clean_copy": False}  # fmt: skip
     before = {
         "arch": "ds-cnn",
-        "channels": 48,
+        "channels": 24 if args.quick else 48,  # --quick halves it as it halves the template's net
         "blocks": 4,
         "spec_augment": False,
         "lr": 0.003,
@@ -253,7 +258,7 @@ def main() -> None:
                          info["train_s"]])  # fmt: skip
     # The template recipe is the last row: its net is the one the user's own recordings fine-tune.
     cases = tuple(c for c in PERSONAL_CASES if c != (3, 3)) if args.quick else PERSONAL_CASES
-    personal = personalise(model, labels, fitted_on, commands, unknown, cases)
+    personal = personalise(model, labels, fitted_on, commands, unknown, cases, own_epochs)
     print_table(
         f"train engines -> flite ({len(commands[1])} command clips, {len(unknown[1])} unseen-word clips, 4 voices)",
         ["recipe", "clips", "weights", "flite acc", "phone acc", "unknown rej", "cmd rejected", "speak s", "train s"],

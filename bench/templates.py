@@ -17,9 +17,11 @@ os.environ.setdefault("AIB_HOME", tempfile.mkdtemp(prefix="aib-bench-templates-"
 
 from common import ROOT, print_figures, print_table, train_template  # noqa: E402
 
-# --quick: every template through the real path in about two minutes, smaller than the test suite's reduced runs
+# --quick: every template through the real path in about a minute, smaller than the test suite's reduced runs
 # (lane-keeping 1,500 scenes and 12 epochs, voice-commands 12 voices and 20 epochs of BC-ResNet-1 there): the
-# figures show each model beating its baseline, not reaching its target.
+# figures show each model beating its baseline, not reaching its target. voice-commands speaks one pitch (half the
+# clips: Festival, the slow engine, speaks each pitch anew) and learns at twice the template's rate, which keeps its
+# accuracy at 3-5x chance (measured: 0.35-0.42 against 0.27-0.34 with two pitches at the template's rate).
 QUICK = {
     "faq-chatbot": ["classifier.epochs=20"],
     "digit-reader": ["cnn.epochs=8"],
@@ -27,10 +29,11 @@ QUICK = {
     "voice-commands": [
         "speech.voices=8",
         "speech.speeds=[140, 180]",
-        "speech.pitches=[40, 60]",
+        "speech.pitches=[50]",
         "kws.epochs=10",
         "kws.batch_size=32",
         "kws.channels=8",
+        "kws.lr=0.01",
     ],
 }
 

@@ -126,6 +126,9 @@ def test_quick_bench_prints_its_figures(bench: str, tmp_path: Path):
     # pytest's per-test folders leave no room for it from the tenth bench on (".../test_quick_bench_prints_its_fi10").
     scratch = Path(tempfile.mkdtemp(prefix="bq-"))
     env |= {"AIB_HOME": str(tmp_path / "home"), "TMPDIR": str(scratch)}  # its data and scratch files, removed after
+    # Torch on one thread, as the other test processes (tests/integration/test_distributed.py): with two on a busy
+    # 2-core machine, templates' quick digit-reader CNN took 59 s instead of 1.3 s and its lane pilot 90 s instead of 2.
+    env["OMP_NUM_THREADS"] = "1"
     try:
         done = subprocess.run(
             [sys.executable, str(ROOT / "bench" / f"{bench}.py"), "--quick"],
