@@ -43,22 +43,23 @@ def revoke_key(session: Session, key_or_id: str) -> ApiKey:
     return record
 
 
+def _unrevoked(session: Session, key: str) -> ApiKey | None:
+    record = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+    return record if record is not None and record.revoked_at is None else None
+
+
 def find_active_key(session: Session, key: str, service_id: str) -> ApiKey | None:
     """The unrevoked key record matching `key` for `service_id`, or None."""
-    record = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
-    if record is None or record.revoked_at is not None or record.service_id != service_id:
-        return None
-    return record
+    record = _unrevoked(session, key)
+    return record if record is not None and record.service_id == service_id else None
 
 
 def find_active_key_of(session: Session, key: str, name: str) -> ApiKey | None:
     """The unrevoked key record matching `key` for any version of service `name` (its stable endpoint), or None."""
     from runtime.db import Service
 
-    record = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
-    if record is None or record.revoked_at is not None:
-        return None
-    service = session.get(Service, record.service_id)
+    record = _unrevoked(session, key)
+    service = session.get(Service, record.service_id) if record is not None else None
     return record if service is not None and service.name == name else None
 
 

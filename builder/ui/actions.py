@@ -334,6 +334,7 @@ def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
     """Start `aib serve SERVICE_ID` on a free loopback port as a detached process; returns {pid, port, url}."""
     import json
 
+    from builder.files import atomic_write_bytes
     from runtime.config import ui_servers_dir
     from runtime.processes import free_port, process_started, wait_for_http
 
@@ -380,9 +381,8 @@ def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
         "workbench": {"pid": os.getpid(), "started": process_started(os.getpid())},
         "metrics_key": metrics_key,
     }
-    record = ui_servers_dir() / f"{service_id}.json"
-    record.write_text(json.dumps(info))
-    record.chmod(0o600)  # the metrics key: this user's alone, whatever the umask of the process that wrote it
+    # Created 0600 (mkstemp) and replaced whole: it holds the metrics key, this user's alone whatever the umask.
+    atomic_write_bytes(ui_servers_dir() / f"{service_id}.json", json.dumps(info).encode())
     return info
 
 

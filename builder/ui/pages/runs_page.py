@@ -161,12 +161,11 @@ def _charts(points: list[dict], steps: list[dict]) -> None:
 NEW_ANSWER = "__new__"
 
 
-def _fixer(summary: dict):
-    """Fix the data from a FAQ mistake, when the run came from a pipeline of My pipelines (its own copy of the data);
-    else None."""
-    from builder.ui import fix_data, own_voice
+def _fixer(draft):
+    """Fix the data from a FAQ mistake, when the run came from a pipeline of My pipelines (`draft`, its own copy of
+    the data); else None."""
+    from builder.ui import fix_data
 
-    draft = own_voice.trained_pipeline(summary.get("pipeline_path"), current_draft())
     node = fix_data.faq_node(draft) if draft is not None else None
     if node is None:
         return None
@@ -207,11 +206,13 @@ def _fixer(summary: dict):
 
 
 def _metrics(summary: dict) -> None:
-    if "fix-notice" in st.session_state:
-        from builder.ui import own_voice
+    from builder.ui import own_voice
 
+    evaluations = summary.get("evaluation") or {}
+    # The workbench pipeline the run came from (None for a file outside My pipelines): where data fixes go.
+    draft = own_voice.trained_pipeline(summary.get("pipeline_path"), current_draft()) if evaluations else None
+    if "fix-notice" in st.session_state:
         st.success(st.session_state.pop("fix-notice"))
-        draft = own_voice.trained_pipeline(summary.get("pipeline_path"), current_draft())
         if draft is not None:
             st.button("Run it again", key="fix-rerun", type="primary", on_click=start_and_open_run,
                       args=(draft, "fix-error"))  # fmt: skip
@@ -244,8 +245,7 @@ def _metrics(summary: dict) -> None:
             st.error(f"Verification of {node} failed: {found.get('reason')}. The provider is not paid for this run.")
         else:
             st.warning(f"{node} was not verified: {found.get('reason')}.")
-    evaluations = summary.get("evaluation") or {}
-    fixer = _fixer(summary) if evaluations else None
+    fixer = _fixer(draft)
     for node, evaluation in evaluations.items():
         threshold = metrics.get("threshold")
         show_evaluation(node, evaluation, bundle_manifest(summary.get("bundle_dir")),
@@ -299,7 +299,7 @@ def _trials(study: str) -> list[dict]:
 
 
 def tune_view(study: str, planned: int) -> None:
-    """Every trial of the tune this run belongs to: a table and a chart, the best marked; redrawn until all ended."""
+    """Every trial of the tune this run belongs to: a table and a chart, the best marked; redrawn while it searches."""
     trials = _trials(study)
     if not trials:
         return
@@ -342,9 +342,8 @@ def tune_view(study: str, planned: int) -> None:
 
 tuned = summary["metrics"].get("tune")
 if isinstance(tuned, dict) and tuned.get("study"):
-    planned = int(tuned.get("planned", 0))
-    searching = len(_trials(tuned["study"])) < planned  # redrawn every 2 s until every trial has ended
-    st.fragment(run_every=2.0 if searching else None)(tune_view)(tuned["study"], planned)
+    searching = "best_run" not in tuned  # the tuner names the best in every trial once the search has ended
+    st.fragment(run_every=2.0 if searching else None)(tune_view)(tuned["study"], int(tuned.get("planned", 0)))
 
 tab_cost, tab_pay, tab_files, tab_log = st.tabs(["Cost", "Payouts", "Artifacts", "Log"])
 with tab_cost:
