@@ -104,6 +104,18 @@ class LabelledFolderBlock(Block):
     resolved against the pipeline, checked by reading it, and fingerprinted by content."""
 
     upload_types = (".zip",)  # the workbench uploads a folder as a zip
+    file_suffixes: frozenset[str] = frozenset()  # the example files it reads
+    max_file_bytes = 0  # the largest example file, unpacked
+    example = "file"  # what one example is called
+
+    def listing(self, params: Any, base_dir: Path) -> list[tuple[str, str]]:
+        """(label, name) of every example file, as a run names them, without decoding any."""
+        return [
+            (label, name)
+            for label, name, _read in labelled_files(
+                self._root(params, base_dir), set(self.file_suffixes), self.max_file_bytes
+            )
+        ]
 
     @staticmethod
     def _root(params: Any, base_dir: Path) -> Path:

@@ -433,6 +433,11 @@ class KwsCnn(Block):
             ctx, trainable, opt, (x, y, tx, ty), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
         )
         personal = personalise(ctx, net, own, data.labels, (x, y), params) if own is not None else {}
+        files = data.source.get("test_files") or []
+
+        def file_of(i: int) -> dict[str, str]:  # the user's file, when the clips came from their folder
+            return {"file": files[i]} if i < len(files) else {}
+
         metrics = {
             **classifier_metrics(
                 trainable,
@@ -441,7 +446,7 @@ class KwsCnn(Block):
                 loss_value,
                 params.epochs,
                 labels=list(data.labels),
-                example=lambda i: {"audio_wav": wav_base64(data.test_x[i], SAMPLE_RATE)},
+                example=lambda i: {"audio_wav": wav_base64(data.test_x[i], SAMPLE_RATE), **file_of(i)},
             ),  # fmt: skip
             **held_out_metrics(net, data, d),
             **personal,

@@ -83,6 +83,9 @@ class WavFolder(LabelledFolderBlock):
     inputs = ()
     outputs = (Port("clips", PortType.AUDIO_CLIPS, "16 kHz clips by label with a stratified test split"),)
     Params = WavFolderParams
+    file_suffixes = frozenset(AUDIO_SUFFIXES)
+    max_file_bytes = MAX_FILE_BYTES
+    example = "recording"
     price = Price(10**15, PriceUnit.RUN)  # 0.001 AIC per run
     provider = DATA_PROVIDER
     license = "user data"
@@ -97,7 +100,11 @@ class WavFolder(LabelledFolderBlock):
         labels = sorted(set(classes))
         train, test = stratified_split(classes, params.test_fraction, params.seed)
         y = np.array([labels.index(c) for c in classes], dtype=np.int64)
-        source = {"path": str(self._root(params, base_dir)), "recordings": len(names)}
+        source = {
+            "path": str(self._root(params, base_dir)),
+            "recordings": len(names),
+            "test_files": [names[i] for i in test],  # a mistake traced to its file (builder/ui/fix_data)
+        }
         return AudioClips(clips[train], y[train], clips[test], y[test], labels, source)
 
     def preview(self, params: WavFolderParams, base_dir: Path, rows: int = 5, seed: int | None = None) -> list[dict]:

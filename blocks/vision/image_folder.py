@@ -73,6 +73,9 @@ class ImageFolder(LabelledFolderBlock):
     inputs = ()
     outputs = (Port("images", PortType.IMAGE_SET, "greyscale images by class with a stratified test split"),)
     Params = ImageFolderParams
+    file_suffixes = frozenset(IMAGE_SUFFIXES)
+    max_file_bytes = MAX_IMAGE_BYTES
+    example = "image"
     price = Price(10**15, PriceUnit.RUN)  # 0.001 AIC per run
     provider = DATA_PROVIDER
     license = "user data"
@@ -93,7 +96,12 @@ class ImageFolder(LabelledFolderBlock):
             test_x=images[test],
             test_y=y[test],
             labels=labels,
-            source={"path": str(self._root(params, base_dir)), "images": len(names)},
+            # The held-out files by name, so that a mistake can be traced to the file and fixed (builder/ui/fix_data).
+            source={
+                "path": str(self._root(params, base_dir)),
+                "images": len(names),
+                "test_files": [names[i] for i in test],
+            },
         )
 
     def preview(self, params: ImageFolderParams, base_dir: Path, rows: int = 5, seed: int | None = None) -> list[dict]:

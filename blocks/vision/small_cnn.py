@@ -119,8 +119,10 @@ class SmallCnnClassifier(Block):
         )
         scale = max(1, 96 // max(data.size))  # small images (8×8 digits) are shown big enough to read
 
+        files = data.source.get("test_files") or []
+
         def shown(i: int) -> dict[str, str]:
-            return {"image_png": png_base64(data.test_x[i], scale)}
+            return {"image_png": png_base64(data.test_x[i], scale), **({"file": files[i]} if i < len(files) else {})}
 
         metrics = classifier_metrics(
             net, (x, y, tx, ty), len(data.labels), loss_value, params.epochs, labels=list(data.labels), example=shown

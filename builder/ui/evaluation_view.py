@@ -87,7 +87,7 @@ def _classification(
         with st.container(border=True):
             _example(item, f"eval-{node}-{i}")
             st.caption(f"Really: **{really}** · the model said: **{said}** ({item['confidence']:.0%} sure)")
-            if fix is not None and "text" in item:
+            if fix is not None:  # it draws a form where the example can be traced to the user's data
                 fix(item, f"fix-{node}-{i}")
 
 

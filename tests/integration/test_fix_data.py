@@ -83,6 +83,7 @@ def test_a_new_answer_is_added_as_a_new_label_an_empty_one_and_a_conflicting_one
     at = runs_page(summary["run_id"])
     at.selectbox(key=f"{key}-answer").select("__new__").run()
     at.text_input(key=f"{key}-new").input("Please call our hotline on 0800 123 456.")
+    question = summary["evaluation"]["classifier"]["misclassified"][0]["text"]
     at.text_area(key=f"{key}-more").input("Is there a phone number?")
     at.button(key=f"{key}-add").click().run()
     assert not at.exception and any("a new version of your FAQ" in s.value for s in at.success), [
@@ -96,8 +97,111 @@ def test_a_new_answer_is_added_as_a_new_label_an_empty_one_and_a_conflicting_one
     draft = from_yaml((workspace / "pipeline.yaml").read_text(encoding="utf-8"), workspace)
     answers = faq_answers(draft, faq_node(draft))
     assert "Please call our hotline on 0800 123 456." in answers.values()  # a new label, not dropped
-    # The same question under another answer now: refused, naming both rows; no version is written.
+    # Given its first answer again, the question is moved back (relabelled), never written twice.
     at = runs_page(summary["run_id"])
     at.button(key=f"{key}-add").click().run()
-    assert any("ask the same question" in e.value and "with different answers" in e.value for e in at.error)
-    assert sorted(p.name for p in (workspace / "data").glob("faq*.csv")) == newest
+    assert not at.exception and any("Moved 1" in s.value for s in at.success), [e.value for e in at.error]
+    draft = from_yaml((workspace / "pipeline.yaml").read_text(encoding="utf-8"), workspace)
+    newest_file = workspace / draft.blocks["faq"]["params"]["path"]
+    import pandas as pd
+
+    rows = pd.read_csv(newest_file).astype(str)
+    rows = rows[rows["question"] == question]
+    assert len(rows) == 1 and not rows.apply(lambda r: "hotline" in " ".join(r), axis=1).any(), rows
+    # Asked once more with the same answer: nothing to change, and no version is written.
+    versions = sorted(p.name for p in (workspace / "data").glob("faq*.csv"))
+    at = runs_page(summary["run_id"])
+    at.button(key=f"{key}-add").click().run()
+    assert any("nothing to change" in e.value for e in at.error)
+    assert sorted(p.name for p in (workspace / "data").glob("faq*.csv")) == versions
+
+
+def digits_zip(extra_sevens_as_ones: int = 3) -> bytes:
+    """Scans of 0, 1 and 7 (12 each) in one top folder, and a few sevens filed under 1 by mistake."""
+    import io
+    import zipfile
+
+    from sklearn.datasets import load_digits
+
+    from tests.integration.test_digit_reader import paper_png
+
+    digits = load_digits()
+    of = {d: [i for i, t in enumerate(digits.target) if t == d] for d in (0, 1, 7)}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for d, members in of.items():
+            for k, i in enumerate(members[:12]):
+                z.writestr(f"scans/{d}/{k}.png", paper_png(digits.images[i], size=16))
+        for k, i in enumerate(of[7][12 : 12 + extra_sevens_as_ones]):
+            z.writestr(f"scans/1/seven-{k}.png", paper_png(digits.images[i], size=16))
+    return buf.getvalue()
+
+
+def test_an_image_the_model_got_wrong_is_moved_to_its_right_label_or_given_more_examples_in_a_new_version(
+    prefect_api,
+):
+    """The user's own images (a zip, as the workbench uploads a folder): a held-out scan is traced to its file,
+    moved to the label the user picks in a new version of the zip (the old one kept), more scans of its label are
+    added (an unreadable one refused, nothing changed), and the pipeline runs again on the new version."""
+    import zipfile
+
+    from builder.ui import actions
+    from builder.ui.draft import from_yaml
+    from tests.integration.test_digit_reader import paper_png
+
+    draft = actions.open_yaml(
+        """schema_version: 1
+name: my-scans
+blocks:
+  scans: {use: vision.image-folder@1.0.0, params: {path: scans.zip, size: 8, test_fraction: 0.25}}
+  cnn: {use: vision.small-cnn@1.0.0, params: {epochs: 3, channels: 4}}
+edges:
+  - scans.images -> cnn.images
+compute: compute.local@1.0.0
+budget: 1 AIC
+"""
+    )
+    actions.store_upload(draft, "scans", "path", "scans.zip", digits_zip())
+    summary = run_pipeline(actions.save(draft))
+    assert summary["status"] == "succeeded", summary["error"]
+    wrong = summary["evaluation"]["cnn"]["misclassified"]
+    assert wrong, "the model made no mistake to fix"
+    item = wrong[0]
+    workspace = draft.base_dir
+    original = workspace / "data" / "scans.zip"
+    before = sha(original)
+    assert item["file"] in zipfile.ZipFile(original).namelist()  # traced to the user's own file
+    at = runs_page(summary["run_id"])
+    key = "fix-cnn-0"
+    label = at.selectbox(key=f"{key}-label")
+    assert label.value == item["predicted"]  # offered first: what the model said
+    at.button(key=f"{key}-move").click().run()
+    assert not at.exception and any("Moved 1" in s.value for s in at.success), [e.value for e in at.error]
+    assert sha(original) == before
+    new = workspace / "data" / "scans.v2.zip"
+    names = zipfile.ZipFile(new).namelist()
+    moved = item["file"].replace(f"/{item['true']}/", f"/{item['predicted']}/")
+    assert item["file"] not in names and moved in names
+    saved = from_yaml((workspace / "pipeline.yaml").read_text(encoding="utf-8"), workspace)
+    assert saved.blocks["scans"]["params"]["path"] == "data/scans.v2.zip"
+    # More examples of its label: an unreadable one is named and nothing changes; good ones make a new version.
+    at = runs_page(summary["run_id"])
+    at.file_uploader(key=f"{key}-files").set_value(("torn.png", b"not an image", "image/png"))
+    at.button(key=f"{key}-add").click().run()
+    assert any("torn.png" in e.value and "not a PNG or JPEG image" in e.value for e in at.error)
+    assert not (workspace / "data" / "scans.v3.zip").exists()
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    scan = next(i for i, t in enumerate(digits.target) if str(t) == item["true"] and i > 600)
+    at = runs_page(summary["run_id"])
+    at.file_uploader(key=f"{key}-files").set_value(("more.png", paper_png(digits.images[scan], size=16), "image/png"))
+    at.button(key=f"{key}-add").click().run()
+    assert not at.exception and any("Added 1 image(s)" in s.value for s in at.success), [e.value for e in at.error]
+    newest = workspace / "data" / "scans.v3.zip"
+    assert len(zipfile.ZipFile(newest).namelist()) == len(names) + 1
+    again = run_pipeline(workspace / "pipeline.yaml")
+    assert again["status"] == "succeeded", again["error"]
+    assert not next(step for step in again["steps"] if step["node_id"] == "scans")["cached"]  # the new data is read
+    traced = {m["file"] for m in again["evaluation"]["cnn"]["misclassified"]}
+    assert traced <= set(zipfile.ZipFile(newest).namelist())  # its mistakes are files of the new version

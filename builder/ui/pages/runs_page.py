@@ -162,13 +162,31 @@ NEW_ANSWER = "__new__"
 
 
 def _fixer(draft):
-    """Fix the data from a FAQ mistake, when the run came from a pipeline of My pipelines (`draft`, its own copy of
-    the data); else None."""
+    """Fix the data from a mistake, when the run came from a pipeline of My pipelines (`draft`, its own copy of the
+    data) that reads a FAQ or the user's own folder of images or recordings; else None."""
     from builder.ui import fix_data
 
-    node = fix_data.faq_node(draft) if draft is not None else None
-    if node is None:
+    if draft is None:
         return None
+    faq, folder = fix_data.faq_node(draft), fix_data.folder_node(draft)
+    if faq is not None:
+        return _faq_fixer(draft, faq)
+    if folder is not None:
+        return _folder_fixer(draft, folder)
+    return None
+
+
+def _fixed(fixed, what: str) -> str:
+    """The notice after a fix: what changed, in which new version."""
+    done = [f"added {fixed.added} {what}(s)" if fixed.added else "", f"moved {fixed.moved}" if fixed.moved else ""]
+    return (
+        f"{' and '.join(d for d in done if d).capitalize()} in {fixed.path.name}, a new version of your data (the old "
+        "one is kept). Run the pipeline again to train on it."
+    )
+
+
+def _faq_fixer(draft, node: str):
+    from builder.ui import fix_data
 
     def add(item: dict, key: str) -> None:
         state = st.session_state
@@ -176,15 +194,14 @@ def _fixer(draft):
         answer = state.get(f"{key}-new", "") if choice == NEW_ANSWER else choice
         more = [line for line in (state.get(f"{key}-more") or "").splitlines() if line.strip()]
         try:
-            written = fix_data.add_questions(draft, node, [item["text"], *more], answer or "")
-            state["fix-notice"] = (
-                f"Added {1 + len(more)} question(s) to {written.name}, a new version of your FAQ (the old file is "
-                "kept). Run the pipeline again to train on it."
-            )
+            fixed = fix_data.add_questions(draft, node, [item["text"], *more], answer or "")
+            state["fix-notice"] = _fixed(fixed, "question").replace("your data", "your FAQ")
         except DraftError as exc:
             state["fix-error"] = str(exc)
 
     def draw(item: dict, key: str) -> None:
+        if "text" not in item:
+            return
         with st.expander("Fix the data: teach it this question"):
             try:
                 answers = fix_data.faq_answers(draft, node)
@@ -196,11 +213,77 @@ def _fixer(draft):
             choice = st.selectbox(
                 "Its right answer", options, index=index, key=f"{key}-answer",
                 format_func=lambda i: "A new answer…" if i == NEW_ANSWER else answers[i][:90],
+                help="If your FAQ has this question under another answer, it is moved to the one chosen here.",
             )  # fmt: skip
             if choice == NEW_ANSWER:
                 st.text_input("The new answer", key=f"{key}-new", help="Becomes a new answer of your FAQ.")
             st.text_area("More ways to ask it (one per line, optional)", key=f"{key}-more")
             st.button("Add to my FAQ", key=f"{key}-add", on_click=add, args=(item, key))
+
+    return draw
+
+
+NEW_LABEL = "__new_label__"
+
+
+def _folder_fixer(draft, node: str):
+    from builder.ui import fix_data
+
+    what = fix_data.example_word(draft, node)
+
+    def chosen(key: str) -> str:
+        state = st.session_state
+        choice = state.get(f"{key}-label")
+        return (state.get(f"{key}-new", "") if choice == NEW_LABEL else choice) or ""
+
+    def move(item: dict, key: str) -> None:
+        new = st.session_state.get(f"{key}-label") == NEW_LABEL
+        more = (st.session_state.get(f"{key}-newfiles") or []) if new else []
+        try:
+            fixed = fix_data.relabel(draft, node, item["file"], chosen(key), [(u.name, u.getvalue()) for u in more])
+            st.session_state["fix-notice"] = _fixed(fixed, what)
+        except DraftError as exc:
+            st.session_state["fix-error"] = str(exc)
+
+    def add(item: dict, key: str) -> None:
+        uploads = st.session_state.get(f"{key}-files") or []
+        try:
+            fixed = fix_data.add_examples(draft, node, item["true"], [(u.name, u.getvalue()) for u in uploads])
+            st.session_state["fix-notice"] = _fixed(fixed, what)
+        except DraftError as exc:
+            st.session_state["fix-error"] = str(exc)
+
+    def draw(item: dict, key: str) -> None:
+        if "file" not in item:
+            return
+        with st.expander(f"Fix the data: relabel this {what}, or add more like it"):
+            try:
+                labels = fix_data.folder_labels(draft, node)
+            except DraftError as exc:
+                st.error(str(exc))
+                return
+            st.caption(f"File: {item['file']}")
+            # Labelled wrong: most often it is what the model said, so that label is offered first.
+            options = [*labels, NEW_LABEL]
+            index = options.index(item["predicted"]) if item["predicted"] in labels else len(labels)
+            choice = st.selectbox(
+                "Its right label, if it is not " + item["true"], options, index=index, key=f"{key}-label",
+                format_func=lambda x: "A new label…" if x == NEW_LABEL else f"{x} ({labels[x]} {what}s)",
+            )  # fmt: skip
+            suffixes = [x.lstrip(".") for x in fix_data.example_suffixes(draft, node)]
+            if choice == NEW_LABEL:
+                st.text_input("The new label", key=f"{key}-new", help="Becomes a new class sub-folder of your data.")
+                st.file_uploader(
+                    f"At least one more {what} of the new label (a label needs two)", accept_multiple_files=True,
+                    key=f"{key}-newfiles", type=suffixes,
+                )  # fmt: skip
+            st.button(f"Move this {what} to this label", key=f"{key}-move", on_click=move, args=(item, key))
+            # Labelled right: the model needs more examples like it.
+            st.file_uploader(
+                f"More {what}s of {item['true']} (optional)", accept_multiple_files=True, key=f"{key}-files",
+                type=suffixes,
+            )  # fmt: skip
+            st.button(f"Add these {what}s to {item['true']}", key=f"{key}-add", on_click=add, args=(item, key))
 
     return draw
 
