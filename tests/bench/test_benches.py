@@ -84,7 +84,7 @@ BENCHES: dict[str, tuple[set[str], int]] = {
          "service_batch_gas", "service_batch_vs_transfers"},
         600,
     ),
-    # "Speech on voices it never heard"
+    # "Speech on voices it never heard" (the mean and worst over seeds, `*_worst`, `*_by_seed`: `--seeds N` runs only)
     "speech_generalise": (
         {"leave_one_engine_out_accuracy", "phone_line_accuracy", "unknown_rejection", "commands_rejected",
          "baseline_leave_one_engine_out_accuracy", "baseline_phone_line_accuracy", "accuracy_gain_over_baseline",
