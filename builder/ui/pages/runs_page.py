@@ -230,6 +230,7 @@ def _folder_fixer(draft, node: str):
     from builder.ui import fix_data
 
     what = fix_data.example_word(draft, node)
+    listed: dict[str, dict[str, int]] = {}  # the folder's labels, listed once per page render (not per mistake)
 
     def chosen(key: str) -> str:
         state = st.session_state
@@ -258,7 +259,9 @@ def _folder_fixer(draft, node: str):
             return
         with st.expander(f"Fix the data: relabel this {what}, or add more like it"):
             try:
-                labels = fix_data.folder_labels(draft, node)
+                if "labels" not in listed:
+                    listed["labels"] = fix_data.folder_labels(draft, node)
+                labels = listed["labels"]
             except DraftError as exc:
                 st.error(str(exc))
                 return
