@@ -251,6 +251,7 @@ def main() -> None:
 
     commands = flite_set(COMMANDS, stretches, 16000)
     unknown = flite_set(unseen, (1.0,), 16000)
+    keys = ["leave_one_engine_out_accuracy", "phone_line_accuracy", "unknown_rejection", "commands_rejected"]
     rows, results = [], []
     with tempfile.TemporaryDirectory(prefix="aib-bench-speech-") as tmp:
         for name, overrides, net_params in recipes:
@@ -258,7 +259,6 @@ def main() -> None:
             model, labels, info, fitted_on = train(params, net_params, Path(tmp))
             figures = {**evaluate(model, labels, commands, unknown), **info}
             results.append((name, figures))
-            keys = ["leave_one_engine_out_accuracy", "phone_line_accuracy", "unknown_rejection", "commands_rejected"]
             rows.append([name, info["clips"], info["params"], *[figures[k] for k in keys], info["speak_s"],
                          info["train_s"]])  # fmt: skip
         # The template recipe at more seeds: its figures become the mean (the seed-0 net stays the one fine-tuned).
@@ -267,7 +267,6 @@ def main() -> None:
             params = SynthParams(**{**base, "seed": seed})
             _net, seed_labels, info, _ = train(params, {**net, "seed": seed}, Path(tmp))
             draws.append({**evaluate(_net, seed_labels, commands, unknown), **info})
-    keys = ["leave_one_engine_out_accuracy", "phone_line_accuracy", "unknown_rejection", "commands_rejected"]
     over_seeds = {}
     if len(draws) > 1:
         print_table(

@@ -63,13 +63,14 @@ def _path(draft: Draft, node_id: str) -> Path:
     return path if path.is_absolute() else draft.base_dir / path
 
 
-def next_version(path: Path, folder: Path) -> Path:
-    """`faq.csv` → `faq.v2.csv` (or the next free number) in `folder`."""
-    stem = re.sub(r"\.v\d+$", "", path.stem)
+def next_version(path: Path, folder: Path, suffix: str = ".csv") -> Path:
+    """The next free version of `path` in `folder`, ending in `suffix` ("" for a folder): `faq.xlsx` → `faq.v2.csv`
+    (a FAQ is written as CSV), `photos.zip` → `photos.v2.zip`, `photos/` → `photos.v2/`, `faq.v2.csv` → `faq.v3.csv`."""
+    stem = re.sub(r"\.v\d+$", "", path.stem if path.is_file() else path.name)
     number = 2
-    while (folder / f"{stem}.v{number}{path.suffix}").exists():
+    while (folder / f"{stem}.v{number}{suffix}").exists():  # the very name returned: none is ever overwritten
         number += 1
-    return folder / f"{stem}.v{number}{path.suffix if path.suffix == '.csv' else '.csv'}"
+    return folder / f"{stem}.v{number}{suffix}"
 
 
 def add_questions(draft: Draft, node_id: str, questions: list[str], answer: str) -> Fixed:
@@ -250,10 +251,11 @@ def _placed(
     prefix = next((PurePosixPath(n).parts[:-2] for lab, n in listing if lab == label), None)
     if prefix is None:
         prefix = PurePosixPath(listing[0][1]).parts[:-2] if listing else ()
+    suffixes = tuple(example_suffixes(draft, node_id))
     placed: dict[str, bytes] = {}
     for filename, data in files:
         try:
-            safe = check_upload(filename, data, tuple(example_suffixes(draft, node_id)))
+            safe = check_upload(filename, data, suffixes)
         except DatasetError as exc:
             raise DraftError(str(exc)) from None
         name = _free_name(PurePosixPath(*prefix, label, safe).as_posix(), taken | set(placed))
@@ -270,19 +272,22 @@ def _free_name(name: str, taken: set[str]) -> str:
 
 
 def _new_version(draft: Draft, node_id: str, moves: dict[str, str], added: dict[str, bytes], moved: int) -> Fixed:
-    """Write the next version of the node's folder or zip with `moves`
-    applied and `added` written, have the block check it as a run would, and point the pipeline at it."""
+    """Write the next version of the node's folder or zip with `moves` applied and `added` written, have the block
+    check it as a run would, and point the pipeline at it."""
     source = _path(draft, node_id)
     folder = source.parent if _inside(source, draft.base_dir) else draft.base_dir / "data"
     folder.mkdir(parents=True, exist_ok=True)
+    target = next_version(source, folder, ".zip" if source.is_file() else "")
     if source.is_file():
-        target = next_version(source, folder).with_suffix(".zip")
         _zip_version(source, target, moves, added)
     else:
-        target = _folder_version(source, folder, moves, added)
+        _folder_version(source, target, moves, added)
     problems = _folder_block(draft, node_id).check(_params(draft, node_id, target), draft.base_dir)
     if problems:
-        (target.unlink if target.is_file() else lambda: shutil.rmtree(target))()
+        if target.is_file():
+            target.unlink()
+        else:
+            shutil.rmtree(target)
         raise DraftError(problems[0][1])
     _point_at(draft, node_id, target)
     return Fixed(target, added=len(added), moved=moved)
@@ -306,15 +311,10 @@ def _zip_version(source: Path, target: Path, moves: dict[str, str], added: dict[
         raise DraftError(f"{source.name} cannot be rewritten: {exc}") from None
 
 
-def _folder_version(source: Path, folder: Path, moves: dict[str, str], added: dict[str, bytes]) -> Path:
-    """A copy of the folder `source` as `name.vN/`  with
-    `moves` applied and `added` written; built aside and renamed into place so no half version is ever seen."""
-    stem = re.sub(r"\.v\d+$", "", source.name)
-    number = 2
-    while (folder / f"{stem}.v{number}").exists():
-        number += 1
-    target = folder / f"{stem}.v{number}"
-    tmp = folder / f".{target.name}.part"
+def _folder_version(source: Path, target: Path, moves: dict[str, str], added: dict[str, bytes]) -> None:
+    """A copy of the folder `source` as `target` with `moves` applied and `added` written; built aside and renamed
+    into place so no half version is ever seen."""
+    tmp = target.with_name(f".{target.name}.part")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for path in sorted(source.rglob("*")):
@@ -332,7 +332,6 @@ def _folder_version(source: Path, folder: Path, moves: dict[str, str], added: di
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DraftError(f"{source.name} cannot be copied to a new version: {exc}") from None
-    return target
 
 
 def _inside(path: Path, folder: Path) -> bool:

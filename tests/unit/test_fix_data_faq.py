@@ -65,3 +65,16 @@ def test_a_new_answer_becomes_a_new_intent_never_dropped(draft):
     add_questions(draft, "faq", ["Do you deliver?", "Is there delivery?"], "We deliver within 10 km.")
     answers = faq_answers(draft, "faq")
     assert "We deliver within 10 km." in answers.values() and len(answers) == 3
+
+
+def test_a_new_version_never_overwrites_one_already_there(tmp_path):
+    from builder.ui.fix_data import next_version
+
+    (tmp_path / "faq.xlsx").write_bytes(b"x")
+    (tmp_path / "faq.v2.csv").write_text("kept")
+    (tmp_path / "photos.v2.zip").write_bytes(b"z")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos.v2").mkdir()
+    assert next_version(tmp_path / "faq.xlsx", tmp_path) == tmp_path / "faq.v3.csv"  # a FAQ is written as CSV
+    assert next_version(tmp_path / "photos.v2.zip", tmp_path, ".zip") == tmp_path / "photos.v3.zip"
+    assert next_version(tmp_path / "photos", tmp_path, "") == tmp_path / "photos.v3"

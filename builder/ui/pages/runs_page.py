@@ -176,12 +176,12 @@ def _fixer(draft):
     return None
 
 
-def _fixed(fixed, what: str) -> str:
-    """The notice after a fix: what changed, in which new version."""
+def _fixed(fixed, what: str, data: str = "data") -> str:
+    """The notice after a fix: what changed, in which new version of the user's `data`."""
     done = [f"added {fixed.added} {what}(s)" if fixed.added else "", f"moved {fixed.moved}" if fixed.moved else ""]
     return (
-        f"{' and '.join(d for d in done if d).capitalize()} in {fixed.path.name}, a new version of your data (the old "
-        "one is kept). Run the pipeline again to train on it."
+        f"{' and '.join(d for d in done if d).capitalize()} in {fixed.path.name}, a new version of your {data} (the "
+        "old one is kept). Run the pipeline again to train on it."
     )
 
 
@@ -195,7 +195,7 @@ def _faq_fixer(draft, node: str):
         more = [line for line in (state.get(f"{key}-more") or "").splitlines() if line.strip()]
         try:
             fixed = fix_data.add_questions(draft, node, [item["text"], *more], answer or "")
-            state["fix-notice"] = _fixed(fixed, "question").replace("your data", "your FAQ")
+            state["fix-notice"] = _fixed(fixed, "question", "FAQ")
         except DraftError as exc:
             state["fix-error"] = str(exc)
 
