@@ -191,6 +191,9 @@ class IntentClassifierParams(BlockParams):
     hidden: int = Field(0, ge=0, le=4096, description="Hidden units of the head; 0 for a linear head")
     batch_size: int = Field(32, ge=1, le=4096, description="Examples per optimisation step")
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0, description="L2 penalty on the head's weights")
+    learn_from_answers: bool = Field(
+        True, description="Also learn from each answer's own text, as one more way of asking its question"
+    )
 
 
 @register_block
@@ -232,6 +235,10 @@ class IntentClassifier(Block):
         rows_texts = list(feats.train_texts) + (list(feats.eval_texts) if split and feats.train_texts else [])
         x = torch.from_numpy(rows_x).to(device)
         y = torch.tensor([index[i] for i in rows_intents], device=device)
+        # Answers are training rows only: every head (served, per fold, hold-out) learns from them; no metric,
+        # calibration or suggestion counts them, as nobody asks an answer.
+        extra = _answer_rows(feats, index, device) if params.learn_from_answers else None
+        fit_x, fit_y = _with(x, y, extra)
         # Anything but a real hold-out (cross-validation; "train" in features cached by an older version, whose
         # eval rows were the training rows) is measured by cross-validation, never on the rows trained on.
         held_out = feats.eval_split in ("heldout", "split")
@@ -243,13 +250,15 @@ class IntentClassifier(Block):
         opt = torch.optim.Adam(head.parameters(), lr=params.lr, weight_decay=params.weight_decay)
         logged_eval = (ex, ey) if feats.eval_split == "heldout" else (x[:0], y[:0])  # split rows are trained on
         loss_value = fit(
-            ctx, head, opt, (x, y, *logged_eval), epochs=params.epochs, batch_size=params.batch_size, seed=params.seed
-        )
+            ctx, head, opt, (fit_x, fit_y, *logged_eval), epochs=params.epochs, batch_size=params.batch_size,
+            seed=params.seed,
+        )  # fmt: skip
         per_answer = [int((y == i).sum()) for i in range(len(labels))]
         keys = [question_key(t) for t in rows_texts] if len(rows_texts) == len(y) else [str(i) for i in range(len(y))]
         oos_x = _out_of_scope_rows(feats.oos_x, rows_x)
         # A verifier's replay checks the committed training; its metrics and calibration are never used.
-        cv = cross_validate(x, y, keys, len(labels), params, device, oos_x) if ctx.verify_epochs is None else None
+        replay = ctx.verify_epochs is not None
+        cv = None if replay else cross_validate(x, y, keys, len(labels), params, device, oos_x, extra)
         eval_logits: torch.Tensor | None = None
         if feats.eval_split == "heldout":
             with torch.no_grad():
@@ -262,7 +271,7 @@ class IntentClassifier(Block):
             }
         elif split:
             n_train = len(feats.train_intents)
-            measured, eval_logits = hold_out(x[:n_train], y[:n_train], ex, ey, len(labels), params, device)
+            measured, eval_logits = hold_out(x[:n_train], y[:n_train], ex, ey, len(labels), params, device, extra)
         elif cv is not None:
             measured = cv["metrics"]
         else:
@@ -305,6 +314,22 @@ class IntentClassifier(Block):
             question_x=rows_x[distinct] if distinct else None,
         )
         return {"model": model, "metrics": metrics}
+
+
+def _answer_rows(feats: TextFeatures, index: dict[str, int], device: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(embeddings, labels) of the answers' own texts, when the features carry them (older cached ones do not)."""
+    answer_x = getattr(feats, "answer_x", None)
+    if answer_x is None or not len(answer_x):
+        return None
+    labels = [index[i] for i in feats.answer_intents]
+    return torch.from_numpy(answer_x).to(device), torch.tensor(labels, device=device)
+
+
+def _with(
+    x: torch.Tensor, y: torch.Tensor, extra: tuple[torch.Tensor, torch.Tensor] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training rows plus the `extra` ones (the answers' texts), if any."""
+    return (torch.cat([x, extra[0]]), torch.cat([y, extra[1]])) if extra else (x, y)
 
 
 def _out_of_scope_rows(oos_x: np.ndarray | None, rows_x: np.ndarray) -> np.ndarray:
@@ -365,13 +390,13 @@ def _one_thread() -> Iterator[None]:
 
 def hold_out(
     x: torch.Tensor, y: torch.Tensor, ex: torch.Tensor, ey: torch.Tensor, n_labels: int,
-    params: IntentClassifierParams, device: str,
+    params: IntentClassifierParams, device: str, extra: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor]:  # fmt: skip
     """Accuracy on a split's evaluation rows of a head trained on the rest only; (metrics, its eval logits)."""
     from runtime.training import accuracy, baseline_accuracy
 
     with _one_thread():
-        head = _fit_head(x, y, n_labels, params, device)
+        head = _fit_head(*_with(x, y, extra), n_labels, params, device)
     with torch.no_grad():
         logits = head(ex)
     measured = {
@@ -411,11 +436,12 @@ def faq_evaluation(
 
 def cross_validate(
     x: torch.Tensor, y: torch.Tensor, keys: list[str], n_labels: int, params: IntentClassifierParams, device: str,
-    oos_x: np.ndarray | None = None,
+    oos_x: np.ndarray | None = None, extra: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Accuracy (and the majority baseline's) over every row, each predicted by a head trained, with the same
-    params and seed, on the other folds only (blocks/chat/evaluation.py states the rule): {"metrics", "logits"
-    (out of fold, one row per question), "oos_logits" (each out-of-scope question scored by one fold's head)}."""
+    params and seed, on the other folds (and the `extra` rows, the answers' texts, never predicted) only
+    (blocks/chat/evaluation.py states the rule): {"metrics", "logits" (out of fold, one row per question),
+    "oos_logits" (each out-of-scope question scored by one fold's head)}."""
     intents = [str(int(i)) for i in y.cpu()]
     k = fold_count(intents, keys)
     fold = torch.tensor(stratified_folds(intents, keys, k, params.seed), device=device)
@@ -427,7 +453,7 @@ def cross_validate(
     with _one_thread():
         for f in range(k):
             train, test = fold != f, fold == f
-            head = _fit_head(x[train], y[train], n_labels, params, device)
+            head = _fit_head(*_with(x[train], y[train], extra), n_labels, params, device)
             with torch.no_grad():
                 logits[test] = head(x[test])
                 oos_logits[oos_fold == f] = head(oos[oos_fold == f])

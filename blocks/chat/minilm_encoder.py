@@ -105,6 +105,8 @@ class TextFeatures:
     train_texts: tuple[str, ...] = ()
     oos_x: np.ndarray | None = None  # the general out-of-scope questions (blocks/chat/confidence.py), embedded
     warnings: tuple[str, ...] = ()  # the data's warnings (chat.faq-csv), shown with the run's metrics
+    answer_x: np.ndarray | None = None  # each answer's own text, embedded: one row per intent of `answer_intents`
+    answer_intents: tuple[str, ...] = ()
 
 
 def _cache_file(ctx: StepContext, config: dict[str, Any]) -> Path:
@@ -160,7 +162,9 @@ class MiniLMEncoder(Block):
         data: FaqData = inputs["examples"]
         config = {"name": self.encoder_name, "max_length": params.max_length, "normalize": params.normalize}
         out_of_scope = list(getattr(data, "out_of_scope", ()))
-        texts = sorted(set(data.train_texts) | set(data.eval_texts) | set(out_of_scope))
+        answer_intents = sorted(data.answers)
+        answer_texts = [data.answers[i] for i in answer_intents]
+        texts = sorted(set(data.train_texts) | set(data.eval_texts) | set(out_of_scope) | set(answer_texts))
         cache_path = _cache_file(ctx, config)
         cached: dict[str, np.ndarray] = {}
         if cache_path.exists():
@@ -205,5 +209,7 @@ class MiniLMEncoder(Block):
                 train_texts=tuple(data.train_texts),
                 oos_x=lookup(out_of_scope),
                 warnings=tuple(getattr(data, "warnings", ())),
+                answer_x=lookup(answer_texts),
+                answer_intents=tuple(answer_intents),
             )
         }

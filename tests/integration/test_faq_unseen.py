@@ -15,11 +15,11 @@ from runtime.db import session_factory
 from tests.integration.conftest import ServerThread, run_pipeline
 
 GYM = Path(__file__).resolve().parents[1] / "data" / "faqs" / "gym"
-# Measured here on 2026-12-05 with the template as shipped: 25 of 37 paraphrases answered right (0.676; the other 12
-# got the fallback, none a wrong answer) and 30 of 30 out-of-scope questions refused. The floors leave about three
-# questions of margin for float differences on other machines (the run is seeded); a drop past them is the bot
-# answering its users worse.
-IN_SCOPE_FLOOR = 0.60
+# Measured here on 2026-12-06 with the template as shipped: 27 of 37 paraphrases answered right (0.730; the other 10
+# got the fallback, none a wrong answer; 25 of 37 before the classifier learnt from the answers' texts too) and 30 of
+# 30 out-of-scope questions refused. The floors leave about three questions of margin for float differences on other
+# machines (the run is seeded); a drop past them is the bot answering its users worse.
+IN_SCOPE_FLOOR = 0.64
 OUT_OF_SCOPE_FLOOR = 0.90
 
 

@@ -130,3 +130,41 @@ def test_the_served_model_is_refit_on_every_row_after_a_split_measured_it(tmp_pa
     assert len(model.questions) == 40 and set(feats.eval_texts) <= set(model.questions)  # suggestible too
     assert len(model.calibration["scores"]) == 40 and model.calibration["dependable"]
     assert len(model.calibration["heldout_scores"]) == 8 and len(model.calibration["oos_scores"]) == 20
+
+
+def test_the_answers_texts_train_every_head_but_are_never_scored_or_suggested(tmp_path):
+    feats = split_features()
+    rng = np.random.default_rng(5)
+    feats.answer_x = rng.normal(0, 1, (4, EMBED_DIM)).astype(np.float32)  # one row per answer, in label order
+    feats.answer_intents = ("a0", "a1", "a2", "a3")
+    params = IntentClassifierParams(epochs=20, lr=0.05, seed=2)
+    model = IntentClassifier().run(step_context(tmp_path), {"features": feats}, params)["model"]
+    x = torch.from_numpy(np.concatenate([feats.train_x, feats.eval_x, feats.answer_x]))
+    y = torch.tensor([int(i[1:]) for i in [*feats.train_intents, *feats.eval_intents, *feats.answer_intents]])
+    torch.manual_seed(params.seed)  # the served head is the one trained on the 40 questions and the 4 answers
+    alone = build_head(4, params.hidden)
+    opt = torch.optim.Adam(alone.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    fit_quietly(alone, opt, x, y, epochs=params.epochs, batch_size=params.batch_size, seed=params.seed, device="cpu")
+    assert all(np.array_equal(v.numpy(), model.head_state[k]) for k, v in alone.state_dict().items())
+    # Nobody asks an answer: the metric, the calibration and the suggestions hold the 40 questions alone.
+    assert len(model.calibration["scores"]) == 40 and len(model.questions) == 40
+    assert model.metrics["eval_examples"] == 8
+    # The cross-validation's heads learnt from them too: the out-of-scope questions each fold's head scores (the
+    # questions' own scores are all but 1 on clusters this clear) differ from a run without them.
+    off = IntentClassifier().run(
+        step_context(tmp_path / "off"), {"features": feats}, params.model_copy(update={"learn_from_answers": False})
+    )["model"]
+    assert off.calibration["oos_scores"] != model.calibration["oos_scores"]
+    assert not np.array_equal(off.head_state["weight"], model.head_state["weight"])
+
+
+def test_the_encoder_embeds_each_answer_beside_the_questions_in_label_order(tmp_path):
+    from blocks.chat.faq_csv import FaqData
+    from blocks.chat.minilm_encoder import MiniLMEncoder, MiniLMEncoderParams, embed_texts
+
+    answers = {"hours": "We are open 9 to 5.", "refund": "Refunds take five days."}
+    data = FaqData(["when do you open", "money back?"], ["hours", "refund"], [], [], answers, "cross-validation")
+    feats = MiniLMEncoder().run(step_context(tmp_path), {"examples": data}, MiniLMEncoderParams())["features"]
+    assert feats.answer_intents == ("hours", "refund")
+    expected = embed_texts(list(answers.values()), feats.encoder, "cpu", 8)
+    np.testing.assert_allclose(feats.answer_x, expected, atol=1e-5)
