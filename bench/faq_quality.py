@@ -24,7 +24,7 @@ os.environ.setdefault("AIB_HOME", tempfile.mkdtemp(prefix="aib-bench-faq-"))
 from common import ROOT, TEMPLATE, print_figures, print_table, train_template  # noqa: E402
 
 DATA = ROOT / "templates" / "data"
-WRONG_ANSWER_TARGETS = (0.02, 0.05, 0.10, 0.15, 0.20, 0.30)
+WRONG_ANSWER_TARGETS = (0.02, 0.03, 0.04, 0.05, 0.10, 0.15, 0.20, 0.30)
 EPOCHS = (30, 60, 120)
 QUICK_TARGETS, QUICK_EPOCHS, QUICK_FAQS = (0.05, 0.10), (60,), 2  # two: each still chosen on another FAQ
 TIMING_ROWS = 100
