@@ -266,7 +266,8 @@ def main() -> None:
     (workdir / "data").mkdir()
     import yaml
 
-    for enc in encoders:  # the template, its encoder block swapped for each encoder measured
+    timed = sorted({*encoders, TEMPLATE_ENCODER})  # the template's own time is a figure, whichever are compared
+    for enc in timed:  # the template, its encoder block swapped for each encoder measured
         pipeline = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8"))
         pipeline["blocks"]["encoder"]["use"] = ENCODERS[enc]
         (workdir / f"faq-{enc}.yaml").write_text(yaml.safe_dump(pipeline), encoding="utf-8")
@@ -276,7 +277,7 @@ def main() -> None:
     candidates: Candidates = {}
     results: dict[str, dict[str, Any]] = {}
     with prefect_test_harness(server_startup_timeout=180):
-        train_seconds = {enc: time_100_rows(workdir, enc) for enc in encoders}
+        train_seconds = {enc: time_100_rows(workdir, enc) for enc in timed}
         # Every candidate on every FAQ (each FAQ trained once per encoder and epochs; the threshold set per target).
         for enc in encoders:
             for f in faqs:
@@ -361,7 +362,7 @@ def report(
     )  # fmt: skip
     by_encoder = {k: round(v, 1) for k, v in train_seconds.items()}
     figures: dict[str, Any] = {"quick": quick, "faqs": len(faqs)}
-    figures["train_seconds_100_rows"] = by_encoder.get(TEMPLATE_ENCODER, max(by_encoder.values()))
+    figures["train_seconds_100_rows"] = by_encoder[TEMPLATE_ENCODER]
     figures["learn_from_answers"] = not EXTRA_SETTINGS
     figures["train_seconds_100_rows_by_encoder"] = by_encoder
     worst = {"in_scope_accuracy": min, "out_of_scope_rejection": min, "answered_wrong_rate": max, "margin": min}
