@@ -65,7 +65,7 @@ def _quickstart(template: str, path: Path, host: str, port: int, ui_url: str | N
     from runtime.runs import create_run, reap_stale_runs
     from runtime.serving import serve as serve_http
 
-    out.print(f"training template [bold]{template}[/] (first run also starts Prefect and loads MiniLM)…")
+    out.print(f"training template [bold]{template}[/] (first run also starts Prefect and loads the sentence encoder)…")
     pipeline = load_pipeline(path)
     plan = compile_with_datasets(pipeline)
     chain, deposit_wei = _payment_check(plan)

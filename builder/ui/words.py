@@ -74,6 +74,7 @@ _PARAMS: dict[str, tuple[str, str]] = {
 # Where a name means something else in one block: (block id, name) -> words.
 _PARAMS_BY_BLOCK: dict[tuple[str, str], tuple[str, str]] = {
     ("chat.minilm-encoder", "batch_size"): ("Sentences at once", "How many sentences are read at once."),
+    ("chat.mpnet-encoder", "batch_size"): ("Sentences at once", "How many sentences are read at once."),
     ("driving.synthetic-roads", "width"): ("Picture width (pixels)", "Width of each picture."),
     ("speech.synth-commands", "noise"): ("Silence noise", "The loudest noise in the 'silence' recordings."),
     ("speech.synth-commands", "copies"): (
@@ -163,6 +164,7 @@ _METRICS: dict[str, tuple[str, str]] = {
 _STEPS: dict[str, str] = {
     "chat.faq-csv": "Reading your FAQ file",
     "chat.minilm-encoder": "Reading the questions with a language model",
+    "chat.mpnet-encoder": "Reading the questions with a language model",
     "chat.intent-classifier": "Training the answer picker",
     "service.api": "Packaging the service",
     "compute.local": "Setting up this computer",
@@ -231,7 +233,13 @@ def _block_description(block_id: str | None, name: str) -> str:
 
 
 # Block ids are code names ("chat.faq-csv"); these words are written differently in plain text.
-_WORDS = {"minilm": "MiniLM", "pilotnet": "PilotNet", "pocketsphinx": "PocketSphinx", "espeak": "eSpeak"}
+_WORDS = {
+    "minilm": "MiniLM",
+    "mpnet": "MPNet",
+    "pilotnet": "PilotNet",
+    "pocketsphinx": "PocketSphinx",
+    "espeak": "eSpeak",
+}
 _ACRONYMS = {"faq", "csv", "api", "asr", "kws", "cnn", "tts", "wav", "cpu", "gpu"}
 
 
@@ -245,7 +253,9 @@ def block_name(ref: str) -> str:
 
 
 def with_article(name: str) -> str:
-    """ "MiniLM encoder" -> "a MiniLM encoder", "API" -> "an API", "FAQ CSV" -> "an FAQ CSV"."""
+    """ "MiniLM encoder" -> "a MiniLM encoder", "API" -> "an API", "FAQ CSV" -> "an FAQ CSV", "MPNet encoder" ->
+    "an MPNet encoder"."""
     first = name.split(" ")[0]
-    vowel = first[:1].lower() in "aeiou" or (first.isupper() and first[:1] in "FHLMNRSX")
+    spelt = first.isupper() or first[:2].isupper()  # an acronym, or a name that starts with one: read letter by letter
+    vowel = first[:1].lower() in "aeiou" or (spelt and first[:1] in "FHLMNRSX")
     return f"{'an' if vowel else 'a'} {name}"

@@ -13,3 +13,20 @@ def test_labels_two_items_share_get_their_ids_and_the_others_stay_as_they_are():
         "svc-3": "x",
     }
     assert len(set(shown.values())) == len(shown)
+
+
+def test_block_names_read_as_words_with_the_article_they_are_spoken_with():
+    from builder.ui.words import block_name, with_article
+
+    names = {ref: block_name(ref) for ref in ("chat.faq-csv@1.0.0", "chat.minilm-encoder", "chat.mpnet-encoder",
+                                              "service.api@1.0.0", "vision.small-cnn")}  # fmt: skip
+    assert names == {
+        "chat.faq-csv@1.0.0": "FAQ CSV",
+        "chat.minilm-encoder": "MiniLM encoder",
+        "chat.mpnet-encoder": "MPNet encoder",
+        "service.api@1.0.0": "API",
+        "vision.small-cnn": "Small CNN",
+    }
+    # "MPNet" is read letter by letter ("em-pee-net"), "MiniLM" as a word.
+    assert [with_article(n) for n in names.values()] == [
+        "an FAQ CSV", "a MiniLM encoder", "an MPNet encoder", "an API", "a Small CNN"]  # fmt: skip
