@@ -13,15 +13,19 @@ figure minus the template's own (trial 0 of the same search), each trial a real 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
 
 # A fresh data folder: every step really computes (no cached step outputs from an earlier bench run).
-os.environ.setdefault("AIB_HOME", tempfile.mkdtemp(prefix="aib-bench-evaluate-"))
+if "AIB_HOME" not in os.environ:  # removed at exit: its bundles take gigabytes
+    os.environ["AIB_HOME"] = tempfile.mkdtemp(prefix="aib-bench-evaluate-")
+    atexit.register(shutil.rmtree, os.environ["AIB_HOME"], ignore_errors=True)
 
 from common import ROOT, print_figures, print_table, train_template  # noqa: E402
 

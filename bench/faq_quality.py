@@ -9,6 +9,7 @@ questions; the baseline is nearest neighbour on the same MiniLM embeddings with 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shutil
 import statistics
@@ -19,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 # A fresh data folder: every step really trains (no cached step outputs from an earlier bench run).
-os.environ.setdefault("AIB_HOME", tempfile.mkdtemp(prefix="aib-bench-faq-"))
+if "AIB_HOME" not in os.environ:  # removed at exit: its bundles take gigabytes
+    os.environ["AIB_HOME"] = tempfile.mkdtemp(prefix="aib-bench-faq-")
+    atexit.register(shutil.rmtree, os.environ["AIB_HOME"], ignore_errors=True)
 
 from common import ROOT, TEMPLATE, print_figures, print_table, train_template  # noqa: E402
 

@@ -138,8 +138,9 @@ def test_quick_bench_prints_its_figures(bench: str, tmp_path: Path):
             text=True,
             timeout=timeout,
         )
-    finally:
+    finally:  # a bench's data folder holds gigabytes of bundles (pytest keeps three sessions' tmp_path folders)
         shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(tmp_path / "home", ignore_errors=True)
     assert done.returncode == 0, f"bench/{bench}.py --quick failed:\n{done.stderr[-4000:]}"
     last = done.stdout.strip().splitlines()[-1]
     figures = json.loads(last)
