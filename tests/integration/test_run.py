@@ -15,7 +15,7 @@ from runtime.bundle import read_manifest
 from runtime.db import MetricPoint, session_factory
 from tests.integration.conftest import run_pipeline
 
-BLOCK_IDS = {"chat.faq-csv", "chat.mpnet-encoder", "chat.intent-classifier", "service.api"}
+BLOCK_IDS = {"chat.faq-csv", "chat.minilm-encoder", "chat.intent-classifier", "service.api"}
 
 
 def heldout_rows(template_dir: Path) -> list[dict[str, str]]:

@@ -56,7 +56,7 @@ def test_served_calls_are_paid_in_one_transaction_to_every_block_owner(paid_chai
     # Every block of the served pipeline with a per-1k-calls price earns it on each call (the catalog's prices).
     listed = catalog()
     price_per_1k = {ref: listed[ref]["call_price"]["amount_wei"] for ref in FAQ_BLOCKS if listed[ref]["call_price"]}
-    assert set(price_per_1k) == {"chat.mpnet-encoder@1.0.0", "chat.intent-classifier@1.0.0", "service.api@1.0.0"}
+    assert set(price_per_1k) == {"chat.minilm-encoder@1.0.0", "chat.intent-classifier@1.0.0", "service.api@1.0.0"}
     owed = {ref: price * calls // 1000 for ref, price in price_per_1k.items()}
     owner = asset_owners(chain, owed)
     treasury, fee_bps = fee_terms(chain)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 
 import pytest
@@ -17,7 +16,7 @@ from tests.integration.conftest import aib, run_pipeline
 WATCHED = ("chat.faq-csv@1.0.0", "compute.local@1.0.0")
 FAQ_BLOCKS = (  # the faq-chatbot template's blocks, each priced per run
     "chat.faq-csv@1.0.0",
-    "chat.mpnet-encoder@1.0.0",
+    "chat.minilm-encoder@1.0.0",
     "chat.intent-classifier@1.0.0",
     "service.api@1.0.0",
 )
@@ -262,11 +261,6 @@ def test_eight_paid_runs_started_together_from_one_wallet_all_deposit_and_settle
     # Torch on one thread each: eight runs share this machine's cores, and a run's second thread only waits on them.
     env = {**os.environ, "AIB_KEYSTORE": str(tmp_path / "payer.json"),
            "AIB_KEYSTORE_PASSWORD_FILE": str(tmp_path / "pw"), "OMP_NUM_THREADS": "1"}  # fmt: skip
-    # The template on its smaller encoder (the marketplace's MiniLM): this test is about one wallet's nonces and
-    # allowances, and eight MPNet exports at once would need ~20 GB of memory on this 24 GB machine.
-    shutil.copytree(TEMPLATES, tmp_path / "t", ignore=shutil.ignore_patterns("*.md"))
-    pipeline = tmp_path / "t" / "faq-chatbot.yaml"
-    pipeline.write_text(pipeline.read_text().replace("use: chat.mpnet-encoder@1.0.0", "use: chat.minilm-encoder@1.0.0"))
     runs = [
         subprocess.Popen(
             [
@@ -274,7 +268,7 @@ def test_eight_paid_runs_started_together_from_one_wallet_all_deposit_and_settle
                 "-m",
                 "builder.cli",
                 "run",
-                str(pipeline),
+                str(TEMPLATES / "faq-chatbot.yaml"),
                 "--json",
                 "--set",
                 "classifier.epochs=1",

@@ -19,7 +19,7 @@ def test_a_tune_of_the_faq_template_finds_params_at_least_as_good_on_the_held_ou
     found = json.loads(r.stdout.strip().splitlines()[-1])
     assert found["objective"] == "accuracy" and found["direction"] == "maximize" and found["node"] == "classifier"
     trials = found["trials"]
-    assert len(trials) == TRIALS and trials[0]["epochs"] == 30 and trials[0]["lr"] == 0.02  # the template first
+    assert len(trials) == TRIALS and trials[0]["epochs"] == 60 and trials[0]["lr"] == 0.02  # the template first
     assert found["best"]["accuracy"] >= found["defaults"]["accuracy"]
     with session_factory()() as s:
         for t in trials:
