@@ -114,6 +114,10 @@ _PARAMS_BY_BLOCK: dict[tuple[str, str], tuple[str, str]] = {
         "How many times the model goes over your own recordings after its training.",
     ),
     ("speech.synth-commands", "seconds"): ("Clip length (seconds)", "Length of each recording."),
+    ("speech.synth-commands", "unknown_per_voice"): (
+        "Other words per voice",
+        "How many words that are not commands each voice says, at each speed and pitch, for 'unknown'.",
+    ),
     ("vision.augment", "noise"): ("Pixel noise", "How much random noise is added to the copies."),
     ("chat.faq-csv", "seed"): ("Random seed", "Which questions are kept for testing; the same number, the same."),
 }

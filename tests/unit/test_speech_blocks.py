@@ -20,6 +20,7 @@ from blocks.speech.audio import (
     reference_log_mel,
 )
 from builder.errors import BadItem
+from tests.conftest import ROOT
 
 
 def wav_bytes(x: np.ndarray, rate: int, width: int = 2, channels: int = 1) -> bytes:
@@ -136,6 +137,32 @@ def test_synthesised_clips_are_split_by_voice_and_cached(tmp_path):
     rows = block.preview(params, tmp_path, rows=2, seed=0)
     assert all(r["audio"].startswith("data:audio/wav;base64,") and r["label"] in ("yes", "no") for r in rows)
     assert block.check(SynthParams(words=["yes", " "]), tmp_path) == [("words", "' ' is not a word to speak")]
+
+
+def test_each_voice_speaks_different_other_words_from_a_list_that_leaves_the_benchs_unseen_words_out():
+    import ast
+
+    from blocks.speech.synth import COMMANDS, UNKNOWN, UNKNOWN_WORDS, SynthCommands, SynthParams
+
+    params = SynthParams(words=["yes", "no"], voices=4, speeds=[120, 160], pitches=[50], unknown_per_voice=3)
+    jobs, _, _ = SynthCommands()._jobs(params)
+    others: dict[tuple, list[str]] = {}
+    for j in jobs:
+        if j.label == UNKNOWN:
+            others.setdefault((j.engine, j.voice, j.speed, j.pitch), []).append(j.text)
+    assert len(others) == 2 * (4 + 3) and all(len(set(words)) == 3 for words in others.values())
+    assert {w for words in others.values() for w in words} <= set(UNKNOWN_WORDS)
+    assert len(set(UNKNOWN_WORDS)) == len(UNKNOWN_WORDS) >= 200 and not set(UNKNOWN_WORDS) & set(COMMANDS)
+    # bench/speech_generalise.py scores `_unknown_` on words no recipe trains on, and fine-tunes on the user's own
+    # other words: neither may be in the training list (read from its source: bench/ is not a package).
+    tree = ast.parse((ROOT / "bench" / "speech_generalise.py").read_text(encoding="utf-8"))
+    names = ("UNSEEN_WORDS", "OWN_OTHER_WORDS")
+    lists = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body
+             if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") in names}  # fmt: skip
+    assert len(lists) == 2 and all(lists.values())
+    assert not set(UNKNOWN_WORDS) & (set(lists["UNSEEN_WORDS"]) | set(lists["OWN_OTHER_WORDS"]))
+    again, _, _ = SynthCommands()._jobs(params)
+    assert again == jobs  # the same seed speaks the same words
 
 
 def test_a_test_engine_is_only_tested_on_and_the_smaller_engine_gets_more_copies(tmp_path):
