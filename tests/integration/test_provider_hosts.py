@@ -107,7 +107,7 @@ def test_a_run_moves_between_providers_on_other_machines_and_is_verified_and_pai
             sets = sum((["--set", o] for o in overrides), [])
             run = subprocess.Popen([*AIB, "run", str(path), "--json", *sets], stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, env=env(), start_new_session=True)  # fmt: skip
-            pid, lease_id = stopped_mid_lease(run, a)
+            pid, lease_id = stopped_mid_lease(run, a, home=host_a.home / "aib")
             try:  # the owner of machine A takes it back
                 stopping = host_a.popen([PYTHON, "-m", "builder.cli", "provider", "preempt", a], cwd=str(ROOT),
                                         env={"AIB_HOME": str(host_a.home / "aib")}, stdout=subprocess.PIPE,

@@ -112,20 +112,42 @@ def leases_of(run_id: str | None = None, provider_id: str | None = None) -> list
         return q.order_by(Lease.created_at).all()
 
 
-def stopped_mid_lease(submitter: subprocess.Popen, provider_id: str, segments: int = 2) -> tuple[int, str]:
-    """The provider's lease process, stopped (SIGSTOP) once the coordinator holds `segments` checkpoints of its work
-    (whatever it then does lands in the middle of the training); (pid, lease id)."""
+def stopped_mid_lease(submitter: subprocess.Popen, provider_id: str, segments: int = 2,
+                      home: Path | None = None) -> tuple[int, str]:  # fmt: skip
+    """The provider's lease process, stopped (SIGSTOP) in the middle of its training; (pid, lease id).
+
+    With `home` (the provider's AIB_HOME), once the lease has committed `segments` checkpoints in its own work folder:
+    what the test then does (a preemption, which sends every committed checkpoint) lands mid-training however late
+    the checkpoints reach the coordinator. Without it, once the coordinator holds `segments` uploaded checkpoints (for
+    a provider that vanishes without a last sync). Watching the coordinator alone lost the race on a busy machine:
+    the checkpoints arrived in a burst and the lease had trained every epoch when it was stopped."""
     deadline = time.monotonic() + 240
+    lease = None
     while True:
         assert submitter.poll() is None, submitter.stdout.read()
         assert time.monotonic() < deadline, f"no lease on {provider_id} got {segments} checkpoints in"
-        running = [x for x in leases_of(provider_id=provider_id) if x.status == "claimed" and x.pid]
-        if running and len(running[-1].uploads or {}) >= segments:
-            pid, lease_id = running[-1].pid, running[-1].id
-            os.kill(pid, signal.SIGSTOP)
-            wait_for(lambda p=pid: task_states(p) == {"T"}, 30, "the lease's process to stop")
-            return pid, lease_id
-        time.sleep(0.05)
+        if lease is None:
+            running = [x for x in leases_of(provider_id=provider_id) if x.status == "claimed" and x.pid]
+            lease = running[-1] if running else None
+        if lease is not None:
+            done = len(lease.uploads or {}) if home is None else _committed(home, lease.id)
+            if done >= segments:
+                os.kill(lease.pid, signal.SIGSTOP)
+                wait_for(lambda p=lease.pid: task_states(p) == {"T"}, 30, "the lease's process to stop")
+                if home is not None:  # else the preempted lease ends complete, and the run needs no other provider
+                    assert _committed(home, lease.id) < lease.job["segments"], "the lease trained every epoch unseen"
+                return lease.pid, lease.id
+            if home is None:
+                lease = None  # read it again for its uploads
+        time.sleep(0.01 if home is not None else 0.05)
+
+
+def _committed(home: Path, lease_id: str) -> int:
+    """How many checkpoints (after the starting one) lease `lease_id` has committed in the provider's work folder."""
+    try:
+        return len(json.loads((home / "cache" / "work" / lease_id / "segments" / "commitments.json").read_text())) - 1
+    except (OSError, ValueError):
+        return 0
 
 
 def summary_of(proc: subprocess.Popen) -> dict:
@@ -212,7 +234,7 @@ def test_a_preempted_lease_resumes_from_its_last_checkpoint_on_another_provider_
         run = subprocess.Popen([*AIB, "run", str(path), "--json", *sets], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=env(), start_new_session=True)  # fmt: skip
         a = offers["miner-a"]["id"]
-        pid, lease_id = stopped_mid_lease(run, a)
+        pid, lease_id = stopped_mid_lease(run, a, home=homes["miner-a"])
         try:
             stopping = subprocess.Popen([*AIB, "provider", "preempt", a], stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True,
