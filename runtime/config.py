@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,17 +59,26 @@ def local_secret(name: str) -> bytes:
     os.chmod(folder, 0o700)
     path = folder / f"{name}.key"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # only one process ever creates it
-    except FileExistsError:
         secret = path.read_bytes()
-        if len(secret) != 32:  # a creator died between creating and writing it: nothing was signed with it yet
-            raise RuntimeError(f"{path} is damaged (not 32 bytes); delete it to make a new one") from None
-        return secret
-    secret = os.urandom(32)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secret)
-        f.flush()
-        os.fsync(f.fileno())
+    except FileNotFoundError:
+        # Written whole under a name of its own, then published by a hard link, which fails if another process or
+        # thread published first: a reader never sees the file half written. (Created in place, a thread that lost the
+        # race to create it read it empty: two providers signing in at once got a 500.)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(32))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another one published first: every caller uses that one
+        finally:
+            os.unlink(tmp)
+        secret = path.read_bytes()
+    if len(secret) != 32:
+        raise RuntimeError(f"{path} is damaged (not 32 bytes); delete it to make a new one")
     return secret
 
 
