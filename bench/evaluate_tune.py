@@ -4,6 +4,8 @@ gains over the template's defaults (tune_gain), both measured through the real p
     python bench/evaluate_tune.py            # FAQ and voice-commands tunes of 8 and 4 trials, every template timed
     python bench/evaluate_tune.py --quick    # a 3-trial FAQ tune; the FAQ, digit and reduced lane templates timed
 
+--quick runs the FAQ bot as `faq-chatbot-fast` (the same pipeline on MiniLM), full runs as `faq-chatbot` (MPNet).
+
 eval_overhead: the seconds a model block spends computing its evaluation (per-class figures, confusion matrix,
 reliability diagram, coverage curve, its mistakes rendered as text, images or WAV clips; `evaluation.seconds`), as a
 share of the whole run's wall time, every step computed (a fresh data folder). tune_gain: the best trial's held-out
@@ -39,6 +41,11 @@ TIMED = {
     "voice-commands": (None, []),
 }
 TUNES = {"faq-chatbot": (3, 8), "voice-commands": (None, 4)}  # (quick trials, full trials); None: not in --quick
+
+
+def template_of(name: str, quick: bool) -> str:
+    """The template run for `name`: --quick runs the FAQ bot on its smaller encoder (the suite runs every bench)."""
+    return "faq-chatbot-fast" if quick and name == "faq-chatbot" else name
 
 
 def tune(template: str, trials: int) -> dict:
@@ -79,7 +86,7 @@ def main() -> None:
             if overrides is None:
                 continue
             t0 = time.perf_counter()
-            summary = train_template(overrides, template=ROOT / "templates" / f"{name}.yaml")
+            summary = train_template(overrides, template=ROOT / "templates" / f"{template_of(name, args.quick)}.yaml")
             seconds = time.perf_counter() - t0
             if summary["status"] != "succeeded":
                 raise SystemExit(f"{name} failed: {summary['error']}")
@@ -94,7 +101,7 @@ def main() -> None:
             trials = quick if args.quick else full
             if trials is None:
                 continue
-            found = tune(name, trials)
+            found = tune(template_of(name, args.quick), trials)
             key, objective = name.split("-")[0], found["objective"]
             default, best = found["defaults"][objective], found["best"][objective]
             states = [t["state"] for t in found["trials"]]

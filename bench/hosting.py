@@ -1,9 +1,9 @@
 """A service answered on a provider's machine through the coordinator's gateway vs the same service served directly.
 
-A real `aib server start` (the coordinator API), a real `aib provider serve` with an AIB_HOME of its own, and two
-`aib serve` processes of the same faq-chatbot service on this machine: one plain, one `--on-providers` (the gateway:
-API key, metering, then a hop to the host). Latency (sequential calls) and throughput (8 connections) of both, in
-interleaved rounds. Usage: python bench/hosting.py [--quick]
+A real `aib server start` (the coordinator API), a real `aib provider serve` with an AIB_HOME of its own, and
+two `aib serve` processes of the same faq-chatbot-fast service on this machine: one plain, one `--on-providers` (the
+gateway: API key, metering, then a hop to the host). Latency (sequential calls) and throughput (8 connections) of
+both, in interleaved rounds. Usage: python bench/hosting.py [--quick]
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def main() -> None:
     d50, h50 = median(lat["direct"]) * 1e3, median(lat["hosted"]) * 1e3
     d_rps, h_rps = median(rps["direct"]), median(rps["hosted"])
     print_table(
-        "faq-chatbot, one machine (2-core CPU unless stated)",
+        "faq-chatbot-fast (the FAQ bot on MiniLM), one machine (2-core CPU unless stated)",
         ["path", "p50 ms", "p99 ms", "req/s (8 connections)"],
         [["aib serve (direct)", d50, percentile(lat["direct"], 0.99) * 1e3, d_rps],
          ["gateway -> host (--on-providers)", h50, percentile(lat["hosted"], 0.99) * 1e3, h_rps]],

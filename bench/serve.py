@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from common import ROOT, median, percentile, print_figures, print_table, train_template
+from common import TEMPLATE, median, percentile, print_figures, print_table, train_template
 
 QUESTIONS = [
     "Where is my order?",
@@ -56,7 +56,7 @@ def in_process(service_id: str, n: int) -> dict[str, list[float]]:
     with session_factory()() as s:
         bundle_dir = s.get(Service, service_id).bundle_dir
     predictor = load_bundle(bundle_dir)
-    plan = compile_plan(load_pipeline(ROOT / "templates" / "faq-chatbot.yaml"))
+    plan = compile_plan(load_pipeline(TEMPLATE))
     model = StepCache(get_settings().cache_dir / "steps").get(plan.step("classifier").cache_key)["model"]
     module = model.torch_module("cpu")
     tok = predictor.tokenizer  # the same tokenizer for both paths: only inference differs

@@ -93,7 +93,7 @@ def main() -> None:
 
 
 def service_batches(w3, token, registry, escrow, calls: int) -> dict:
-    """Pay `calls` served calls of one faq-chatbot service twice over, through runtime.service_settlement."""
+    """Pay `calls` served calls of one FAQ bot service twice over, through runtime.service_settlement."""
     from eth_account import Account
     from sqlalchemy import insert
     from web3.logs import DISCARD

@@ -1,7 +1,7 @@
 """First render of each workbench page once warm, in a real browser, against a bare Streamlit page.
 
 Usage: python bench/ui.py [--quick]
-Starts `aib ui` (after training the faq-chatbot template once, so Runs and Services have content) and a
+Starts `aib ui` (after training the faq-chatbot-fast template once, so Runs and Services have content) and a
 bare one-title Streamlit app, both on free loopback ports, and drives Debian's chromium with Playwright.
 A page's time runs from the click on its sidebar link until its title is shown and Streamlit has finished
 running the page script; the baseline is the same measure for the bare app (reload until idle).

@@ -96,7 +96,7 @@ BENCHES: dict[str, tuple[set[str], int]] = {
     "templates": (
         {"faq_accuracy", "faq_vs_chance", "digit_accuracy", "digit_vs_chance", "lane_mae", "lane_baseline_mae",
          "lane_ratio", "voice_accuracy", "voice_vs_chance", "faq_seconds", "digit_seconds", "lane_seconds",
-         "voice_seconds"},
+         "voice_seconds", "faq_fast_accuracy", "faq_fast_vs_chance", "faq_fast_seconds"},
         1200,
     ),
     # "Workbench first render"

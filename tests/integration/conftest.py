@@ -48,8 +48,8 @@ def template_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(prefect_api, template_dir) -> dict[str, Any]:
-    """The faq-chatbot template trained once for the session."""
-    summary = run_pipeline(template_dir / "faq-chatbot.yaml")
+    """The faq-chatbot-fast template (the FAQ bot on MiniLM) trained once for the session."""
+    summary = run_pipeline(template_dir / "faq-chatbot-fast.yaml")
     assert summary["status"] == "succeeded", summary["error"]
     return summary
 

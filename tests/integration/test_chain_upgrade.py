@@ -28,7 +28,7 @@ def test_a_chain_with_contracts_of_an_older_build_gets_new_ones_once_and_pays_th
     assert upgraded["assets"] == book["assets"]
     assert ensure_deployed(rpc_url())["contracts"] == upgraded["contracts"]  # once
 
-    r = aib("run", str(TEMPLATES / "faq-chatbot.yaml"), "--json", "--set", "classifier.epochs=1")
+    r = aib("run", str(TEMPLATES / "faq-chatbot-fast.yaml"), "--json", "--set", "classifier.epochs=1")
     assert r.returncode == 0, r.stderr
     run_id = json.loads(r.stdout.strip().splitlines()[-1])["run_id"]
     chain = Chain.connect()

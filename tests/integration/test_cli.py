@@ -44,14 +44,14 @@ def test_validate_prints_valid_or_every_problem_and_exits_2(tmp_path):
     bad.write_text(
         (TEMPLATES / "faq-chatbot.yaml")
         .read_text()
-        .replace("epochs: 60", "epochs: 0")
-        .replace("chat.minilm-encoder@1.0.0", "chat.minilm@1.0.0")
+        .replace("epochs: 30", "epochs: 0")
+        .replace("chat.mpnet-encoder@1.0.0", "chat.mpnet@1.0.0")
     )
     r = aib("validate", str(bad))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert lines == [
-        "blocks.encoder.use (line 15): unknown block 'chat.minilm'; did you mean 'chat.minilm-encoder'?",
+        "blocks.encoder.use (line 15): unknown block 'chat.mpnet'; did you mean 'chat.mpnet-encoder'?",
         "blocks.classifier.params.epochs (line 21): must be ≥ 1, got 0",
     ]
     missing = aib("validate", str(tmp_path / "nope.yaml"))
@@ -98,7 +98,7 @@ def slow_template(tmp_path) -> tuple[Path, list[str]]:
     shutil.copytree(TEMPLATES, tmp_path / "t")
     # A unique seed gives this test its own cache keys (fresh training, fresh checkpoint).
     overrides = ["classifier.epochs=150", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
-    return tmp_path / "t" / "faq-chatbot.yaml", overrides
+    return tmp_path / "t" / "faq-chatbot-fast.yaml", overrides
 
 
 def _start_and_wait_for_checkpoint(yaml_path: Path, overrides: list[str]) -> tuple[subprocess.Popen, Path]:

@@ -29,7 +29,7 @@ def test_semicolon_latin1_faq_uploaded_in_the_workbench_trains_with_its_accents(
     assert answer in (r[2] for r in rows)  # the template has a shipping_cost intent with an answer
     data = excel_semicolon_latin1(rows)
 
-    draft = actions.open_template(TEMPLATES / "faq-chatbot.yaml")
+    draft = actions.open_template(TEMPLATES / "faq-chatbot-fast.yaml")
     shown = actions.preview_upload(draft, "faq", "path", "FAQ export.csv", data)
     assert shown.description == "semicolon-separated, Latin-1" and shown.total_rows == len(rows) - 1
     rel, _ = actions.store_upload(draft, "faq", "path", "FAQ export.csv", data)

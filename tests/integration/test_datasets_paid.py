@@ -41,7 +41,7 @@ def test_a_run_reading_a_published_dataset_pays_its_owner_through_the_escrow(pai
     listed = json.loads(aib("datasets", "list", "--json").stdout)
     assert [d["asset_id"] for d in listed if d["id"] == ds["id"]] == [ds["asset_id"]]
 
-    data = yaml.safe_load((TEMPLATES / "faq-chatbot.yaml").read_text())
+    data = yaml.safe_load((TEMPLATES / "faq-chatbot-fast.yaml").read_text())
     data["blocks"]["faq"]["params"] = {"path": ds["path"]}
     pipeline = tmp_path / "uses-dataset.yaml"
     pipeline.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -193,7 +193,7 @@ def test_a_run_goes_to_the_cheaper_provider_and_runs_in_its_worker(server, tmp_p
 
 def rented_copy(tmp_path, tier: str = "cpu"):
     src = shutil.copytree(TEMPLATES, tmp_path / "t", ignore=shutil.ignore_patterns("*.md"))
-    pipeline = yaml.safe_load((src / "faq-chatbot.yaml").read_text())
+    pipeline = yaml.safe_load((src / "faq-chatbot-fast.yaml").read_text())
     pipeline["compute"] = {"use": "compute.rented@1.0.0", "params": {"tier": tier}}
     path = src / "faq-rented.yaml"
     path.write_text(yaml.safe_dump(pipeline))

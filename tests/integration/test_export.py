@@ -60,7 +60,7 @@ def serve_and_ask(python: Path, cwd: Path, args: list[str], home: Path) -> None:
 
 def test_the_exported_faq_project_trains_to_the_same_accuracy_and_serves_without_this_repository(trained, tmp_path):
     project = tmp_path / "faq-project"
-    r = aib("export", str(ROOT / "templates" / "faq-chatbot.yaml"), "--to", str(project))
+    r = aib("export", str(ROOT / "templates" / "faq-chatbot-fast.yaml"), "--to", str(project))  # as `trained`
     assert r.returncode == 0, r.stderr
     assert {"pyproject.toml", "flow.py", "serve.py", "README.md", "pipeline.yaml"} <= {
         p.name for p in project.iterdir()

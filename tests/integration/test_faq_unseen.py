@@ -15,12 +15,13 @@ from runtime.db import session_factory
 from tests.integration.conftest import ServerThread, run_pipeline
 
 GYM = Path(__file__).resolve().parents[1] / "data" / "faqs" / "gym"
-# Measured here on 2026-12-06 with the template as shipped: 27 of 37 paraphrases answered right (0.730; the other 10
-# got the fallback, none a wrong answer; 25 of 37 before the classifier learnt from the answers' texts too) and 30 of
-# 30 out-of-scope questions refused. The floors leave about three questions of margin for float differences on other
-# machines (the run is seeded); a drop past them is the bot answering its users worse.
-IN_SCOPE_FLOOR = 0.64
-OUT_OF_SCOPE_FLOOR = 0.90
+# Measured here on 2026-12-06 with the template as shipped (MPNet, 30 epochs): 30 of 37 paraphrases answered right
+# (0.811; the other 7 got the fallback, none a wrong answer) and 27 of 30 out-of-scope questions refused (0.900: a
+# job, physiotherapy and corporate memberships got answers). On MiniLM (faq-chatbot-fast): 27 of 37 and 30 of 30. The
+# floors leave three questions of margin for float differences on other machines (the run is seeded); a drop past
+# them is the bot answering its users worse.
+IN_SCOPE_FLOOR = 0.72
+OUT_OF_SCOPE_FLOOR = 0.80
 
 
 def rows(path: Path) -> list[dict[str, str]]:

@@ -22,7 +22,7 @@ def workbench_run(prefect_api):
     """The FAQ template opened in the workbench (its own copy of the data: each test its own) and run once."""
     from builder.ui import actions
 
-    draft = actions.open_template(TEMPLATES / "faq-chatbot.yaml")
+    draft = actions.open_template(TEMPLATES / "faq-chatbot-fast.yaml")
     path = actions.save(draft)
     summary = run_pipeline(path)
     assert summary["status"] == "succeeded", summary["error"]

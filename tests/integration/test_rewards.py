@@ -42,7 +42,7 @@ def _template_faq(tmp_path) -> str:
 
 
 def _run_on(tmp_path, dataset_path: str) -> dict:
-    data = yaml.safe_load((TEMPLATES / "faq-chatbot.yaml").read_text())
+    data = yaml.safe_load((TEMPLATES / "faq-chatbot-fast.yaml").read_text())
     data["blocks"]["faq"]["params"] = {"path": dataset_path}
     pipeline = tmp_path / "rewards-run.yaml"
     pipeline.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,4 +1,5 @@
-"""A real Prefect run of the faq-chatbot template: accuracy, caching, usage records, failures."""
+"""A real Prefect run of the faq-chatbot-fast template (the FAQ bot on MiniLM; faq-chatbot itself, on MPNet:
+test_faq_encoders): accuracy, caching, usage records, failures."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_template_reaches_target_accuracy_on_heldout_paraphrases(served, templat
         for row, a in zip(heldout, answers, strict=True)
         if a["intent"] != row["intent"]
     ]
-    assert 1 - len(wrong) / len(heldout) >= 0.85, wrong  # the template's stated target (templates/faq-chatbot.md)
+    assert 1 - len(wrong) / len(heldout) >= 0.85, wrong  # the template's stated target (templates/faq-chatbot-fast.md)
 
 
 def test_every_block_and_the_compute_used_is_billed_once(trained):
@@ -117,7 +118,7 @@ def trained_model(summary: dict) -> Any:
 
 
 def test_second_run_of_unchanged_data_recomputes_nothing(trained, template_dir):
-    again = run_pipeline(template_dir / "faq-chatbot.yaml")
+    again = run_pipeline(template_dir / "faq-chatbot-fast.yaml")
     steps = {s["node_id"]: s for s in again["steps"]}
     assert again["status"] == "succeeded"
     assert steps["faq"]["cached"] and steps["encoder"]["cached"] and steps["classifier"]["cached"]
@@ -168,7 +169,7 @@ def test_failed_step_fails_the_run_with_its_reason_and_bills_only_compute(prefec
     shutil.copytree(TEMPLATES, tmp_path / "t")
     with open(tmp_path / "t" / "data" / "faq.csv", "a", encoding="utf-8") as f:  # new data: no cache hit
         f.write(f"refund,Refund question {uuid.uuid4().hex}?,\n")
-    pipeline = load_pipeline(tmp_path / "t" / "faq-chatbot.yaml")
+    pipeline = load_pipeline(tmp_path / "t" / "faq-chatbot-fast.yaml")
     plan = compile_plan(pipeline)
     (tmp_path / "t" / "data" / "faq.csv").unlink()  # vanishes after validation, before the run
     with session_factory()() as s:

@@ -26,7 +26,11 @@ CONCURRENCY = 8
 def two_versions(prefect_api, template_dir):
     """A FAQ pipeline of its own name, trained twice (60 and 3 epochs): versions 1 and 2 of its service."""
     name = f"faq-versions-{uuid.uuid4().hex[:6]}"
-    text = (template_dir / "faq-chatbot.yaml").read_text(encoding="utf-8").replace("name: faq-chatbot", f"name: {name}")
+    text = (
+        (template_dir / "faq-chatbot-fast.yaml")
+        .read_text(encoding="utf-8")
+        .replace("name: faq-chatbot-fast", f"name: {name}")
+    )
     path = template_dir / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")
     runs = [run_pipeline(path, [f"classifier.epochs={epochs}"]) for epochs in (60, 3)]

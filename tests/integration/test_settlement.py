@@ -14,7 +14,7 @@ from tests.conftest import TEMPLATES
 from tests.integration.conftest import aib, run_pipeline
 
 WATCHED = ("chat.faq-csv@1.0.0", "compute.local@1.0.0")
-FAQ_BLOCKS = (  # the faq-chatbot template's blocks, each priced per run
+FAQ_BLOCKS = (  # the faq-chatbot-fast template's blocks, each priced per run
     "chat.faq-csv@1.0.0",
     "chat.minilm-encoder@1.0.0",
     "chat.intent-classifier@1.0.0",
@@ -64,7 +64,7 @@ def test_a_paid_run_pays_every_provider_once_and_refunds_the_rest(paid_chain):
     watched = {chain.payer, treasury, chain.escrow.address, *owner.values()}
     before = balances(chain, watched)
     started = time.monotonic()
-    r = aib("run", str(TEMPLATES / "faq-chatbot.yaml"), "--json")
+    r = aib("run", str(TEMPLATES / "faq-chatbot-fast.yaml"), "--json")
     wall_seconds = time.monotonic() - started
     assert r.returncode == 0, r.stderr
     run_id = json.loads(r.stdout.strip().splitlines()[-1])["run_id"]
@@ -110,7 +110,7 @@ def test_an_unaffordable_run_is_refused_before_any_work(paid_chain):
     try:
         with session_factory()() as s:
             runs_before = len(list(s.scalars(select(Run.id))))
-        r = aib("run", str(TEMPLATES / "faq-chatbot.yaml"), "--json")
+        r = aib("run", str(TEMPLATES / "faq-chatbot-fast.yaml"), "--json")
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert f"error: the wallet {paid_chain.payer} holds 0 AIC but this run needs a deposit of" in r.stderr
         with session_factory()() as s:
@@ -126,9 +126,9 @@ def _finished_run_with_deposit(chain) -> str:
     from runtime import settlement as pay
     from runtime.db import session_factory
 
-    summary = run_pipeline(TEMPLATES / "faq-chatbot.yaml")
+    summary = run_pipeline(TEMPLATES / "faq-chatbot-fast.yaml")
     assert summary["status"] == "succeeded"
-    amount = pay.deposit_amount(chain, compile_plan(load_pipeline(TEMPLATES / "faq-chatbot.yaml")))
+    amount = pay.deposit_amount(chain, compile_plan(load_pipeline(TEMPLATES / "faq-chatbot-fast.yaml")))
     with session_factory()() as s:
         pay.deposit(s, chain, summary["run_id"], amount)
     return summary["run_id"]
@@ -214,7 +214,7 @@ def test_a_killed_paid_run_settles_its_compute_and_refunds_the_rest(paid_chain, 
     started = time.monotonic()
     shutil.copytree(TEMPLATES, tmp_path / "t")
     overrides = ["classifier.epochs=150", "classifier.batch_size=4", f"classifier.seed={time.time_ns() % 10**6}"]
-    proc, _ = _start_and_wait_for_checkpoint(tmp_path / "t" / "faq-chatbot.yaml", overrides)
+    proc, _ = _start_and_wait_for_checkpoint(tmp_path / "t" / "faq-chatbot-fast.yaml", overrides)
     os.killpg(proc.pid, signal.SIGKILL)  # the machine dies mid-training, after the deposit
     proc.wait()
     wall_seconds = time.monotonic() - started
@@ -268,7 +268,7 @@ def test_eight_paid_runs_started_together_from_one_wallet_all_deposit_and_settle
                 "-m",
                 "builder.cli",
                 "run",
-                str(TEMPLATES / "faq-chatbot.yaml"),
+                str(TEMPLATES / "faq-chatbot-fast.yaml"),
                 "--json",
                 "--set",
                 "classifier.epochs=1",

@@ -13,7 +13,7 @@ TRIALS = 4
 
 
 def test_a_tune_of_the_faq_template_finds_params_at_least_as_good_on_the_held_out_set(prefect_api, template_dir):
-    r = aib("run", str(template_dir / "faq-chatbot.yaml"), "--tune", str(TRIALS), "--json")
+    r = aib("run", str(template_dir / "faq-chatbot-fast.yaml"), "--tune", str(TRIALS), "--json")
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr  # a trial stopped early is the tuner's decision, not an error
     found = json.loads(r.stdout.strip().splitlines()[-1])
@@ -56,8 +56,8 @@ def test_a_tune_of_the_faq_template_finds_params_at_least_as_good_on_the_held_ou
 
 
 def test_a_budget_below_one_trials_quote_is_refused_with_the_numbers(template_dir):
-    r = aib("run", str(template_dir / "faq-chatbot.yaml"), "--tune", "3", "--budget", "0.0001")
+    r = aib("run", str(template_dir / "faq-chatbot-fast.yaml"), "--tune", "3", "--budget", "0.0001")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "the budget 0.0001 AIC is below one trial's quote" in r.stderr and "3 trials would cost" in r.stderr
-    r = aib("run", str(template_dir / "faq-chatbot.yaml"), "--budget", "1")
+    r = aib("run", str(template_dir / "faq-chatbot-fast.yaml"), "--budget", "1")
     assert r.returncode == 2 and "--budget goes with --tune" in r.stderr

@@ -97,11 +97,11 @@ def test_a_first_time_user_edits_every_block_uploads_a_semicolon_csv_runs_reload
     page, tmp_path, request, aib_home
 ):
     open_app(page)
-    page.get_by_role("heading", name="faq-chatbot").wait_for()
+    page.get_by_role("heading", name="faq-chatbot", exact=True).wait_for()
     settled(page)
     shot(page, "templates")
-    use_template(page, "faq-chatbot")
-    page.get_by_text("Opened the faq-chatbot template.").wait_for()
+    use_template(page, "faq-chatbot-fast")  # the FAQ bot on MiniLM: the same pages, a quicker run
+    page.get_by_text("Opened the faq-chatbot-fast template.").wait_for()
     page.frame_locator(FRAME).locator(".react-flow__node[data-id='classifier']").wait_for()
     idle(page)
     address = re.search(r"pipeline=([a-z0-9-]+)", page.url).group(1)  # the pipeline's own address
@@ -148,13 +148,13 @@ def test_a_first_time_user_edits_every_block_uploads_a_semicolon_csv_runs_reload
 
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text(re.compile(r"^Starting run run-")).or_(
-        page.get_by_role("heading", name=re.compile(r"faq-chatbot · (queued|running|succeeded)"))
+        page.get_by_role("heading", name=re.compile(r"faq-chatbot-fast · (queued|running|succeeded)"))
     ).first.wait_for()
     page.reload()  # mid-run: the address keeps the run on screen
     page.get_by_text(re.compile(r"^Starting run run-")).or_(
-        page.get_by_role("heading", name=re.compile(r"faq-chatbot · (queued|running|succeeded)"))
+        page.get_by_role("heading", name=re.compile(r"faq-chatbot-fast · (queued|running|succeeded)"))
     ).first.wait_for()
-    page.get_by_role("heading", name="faq-chatbot · succeeded").wait_for(timeout=RUN_BUDGET_MS)
+    page.get_by_role("heading", name="faq-chatbot-fast · succeeded").wait_for(timeout=RUN_BUDGET_MS)
     page.locator("[data-testid='stMetricLabel']", has_text="Accuracy").first.wait_for()
     page.locator("[data-testid='stMetricLabel']", has_text="Total").first.wait_for()
     settled(page)
@@ -200,7 +200,7 @@ def test_a_first_time_user_edits_every_block_uploads_a_semicolon_csv_runs_reload
     page.get_by_role("heading", name="My pipelines").wait_for()
     page.get_by_role("button", name="Open").first.wait_for()
     assert page.locator("[data-testid='stButton'] button:has-text('Open')").count() >= 1
-    page.get_by_text("faq-chatbot", exact=False).first.wait_for()
+    page.get_by_text("faq-chatbot-fast", exact=False).first.wait_for()
     shot(page, "my-pipelines")
 
 

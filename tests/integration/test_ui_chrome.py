@@ -48,7 +48,7 @@ def test_no_streamlit_chrome_our_title_and_icon_and_our_own_not_found_page(prefe
             assert page.get_by_text("does not seem to exist").count() == 0  # Streamlit's own dialog
             page.screenshot(path=str(tmp_path / "not-found.png"))
             page.get_by_role("link", name="Open the templates").click()
-            page.get_by_role("heading", name="faq-chatbot").wait_for()
+            page.get_by_role("heading", name="faq-chatbot", exact=True).wait_for()
             settled(page)
             assert page.title() == "Templates · Easy AI Builder"
             icon = page.locator("link[rel*='icon']").first.get_attribute("href")

@@ -22,7 +22,7 @@ def faq_pipeline(folder, data_path: str):
     import yaml
 
     folder.mkdir(parents=True, exist_ok=True)
-    pipeline = yaml.safe_load((TEMPLATES / "faq-chatbot.yaml").read_text())
+    pipeline = yaml.safe_load((TEMPLATES / "faq-chatbot-fast.yaml").read_text())
     pipeline["blocks"]["faq"]["params"] = {"path": data_path}
     path = folder / "faq.yaml"
     path.write_text(yaml.safe_dump(pipeline))

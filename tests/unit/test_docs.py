@@ -28,7 +28,7 @@ def test_validation_output_in_docs_is_what_aib_prints():
     doc = (ROOT / "docs/pipelines.md").read_text(encoding="utf-8")
     shown = doc.split("it prints:\n\n```\n", 1)[1].split("```", 1)[0].strip().splitlines()
     text = (TEMPLATES / "faq-chatbot.yaml").read_text(encoding="utf-8")
-    text = text.replace("chat.minilm-encoder@1.0.0", "chat.minilm@1.0.0").replace("epochs: 60", "epochs: 0")
+    text = text.replace("chat.mpnet-encoder@1.0.0", "chat.mpnet@1.0.0").replace("epochs: 30", "epochs: 0")
     text = text.replace("classifier.model -> api.model", "classifier.metrics -> api.model")
     try:
         compile_plan(parse_pipeline(text, TEMPLATES))

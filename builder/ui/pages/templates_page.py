@@ -26,7 +26,7 @@ def _use(path, name) -> None:
     st.session_state["goto"] = "builder"
 
 
-paths = sorted(templates_dir().glob("*.yaml"))
+paths = sorted(templates_dir().glob("*.yaml"), key=lambda p: p.stem)  # by name: faq-chatbot before faq-chatbot-fast
 if not paths:
     st.info(f"No templates in {templates_dir()}.")
 for path in paths:
