@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +51,25 @@ def faq_template(tmp_path: Path) -> Path:
     dest = tmp_path / "faq"
     shutil.copytree(TEMPLATES, dest, ignore=shutil.ignore_patterns("*.md"))
     return dest / "faq-chatbot.yaml"
+
+
+def all_at_once(call: Callable[[], Any], n: int) -> list[Any]:
+    """`call()` in `n` threads released together: what each returned or raised (for races the tests reproduce)."""
+    start, outcomes = threading.Barrier(n), []
+
+    def one() -> None:
+        start.wait()
+        try:
+            outcomes.append(call())
+        except Exception as exc:  # the caller asserts on it
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

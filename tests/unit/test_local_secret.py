@@ -5,9 +5,10 @@ coordinator both ask for it first."""
 from __future__ import annotations
 
 import stat
-import threading
 
 import pytest
+
+from tests.conftest import all_at_once
 
 
 @pytest.fixture()
@@ -21,21 +22,7 @@ def test_callers_racing_for_a_new_secret_all_get_the_same_whole_one(home):
 
     # Made in place, a thread that lost the race read the file empty (21 of 800 callers here failed with "damaged").
     for round_ in range(100):
-        name, start = f"race-{round_}", threading.Barrier(8)
-        got: list[bytes | Exception] = []
-
-        def ask(name: str = name, start: threading.Barrier = start, got: list = got) -> None:
-            start.wait()
-            try:
-                got.append(local_secret(name))
-            except Exception as exc:  # the failure is what the test counts
-                got.append(exc)
-
-        threads = [threading.Thread(target=ask) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        got = all_at_once(lambda name=f"race-{round_}": local_secret(name), 8)
         assert len(got) == 8 and len(set(got)) == 1 and isinstance(got[0], bytes) and len(got[0]) == 32, got
     folder = home / "secrets"
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"race-{r}.key" for r in range(100))  # no temp files

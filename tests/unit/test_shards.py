@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pytest
 
 from runtime import shards
 from runtime.shards import ShardStore, arrays_hash, spec_hash
+from tests.conftest import all_at_once
 
 SPEC = {"transform": "t", "version": 1, "n": 40}
 
@@ -92,20 +92,8 @@ def test_a_missing_shard_or_a_manifest_for_other_data_is_a_miss(tmp_path, small_
 def test_concurrent_writers_of_the_same_entry_leave_one_whole_entry(tmp_path, small_shards):
     for trial in range(20):  # the race is narrow: repeat it (the old code failed about one trial in ten)
         store = ShardStore(tmp_path / str(trial))
-        errors = []
-
-        def write(store=store, errors=errors):
-            try:
-                store.save("78" * 32, SPEC, arrays())
-            except Exception as exc:  # pragma: no cover - the assertion below reports it
-                errors.append(exc)
-
-        threads = [threading.Thread(target=write) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors
+        outcomes = all_at_once(lambda store=store: store.save("78" * 32, SPEC, arrays()), 6)
+        assert not [o for o in outcomes if isinstance(o, Exception)]
         assert np.array_equal(store.load("78" * 32, SPEC)["train"], arrays()["train"])
         assert not [p for p in (store.root / ("78" * 16)).iterdir() if p.name.startswith((".staging", ".trash"))]
 
