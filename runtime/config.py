@@ -95,4 +95,11 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
-__all__ = ["Settings", "get_settings", "local_secret", "private_home", "templates_dir", "ui_servers_dir"]
+def template_files() -> list[Path]:
+    """The templates' pipeline files, by name (so a template comes just before its variants: faq-chatbot, then
+    faq-chatbot-fast)."""
+    return sorted(templates_dir().glob("*.yaml"), key=lambda p: p.stem)
+
+
+__all__ = ["Settings", "get_settings", "local_secret", "private_home", "template_files", "templates_dir",
+           "ui_servers_dir"]  # fmt: skip

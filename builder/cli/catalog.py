@@ -117,10 +117,10 @@ def templates_list(json_: JsonFlag = False) -> None:
     """Pipeline templates shipped in templates/."""
     import yaml
 
-    from runtime.config import templates_dir
+    from runtime.config import template_files
 
     rows = []
-    for path in sorted(templates_dir().glob("*.yaml")):
+    for path in template_files():
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         rows.append(
             {

@@ -62,6 +62,8 @@ def test_listings(tmp_path):
     blocks = json.loads(aib("blocks", "list", "--json").stdout.strip().splitlines()[-1])
     assert {"chat.faq-csv", "service.api", "compute.local"} <= {b["id"] for b in blocks}
     assert "faq-chatbot" in aib("templates", "list").stdout
+    names = [t["template"] for t in json.loads(aib("templates", "list", "--json").stdout)]
+    assert names == sorted(names) and names.index("faq-chatbot-fast") == names.index("faq-chatbot") + 1
     preview = json.loads(aib("preview", str(TEMPLATES / "faq-chatbot.yaml"), "faq", "--rows", "3", "--json").stdout)
     assert len(preview) == 3 and set(preview[0]) == {"question", "intent", "answer"}
 

@@ -117,10 +117,10 @@ if block.id in calls:
 if hasattr(block, "preview"):
     from builder.ui.actions import preview
     from builder.ui.draft import DraftError, from_yaml
-    from runtime.config import templates_dir
+    from runtime.config import template_files
 
     # A data block is previewed on the sample data of a template that uses it.
-    for path in sorted(templates_dir().glob("*.yaml")):
+    for path in template_files():
         try:
             sample_draft = from_yaml(path.read_text(encoding="utf-8"), path.parent)
         except DraftError:

@@ -13,7 +13,7 @@ from builder.ui.words import block_name
 setup("Templates", "templates")
 st.caption("Start from a working pipeline; everything in it can be changed on the canvas afterwards.")
 
-from runtime.config import templates_dir  # noqa: E402
+from runtime.config import template_files, templates_dir  # noqa: E402
 
 
 def _use(path, name) -> None:
@@ -26,7 +26,7 @@ def _use(path, name) -> None:
     st.session_state["goto"] = "builder"
 
 
-paths = sorted(templates_dir().glob("*.yaml"), key=lambda p: p.stem)  # by name: faq-chatbot before faq-chatbot-fast
+paths = template_files()
 if not paths:
     st.info(f"No templates in {templates_dir()}.")
 for path in paths:
