@@ -144,8 +144,12 @@ def stopped_mid_lease(submitter: subprocess.Popen, provider_id: str, segments: i
 
 def _committed(home: Path, lease_id: str) -> int:
     """How many checkpoints (after the starting one) lease `lease_id` has committed in the provider's work folder."""
+    from runtime.config import Settings
+    from runtime.context import segments_dir
+
+    folder = segments_dir(Settings(home=home, database_url=""), lease_id)  # the provider's own layout
     try:
-        return len(json.loads((home / "cache" / "work" / lease_id / "segments" / "commitments.json").read_text())) - 1
+        return len(json.loads((folder / "commitments.json").read_text())) - 1
     except (OSError, ValueError):
         return 0
 
