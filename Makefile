@@ -93,10 +93,14 @@ SPEECH := /usr/bin/espeak-ng /usr/bin/text2wave /usr/bin/flite $(FESTIVAL_VOICES
 run: install $(SPEECH)
 	$(AIB) quickstart
 
-## make test: install test extras, check the floor plan (layers in pyproject.toml), run every test.
+## make test: install test extras, check the floor plan (layers in pyproject.toml), run every test: all but the
+## browser tests on TEST_WORKERS pytest-xdist workers, a test file to a worker (module fixtures, host indexes), then
+## the browser tests alone (tests/conftest.py marks them).
+TEST_WORKERS ?= 2
 test: install-test node_modules/.installed /usr/bin/chromium $(SPEECH)
 	$(VENV)/bin/lint-imports --no-logo --no-cache
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not browser"
+	$(PY) -m pytest -m browser
 
 lint: install-test
 	$(VENV)/bin/ruff check builder blocks runtime chain tests bench

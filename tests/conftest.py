@@ -72,5 +72,15 @@ def all_at_once(call: Callable[[], Any], n: int) -> list[Any]:
     return outcomes
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `browser` the tests that drive the workbench through the shared Playwright browser: `make test` runs
+    them alone, after the rest (which run on two workers), so real mouse drags and typing never share the machine
+    with a training on the other worker (a canvas drag was lost once that way: see tests/README.md)."""
+    for item in items:
+        # The `browser` of tests/integration/conftest.py (Playwright, chromium); tests/unit has a simulated one.
+        if "browser" in getattr(item, "fixturenames", ()) and "integration" in item.path.parts:
+            item.add_marker(pytest.mark.browser)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_HOME, ignore_errors=True)
