@@ -20,6 +20,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
+
 from builder.datasets import (
     DATA_SUFFIXES,
     DatasetError,
@@ -201,7 +203,9 @@ def preview(draft: Draft, node_id: str, rows: int = 5, seed: int | None = None) 
         return block().preview(params, draft.base_dir, rows=rows, seed=seed)
     except AibError as exc:
         raise DraftError(str(exc)) from None
-    except Exception as exc:  # pydantic and file errors: the panel shows them beside the data block
+    except PydanticValidationError as exc:  # a block just dropped on the canvas has no file yet: say which setting
+        raise DraftError(f"{node_id} cannot be previewed yet: {'; '.join(param_problems(exc))}") from None
+    except Exception as exc:  # file errors: the panel shows them beside the data block
         raise DraftError(f"{node_id} cannot be previewed yet ({type(exc).__name__}: {exc})") from None
 
 

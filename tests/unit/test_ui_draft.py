@@ -131,6 +131,14 @@ def test_an_upload_is_checked_by_the_block_and_stored_only_when_good(tmp_path):
     assert len(sample) == 3 and set(sample[0]) == {"question", "answer"}
 
 
+def test_a_data_block_without_its_file_says_which_setting_it_needs_to_be_previewed():
+    d = new_draft("no-file", Path(TEMPLATES))
+    node = add_block(d, "chat.faq-csv@1.0.0")  # as dropped on the canvas: no file chosen yet
+    with pytest.raises(DraftError) as caught:
+        actions.preview(d, node)
+    assert str(caught.value) == f"{node} cannot be previewed yet: path: missing required parameter"
+
+
 def test_an_invalid_draft_is_not_started():
     d = actions.open_template(TEMPLATE)
     d.data["edges"] = []
