@@ -132,7 +132,7 @@ def test_an_upload_is_checked_by_the_block_and_stored_only_when_good(tmp_path):
 
 
 def test_a_data_block_without_its_file_says_which_setting_it_needs_to_be_previewed():
-    d = new_draft("no-file", Path(TEMPLATES))
+    d = new_draft("no-file", TEMPLATES)
     node = add_block(d, "chat.faq-csv@1.0.0")  # as dropped on the canvas: no file chosen yet
     with pytest.raises(DraftError) as caught:
         actions.preview(d, node)
