@@ -96,7 +96,7 @@ def train(
     feats = feats.clone()  # a plain tensor (not an inference one): it is trained on
     p = KwsParams(**net_params)
     torch.manual_seed(p.seed)
-    net = KwsNet(len(clips.labels), p.channels, p.blocks, DEFAULT_SPEC, p.arch)
+    net = KwsNet(len(clips.labels), p.channels, p.blocks, DEFAULT_SPEC, p.arch, p.utterance_norm)
     trainable = OnFeatures(net, p.spec_augment, p.seed)
     fit_quietly(trainable, optimiser(net, p), feats, torch.from_numpy(y),
                 epochs=p.epochs, batch_size=p.batch_size, seed=p.seed, device="cpu")  # fmt: skip
@@ -232,6 +232,7 @@ def main() -> None:
         "spec_augment": False,
         "lr": 0.003,
         "lr_schedule": "constant",
+        "utterance_norm": False,
     }
     recipes = [
         (

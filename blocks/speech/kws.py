@@ -119,12 +119,19 @@ ARCHITECTURES: tuple[str, ...] = get_args(Arch)
 
 class KwsNet(nn.Module):
     """Waveform (batch, samples) → class logits: log-mel, normalisation, then a DS-CNN (a strided conv, DS blocks,
-    pooling) or a BC-ResNet."""
+    pooling) or a BC-ResNet. With `utterance_norm` each clip's own mean level in every band is taken away first."""
 
     def __init__(
-        self, n_labels: int, channels: int = 64, blocks: int = 4, features: dict | None = None, arch: str = "ds-cnn"
+        self,
+        n_labels: int,
+        channels: int = 64,
+        blocks: int = 4,
+        features: dict | None = None,
+        arch: str = "ds-cnn",
+        utterance_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.utterance_norm = utterance_norm
         self.features = log_mel_module(features or DEFAULT_SPEC)
         self.norm = nn.BatchNorm2d(1)
         if arch == "bc-resnet":
@@ -149,6 +156,10 @@ class KwsNet(nn.Module):
         return self.classify(self.features(wave_))
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        if self.utterance_norm:
+            # Cepstral mean normalisation: a band's level over the whole clip is the voice's, the microphone's or the
+            # line's colour, not the word; without it, the same word from an unheard voice looks like another word.
+            feats = feats - feats.mean(dim=3, keepdim=True)
         return self.body(self.norm(feats))
 
 
@@ -187,13 +198,15 @@ class AudioClassifierModel:
     arch: str = "ds-cnn"
     eval_clips: np.ndarray = field(default_factory=lambda: np.zeros((0, SAMPLE_RATE), np.float32))
     features: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPEC))
+    utterance_norm: bool = False
 
     def torch_module(self) -> WithSoftmax:
         # A model pickled in the step cache before feature settings existed used the defaults (one pickled before
-        # `arch` existed reads the class default, ds-cnn).
+        # `arch` or `utterance_norm` existed reads the class default: ds-cnn, no utterance normalisation).
         from runtime.training import WithSoftmax
 
-        net = KwsNet(len(self.labels), self.channels, self.blocks, getattr(self, "features", DEFAULT_SPEC), self.arch)
+        spec = getattr(self, "features", DEFAULT_SPEC)
+        net = KwsNet(len(self.labels), self.channels, self.blocks, spec, self.arch, self.utterance_norm)
         net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
         return WithSoftmax(net).eval()
 
@@ -235,6 +248,11 @@ class KwsParams(BlockParams):
     )
     blocks: int = Field(4, ge=1, le=12, description="Depthwise-separable blocks (ds-cnn; bc-resnet has its own 12)")
     spec_augment: bool = Field(True, description="Mask random frequency bands and time spans while training")
+    utterance_norm: bool = Field(
+        False,
+        description="Take each clip's own mean level out of every frequency band before the network (cepstral mean "
+        "normalisation): steadier on voices, microphones and phone lines it never heard",
+    )
     seed: int = Field(0, ge=0, description="Random seed: the same seed and data give the same model")
     own_clips_path: str = Field(
         "",
@@ -424,7 +442,9 @@ class KwsCnn(Block):
         # from the digitized-data cache when these clips were seen before.
         feats = data.features or compute_features(ctx.shards, data, DEFAULT_SPEC, d, ctx.progress)
         torch.manual_seed(params.seed)
-        net = KwsNet(len(data.labels), params.channels, params.blocks, feats.spec, params.arch).to(d)
+        net = KwsNet(
+            len(data.labels), params.channels, params.blocks, feats.spec, params.arch, params.utterance_norm
+        ).to(d)
         x, tx = torch.from_numpy(feats.train).to(d), torch.from_numpy(feats.test).to(d)
         y, ty = torch.from_numpy(data.train_y).to(d), torch.from_numpy(data.test_y).to(d)
         trainable = OnFeatures(net, params.spec_augment, params.seed)
@@ -457,6 +477,7 @@ class KwsCnn(Block):
             channels=params.channels,
             blocks=params.blocks,
             arch=params.arch,
+            utterance_norm=params.utterance_norm,
             labels=list(data.labels),
             samples=int(data.train_x.shape[1]),
             metrics=metrics,

@@ -104,6 +104,11 @@ _PARAMS_BY_BLOCK: dict[tuple[str, str], tuple[str, str]] = {
         "Hide bits while learning",
         "Hide random pitch bands and moments of each recording while training, so no single detail decides.",
     ),
+    ("speech.kws-cnn", "utterance_norm"): (
+        "Even out each voice's tone",
+        "Take each recording's own average loudness in every pitch band away before listening, so a new voice, "
+        "microphone or phone line sounds more like the voices it learnt from.",
+    ),
     ("speech.kws-cnn", "own_clips_path"): (
         "Your own recordings",
         "A folder (or .zip) with a folder of your recordings per word, 3 or more each; the model also learns your "

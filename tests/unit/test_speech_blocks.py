@@ -487,3 +487,41 @@ def test_bc_resnet_learns_to_tell_two_tones_apart():
         assert (net.eval()(torch.from_numpy(x)).argmax(1) == y).all()
     with pytest.raises(ValueError, match="unknown keyword-spotter architecture 'resnet'"):
         KwsNet(2, arch="resnet")
+
+
+def test_utterance_norm_answers_the_same_through_any_fixed_colouring_of_the_bands():
+    """A voice, a microphone or a phone line adds a level to each band for the whole clip: with `utterance_norm` the
+    net's answer does not change when one is added; without it, it does."""
+    from blocks.speech.kws import KwsNet
+
+    torch.manual_seed(0)
+    feats = torch.randn(4, 1, 40, 101)
+    tilt = torch.linspace(-3.0, 2.0, 40).reshape(1, 1, 40, 1)  # a steady colour: low bands louder, high ones quieter
+    for norm in (True, False):
+        torch.manual_seed(0)
+        net = KwsNet(3, channels=8, arch="bc-resnet", utterance_norm=norm).eval()
+        with torch.no_grad():
+            for w in net.parameters():  # weights of a trained net's size: a fresh one hardly tells inputs apart
+                w.normal_(0.0, 1.0)
+            plain, coloured = net.classify(feats), net.classify(feats + tilt)
+        assert torch.allclose(plain, coloured, atol=1e-4) is norm
+
+
+def test_utterance_norm_is_served_from_onnx_and_a_model_saved_before_it_loads_without_it(tmp_path):
+    from blocks.speech.kws import AudioClassifierModel, KwsNet
+    from runtime.bundle import onnx_session
+
+    torch.manual_seed(0)
+    net = KwsNet(3, channels=8, arch="bc-resnet", utterance_norm=True).eval()
+    state = {k: v.numpy() for k, v in net.state_dict().items()}
+    model = AudioClassifierModel(state, 8, 4, ["a", "b", "c"], SAMPLE_RATE, {}, arch="bc-resnet", utterance_norm=True)
+    clips = tiny_clips()
+    manifest = model.export(tmp_path)
+    served = onnx_session(tmp_path / manifest["model_file"], 1).run(None, {"waveform": clips.test_x})[0]
+    with torch.no_grad():
+        expected = torch.softmax(net(torch.from_numpy(clips.test_x)), -1).numpy()
+    assert np.abs(served - expected).max() < 1e-4
+    # A model pickled in the step cache before the setting existed has no such attribute: it is read as off.
+    old = AudioClassifierModel(state, 8, 4, ["a", "b", "c"], SAMPLE_RATE, {}, arch="bc-resnet")
+    del old.__dict__["utterance_norm"]
+    assert old.torch_module().net.utterance_norm is False
