@@ -169,8 +169,8 @@ def stop_orphaned_servers() -> None:
 
 
 def _orphaned_servers() -> dict[int, str]:
-    """pid -> start time of the running API servers whose workbench no longer runs; the records of exited servers
-    are dropped. The workbench writes them (builder.ui.actions.start_server)."""
+    """pid -> start time of the running API servers whose workbench, or the `aib ui` that launched it, no longer runs;
+    the records of exited servers are dropped. The workbench writes them (builder.ui.actions.start_server)."""
     from runtime.config import ui_servers_dir
 
     orphans = {}
@@ -182,8 +182,8 @@ def _orphaned_servers() -> dict[int, str]:
             if not same_process(info["pid"], info["started"]):
                 path.unlink()
                 continue
-            owner = info.get("workbench") or {}
-            if not same_process(owner.get("pid"), owner.get("started")):
+            owners = [info.get("workbench") or {}, *([info["launcher"]] if "launcher" in info else [])]
+            if not all(same_process(owner.get("pid"), owner.get("started")) for owner in owners):
                 orphans[info["pid"]] = info["started"]
     return orphans
 

@@ -385,6 +385,11 @@ def start_server(service_id: str, port: int | None = None) -> dict[str, Any]:
         "workbench": {"pid": os.getpid(), "started": process_started(os.getpid())},
         "metrics_key": metrics_key,
     }
+    launcher = int(os.environ.get("AIB_UI_PARENT") or 0)
+    if launcher and launcher == os.getppid():
+        # `aib ui`, which stops these servers when it stops. Killed, it cannot, and this workbench ends with it (its
+        # parent-death signal) but may take seconds to: the next `aib ui` stops a server whose launcher is gone at once.
+        info["launcher"] = {"pid": launcher, "started": process_started(launcher)}
     # Created 0600 (mkstemp) and replaced whole: it holds the metrics key, this user's alone whatever the umask.
     atomic_write_bytes(ui_servers_dir() / f"{service_id}.json", json.dumps(info).encode())
     return info
