@@ -36,7 +36,7 @@ def test_a_server_whose_launcher_was_killed_is_stopped_while_its_dying_workbench
     launcher_alive, monkeypatch, tmp_path
 ):
     """A killed `aib ui` takes its workbench with it, but not at once: the next `aib ui` must not wait for that to stop
-    the API servers the pair left behind; a server whose workbench and launcher both run is another user's, left."""
+    the API servers the pair left behind; a server whose workbench and launcher both run belongs to a live workbench."""
     import runtime.config
     from builder.cli.launch import stop_orphaned_servers
     from runtime.processes import pid_alive, process_started
