@@ -99,8 +99,13 @@ def speak_festival(text: str, voice: str, stretch: float = 1.0, max_seconds: flo
     The text goes in on stdin; the voice must be one `festival_voices()` lists (it is evaluated as Scheme)."""
     if not _SCHEME_NAME.match(voice):
         raise BadItem(f"{voice!r} is not a Festival voice name")
-    command = ["text2wave", "-eval", f"(voice_{voice})", "-eval", f"(Parameter.set 'Duration_Stretch {stretch:.3f})",
-               "-o", "{wav}"]  # fmt: skip
+    if voice.endswith("_hts"):
+        # An HTS voice computes its own durations and ignores Duration_Stretch: its engine's speech rate (-r, faster
+        # above 1) is the stretch's inverse. Without it every "speed" of cmu_us_slt_arctic_hts was the same clip.
+        speed = f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {1 / stretch:.3f}))))'
+    else:
+        speed = f"(Parameter.set 'Duration_Stretch {stretch:.3f})"
+    command = ["text2wave", "-eval", f"(voice_{voice})", "-eval", speed, "-o", "{wav}"]
     return _run_to_wav(command, text, "festival", max_seconds)
 
 

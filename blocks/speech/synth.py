@@ -62,7 +62,7 @@ UNKNOWN_WORDS = [
 ]  # fmt: skip
 UNKNOWN, SILENCE = "_unknown_", "_silence_"
 ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029"]
-GENERATOR = "synth-commands-v4"  # v4: 203 other words for `_unknown_` (v3: 34)
+GENERATOR = "synth-commands-v5"  # v5: Festival's HTS voice at each speed (v4: 203 other words; v3: 34)
 
 
 @dataclass
