@@ -81,7 +81,7 @@ def train(
     """The recipe's clips (train and held-out voices alike: flite is the test here), a KwsNet fitted on them, and the
     features and labels it was fitted on."""
     from blocks.speech.features import DEFAULT_SPEC, log_mel_module
-    from blocks.speech.kws import KwsNet, KwsParams, OnFeatures, optimiser
+    from blocks.speech.kws import KwsNet, KwsParams, OnFeatures, answer_bias, optimiser
     from blocks.speech.synth import SynthCommands
     from runtime.training import fit_quietly
 
@@ -97,7 +97,8 @@ def train(
     feats = feats.clone()  # a plain tensor (not an inference one): it is trained on
     p = KwsParams(**net_params)
     torch.manual_seed(p.seed)
-    net = KwsNet(len(clips.labels), p.channels, p.blocks, DEFAULT_SPEC, p.arch, p.utterance_norm)
+    bias = answer_bias(clips.labels, p.unknown_bias)
+    net = KwsNet(len(clips.labels), p.channels, p.blocks, DEFAULT_SPEC, p.arch, p.utterance_norm, bias)
     trainable = OnFeatures(net, p.spec_augment, p.seed)
     fit_quietly(trainable, optimiser(net, p), feats, torch.from_numpy(y),
                 epochs=p.epochs, batch_size=p.batch_size, seed=p.seed, device="cpu")  # fmt: skip
@@ -234,6 +235,7 @@ def main() -> None:
         "lr": 0.003,
         "lr_schedule": "constant",
         "utterance_norm": False,
+        "unknown_bias": 0.0,
     }
     recipes = [
         (

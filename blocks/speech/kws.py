@@ -119,7 +119,8 @@ ARCHITECTURES: tuple[str, ...] = get_args(Arch)
 
 class KwsNet(nn.Module):
     """Waveform (batch, samples) → class logits: log-mel, normalisation, then a DS-CNN (a strided conv, DS blocks,
-    pooling) or a BC-ResNet. With `utterance_norm` each clip's own mean level in every band is taken away first."""
+    pooling) or a BC-ResNet. With `utterance_norm` each clip's own mean level in every band is taken away first;
+    `answer_bias` (one number per class) is added to the logits when answering, never while training."""
 
     def __init__(
         self,
@@ -129,9 +130,15 @@ class KwsNet(nn.Module):
         features: dict | None = None,
         arch: str = "ds-cnn",
         utterance_norm: bool = False,
+        answer_bias: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.utterance_norm = utterance_norm
+        if answer_bias is not None and len(answer_bias) != n_labels:
+            raise ValueError(f"answer_bias needs one number per class ({n_labels}), got {len(answer_bias)}")
+        # Not in the state dict: it is a setting of the answer (kept beside the weights), not a weight.
+        bias = torch.tensor(answer_bias or [0.0] * n_labels, dtype=torch.float32)
+        self.register_buffer("answer_bias", bias, persistent=False)
         self.features = log_mel_module(features or DEFAULT_SPEC)
         self.norm = nn.BatchNorm2d(1)
         if arch == "bc-resnet":
@@ -160,7 +167,9 @@ class KwsNet(nn.Module):
             # Cepstral mean normalisation: a band's level over the whole clip is the voice's, the microphone's or the
             # line's colour, not the word; without it, the same word from an unheard voice looks like another word.
             feats = feats - feats.mean(dim=3, keepdim=True)
-        return self.body(self.norm(feats))
+        logits = self.body(self.norm(feats))
+        # A prior on the answer (logit adjustment): the loss never sees it, so training cannot learn it away.
+        return logits if self.training else logits + self.answer_bias
 
 
 class OnFeatures(nn.Module):
@@ -199,14 +208,16 @@ class AudioClassifierModel:
     eval_clips: np.ndarray = field(default_factory=lambda: np.zeros((0, SAMPLE_RATE), np.float32))
     features: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPEC))
     utterance_norm: bool = False
+    unknown_bias: float = 0.0
 
     def torch_module(self) -> WithSoftmax:
         # A model pickled in the step cache before feature settings existed used the defaults (one pickled before
-        # `arch` or `utterance_norm` existed reads the class default: ds-cnn, no utterance normalisation).
+        # `arch`, `utterance_norm` or `unknown_bias` existed reads the class default: ds-cnn, none of them).
         from runtime.training import WithSoftmax
 
         spec = getattr(self, "features", DEFAULT_SPEC)
-        net = KwsNet(len(self.labels), self.channels, self.blocks, spec, self.arch, self.utterance_norm)
+        bias = answer_bias(self.labels, self.unknown_bias)
+        net = KwsNet(len(self.labels), self.channels, self.blocks, spec, self.arch, self.utterance_norm, bias)
         net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()})
         return WithSoftmax(net).eval()
 
@@ -253,12 +264,26 @@ class KwsParams(BlockParams):
         description="Take each clip's own mean level out of every frequency band before the network (cepstral mean "
         "normalisation): steadier on voices, microphones and phone lines it never heard",
     )
+    unknown_bias: float = Field(
+        0.0,
+        ge=0.0,
+        le=5.0,
+        description="Added to the `_unknown_` class's score when answering (log of a prior factor): more other words "
+        "answered `_unknown_`, at the cost of a few commands",
+    )
     seed: int = Field(0, ge=0, description="Random seed: the same seed and data give the same model")
     own_clips_path: str = Field(
         "",
         description="Your own recordings to fine-tune on: a folder or .zip with one sub-folder per word ('' for none)",
     )
     own_epochs: int = Field(5, ge=1, le=100, description="Fine-tuning passes over your own recordings")
+
+
+def answer_bias(labels: list[str], unknown_bias: float) -> list[float]:
+    """One number per class to add to its logit when answering: `unknown_bias` on `_unknown_`, 0 elsewhere."""
+    from blocks.speech.synth import UNKNOWN
+
+    return [unknown_bias if name == UNKNOWN else 0.0 for name in labels]
 
 
 def optimiser(net: nn.Module, params: KwsParams) -> torch.optim.Optimizer:
@@ -443,8 +468,9 @@ class KwsCnn(Block):
         feats = data.features or compute_features(ctx.shards, data, DEFAULT_SPEC, d, ctx.progress)
         torch.manual_seed(params.seed)
         net = KwsNet(
-            len(data.labels), params.channels, params.blocks, feats.spec, params.arch, params.utterance_norm
-        ).to(d)
+            len(data.labels), params.channels, params.blocks, feats.spec, params.arch, params.utterance_norm,
+            answer_bias(data.labels, params.unknown_bias),
+        ).to(d)  # fmt: skip
         x, tx = torch.from_numpy(feats.train).to(d), torch.from_numpy(feats.test).to(d)
         y, ty = torch.from_numpy(data.train_y).to(d), torch.from_numpy(data.test_y).to(d)
         trainable = OnFeatures(net, params.spec_augment, params.seed)
@@ -478,6 +504,7 @@ class KwsCnn(Block):
             blocks=params.blocks,
             arch=params.arch,
             utterance_norm=params.utterance_norm,
+            unknown_bias=params.unknown_bias,
             labels=list(data.labels),
             samples=int(data.train_x.shape[1]),
             metrics=metrics,

@@ -170,6 +170,9 @@ class SynthParams(BlockParams):
     unknown_per_voice: int = Field(
         1, ge=1, le=10, description="Other words spoken for `_unknown_` by each voice at each speed and pitch"
     )
+    unknown_distinct_copies: bool = Field(
+        False, description="Each augmented copy of an `_unknown_` training clip is another word (same class size)"
+    )
     silence: bool = Field(True, description="Add a `_silence_` class of background noise only")
     copies: int = Field(1, ge=1, le=20, description="Augmented copies of each spoken training clip")
     clean_copy: bool = Field(True, description="Also keep each training clip as spoken (only shifted in time)")
@@ -233,6 +236,7 @@ class _Job:
     text: str
     label: str
     test: bool
+    copy: int | None = None  # only this one of the clip's copies (None: all of them)
 
 
 @register_block
@@ -327,6 +331,23 @@ class SynthCommands(Block):
             e: params.copies * (max(1, round(most / n / 2)) if params.balance and n else 1)
             for e, n in train_by_engine.items()
         }  # an engine with few voices is brought to about half of the largest one, by augmented copies
+        if params.unknown_distinct_copies:
+            # Copies of one other word teach little about "any other word": each copy of an `_unknown_` training
+            # clip is a word of its own, spoken by the same voice at the same speed and pitch.
+            varied: list[_Job] = []
+            for job in jobs:
+                if job.label != UNKNOWN or job.test:
+                    varied.append(job)
+                    continue
+                said = {job.text}
+                for k in range(copies[job.engine] + int(params.clean_copy)):
+                    word = job.text
+                    if k:
+                        while (word := rng.choice(UNKNOWN_WORDS)) in said:
+                            pass
+                        said.add(word)
+                    varied.append(_Job(job.engine, job.voice, job.speed, job.pitch, word, UNKNOWN, False, k))
+            jobs = varied
         return jobs, copies, voices
 
     def _speak(self, job: _Job) -> np.ndarray:
@@ -365,7 +386,8 @@ class SynthCommands(Block):
             if job.test:
                 xs.append(_level(fit_length(clip, samples), nrng))
             else:
-                for k in range(copies[job.engine] + int(params.clean_copy)):
+                every_copy = range(copies[job.engine] + int(params.clean_copy))
+                for k in every_copy if job.copy is None else (job.copy,):
                     x = _level(fit_length(clip, samples), nrng)
                     # The first is the clip as spoken (only placed in the window): with every clip changed, a model
                     # never hears a clean word and underfits (measured: 0.34 of its own training clips right).

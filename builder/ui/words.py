@@ -123,6 +123,16 @@ _PARAMS_BY_BLOCK: dict[tuple[str, str], tuple[str, str]] = {
         "Other words per voice",
         "How many words that are not commands each voice says, at each speed and pitch, for 'unknown'.",
     ),
+    ("speech.synth-commands", "unknown_distinct_copies"): (
+        "A new word for each copy",
+        "Each changed copy of an 'unknown' recording is another word, so the model hears more words that are not "
+        "commands without hearing more 'unknown' recordings.",
+    ),
+    ("speech.kws-cnn", "unknown_bias"): (
+        "Readiness to say 'unknown'",
+        "How readily the model answers 'unknown' when it is unsure; higher turns away more other words and a few "
+        "more commands. 0: as trained.",
+    ),
     ("vision.augment", "noise"): ("Pixel noise", "How much random noise is added to the copies."),
     ("chat.faq-csv", "seed"): ("Random seed", "Which questions are kept for testing; the same number, the same."),
 }

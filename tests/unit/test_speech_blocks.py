@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import wave
 
@@ -518,3 +519,66 @@ def test_a_model_saved_before_utterance_norm_existed_loads_without_it():
     old = AudioClassifierModel(state, 8, 4, ["a", "b", "c"], SAMPLE_RATE, {}, arch="bc-resnet")
     del old.__dict__["utterance_norm"]
     assert old.torch_module().net.utterance_norm is False
+
+
+def test_an_unknown_bias_moves_answers_to_unknown_when_answering_and_is_served_but_never_trained_on(tmp_path):
+    from blocks.speech.kws import AudioClassifierModel, KwsNet, OnFeatures, answer_bias
+    from blocks.speech.synth import UNKNOWN
+    from runtime.bundle import onnx_session
+
+    labels = ["no", "yes", UNKNOWN]
+    assert answer_bias(labels, 1.5) == [0.0, 0.0, 1.5]
+    clips = tiny_clips()
+    torch.manual_seed(0)
+    plain = KwsNet(3, channels=8, arch="bc-resnet")
+    biased = KwsNet(3, channels=8, arch="bc-resnet", answer_bias=answer_bias(labels, 3.0))
+    biased.load_state_dict(plain.state_dict())  # the bias is no weight: the same state loads into either
+    x = torch.from_numpy(clips.test_x)
+    with torch.no_grad():
+        before, after = plain.eval()(x), biased.eval()(x)
+        assert torch.allclose(after - before, torch.tensor([0.0, 0.0, 3.0]).expand_as(after), atol=1e-5)
+        # While training the loss sees the net's own logits: a bias in them would be learnt away. (Copies: a
+        # training pass moves the batch-norm statistics.)
+        feats = plain.features(x)
+        torch.manual_seed(1)
+        trained_plain = OnFeatures(copy.deepcopy(plain).train())(feats)
+        torch.manual_seed(1)
+        trained_biased = OnFeatures(copy.deepcopy(biased).train())(feats)
+        assert torch.allclose(trained_plain, trained_biased)
+    model = AudioClassifierModel(
+        {k: v.numpy() for k, v in biased.state_dict().items()}, 8, 4, labels, SAMPLE_RATE, {}, arch="bc-resnet",
+        unknown_bias=3.0,
+    )  # fmt: skip
+    served = onnx_session(tmp_path / model.export(tmp_path)["model_file"], 1).run(None, {"waveform": clips.test_x})[0]
+    assert np.abs(served - torch.softmax(after, -1).numpy()).max() < 1e-4
+    # A model pickled before the setting existed answers without a bias.
+    del model.__dict__["unknown_bias"]
+    assert model.torch_module().net.answer_bias.tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="one number per class"):
+        KwsNet(3, channels=8, answer_bias=[0.0, 1.0])
+
+
+def test_distinct_copies_make_each_copy_of_an_unknown_clip_another_word_and_keep_every_class_size(tmp_path):
+    from blocks.speech.synth import UNKNOWN, SynthCommands, SynthParams
+
+    block = SynthCommands()
+    base = {"words": ["yes", "no"], "voices": 4, "speeds": [160], "pitches": [50], "copies": 2, "balance": False}
+    same, copies, _ = block._jobs(SynthParams(**base))
+    varied, varied_copies, _ = block._jobs(SynthParams(**base, unknown_distinct_copies=True))
+    assert varied_copies == copies == {"espeak-ng": 2, "festival": 2}
+    assert [j for j in varied if j.label != UNKNOWN or j.test] == [j for j in same if j.label != UNKNOWN or j.test]
+    # Each training voice said one other word for all 3 of its copies (as spoken + 2 augmented); now 3 words.
+    for jobs, per_voice in ((same, 1), (varied, 3)):
+        said: dict[tuple, list] = {}
+        for j in jobs:
+            if j.label == UNKNOWN and not j.test:
+                said.setdefault((j.engine, j.voice), []).append(j)
+        assert len(said) == 3 + 2  # 3 espeak-ng and 2 Festival voices train
+        assert all(len({j.text for j in js}) == per_voice for js in said.values())
+        assert all(sorted(j.copy for j in js) == ([None] if per_voice == 1 else [0, 1, 2]) for js in said.values())
+    assert block._jobs(SynthParams(**base, unknown_distinct_copies=True))[0] == varied  # the same seed, same words
+    small = {**base, "copies": 1}
+    plain = block.load(SynthParams(**small), tmp_path)
+    mixed = block.load(SynthParams(**small, unknown_distinct_copies=True), tmp_path)
+    assert np.array_equal(np.bincount(plain.train_y), np.bincount(mixed.train_y))  # every class keeps its size
+    assert np.array_equal(plain.test_y, mixed.test_y)
