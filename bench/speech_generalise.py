@@ -240,7 +240,7 @@ def main() -> None:
     recipes = [
         (
             "espeak-ng, noise and reverb only, DS-CNN (before)",
-            {**plain, "engines": ["espeak-ng"], "noise_share": 0.75, "reverb": 0.5},
+            {**plain, "engines": ["espeak-ng"], "noise_share": 0.75, "reverb": 0.5, "unknown_distinct_copies": False},
             {**net, **before},
         ),  # fmt: skip
         (f"espeak-ng + festival, augmented, {ARCH_NAMES[arch]} (template)", {}, net),
