@@ -343,6 +343,8 @@ class SynthCommands(Block):
                 for k in range(copies[job.engine] + int(params.clean_copy)):
                     word = job.text
                     if k:
+                        if len(said) == len(UNKNOWN_WORDS):  # more copies than words: each word again
+                            said = set()
                         while (word := rng.choice(UNKNOWN_WORDS)) in said:
                             pass
                         said.add(word)

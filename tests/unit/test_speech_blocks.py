@@ -559,7 +559,7 @@ def test_an_unknown_bias_moves_answers_to_unknown_when_answering_and_is_served_b
 
 
 def test_distinct_copies_make_each_copy_of_an_unknown_clip_another_word_and_keep_every_class_size(tmp_path):
-    from blocks.speech.synth import UNKNOWN, SynthCommands, SynthParams
+    from blocks.speech.synth import UNKNOWN, UNKNOWN_WORDS, SynthCommands, SynthParams
 
     block = SynthCommands()
     base = {"words": ["yes", "no"], "voices": 4, "speeds": [160], "pitches": [50], "copies": 2, "balance": False}
@@ -577,6 +577,15 @@ def test_distinct_copies_make_each_copy_of_an_unknown_clip_another_word_and_keep
         assert all(len({j.text for j in js}) == per_voice for js in said.values())
         assert all(sorted(j.copy for j in js) == ([None] if per_voice == 1 else [0, 1, 2]) for js in said.values())
     assert block._jobs(SynthParams(**base, unknown_distinct_copies=True))[0] == varied  # the same seed, same words
+    # More copies than other words (Festival's few voices balanced against 150 espeak-ng ones): each word comes
+    # round again instead of the draw never ending.
+    many = SynthParams(words=["yes", "no"], voices=200, speeds=[160], pitches=[50], copies=20,
+                       unknown_distinct_copies=True)  # fmt: skip
+    jobs, many_copies, _ = block._jobs(many)
+    assert many_copies["festival"] + 1 > len(UNKNOWN_WORDS)
+    one_voice = [j.text for j in jobs if j.label == UNKNOWN and not j.test and j.engine == "festival"]
+    one_voice = one_voice[: many_copies["festival"] + 1]
+    assert len(set(one_voice)) == len(UNKNOWN_WORDS) and len(one_voice) == many_copies["festival"] + 1
     small = {**base, "copies": 1}
     plain = block.load(SynthParams(**small), tmp_path)
     mixed = block.load(SynthParams(**small, unknown_distinct_copies=True), tmp_path)
