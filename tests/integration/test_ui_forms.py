@@ -204,6 +204,7 @@ def test_the_voice_template_first_block_lists_show_their_defaults_and_take_one_w
         "voices": 12,
         "test_voices": 0.25,
         "copies": 1,
+        "unknown_distinct_copies": True,
         "seed": 0,
     }
     set_widget(widget(at, "speech", "words"), "yes, no, up")
